@@ -1,0 +1,1 @@
+//! Placeholder until the simulation harness lands (issue: deterministic simulation harness).

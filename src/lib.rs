@@ -1,0 +1,7 @@
+//! sluice: a Kafka-compatible event log.
+//!
+//! See ARCHITECTURE.md for the codemap and the invariants.
+
+pub mod clock;
+pub mod net;
+pub mod storage;
