@@ -29,6 +29,7 @@ use std::fmt;
 use kafka_protocol::error::ResponseError;
 
 pub use connection::{Connection, ConnectionConfig};
+pub use producer::{Acks, DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use metadata::{Admin, Cluster, GroupDescription, GroupListing, GroupMember, PartitionInfo, TopicInfo};
 
 /// A topic and a partition index: the unit of ordering, leadership and offsets.
