@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
-use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName};
+use kafka_protocol::messages::{
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::TopicPartition;
@@ -74,8 +76,13 @@ impl AssignmentStrategy {
     }
 }
 
-fn empty_assignment(subscriptions: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<TopicPartition>> {
-    subscriptions.keys().map(|m| (m.clone(), Vec::new())).collect()
+fn empty_assignment(
+    subscriptions: &BTreeMap<String, Vec<String>>,
+) -> BTreeMap<String, Vec<TopicPartition>> {
+    subscriptions
+        .keys()
+        .map(|m| (m.clone(), Vec::new()))
+        .collect()
 }
 
 /// Per topic, members subscribed to it in member-id order get contiguous
@@ -102,7 +109,8 @@ fn assign_range(
             let start = per_member * i + i.min(with_extra);
             let length = per_member + i32::from(i < with_extra);
             let partitions = assignment.entry(member.clone()).or_default();
-            partitions.extend((start..start + length).map(|p| TopicPartition::new(topic.clone(), p)));
+            partitions
+                .extend((start..start + length).map(|p| TopicPartition::new(topic.clone(), p)));
         }
     }
     assignment
@@ -160,13 +168,18 @@ pub fn encode_subscription(topics: &[String]) -> Bytes {
 /// Decodes another member's JoinGroup metadata (any ConsumerProtocol version).
 pub fn decode_subscription(bytes: &[u8]) -> Result<Subscription, String> {
     let (version, mut body) = split_version(bytes)?;
-    let decoded = ConsumerProtocolSubscription::decode(&mut body, version).map_err(|e| format!("subscription: {e}"))?;
+    let decoded = ConsumerProtocolSubscription::decode(&mut body, version)
+        .map_err(|e| format!("subscription: {e}"))?;
     Ok(Subscription {
         topics: decoded.topics.iter().map(|t| t.to_string()).collect(),
         owned_partitions: decoded
             .owned_partitions
             .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| TopicPartition::new(t.topic.0.as_str(), *p)))
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| TopicPartition::new(t.topic.0.as_str(), *p))
+            })
             .collect(),
     })
 }
@@ -175,7 +188,10 @@ pub fn decode_subscription(bytes: &[u8]) -> Result<Subscription, String> {
 pub fn encode_assignment(partitions: &[TopicPartition]) -> Bytes {
     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for tp in partitions {
-        by_topic.entry(tp.topic.as_str()).or_default().push(tp.partition);
+        by_topic
+            .entry(tp.topic.as_str())
+            .or_default()
+            .push(tp.partition);
     }
     let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
         by_topic
@@ -197,11 +213,16 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Vec<TopicPartition>, String> {
         return Ok(Vec::new());
     }
     let (version, mut body) = split_version(bytes)?;
-    let decoded = ConsumerProtocolAssignment::decode(&mut body, version).map_err(|e| format!("assignment: {e}"))?;
+    let decoded = ConsumerProtocolAssignment::decode(&mut body, version)
+        .map_err(|e| format!("assignment: {e}"))?;
     let mut partitions: Vec<TopicPartition> = decoded
         .assigned_partitions
         .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| TopicPartition::new(t.topic.0.as_str(), *p)))
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| TopicPartition::new(t.topic.0.as_str(), *p))
+        })
         .collect();
     partitions.sort();
     partitions.dedup();
@@ -221,7 +242,10 @@ fn encode_versioned<T: Encodable>(message: &T, version: i16) -> Bytes {
 
 fn split_version(bytes: &[u8]) -> Result<(i16, Bytes), String> {
     if bytes.len() < 2 {
-        return Err(format!("consumer protocol metadata of {} bytes", bytes.len()));
+        return Err(format!(
+            "consumer protocol metadata of {} bytes",
+            bytes.len()
+        ));
     }
     let mut body = Bytes::copy_from_slice(bytes);
     let version = body.get_i16();
@@ -238,7 +262,12 @@ mod tests {
     fn subs(entries: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
         entries
             .iter()
-            .map(|(m, topics)| (m.to_string(), topics.iter().map(|t| t.to_string()).collect()))
+            .map(|(m, topics)| {
+                (
+                    m.to_string(),
+                    topics.iter().map(|t| t.to_string()).collect(),
+                )
+            })
             .collect()
     }
 
@@ -247,7 +276,10 @@ mod tests {
     }
 
     fn tps(entries: &[(&str, i32)]) -> Vec<TopicPartition> {
-        entries.iter().map(|(t, p)| TopicPartition::new(*t, *p)).collect()
+        entries
+            .iter()
+            .map(|(t, p)| TopicPartition::new(*t, *p))
+            .collect()
     }
 
     #[test]
@@ -277,7 +309,11 @@ mod tests {
         // Javadoc's second example: C0 on t0; C1 on t0, t1; C2 on t0, t1, t2;
         // t0 has 1 partition, t1 2, t2 3.
         let a = AssignmentStrategy::RoundRobin.assign(
-            &subs(&[("C0", &["t0"]), ("C1", &["t0", "t1"]), ("C2", &["t0", "t1", "t2"])]),
+            &subs(&[
+                ("C0", &["t0"]),
+                ("C1", &["t0", "t1"]),
+                ("C2", &["t0", "t1", "t2"]),
+            ]),
             &counts(&[("t0", 1), ("t1", 2), ("t2", 3)]),
         );
         assert_eq!(a["C0"], tps(&[("t0", 0)]));
@@ -287,14 +323,19 @@ mod tests {
 
     #[test]
     fn assignors_cover_every_partition_once_and_are_deterministic() {
-        let members = subs(&[("m3", &["a", "b"]), ("m1", &["a"]), ("m2", &["a", "b", "zzz"])]);
+        let members = subs(&[
+            ("m3", &["a", "b"]),
+            ("m1", &["a"]),
+            ("m2", &["a", "b", "zzz"]),
+        ]);
         let topics = counts(&[("a", 7), ("b", 5)]);
         for strategy in [AssignmentStrategy::Range, AssignmentStrategy::RoundRobin] {
             let first = strategy.assign(&members, &topics);
             assert_eq!(first, strategy.assign(&members, &topics));
             let mut all: Vec<TopicPartition> = first.values().flatten().cloned().collect();
             all.sort();
-            let mut expected: Vec<TopicPartition> = (0..7).map(|p| TopicPartition::new("a", p)).collect();
+            let mut expected: Vec<TopicPartition> =
+                (0..7).map(|p| TopicPartition::new("a", p)).collect();
             expected.extend((0..5).map(|p| TopicPartition::new("b", p)));
             assert_eq!(all, expected, "{strategy:?}");
             assert!(first["m1"].iter().all(|tp| tp.topic == "a"), "{strategy:?}");
@@ -336,7 +377,10 @@ mod tests {
         let partitions = tps(&[("b", 1), ("a", 0), ("a", 3)]);
         let bytes = encode_assignment(&partitions);
         assert_eq!(&bytes[0..2], &[0, 0]);
-        assert_eq!(decode_assignment(&bytes).unwrap(), tps(&[("a", 0), ("a", 3), ("b", 1)]));
+        assert_eq!(
+            decode_assignment(&bytes).unwrap(),
+            tps(&[("a", 0), ("a", 3), ("b", 1)])
+        );
         assert_eq!(decode_assignment(&[]).unwrap(), Vec::new());
         assert!(decode_assignment(&bytes[..bytes.len() - 2]).is_err());
     }

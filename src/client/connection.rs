@@ -111,7 +111,9 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("addr", &self.addr).finish()
+        f.debug_struct("Connection")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -137,7 +139,9 @@ impl Pending {
     fn lock(&self) -> MutexGuard<'_, PendingState> {
         // A poisoned lock only means another task panicked mid-update; the
         // queue is still structurally valid, so keep going.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Marks the connection failed and fails every waiting request.
@@ -182,7 +186,11 @@ impl Live {
 }
 
 impl Connection {
-    pub fn new(addr: impl Into<String>, connector: Arc<dyn Connector>, config: ConnectionConfig) -> Self {
+    pub fn new(
+        addr: impl Into<String>,
+        connector: Arc<dyn Connector>,
+        config: ConnectionConfig,
+    ) -> Self {
         Self {
             addr: addr.into(),
             connector,
@@ -222,7 +230,11 @@ impl Connection {
             min: client_min,
             max: client_max,
         };
-        let (broker_min, broker_max) = live.versions.get(&api_key).copied().ok_or_else(unsupported)?;
+        let (broker_min, broker_max) = live
+            .versions
+            .get(&api_key)
+            .copied()
+            .ok_or_else(unsupported)?;
         let max = client_max.min(broker_max);
         if max < client_min.max(broker_min) {
             return Err(unsupported());
@@ -240,7 +252,8 @@ impl Connection {
     /// Sends `req` at `version` and waits for its response, bounded by
     /// `request.timeout.ms`.
     pub async fn send<R: Request>(&self, req: R, version: i16) -> Result<R::Response, ClientError> {
-        self.send_with_timeout(req, version, self.request_timeout()).await
+        self.send_with_timeout(req, version, self.request_timeout())
+            .await
     }
 
     /// Like [`send`](Self::send) with an explicit bound, for requests the
@@ -298,7 +311,11 @@ impl Connection {
 
     /// Sends a request the broker will not answer (Produce with acks=0). Returns
     /// once the request is queued for writing.
-    pub async fn send_no_response<R: Request>(&self, req: R, version: i16) -> Result<(), ClientError> {
+    pub async fn send_no_response<R: Request>(
+        &self,
+        req: R,
+        version: i16,
+    ) -> Result<(), ClientError> {
         let live = self.live().await?;
         let frame = self.encode(&req, version)?;
         let queued = tokio::time::timeout(
@@ -335,8 +352,9 @@ impl Connection {
     }
 
     fn encode<R: Request>(&self, req: &R, version: i16) -> Result<BytesMut, ClientError> {
-        encode_request(req, version, &self.config.client_id)
-            .map_err(|e| ClientError::Invalid(format!("encoding api key {} v{version}: {e}", R::KEY)))
+        encode_request(req, version, &self.config.client_id).map_err(|e| {
+            ClientError::Invalid(format!("encoding api key {} v{version}: {e}", R::KEY))
+        })
     }
 
     /// Shuts `live` down, so other requests on it fail now rather than at
@@ -426,17 +444,22 @@ impl Connection {
             let body = response
                 .await
                 .map_err(|_| self.network_error("connection closed"))??;
-            let parsed = decode_response::<ApiVersionsRequest>(body.clone(), ApiKey::ApiVersions as i16, version)
-                .ok()
-                .filter(|r| r.error_code == 0);
+            let parsed = decode_response::<ApiVersionsRequest>(
+                body.clone(),
+                ApiKey::ApiVersions as i16,
+                version,
+            )
+            .ok()
+            .filter(|r| r.error_code == 0);
             let response = match parsed {
                 Some(r) => r,
                 None => {
-                    let v0 = decode_response::<ApiVersionsRequest>(body, ApiKey::ApiVersions as i16, 0)
-                        .map_err(|message| ClientError::Protocol {
-                            addr: self.addr.clone(),
-                            message,
-                        })?;
+                    let v0 =
+                        decode_response::<ApiVersionsRequest>(body, ApiKey::ApiVersions as i16, 0)
+                            .map_err(|message| ClientError::Protocol {
+                                addr: self.addr.clone(),
+                                message,
+                            })?;
                     if v0.error_code != UNSUPPORTED_VERSION {
                         ClientError::check(v0.error_code)?;
                         // Error code 0 yet the newer decode failed: accept the v0 view.
@@ -483,7 +506,8 @@ pub(crate) fn encode_request<R: Request>(
     version: i16,
     client_id: &str,
 ) -> anyhow::Result<BytesMut> {
-    let api_key = ApiKey::try_from(R::KEY).map_err(|()| anyhow::anyhow!("unknown api key {}", R::KEY))?;
+    let api_key =
+        ApiKey::try_from(R::KEY).map_err(|()| anyhow::anyhow!("unknown api key {}", R::KEY))?;
     let header = RequestHeader::default()
         .with_request_api_key(R::KEY)
         .with_request_api_version(version)
@@ -499,11 +523,16 @@ pub(crate) fn encode_request<R: Request>(
 }
 
 /// Decodes a response frame body (after the size, correlation id included).
-fn decode_response<R: Request>(mut body: Bytes, api_key: i16, version: i16) -> Result<R::Response, String> {
+fn decode_response<R: Request>(
+    mut body: Bytes,
+    api_key: i16,
+    version: i16,
+) -> Result<R::Response, String> {
     let key = ApiKey::try_from(api_key).map_err(|()| format!("unknown api key {api_key}"))?;
     ResponseHeader::decode(&mut body, key.response_header_version(version))
         .map_err(|e| format!("response header: {e}"))?;
-    let response = R::Response::decode(&mut body, version).map_err(|e| format!("api key {api_key} v{version}: {e}"))?;
+    let response = R::Response::decode(&mut body, version)
+        .map_err(|e| format!("api key {api_key} v{version}: {e}"))?;
     Ok(response)
 }
 
@@ -520,7 +549,8 @@ async fn write_loop(
     let mut correlation_id: i32 = 0;
     while let Some(Outgoing { mut frame, reply }) = outgoing.recv().await {
         correlation_id = correlation_id.wrapping_add(1).max(1);
-        frame[CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4].copy_from_slice(&correlation_id.to_be_bytes());
+        frame[CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4]
+            .copy_from_slice(&correlation_id.to_be_bytes());
         if let Some(reply) = reply {
             // Register before writing so the reader can never see a response
             // it has no waiter for.
@@ -556,7 +586,12 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(mut reader: ReadHalf<BoxStream>, pending: Arc<Pending>, addr: String, response_bytes_max: usize) {
+async fn read_loop(
+    mut reader: ReadHalf<BoxStream>,
+    pending: Arc<Pending>,
+    addr: String,
+    response_bytes_max: usize,
+) {
     let error = loop {
         let mut size_bytes = [0u8; 4];
         if let Err(e) = reader.read_exact(&mut size_bytes).await {
@@ -593,7 +628,9 @@ async fn read_loop(mut reader: ReadHalf<BoxStream>, pending: Arc<Pending>, addr:
             Some((expected, reply)) => {
                 let error = ClientError::Protocol {
                     addr: addr.clone(),
-                    message: format!("correlation id {correlation_id} where {expected} was expected"),
+                    message: format!(
+                        "correlation id {correlation_id} where {expected} was expected"
+                    ),
                 };
                 let _ = reply.send(Err(error.clone()));
                 break error;
@@ -621,6 +658,9 @@ mod tests {
         assert_eq!(usize::try_from(size).unwrap(), frame.len() - 4);
         assert_eq!(&frame[4..6], &(ApiKey::Metadata as i16).to_be_bytes());
         assert_eq!(&frame[6..8], &1i16.to_be_bytes());
-        assert_eq!(&frame[CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4], &[0, 0, 0, 0]);
+        assert_eq!(
+            &frame[CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4],
+            &[0, 0, 0, 0]
+        );
     }
 }

@@ -17,15 +17,16 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
-    GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetFetchRequest, TopicName,
+    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeGroupsRequest,
+    FindCoordinatorRequest, GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::time::Instant;
 
 use super::assignor::decode_assignment;
 use super::connection::{Connection, ConnectionConfig};
-use super::{codes, is_coordinator_error, ClientError, TopicPartition};
+use super::{codes, ClientError, TopicPartition};
 use crate::net::Connector;
 
 /// Kafka's `retry.backoff.ms` default: the pause between metadata retries.
@@ -111,13 +112,17 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("bootstrap", &self.bootstrap).finish()
+        f.debug_struct("Cluster")
+            .field("bootstrap", &self.bootstrap)
+            .finish()
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Poisoning means a panic elsewhere; the maps are still consistent.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Splits `bootstrap.servers` ("host:port,host:port").
@@ -132,7 +137,11 @@ pub fn parse_bootstrap(servers: &str) -> Vec<String> {
 
 impl Cluster {
     /// `bootstrap` is Kafka's `bootstrap.servers`: comma-separated host:port.
-    pub fn new(bootstrap: &str, connector: Arc<dyn Connector>, config: ConnectionConfig) -> Arc<Self> {
+    pub fn new(
+        bootstrap: &str,
+        connector: Arc<dyn Connector>,
+        config: ConnectionConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             bootstrap: parse_bootstrap(bootstrap),
             connector,
@@ -158,7 +167,11 @@ impl Cluster {
                 "more than {CONNECTIONS_MAX} broker addresses"
             )));
         }
-        let connection = Arc::new(Connection::new(addr, self.connector.clone(), self.config.clone()));
+        let connection = Arc::new(Connection::new(
+            addr,
+            self.connector.clone(),
+            self.config.clone(),
+        ));
         connections.insert(addr.to_string(), connection.clone());
         Ok(connection)
     }
@@ -197,7 +210,11 @@ impl Cluster {
             let connection = self.connection(&addr)?;
             match connection.call(req.clone()).await {
                 Ok(response) => return Ok(response),
-                Err(e @ (ClientError::Network { .. } | ClientError::Timeout { .. } | ClientError::Protocol { .. })) => {
+                Err(
+                    e @ (ClientError::Network { .. }
+                    | ClientError::Timeout { .. }
+                    | ClientError::Protocol { .. }),
+                ) => {
                     tracing::debug!(%addr, error = %e, "broker unreachable, trying the next");
                     last_error = e;
                 }
@@ -210,7 +227,11 @@ impl Cluster {
     /// Fetches metadata for `topics` (all topics when `None`) and updates the
     /// cache. `allow_auto_topic_creation` is the producer's
     /// `allow.auto.create.topics`.
-    pub async fn refresh(&self, topics: Option<&[String]>, allow_auto_topic_creation: bool) -> Result<(), ClientError> {
+    pub async fn refresh(
+        &self,
+        topics: Option<&[String]>,
+        allow_auto_topic_creation: bool,
+    ) -> Result<(), ClientError> {
         let req = MetadataRequest::default()
             .with_topics(topics.map(|names| {
                 names
@@ -226,7 +247,8 @@ impl Cluster {
         // encoder rejects it, and then auto-creation is simply the broker's.
         let response = match self.call_any(req.clone()).await {
             Err(ClientError::Invalid(_)) if !allow_auto_topic_creation => {
-                self.call_any(req.with_allow_auto_topic_creation(true)).await?
+                self.call_any(req.with_allow_auto_topic_creation(true))
+                    .await?
             }
             other => other?,
         };
@@ -281,13 +303,21 @@ impl Cluster {
     pub fn leader(&self, tp: &TopicPartition) -> Option<i32> {
         let state = lock(&self.state);
         let topic = state.topics.get(&tp.topic)?;
-        let partition = topic.partitions.iter().find(|p| p.partition == tp.partition)?;
+        let partition = topic
+            .partitions
+            .iter()
+            .find(|p| p.partition == tp.partition)?;
         (partition.leader >= 0).then_some(partition.leader)
     }
 
     /// `topic` with its partitions, refreshing the cache until the topic is
     /// known with at least one partition or `wait` has passed.
-    pub async fn topic_info(&self, topic: &str, allow_auto_topic_creation: bool, wait: Duration) -> Result<TopicInfo, ClientError> {
+    pub async fn topic_info(
+        &self,
+        topic: &str,
+        allow_auto_topic_creation: bool,
+        wait: Duration,
+    ) -> Result<TopicInfo, ClientError> {
         let deadline = Instant::now() + wait;
         loop {
             if let Some(info) = self.topic(topic) {
@@ -295,12 +325,15 @@ impl Cluster {
                     return Ok(info);
                 }
             }
-            let refreshed = self.refresh(Some(&[topic.to_string()]), allow_auto_topic_creation).await;
+            let refreshed = self
+                .refresh(Some(&[topic.to_string()]), allow_auto_topic_creation)
+                .await;
             if let Some(info) = self.topic(topic) {
                 if info.error_code == 0 && !info.partitions.is_empty() {
                     return Ok(info);
                 }
-                if info.error_code != 0 && info.error_code != codes::UNKNOWN_TOPIC_OR_PARTITION
+                if info.error_code != 0
+                    && info.error_code != codes::UNKNOWN_TOPIC_OR_PARTITION
                     && info.error_code != codes::LEADER_NOT_AVAILABLE
                 {
                     ClientError::check(info.error_code)?;
@@ -317,7 +350,11 @@ impl Cluster {
     }
 
     /// The connection to the leader of `tp`, refreshing metadata if needed.
-    pub async fn leader_connection(&self, tp: &TopicPartition, wait: Duration) -> Result<(i32, Arc<Connection>), ClientError> {
+    pub async fn leader_connection(
+        &self,
+        tp: &TopicPartition,
+        wait: Duration,
+    ) -> Result<(i32, Arc<Connection>), ClientError> {
         if self.leader(tp).is_none() {
             self.topic_info(&tp.topic, false, wait).await?;
         }
@@ -328,7 +365,10 @@ impl Cluster {
     }
 
     /// The coordinator of `group_id`, via FindCoordinator.
-    pub async fn find_coordinator(&self, group_id: &str) -> Result<(i32, Arc<Connection>), ClientError> {
+    pub async fn find_coordinator(
+        &self,
+        group_id: &str,
+    ) -> Result<(i32, Arc<Connection>), ClientError> {
         // The version depends on the broker that answers; ask the first
         // candidate for it, then shape the request to match.
         let mut last_error = ClientError::Metadata("no bootstrap servers".to_string());
@@ -349,7 +389,11 @@ impl Cluster {
             }
             let response = match connection.send(req, version).await {
                 Ok(r) => r,
-                Err(e @ (ClientError::Network { .. } | ClientError::Timeout { .. } | ClientError::Protocol { .. })) => {
+                Err(
+                    e @ (ClientError::Network { .. }
+                    | ClientError::Timeout { .. }
+                    | ClientError::Protocol { .. }),
+                ) => {
                     last_error = e;
                     continue;
                 }
@@ -365,11 +409,18 @@ impl Cluster {
                     })?;
                 (c.error_code, c.node_id.0, c.host.to_string(), c.port)
             } else {
-                (response.error_code, response.node_id.0, response.host.to_string(), response.port)
+                (
+                    response.error_code,
+                    response.node_id.0,
+                    response.host.to_string(),
+                    response.port,
+                )
             };
             ClientError::check(error_code)?;
             let coordinator_addr = format!("{host}:{port}");
-            lock(&self.state).brokers.insert(node_id, coordinator_addr.clone());
+            lock(&self.state)
+                .brokers
+                .insert(node_id, coordinator_addr.clone());
             return Ok((node_id, self.connection(&coordinator_addr)?));
         }
         Err(last_error)
@@ -394,7 +445,10 @@ impl Cluster {
             // Partitions with no leader yet go to `retry`.
             let mut retry = Vec::new();
             for tp in std::mem::take(&mut remaining) {
-                match self.leader_connection(&tp, deadline.saturating_duration_since(Instant::now())).await {
+                match self
+                    .leader_connection(&tp, deadline.saturating_duration_since(Instant::now()))
+                    .await
+                {
                     Ok((leader, _)) => by_leader.entry(leader).or_default().push(tp),
                     Err(e) => {
                         last_error = Some(e);
@@ -438,7 +492,8 @@ impl Cluster {
                 return Ok(result);
             }
             if Instant::now() + self.retry_backoff >= deadline {
-                return Err(last_error.unwrap_or_else(|| ClientError::Metadata("list offsets timed out".into())));
+                return Err(last_error
+                    .unwrap_or_else(|| ClientError::Metadata("list offsets timed out".into())));
             }
             tokio::time::sleep(self.retry_backoff).await;
             remaining = retry;
@@ -454,7 +509,10 @@ impl Cluster {
         let connection = self.broker_connection(leader)?;
         let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for tp in tps {
-            topics.entry(tp.topic.as_str()).or_default().push(tp.partition);
+            topics
+                .entry(tp.topic.as_str())
+                .or_default()
+                .push(tp.partition);
         }
         let req = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -467,7 +525,11 @@ impl Cluster {
                             .with_partitions(
                                 partitions
                                     .iter()
-                                    .map(|p| ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(timestamp))
+                                    .map(|p| {
+                                        ListOffsetsPartition::default()
+                                            .with_partition_index(*p)
+                                            .with_timestamp(timestamp)
+                                    })
                                     .collect(),
                             )
                     })
@@ -617,7 +679,10 @@ impl Admin {
 
     /// Descriptions of `names` (all topics when `None`), sorted by name.
     /// A topic that does not exist comes back with its error code set.
-    pub async fn describe_topics(&self, names: Option<&[String]>) -> Result<Vec<TopicInfo>, ClientError> {
+    pub async fn describe_topics(
+        &self,
+        names: Option<&[String]>,
+    ) -> Result<Vec<TopicInfo>, ClientError> {
         self.cluster.refresh(names, false).await?;
         let state = lock(&self.cluster.state);
         Ok(match names {
@@ -664,12 +729,17 @@ impl Admin {
     /// DescribeGroups on the group's coordinator.
     pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription, ClientError> {
         let (_, connection) = self.coordinator(group_id).await?;
-        let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_string(group_id.to_string()))]);
+        let req = DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_string(group_id.to_string()))]);
         let response = connection.call(req).await?;
-        let group = response.groups.into_iter().next().ok_or_else(|| ClientError::Protocol {
-            addr: connection.addr().to_string(),
-            message: "DescribeGroups response without groups".to_string(),
-        })?;
+        let group = response
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Protocol {
+                addr: connection.addr().to_string(),
+                message: "DescribeGroups response without groups".to_string(),
+            })?;
         ClientError::check(group.error_code)?;
         let consumer_protocol = group.protocol_type.as_str() == "consumer";
         Ok(GroupDescription {
@@ -695,7 +765,10 @@ impl Admin {
     }
 
     /// Committed offsets of `group_id` for every partition it has committed.
-    pub async fn group_offsets(&self, group_id: &str) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+    pub async fn group_offsets(
+        &self,
+        group_id: &str,
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
         let (_, connection) = self.coordinator(group_id).await?;
         fetch_committed_offsets(&connection, group_id, None).await
     }
@@ -703,10 +776,14 @@ impl Admin {
     async fn coordinator(&self, group_id: &str) -> Result<(i32, Arc<Connection>), ClientError> {
         // COORDINATOR_NOT_AVAILABLE is normal right after a broker starts;
         // retry for one request timeout.
-        let deadline = Instant::now() + Duration::from_millis(self.cluster.config.request_timeout_ms);
+        let deadline =
+            Instant::now() + Duration::from_millis(self.cluster.config.request_timeout_ms);
         loop {
             match self.cluster.find_coordinator(group_id).await {
-                Err(e) if e.is_retriable() && Instant::now() + self.cluster.retry_backoff < deadline => {
+                Err(e)
+                    if e.is_retriable()
+                        && Instant::now() + self.cluster.retry_backoff < deadline =>
+                {
                     tokio::time::sleep(self.cluster.retry_backoff).await;
                 }
                 other => return other,
@@ -736,7 +813,10 @@ pub(crate) async fn fetch_committed_offsets(
         Some(tps) => {
             let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
             for tp in tps {
-                by_topic.entry(tp.topic.as_str()).or_default().push(tp.partition);
+                by_topic
+                    .entry(tp.topic.as_str())
+                    .or_default()
+                    .push(tp.partition);
             }
             Some(
                 by_topic
@@ -760,18 +840,12 @@ pub(crate) async fn fetch_committed_offsets(
         for p in topic.partitions {
             ClientError::check(p.error_code)?;
             if p.committed_offset >= 0 {
-                offsets.insert(TopicPartition::new(topic.name.0.as_str(), p.partition_index), p.committed_offset);
+                offsets.insert(
+                    TopicPartition::new(topic.name.0.as_str(), p.partition_index),
+                    p.committed_offset,
+                );
             }
         }
     }
     Ok(offsets)
-}
-
-/// Whether an error from a group request means the coordinator moved.
-pub(crate) fn coordinator_moved(error: &ClientError) -> bool {
-    match error {
-        ClientError::Broker(e) => is_coordinator_error(e.code()),
-        ClientError::Network { .. } | ClientError::Timeout { .. } => true,
-        _ => false,
-    }
 }

@@ -28,9 +28,16 @@ use std::fmt;
 
 use kafka_protocol::error::ResponseError;
 
+pub use assignor::AssignmentStrategy;
 pub use connection::{Connection, ConnectionConfig};
-pub use producer::{Acks, DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
-pub use metadata::{Admin, Cluster, GroupDescription, GroupListing, GroupMember, PartitionInfo, TopicInfo};
+pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, RebalanceListener};
+pub use metadata::{
+    Admin, Cluster, GroupDescription, GroupListing, GroupMember, PartitionInfo, TopicInfo,
+};
+pub use partitioner::{DefaultPartitioner, KeylessStrategy, Partitioner};
+pub use producer::{
+    Acks, DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
 
 /// A topic and a partition index: the unit of ordering, leadership and offsets.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -151,7 +158,6 @@ pub(crate) mod codes {
     pub const ILLEGAL_GENERATION: i16 = 22;
     pub const UNKNOWN_MEMBER_ID: i16 = 25;
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
     pub const UNKNOWN_PRODUCER_ID: i16 = 59;
@@ -165,7 +171,9 @@ pub(crate) mod codes {
 pub(crate) fn is_coordinator_error(code: i16) -> bool {
     matches!(
         code,
-        codes::COORDINATOR_NOT_AVAILABLE | codes::NOT_COORDINATOR | codes::COORDINATOR_LOAD_IN_PROGRESS
+        codes::COORDINATOR_NOT_AVAILABLE
+            | codes::NOT_COORDINATOR
+            | codes::COORDINATOR_LOAD_IN_PROGRESS
     )
 }
 
@@ -179,9 +187,4 @@ pub(crate) fn is_stale_metadata_error(code: i16) -> bool {
             | codes::FENCED_LEADER_EPOCH
             | codes::UNKNOWN_LEADER_EPOCH
     )
-}
-
-/// Milliseconds to a `Duration`, treating negative values as zero.
-pub(crate) fn ms(value: i64) -> std::time::Duration {
-    std::time::Duration::from_millis(u64::try_from(value).unwrap_or(0))
 }

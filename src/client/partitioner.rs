@@ -131,7 +131,8 @@ impl Partitioner for DefaultPartitioner {
                     None => self.random_partition(partition_count, None),
                 };
                 let p = next.rem_euclid(partition_count);
-                self.current.insert(topic.to_string(), (p + 1) % partition_count);
+                self.current
+                    .insert(topic.to_string(), (p + 1) % partition_count);
                 p
             }
         }
@@ -162,7 +163,10 @@ mod tests {
             ("foobar", -790_332_482),
             ("a-little-bit-long-string", -985_981_536),
             ("a-little-bit-longer-string", -1_486_304_829),
-            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
             ("abc", 479_470_107),
             ("1", -1_993_445_489),
             ("12", 126_087_238),
@@ -210,7 +214,14 @@ mod tests {
         let seq_a: Vec<i32> = (0..6).map(|_| a.partition("t", None, 3)).collect();
         let seq_b: Vec<i32> = (0..6).map(|_| b.partition("t", None, 3)).collect();
         assert_eq!(seq_a, seq_b);
-        assert_eq!(seq_a[0..3].iter().copied().collect::<std::collections::BTreeSet<_>>().len(), 3);
+        assert_eq!(
+            seq_a[0..3]
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            3
+        );
         assert_eq!(seq_a[0..3], seq_a[3..6]);
     }
 }

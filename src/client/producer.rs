@@ -174,7 +174,9 @@ impl ProducerConfig {
                 return fail("enable.idempotence requires acks=all");
             }
             if self.max_in_flight_requests_per_connection > IDEMPOTENT_IN_FLIGHT_MAX {
-                return fail("enable.idempotence requires max.in.flight.requests.per.connection <= 5");
+                return fail(
+                    "enable.idempotence requires max.in.flight.requests.per.connection <= 5",
+                );
             }
             if self.retries == 0 {
                 return fail("enable.idempotence requires retries > 0");
@@ -225,7 +227,9 @@ pub struct RecordMetadata {
 pub enum ProduceError {
     #[error("record of {size} bytes exceeds the limit of {limit} bytes (max.request.size / buffer.memory)")]
     RecordTooLarge { size: usize, limit: usize },
-    #[error("partition {partition} of topic {topic} does not exist ({partition_count} partitions)")]
+    #[error(
+        "partition {partition} of topic {topic} does not exist ({partition_count} partitions)"
+    )]
     UnknownPartition {
         topic: String,
         partition: i32,
@@ -335,7 +339,9 @@ struct Inner {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Poisoning means a panic elsewhere; the queues are still well formed.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -357,7 +363,11 @@ impl Drop for Producer {
 }
 
 impl Producer {
-    pub fn new(config: ProducerConfig, connector: Arc<dyn Connector>, clock: SharedClock) -> Result<Self, ClientError> {
+    pub fn new(
+        config: ProducerConfig,
+        connector: Arc<dyn Connector>,
+        clock: SharedClock,
+    ) -> Result<Self, ClientError> {
         config.validate()?;
         let cluster = Cluster::new(
             &config.bootstrap_servers,
@@ -431,7 +441,10 @@ impl Producer {
         let size_bytes = outgoing.size_estimate();
         let limit = config.max_request_size.min(config.buffer_memory);
         if size_bytes > limit {
-            return Err(ProduceError::RecordTooLarge { size: size_bytes, limit });
+            return Err(ProduceError::RecordTooLarge {
+                size: size_bytes,
+                limit,
+            });
         }
         let max_block = Duration::from_millis(config.max_block_ms);
         let deadline = Instant::now() + max_block;
@@ -441,7 +454,9 @@ impl Producer {
             .await
             .map_err(|e| match e {
                 ClientError::Metadata(m) => ProduceError::MaxBlockExpired(format!("metadata: {m}")),
-                other if other.is_retriable() => ProduceError::MaxBlockExpired(format!("metadata: {other}")),
+                other if other.is_retriable() => {
+                    ProduceError::MaxBlockExpired(format!("metadata: {other}"))
+                }
                 other => ProduceError::Client(other),
             })?;
         let partition_count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
@@ -454,7 +469,10 @@ impl Producer {
                 });
             }
         }
-        let permits = u32::try_from(size_bytes).map_err(|_| ProduceError::RecordTooLarge { size: size_bytes, limit })?;
+        let permits = u32::try_from(size_bytes).map_err(|_| ProduceError::RecordTooLarge {
+            size: size_bytes,
+            limit,
+        })?;
         let acquired = tokio::time::timeout_at(deadline, inner.memory.acquire_many(permits)).await;
         match acquired {
             Ok(Ok(permit)) => permit.forget(),
@@ -473,18 +491,26 @@ impl Producer {
             let partition = match record.partition {
                 Some(p) => p,
                 None => {
-                    let p = state.partitioner.partition(&record.topic, key, partition_count);
+                    let p = state
+                        .partitioner
+                        .partition(&record.topic, key, partition_count);
                     let tp = TopicPartition::new(record.topic.clone(), p);
                     let has_room = state
                         .queues
                         .get(&tp)
                         .and_then(|q| q.batches.back())
-                        .is_some_and(|b| !b.sealed && b.size_bytes + size_bytes <= config.batch_size);
+                        .is_some_and(|b| {
+                            !b.sealed && b.size_bytes + size_bytes <= config.batch_size
+                        });
                     if key.is_none() && !has_room {
                         // KIP-480: a keyless record that would open a new
                         // batch moves the sticky partition first.
-                        state.partitioner.on_new_batch(&record.topic, p, partition_count);
-                        state.partitioner.partition(&record.topic, key, partition_count)
+                        state
+                            .partitioner
+                            .on_new_batch(&record.topic, p, partition_count);
+                        state
+                            .partitioner
+                            .partition(&record.topic, key, partition_count)
                     } else {
                         p
                     }
@@ -546,7 +572,7 @@ impl Producer {
             let progressed = inner.progress.notified();
             tokio::pin!(progressed);
             progressed.as_mut().enable();
-            if inner.lock().oldest_batch_id().map_or(true, |id| id >= ticket) {
+            if !matches!(inner.lock().oldest_batch_id(), Some(id) if id < ticket) {
                 break;
             }
             progressed.await;
@@ -617,7 +643,9 @@ impl Sender {
             if done && self.in_flight.values().all(|n| *n == 0) {
                 return;
             }
-            let sleep = tokio::time::sleep_until(next_wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            let sleep = tokio::time::sleep_until(
+                next_wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            );
             tokio::select! {
                 biased;
                 outcome = self.outcomes.recv() => {
@@ -638,7 +666,9 @@ impl Sender {
     fn backoff(&self, state: &mut State, attempts: u32) -> Duration {
         let base = self.config().retry_backoff_ms.max(1);
         let exponent = attempts.saturating_sub(1).min(16);
-        let capped = base.saturating_mul(1u64 << exponent).min(RETRY_BACKOFF_MAX_MS.max(base));
+        let capped = base
+            .saturating_mul(1u64 << exponent)
+            .min(RETRY_BACKOFF_MAX_MS.max(base));
         // +-20% jitter, as Kafka, so retrying producers do not move in lockstep.
         let jitter_range = capped / 5;
         let jitter = if jitter_range == 0 {
@@ -670,13 +700,23 @@ impl Sender {
             let mut kept = VecDeque::new();
             for (index, batch) in queue.batches.drain(..).enumerate() {
                 if index >= skip && batch.created + delivery_timeout <= now {
-                    if batch.encoded.as_ref().is_some_and(|(_, stamp)| stamp.is_some()) {
+                    if batch
+                        .encoded
+                        .as_ref()
+                        .is_some_and(|(_, stamp)| stamp.is_some())
+                    {
                         // Its sequence numbers may have reached the broker.
                         reset = true;
                     }
-                    let error = batch.last_error.as_ref().map_or_else(|| "none".to_string(), ToString::to_string);
+                    let error = batch
+                        .last_error
+                        .as_ref()
+                        .map_or_else(|| "none".to_string(), ToString::to_string);
                     released += batch.size_bytes;
-                    fail_batch(batch, &ProduceError::DeliveryTimeout(format!("{tp}: {error}")));
+                    fail_batch(
+                        batch,
+                        &ProduceError::DeliveryTimeout(format!("{tp}: {error}")),
+                    );
                     completed = true;
                 } else {
                     if index >= skip {
@@ -694,7 +734,11 @@ impl Sender {
 
         // 2. Idempotence: a producer id before anything is sent.
         let nothing_in_flight = self.in_flight.values().all(|n| *n == 0);
-        if config.enable_idempotence && state.producer_id_reset && nothing_in_flight && !self.producer_id_pending {
+        if config.enable_idempotence
+            && state.producer_id_reset
+            && nothing_in_flight
+            && !self.producer_id_pending
+        {
             state.producer_id = -1;
             state.producer_id_reset = false;
             for queue in state.queues.values_mut() {
@@ -738,7 +782,9 @@ impl Sender {
                 continue;
             }
             let queued = queue.batches.len();
-            let Some(batch) = queue.batches.front_mut() else { continue };
+            let Some(batch) = queue.batches.front_mut() else {
+                continue;
+            };
             let ready_at = if batch.sealed || queued > 1 || flushing {
                 batch.created
             } else {
@@ -755,11 +801,13 @@ impl Sender {
                 }
                 continue;
             };
-            if self.in_flight.get(&leader).copied().unwrap_or(0) >= config.max_in_flight_requests_per_connection {
+            if self.in_flight.get(&leader).copied().unwrap_or(0)
+                >= config.max_in_flight_requests_per_connection
+            {
                 continue;
             }
             if batch.encoded.is_none() {
-                let stamp = config.enable_idempotence.then(|| ProducerStamp {
+                let stamp = config.enable_idempotence.then_some(ProducerStamp {
                     producer_id: stamp_base.0,
                     producer_epoch: stamp_base.1,
                     base_sequence: queue.next_sequence,
@@ -769,7 +817,8 @@ impl Sender {
                         if stamp.is_some() {
                             let count = i32::try_from(batch.records.len()).unwrap_or(i32::MAX);
                             // Kafka wraps sequences at i32::MAX back to 0.
-                            queue.next_sequence = queue.next_sequence.wrapping_add(count) & i32::MAX;
+                            queue.next_sequence =
+                                queue.next_sequence.wrapping_add(count) & i32::MAX;
                         }
                         batch.encoded = Some((bytes, stamp));
                     }
@@ -779,7 +828,9 @@ impl Sender {
                     }
                 }
             }
-            let Some((bytes, _)) = batch.encoded.as_ref() else { continue };
+            let Some((bytes, _)) = batch.encoded.as_ref() else {
+                continue;
+            };
             let used = request_bytes.entry(leader).or_insert(0);
             if *used > 0 && *used + bytes.len() > config.max_request_size {
                 // Full request; this batch goes in the next one.
@@ -789,7 +840,10 @@ impl Sender {
             batch.sealed = true;
             batch.attempts += 1;
             queue.in_flight = true;
-            requests.entry(leader).or_default().push((tp.clone(), bytes.clone()));
+            requests
+                .entry(leader)
+                .or_default()
+                .push((tp.clone(), bytes.clone()));
         }
         for (tp, error) in encode_failures {
             if let Some(queue) = state.queues.get_mut(&tp) {
@@ -859,11 +913,16 @@ impl Sender {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "InitProducerId failed; retrying");
-                        self.producer_id_not_before = Instant::now() + Duration::from_millis(self.config().retry_backoff_ms);
+                        self.producer_id_not_before =
+                            Instant::now() + Duration::from_millis(self.config().retry_backoff_ms);
                     }
                 }
             }
-            Outcome::Produced { node, batches, result } => {
+            Outcome::Produced {
+                node,
+                batches,
+                result,
+            } => {
                 if let Some(n) = self.in_flight.get_mut(&node) {
                     *n = n.saturating_sub(1);
                 }
@@ -883,9 +942,16 @@ impl Sender {
     }
 
     /// Settles the in-flight front batch of `tp`. `Ok(None)` is acks=0.
-    fn settle_batch(&self, state: &mut State, tp: &TopicPartition, answer: Result<Option<(i16, i64, i64)>, ClientError>) {
+    fn settle_batch(
+        &self,
+        state: &mut State,
+        tp: &TopicPartition,
+        answer: Result<Option<(i16, i64, i64)>, ClientError>,
+    ) {
         let config = &self.inner.config;
-        let Some(queue) = state.queues.get_mut(tp) else { return };
+        let Some(queue) = state.queues.get_mut(tp) else {
+            return;
+        };
         if !queue.in_flight {
             return;
         }
@@ -907,19 +973,30 @@ impl Sender {
                     }
                     return;
                 }
-                ClientError::check(code).err().unwrap_or(ClientError::Invalid("impossible".into()))
+                ClientError::check(code)
+                    .err()
+                    .unwrap_or(ClientError::Invalid("impossible".into()))
             }
             Err(e) => e,
         };
         let code = error.code();
         if code.is_some_and(is_stale_metadata_error)
-            || matches!(error, ClientError::Network { .. } | ClientError::Timeout { .. })
+            || matches!(
+                error,
+                ClientError::Network { .. } | ClientError::Timeout { .. }
+            )
         {
             self.inner.cluster.invalidate(&tp.topic);
         }
-        let sequence_error = matches!(code, Some(codes::OUT_OF_ORDER_SEQUENCE_NUMBER | codes::UNKNOWN_PRODUCER_ID));
-        let Some(batch) = queue.batches.front_mut() else { return };
-        let expired = batch.created + Duration::from_millis(config.delivery_timeout_ms) <= Instant::now();
+        let sequence_error = matches!(
+            code,
+            Some(codes::OUT_OF_ORDER_SEQUENCE_NUMBER | codes::UNKNOWN_PRODUCER_ID)
+        );
+        let Some(batch) = queue.batches.front_mut() else {
+            return;
+        };
+        let expired =
+            batch.created + Duration::from_millis(config.delivery_timeout_ms) <= Instant::now();
         let retriable = error.is_retriable() && !sequence_error && batch.attempts <= config.retries;
         if retriable && !expired {
             let attempts = batch.attempts;
@@ -930,7 +1007,9 @@ impl Sender {
             }
             return;
         }
-        let Some(batch) = queue.batches.pop_front() else { return };
+        let Some(batch) = queue.batches.pop_front() else {
+            return;
+        };
         if sequence_error || (config.enable_idempotence && expired) {
             state.producer_id_reset = true;
         }
@@ -955,7 +1034,11 @@ fn complete_batch(batch: Batch, tp: &TopicPartition, base_offset: i64, log_appen
             topic: tp.topic.clone(),
             partition: tp.partition,
             offset,
-            timestamp: if log_append_time >= 0 { log_append_time } else { record.timestamp },
+            timestamp: if log_append_time >= 0 {
+                log_append_time
+            } else {
+                record.timestamp
+            },
         }));
     }
 }
@@ -967,7 +1050,10 @@ fn fail_batch(batch: Batch, error: &ProduceError) {
 }
 
 /// `(error_code, base_offset, log_append_time_ms)` for `tp`.
-fn find_partition_response(response: &ProduceResponse, tp: &TopicPartition) -> Result<(i16, i64, i64), ClientError> {
+fn find_partition_response(
+    response: &ProduceResponse,
+    tp: &TopicPartition,
+) -> Result<(i16, i64, i64), ClientError> {
     response
         .responses
         .iter()
@@ -991,10 +1077,11 @@ async fn produce(
     let connection = cluster.broker_connection(node)?;
     let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
     for (tp, bytes) in batches {
-        topics
-            .entry(tp.topic)
-            .or_default()
-            .push(PartitionProduceData::default().with_index(tp.partition).with_records(Some(bytes)));
+        topics.entry(tp.topic).or_default().push(
+            PartitionProduceData::default()
+                .with_index(tp.partition)
+                .with_records(Some(bytes)),
+        );
     }
     let req = ProduceRequest::default()
         .with_acks(acks.wire_value())

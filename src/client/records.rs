@@ -11,8 +11,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
 };
 
 use super::Header;
@@ -64,7 +64,10 @@ pub(crate) struct ProducerStamp {
 }
 
 /// Encodes `records` as one v2 batch, uncompressed, base offset 0.
-pub(crate) fn encode_batch(records: &[OutgoingRecord], stamp: Option<ProducerStamp>) -> anyhow::Result<Bytes> {
+pub(crate) fn encode_batch(
+    records: &[OutgoingRecord],
+    stamp: Option<ProducerStamp>,
+) -> anyhow::Result<Bytes> {
     anyhow::ensure!(!records.is_empty(), "a batch holds at least one record");
     let (producer_id, producer_epoch, base_sequence) = match stamp {
         Some(s) => (s.producer_id, s.producer_epoch, s.base_sequence),
@@ -78,7 +81,10 @@ pub(crate) fn encode_batch(records: &[OutgoingRecord], stamp: Option<ProducerSta
         let mut headers = IndexMap::new();
         for header in &record.headers {
             // The crate models headers as a map; a repeated key keeps its last value.
-            headers.insert(StrBytes::from_string(header.key.clone()), header.value.clone());
+            headers.insert(
+                StrBytes::from_string(header.key.clone()),
+                header.value.clone(),
+            );
         }
         encoded.push(Record {
             transactional: false,
@@ -111,7 +117,6 @@ pub(crate) fn encode_batch(records: &[OutgoingRecord], stamp: Option<ProducerSta
 /// A decoded batch from a fetch.
 #[derive(Debug, Clone)]
 pub(crate) struct FetchedBatch {
-    pub base_offset: i64,
     /// base offset + last offset delta: the position after this batch is
     /// `last_offset + 1` even when compaction removed its last records.
     pub last_offset: i64,
@@ -137,7 +142,8 @@ pub(crate) fn decode_fetched(mut bytes: Bytes) -> Result<Vec<FetchedBatch>, Stri
     let mut batches = Vec::new();
     while bytes.len() >= BATCH_LOG_OVERHEAD {
         let batch_length = read_i32(&bytes, 8);
-        let batch_length = usize::try_from(batch_length).map_err(|_| format!("negative batch length {batch_length}"))?;
+        let batch_length = usize::try_from(batch_length)
+            .map_err(|_| format!("negative batch length {batch_length}"))?;
         let total = BATCH_LOG_OVERHEAD
             .checked_add(batch_length)
             .ok_or_else(|| "batch length overflow".to_string())?;
@@ -155,7 +161,8 @@ pub(crate) fn decode_fetched(mut bytes: Bytes) -> Result<Vec<FetchedBatch>, Stri
         let attributes = read_i16(&bytes, 21);
         let last_offset_delta = read_i32(&bytes, 23);
         let record_count = read_i32(&bytes, 57);
-        let record_count = usize::try_from(record_count).map_err(|_| format!("negative record count {record_count}"))?;
+        let record_count = usize::try_from(record_count)
+            .map_err(|_| format!("negative record count {record_count}"))?;
         let compressed = attributes & 0x7 != 0;
         let count_max = if compressed {
             COMPRESSED_RECORDS_PER_BATCH_MAX
@@ -163,12 +170,14 @@ pub(crate) fn decode_fetched(mut bytes: Bytes) -> Result<Vec<FetchedBatch>, Stri
             total - BATCH_HEADER_BYTES
         };
         if record_count > count_max {
-            return Err(format!("record count {record_count} cannot fit a batch of {total} bytes"));
+            return Err(format!(
+                "record count {record_count} cannot fit a batch of {total} bytes"
+            ));
         }
         let mut batch = bytes.split_to(total);
-        let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| format!("record batch at offset {base_offset}: {e}"))?;
+        let set = RecordBatchDecoder::decode(&mut batch)
+            .map_err(|e| format!("record batch at offset {base_offset}: {e}"))?;
         batches.push(FetchedBatch {
-            base_offset,
             last_offset: base_offset.saturating_add(i64::from(last_offset_delta)),
             control: attributes & (1 << 5) != 0,
             records: set.records,
@@ -213,7 +222,10 @@ mod tests {
         assert_eq!(decoded.len(), 3);
         assert_eq!(decoded[2].sequence, 19);
         assert_eq!(decoded[1].value.as_deref(), Some(&b"b"[..]));
-        assert_eq!(decoded[0].headers.get(&StrBytes::from_static_str("h")), Some(&Some(Bytes::from_static(b"v"))));
+        assert_eq!(
+            decoded[0].headers.get(&StrBytes::from_static_str("h")),
+            Some(&Some(Bytes::from_static(b"v")))
+        );
     }
 
     #[test]
