@@ -3,5 +3,6 @@
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
 pub mod clock;
+pub mod log;
 pub mod net;
 pub mod storage;

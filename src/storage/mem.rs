@@ -44,7 +44,9 @@ struct MemFile {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock here means a test already panicked; keep going so the
     // panic that matters is the one reported.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemStorage {
@@ -168,7 +170,11 @@ impl Storage for MemStorage {
         Box::pin(async move {
             let mut inner = lock(&self.inner);
             inner.durable_entries.remove(path);
-            inner.files.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+            inner
+                .files
+                .remove(path)
+                .map(|_| ())
+                .ok_or_else(|| not_found(path))
         })
     }
 
@@ -217,7 +223,9 @@ impl StorageFile for MemFile {
     fn read_at(&self, position: u64, len: usize) -> BoxFuture<'_, io::Result<Bytes>> {
         Box::pin(async move {
             let state = lock(&self.state);
-            let start = usize::try_from(position).unwrap_or(usize::MAX).min(state.current.len());
+            let start = usize::try_from(position)
+                .unwrap_or(usize::MAX)
+                .min(state.current.len());
             let end = start.saturating_add(len).min(state.current.len());
             Ok(Bytes::copy_from_slice(&state.current[start..end]))
         })
@@ -254,7 +262,9 @@ impl StorageFile for MemFile {
     fn truncate(&self, len: u64) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(async move {
             let mut state = lock(&self.state);
-            let len = usize::try_from(len).unwrap_or(usize::MAX).min(state.current.len());
+            let len = usize::try_from(len)
+                .unwrap_or(usize::MAX)
+                .min(state.current.len());
             state.current.truncate(len);
             Ok(())
         })
