@@ -3,6 +3,8 @@
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
 pub mod clock;
+pub mod config;
+pub mod group;
 pub mod log;
 pub mod net;
 pub mod storage;

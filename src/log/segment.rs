@@ -312,14 +312,14 @@ impl Segment {
         Ok(())
     }
 
-    /// Cuts everything at or past `offset` (which must fall on a batch boundary
-    /// or past the end).
+    /// Cuts every batch that holds an offset at or past `offset`, so the
+    /// segment ends on a batch boundary at or below it.
     pub async fn truncate_to(&mut self, offset: i64, index_interval_bytes: u64) -> io::Result<()> {
         let (headers, _) = self.recover(false, index_interval_bytes).await?;
         let mut position = 0u64;
         let mut kept = Vec::new();
         for header in headers {
-            if header.base_offset >= offset {
+            if header.last_offset() >= offset {
                 break;
             }
             position += header.size_bytes as u64;

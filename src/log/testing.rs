@@ -28,11 +28,10 @@ pub fn encode_batch(
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: index as i64,
-            sequence: if base_sequence < 0 {
-                -1
-            } else {
-                base_sequence + index as i32
-            },
+            // The encoder starts a new batch whenever `offset - sequence`
+            // changes, so even a non-idempotent batch (base sequence -1)
+            // numbers its records on from the base.
+            sequence: base_sequence.wrapping_add(index as i32),
             timestamp: timestamp_ms,
             key: None,
             value: Some(Bytes::copy_from_slice(value)),
