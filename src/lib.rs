@@ -2,9 +2,12 @@
 //!
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
+pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod group;
 pub mod log;
 pub mod net;
+pub mod server;
 pub mod storage;
+pub mod testing;
