@@ -2,7 +2,13 @@
 //!
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
+pub mod broker;
 pub mod client;
 pub mod clock;
+pub mod config;
+pub mod group;
+pub mod log;
 pub mod net;
+pub mod server;
 pub mod storage;
+pub mod testing;

@@ -1,0 +1,528 @@
+//! The broker: topics and partitions, the request handler, the group
+//! coordinator's shell, and the background work (group timers, flushes,
+//! retention).
+//!
+//! Everything here is shared by the real binary and the simulation: storage,
+//! clock and network come in as seams; time-based work runs on `tokio::time`.
+
+mod handler;
+mod offsets;
+pub mod partition;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::clock::SharedClock;
+use crate::config::BrokerConfig;
+use crate::group::{Effect, GroupConfig, GroupCoordinator, JoinResult, SyncResult, WaiterId};
+use crate::log::{LogConfig, PartitionLog};
+use crate::storage::SharedStorage;
+
+pub use handler::HandleOutcome;
+use partition::Partition;
+
+/// The internal topic that keeps committed offsets and group generations.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Producer ids are reserved in blocks; the block's end is persisted before
+/// any id in it is handed out, so ids never repeat across restarts.
+const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+const PRODUCER_ID_BLOCK_FILE: &str = "producer_id_block";
+
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_MAX_LEN: usize = 249;
+
+/// How often group timers (session expiry, rebalance deadlines) are checked.
+/// Timeouts are in seconds, so a tenth of a second keeps them sharp.
+const GROUP_TICK_MS: u64 = 100;
+
+/// Upper bound on partitions per topic, so one request cannot exhaust memory
+/// or file handles.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+
+pub struct Topic {
+    pub name: String,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+/// Parked JoinGroup and SyncGroup callers.
+#[derive(Default)]
+struct Waiters {
+    joins: BTreeMap<WaiterId, oneshot::Sender<JoinResult>>,
+    syncs: BTreeMap<WaiterId, oneshot::Sender<SyncResult>>,
+}
+
+struct ProducerIds {
+    next: i64,
+    block_end: i64,
+}
+
+pub struct Broker {
+    config: BrokerConfig,
+    storage: SharedStorage,
+    clock: SharedClock,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation and deletion, which do async file work.
+    topic_admin: tokio::sync::Mutex<()>,
+    coordinator: Mutex<GroupCoordinator>,
+    waiters: Mutex<Waiters>,
+    next_waiter: AtomicU64,
+    offsets_log: Arc<Partition>,
+    producer_ids: tokio::sync::Mutex<ProducerIds>,
+    /// Bumped whenever a high watermark moves, to wake long-polling fetches.
+    data_arrived: watch::Sender<u64>,
+    /// The address Metadata advertises, set once the listener is bound.
+    advertised: RwLock<(String, i32)>,
+}
+
+/// Splits `topic-3` into ("topic", 3).
+fn parse_partition_dir(name: &str) -> Option<(String, i32)> {
+    let (topic, index) = name.rsplit_once('-')?;
+    if topic.is_empty() || index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((topic.to_string(), index.parse().ok()?))
+}
+
+/// Kafka's rule: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= TOPIC_NAME_MAX_LEN
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn split_host_port(address: &str) -> (String, i32) {
+    match address.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_matches(['[', ']']).to_string(),
+            port.parse().unwrap_or(9092),
+        ),
+        None => (address.to_string(), 9092),
+    }
+}
+
+impl Broker {
+    /// Opens the data directory, recovering every partition log, the offsets
+    /// log and the producer-id block.
+    pub async fn open(
+        config: BrokerConfig,
+        storage: SharedStorage,
+        clock: SharedClock,
+    ) -> io::Result<Arc<Self>> {
+        let data_dir = config.log_dirs.clone();
+        storage.create_dir(&data_dir).await?;
+        let now_ms = clock.now_ms();
+        let mut found: BTreeMap<String, BTreeMap<i32, PathBuf>> = BTreeMap::new();
+        for name in storage.list(&data_dir).await? {
+            if let Some((topic, index)) = parse_partition_dir(&name) {
+                if topic != OFFSETS_TOPIC && valid_topic_name(&topic) {
+                    found
+                        .entry(topic)
+                        .or_default()
+                        .insert(index, data_dir.join(&name));
+                }
+            }
+        }
+        let mut topics = BTreeMap::new();
+        let mut max_producer_id = -1;
+        for (name, partitions) in found {
+            let count = partitions.keys().next_back().map_or(0, |last| last + 1);
+            let mut opened = Vec::new();
+            for index in 0..count {
+                let dir = data_dir.join(format!("{name}-{index}"));
+                let log = PartitionLog::open(storage.clone(), &dir, config.log.clone(), now_ms)
+                    .await
+                    .map_err(|error| {
+                        io::Error::other(format!("opening {}: {error}", dir.display()))
+                    })?;
+                max_producer_id = max_producer_id.max(log.max_producer_id().unwrap_or(-1));
+                opened.push(Arc::new(Partition::new(name.clone(), index, log)));
+            }
+            tracing::info!(topic = %name, partitions = count, "loaded topic");
+            topics.insert(
+                name.clone(),
+                Arc::new(Topic {
+                    name,
+                    partitions: opened,
+                }),
+            );
+        }
+        let offsets_config = LogConfig {
+            // A committed offset is acknowledged only once durable, so a crash
+            // can never move a group's position backwards.
+            flush_on_ack: true,
+            retention_ms: -1,
+            retention_bytes: -1,
+            ..config.log.clone()
+        };
+        let offsets_dir = data_dir.join(format!("{OFFSETS_TOPIC}-0"));
+        let offsets_log = PartitionLog::open(storage.clone(), &offsets_dir, offsets_config, now_ms)
+            .await
+            .map_err(|error| io::Error::other(format!("opening the offsets log: {error}")))?;
+        let mut coordinator = GroupCoordinator::new(GroupConfig {
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+        });
+        offsets::replay(&offsets_log, &mut coordinator)
+            .await
+            .map_err(|error| io::Error::other(format!("replaying the offsets log: {error}")))?;
+        let persisted_block_end = read_producer_id_block(storage.as_ref(), &data_dir).await?;
+        let next = persisted_block_end.max(max_producer_id + 1);
+        let (data_arrived, _) = watch::channel(0);
+        let advertised = split_host_port(
+            config
+                .advertised_listener
+                .as_deref()
+                .unwrap_or(&config.listener),
+        );
+        Ok(Arc::new(Self {
+            storage,
+            clock,
+            topics: RwLock::new(topics),
+            topic_admin: tokio::sync::Mutex::new(()),
+            coordinator: Mutex::new(coordinator),
+            waiters: Mutex::new(Waiters::default()),
+            next_waiter: AtomicU64::new(1),
+            offsets_log: Arc::new(Partition::new(OFFSETS_TOPIC.to_string(), 0, offsets_log)),
+            producer_ids: tokio::sync::Mutex::new(ProducerIds {
+                next,
+                block_end: next,
+            }),
+            data_arrived,
+            advertised: RwLock::new(advertised),
+            config,
+        }))
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Sets the address Metadata and FindCoordinator advertise (the bound
+    /// address, unless `advertised.listeners` says otherwise).
+    pub fn set_bound_address(&self, address: &str) {
+        if self.config.advertised_listener.is_none() {
+            *self.advertised.write().expect("advertised lock") = split_host_port(address);
+        }
+    }
+
+    fn advertised(&self) -> (String, i32) {
+        self.advertised.read().expect("advertised lock").clone()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().expect("topics lock").get(name).cloned()
+    }
+
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let topic = self.topic(topic)?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i).cloned())
+    }
+
+    /// Creates a topic. Errors are Kafka error codes.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partition_count: i32,
+        validate_only: bool,
+    ) -> Result<(), i16> {
+        use kafka_protocol::error::ResponseError;
+        if !valid_topic_name(name) || name.starts_with("__") {
+            return Err(ResponseError::InvalidTopicException.code());
+        }
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partition_count) {
+            return Err(ResponseError::InvalidPartitions.code());
+        }
+        let _admin = self.topic_admin.lock().await;
+        if self.topic(name).is_some() {
+            return Err(ResponseError::TopicAlreadyExists.code());
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let now_ms = self.clock.now_ms();
+        let mut partitions = Vec::new();
+        for index in 0..partition_count {
+            let dir = self.config.log_dirs.join(format!("{name}-{index}"));
+            let log =
+                PartitionLog::open(self.storage.clone(), &dir, self.config.log.clone(), now_ms)
+                    .await
+                    .map_err(|error| {
+                        tracing::error!(topic = name, %error, "creating a partition failed");
+                        ResponseError::KafkaStorageError.code()
+                    })?;
+            partitions.push(Arc::new(Partition::new(name.to_string(), index, log)));
+        }
+        if let Err(error) = self.storage.sync_dir(&self.config.log_dirs).await {
+            tracing::error!(topic = name, %error, "syncing the data directory failed");
+            return Err(ResponseError::KafkaStorageError.code());
+        }
+        tracing::info!(topic = name, partitions = partition_count, "created topic");
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            partitions,
+        });
+        self.topics
+            .write()
+            .expect("topics lock")
+            .insert(name.to_string(), topic);
+        Ok(())
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), i16> {
+        use kafka_protocol::error::ResponseError;
+        let _admin = self.topic_admin.lock().await;
+        let Some(topic) = self.topics.write().expect("topics lock").remove(name) else {
+            return Err(ResponseError::UnknownTopicOrPartition.code());
+        };
+        for partition in &topic.partitions {
+            if let Err(error) = partition.delete().await {
+                tracing::error!(topic = name, partition = partition.index, %error, "deleting partition files failed");
+            }
+        }
+        self.coordinator
+            .lock()
+            .expect("coordinator lock")
+            .remove_topic(name);
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Hands out a fresh producer id, persisting a new block when needed.
+    pub async fn allocate_producer_id(&self) -> io::Result<i64> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.next >= ids.block_end {
+            let block_end = ids.next + PRODUCER_ID_BLOCK_SIZE;
+            write_producer_id_block(self.storage.as_ref(), &self.config.log_dirs, block_end)
+                .await?;
+            ids.block_end = block_end;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
+    }
+
+    fn notify_data_arrived(&self) {
+        self.data_arrived
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    fn new_waiter(&self) -> WaiterId {
+        self.next_waiter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Delivers coordinator effects: answers parked callers and persists
+    /// generation changes.
+    async fn apply_effects(&self, effects: Vec<Effect>) {
+        let mut generations = Vec::new();
+        {
+            let mut waiters = self.waiters.lock().expect("waiters lock");
+            for effect in effects {
+                match effect {
+                    Effect::CompleteJoin(waiter, result) => {
+                        if let Some(sender) = waiters.joins.remove(&waiter) {
+                            // The caller may have timed out and gone: nothing to do.
+                            let _ = sender.send(result);
+                        }
+                    }
+                    Effect::CompleteSync(waiter, result) => {
+                        if let Some(sender) = waiters.syncs.remove(&waiter) {
+                            let _ = sender.send(result);
+                        }
+                    }
+                    Effect::GenerationChanged {
+                        group_id,
+                        generation_id,
+                    } => {
+                        tracing::info!(group_id, generation_id, "group generation changed");
+                        generations.push((group_id, generation_id));
+                    }
+                }
+            }
+        }
+        for (group_id, generation_id) in generations {
+            if let Err(error) = offsets::persist_generation(self, &group_id, generation_id).await {
+                tracing::error!(group_id, %error, "persisting a group generation failed");
+            }
+        }
+    }
+
+    /// Runs the periodic work until the returned handles are aborted: group
+    /// timers, `log.flush.interval.ms` and retention.
+    pub fn spawn_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles = Vec::new();
+        let broker = Arc::clone(self);
+        handles.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(GROUP_TICK_MS));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let now_ms = broker.clock.now_ms();
+                let effects = broker
+                    .coordinator
+                    .lock()
+                    .expect("coordinator lock")
+                    .tick(now_ms);
+                if !effects.is_empty() {
+                    broker.apply_effects(effects).await;
+                }
+            }
+        }));
+        let broker = Arc::clone(self);
+        handles.push(tokio::spawn(async move {
+            let period =
+                Duration::from_millis(broker.config.log_flush_scheduler_interval_ms.max(1));
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                broker.flush_due_logs().await;
+            }
+        }));
+        let broker = Arc::clone(self);
+        handles.push(tokio::spawn(async move {
+            let period =
+                Duration::from_millis(broker.config.log_retention_check_interval_ms.max(1));
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                broker.apply_retention().await;
+            }
+        }));
+        handles
+    }
+
+    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        let topics = self.topics.read().expect("topics lock");
+        topics
+            .values()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect()
+    }
+
+    /// Flushes every log whose oldest unflushed write is past `log.flush.interval.ms`.
+    pub async fn flush_due_logs(&self) {
+        let now_ms = self.clock.now_ms();
+        let mut moved = false;
+        for partition in self.all_partitions() {
+            let result = partition
+                .with_log(async |log| {
+                    if log.flush_due(now_ms) {
+                        log.flush().await?;
+                        return Ok(true);
+                    }
+                    Ok(false)
+                })
+                .await;
+            moved |= matches!(result, Ok(true));
+        }
+        if moved {
+            self.notify_data_arrived();
+        }
+    }
+
+    /// Applies `log.retention.ms` and `log.retention.bytes` to every log.
+    pub async fn apply_retention(&self) {
+        let now_ms = self.clock.now_ms();
+        for partition in self.all_partitions() {
+            let result = partition
+                .with_log(async |log| log.apply_retention(now_ms).await)
+                .await;
+            if let Err(error) = result {
+                tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "retention failed");
+            }
+        }
+    }
+
+    /// Flushes every log, for a clean shutdown.
+    pub async fn flush_all(&self) {
+        for partition in self
+            .all_partitions()
+            .into_iter()
+            .chain([self.offsets_log.clone()])
+        {
+            let _ = partition.with_log(async |log| log.flush().await).await;
+        }
+    }
+}
+
+async fn read_producer_id_block(
+    storage: &dyn crate::storage::Storage,
+    dir: &Path,
+) -> io::Result<i64> {
+    let file = storage.open(&dir.join(PRODUCER_ID_BLOCK_FILE)).await?;
+    let bytes = file.read_at(0, 64).await?;
+    if bytes.is_empty() {
+        return Ok(0);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    text.trim().parse().map_err(|_| {
+        io::Error::other(format!(
+            "{PRODUCER_ID_BLOCK_FILE} holds {text:?}, not a number"
+        ))
+    })
+}
+
+/// Writes the block end atomically: a temporary file, synced, then renamed.
+async fn write_producer_id_block(
+    storage: &dyn crate::storage::Storage,
+    dir: &Path,
+    block_end: i64,
+) -> io::Result<()> {
+    let temporary = dir.join(format!("{PRODUCER_ID_BLOCK_FILE}.tmp"));
+    let _ = storage.remove(&temporary).await;
+    let file = storage.open(&temporary).await?;
+    file.append(bytes::Bytes::from(format!("{block_end}\n")))
+        .await?;
+    file.sync().await?;
+    storage
+        .rename(&temporary, &dir.join(PRODUCER_ID_BLOCK_FILE))
+        .await?;
+    storage.sync_dir(dir).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_directories_and_topic_names_parse() {
+        assert_eq!(
+            parse_partition_dir("orders-12"),
+            Some(("orders".into(), 12))
+        );
+        assert_eq!(
+            parse_partition_dir("my-topic-0"),
+            Some(("my-topic".into(), 0))
+        );
+        assert_eq!(parse_partition_dir("noindex"), None);
+        assert!(valid_topic_name("a.b_c-1"));
+        assert!(!valid_topic_name(".."));
+        assert!(!valid_topic_name("has space"));
+        assert!(!valid_topic_name(&"x".repeat(250)));
+    }
+}

@@ -1,0 +1,193 @@
+//! A partition as the broker holds it: its log behind an async lock, its
+//! leader epoch, and group commit for `log.flush.on.ack`.
+//!
+//! Shaped for replication: the leader epoch is stamped into every batch, and
+//! the high watermark lives in the log, where follower acknowledgements will
+//! move it instead of fsync.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+
+use crate::log::producer_state::SequenceError;
+use crate::log::{AppendOutcome, LogError, PartitionLog};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("the partition was deleted")]
+    Deleted,
+    #[error("the partition is offline after a storage error; restart to recover")]
+    Offline,
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl PartitionError {
+    /// The Kafka error code a client gets for this error.
+    pub fn code(&self) -> i16 {
+        let error = match self {
+            PartitionError::Deleted => ResponseError::UnknownTopicOrPartition,
+            PartitionError::Offline => ResponseError::KafkaStorageError,
+            PartitionError::Log(error) => match error {
+                LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                LogError::Corrupt(_) => ResponseError::CorruptMessage,
+                LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+                LogError::Sequence(SequenceError::OutOfOrder { .. }) => {
+                    ResponseError::OutOfOrderSequenceNumber
+                }
+                LogError::Sequence(SequenceError::DuplicateOutsideWindow) => {
+                    ResponseError::DuplicateSequenceNumber
+                }
+                LogError::Sequence(SequenceError::StaleEpoch { .. }) => {
+                    ResponseError::InvalidProducerEpoch
+                }
+                LogError::Io(_) => ResponseError::KafkaStorageError,
+            },
+        };
+        error.code()
+    }
+}
+
+/// The offsets a Fetch or ListOffsets response reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    log: tokio::sync::Mutex<Option<PartitionLog>>,
+    leader_epoch: AtomicI32,
+    /// Set after a storage error: the in-memory state may no longer match the
+    /// files, so nothing more is served until recovery on restart.
+    offline: AtomicBool,
+    /// One fsync at a time; appends that arrive during it share the next one.
+    flush_turn: tokio::sync::Mutex<()>,
+}
+
+impl Partition {
+    pub fn new(topic: String, index: i32, log: PartitionLog) -> Self {
+        Self {
+            topic,
+            index,
+            log: tokio::sync::Mutex::new(Some(log)),
+            leader_epoch: AtomicI32::new(0),
+            offline: AtomicBool::new(false),
+            flush_turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    fn check_online(&self) -> Result<(), PartitionError> {
+        if self.offline.load(Ordering::Acquire) {
+            Err(PartitionError::Offline)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn take_offline_on_io(&self, error: LogError) -> PartitionError {
+        if let LogError::Io(io) = &error {
+            tracing::error!(topic = %self.topic, partition = self.index, %io, "storage error: partition taken offline");
+            self.offline.store(true, Ordering::Release);
+        }
+        PartitionError::Log(error)
+    }
+
+    /// Runs `f` on the log, or fails if the partition is gone or offline.
+    pub async fn with_log<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut PartitionLog) -> Result<T, LogError>,
+    ) -> Result<T, PartitionError> {
+        self.check_online()?;
+        let mut guard = self.log.lock().await;
+        let log = guard.as_mut().ok_or(PartitionError::Deleted)?;
+        f(log).await.map_err(|error| self.take_offline_on_io(error))
+    }
+
+    pub async fn offsets(&self) -> Result<PartitionOffsets, PartitionError> {
+        self.with_log(async |log| {
+            Ok(PartitionOffsets {
+                log_start_offset: log.log_start_offset(),
+                high_watermark: log.high_watermark(),
+                log_end_offset: log.log_end_offset(),
+            })
+        })
+        .await
+    }
+
+    pub async fn append(
+        &self,
+        payload: Bytes,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, PartitionError> {
+        let epoch = self.leader_epoch();
+        // The one copy on the produce path: the header is rewritten in place.
+        let payload = BytesMut::from(payload.as_ref());
+        self.with_log(async move |log| log.append(payload, epoch, now_ms).await)
+            .await
+    }
+
+    /// Waits until everything below `offset` is durable, sharing fsyncs with
+    /// concurrent callers (group commit).
+    pub async fn sync_to(&self, offset: i64) -> Result<(), PartitionError> {
+        loop {
+            if self.with_log(async |log| Ok(log.durable_offset())).await? >= offset {
+                return Ok(());
+            }
+            let _turn = self.flush_turn.lock().await;
+            let target = self
+                .with_log(async |log| {
+                    Ok((log.durable_offset() < offset).then(|| log.flush_target()))
+                })
+                .await?;
+            let Some((file, flushed_offset)) = target else {
+                return Ok(());
+            };
+            if let Err(io) = file.sync().await {
+                return Err(self.take_offline_on_io(LogError::Io(io)));
+            }
+            self.with_log(async |log| {
+                log.mark_flushed(flushed_offset);
+                Ok(())
+            })
+            .await?;
+        }
+    }
+
+    /// Reads for a consumer: bounded by the high watermark.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Bytes, PartitionOffsets), PartitionError> {
+        self.with_log(async |log| {
+            let offsets = PartitionOffsets {
+                log_start_offset: log.log_start_offset(),
+                high_watermark: log.high_watermark(),
+                log_end_offset: log.log_end_offset(),
+            };
+            let bytes = log.read(offset, max_bytes, offsets.high_watermark).await?;
+            Ok((bytes, offsets))
+        })
+        .await
+    }
+
+    /// Takes the log out and deletes its files.
+    pub async fn delete(&self) -> Result<(), PartitionError> {
+        let log = self
+            .log
+            .lock()
+            .await
+            .take()
+            .ok_or(PartitionError::Deleted)?;
+        log.delete().await.map_err(PartitionError::Log)
+    }
+}

@@ -1,0 +1,353 @@
+//! The partition log against a reference model: a `Vec` of record values.
+//!
+//! Random sequences of appends, reads, rolls, flushes, truncations, retention
+//! and crashes (through a storage that drops or tears unsynced bytes) must keep
+//! the log equal to the model, with every synced record surviving a crash.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::RecordBatchDecoder;
+use proptest::prelude::*;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sluice::log::testing::encode_batch;
+use sluice::log::{LogConfig, LogError, PartitionLog};
+use sluice::storage::mem::MemStorage;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<Vec<u8>>),
+    Read { offset_pick: u16, max_bytes: usize },
+    Roll,
+    Flush,
+    Truncate { offset_pick: u16 },
+    Retention,
+    Crash { seed: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..6).prop_map(Op::Append),
+        4 => (any::<u16>(), 1usize..400).prop_map(|(offset_pick, max_bytes)| Op::Read { offset_pick, max_bytes }),
+        1 => Just(Op::Roll),
+        2 => Just(Op::Flush),
+        1 => any::<u16>().prop_map(|offset_pick| Op::Truncate { offset_pick }),
+        1 => Just(Op::Retention),
+        2 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
+    ]
+}
+
+fn decode_values(mut bytes: Bytes) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    for set in RecordBatchDecoder::decode_all(&mut bytes).expect("served bytes decode") {
+        for record in set.records {
+            out.push((
+                record.offset,
+                record.value.map(|v| v.to_vec()).unwrap_or_default(),
+            ));
+        }
+    }
+    out
+}
+
+struct Model {
+    /// Values by offset; entries below `log_start` are gone.
+    values: Vec<Vec<u8>>,
+    log_start: i64,
+}
+
+async fn open(storage: &MemStorage, config: &LogConfig) -> PartitionLog {
+    PartitionLog::open(
+        Arc::new(storage.clone()),
+        Path::new("/data/t-0"),
+        config.clone(),
+        0,
+    )
+    .await
+    .expect("recovery succeeds")
+}
+
+async fn run(ops: Vec<Op>, flush_on_ack: bool) {
+    let storage = MemStorage::new();
+    let config = LogConfig {
+        segment_bytes: 300,
+        index_interval_bytes: 64,
+        retention_bytes: 600,
+        retention_ms: -1,
+        flush_on_ack,
+        ..LogConfig::default()
+    };
+    let mut log = open(&storage, &config).await;
+    let mut model = Model {
+        values: Vec::new(),
+        log_start: 0,
+    };
+    for op in ops {
+        match op {
+            Op::Append(values) => {
+                let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+                let batch = encode_batch(&slices, 1_000, -1, -1, -1);
+                let outcome = log
+                    .append(BytesMut::from(&batch[..]), 0, 1_000)
+                    .await
+                    .expect("append");
+                assert_eq!(outcome.base_offset, model.values.len() as i64);
+                assert_eq!(
+                    outcome.last_offset,
+                    (model.values.len() + values.len() - 1) as i64
+                );
+                model.values.extend(values);
+                assert_eq!(log.log_end_offset(), model.values.len() as i64);
+            }
+            Op::Read {
+                offset_pick,
+                max_bytes,
+            } => {
+                let span = (log.log_end_offset() - log.log_start_offset() + 1) as u64;
+                let offset = log.log_start_offset() + (u64::from(offset_pick) % span) as i64;
+                let hw = log.high_watermark();
+                let served = decode_values(
+                    log.read(offset, max_bytes, hw)
+                        .await
+                        .expect("read in range"),
+                );
+                if offset < hw {
+                    assert!(
+                        !served.is_empty(),
+                        "read at {offset} below hw {hw} returned nothing"
+                    );
+                    assert!(served[0].0 <= offset, "first batch must contain the offset");
+                }
+                for (served_offset, value) in &served {
+                    assert!(
+                        *served_offset < hw,
+                        "served {served_offset} at or past hw {hw}"
+                    );
+                    assert!(*served_offset >= model.log_start);
+                    assert_eq!(&model.values[*served_offset as usize], value);
+                }
+                let offsets: Vec<i64> = served.iter().map(|(o, _)| *o).collect();
+                assert!(
+                    offsets.windows(2).all(|w| w[1] == w[0] + 1),
+                    "gap in served offsets"
+                );
+            }
+            Op::Roll => log.roll(1_000).await.expect("roll"),
+            Op::Flush => log.flush().await.expect("flush"),
+            Op::Truncate { offset_pick } => {
+                let span = (log.log_end_offset() - log.log_start_offset() + 1) as u64;
+                let wanted = log.log_start_offset() + (u64::from(offset_pick) % span) as i64;
+                log.truncate_to(wanted).await.expect("truncate");
+                // Truncation lands on a batch boundary at or below the request.
+                let end = log.log_end_offset();
+                assert!(
+                    end <= wanted.max(log.log_start_offset()) || end == model.values.len() as i64
+                );
+                model.values.truncate(end as usize);
+            }
+            Op::Retention => {
+                log.apply_retention(1_000).await.expect("retention");
+                assert!(log.log_start_offset() >= model.log_start);
+                model.log_start = log.log_start_offset();
+            }
+            Op::Crash { seed } => {
+                let durable = log.durable_offset();
+                let visible = log.high_watermark();
+                drop(log);
+                storage.crash(&mut ChaCha8Rng::seed_from_u64(seed));
+                log = open(&storage, &config).await;
+                let end = log.log_end_offset();
+                assert!(
+                    end >= durable,
+                    "crash lost synced records: end {end} < durable {durable}"
+                );
+                if flush_on_ack {
+                    assert!(
+                        end >= visible,
+                        "crash lost records consumers saw under flush-on-ack"
+                    );
+                }
+                assert!(
+                    end <= model.values.len() as i64,
+                    "recovery invented records"
+                );
+                model.values.truncate(end as usize);
+                assert_eq!(
+                    log.log_start_offset(),
+                    model.log_start.min(end).max(log.log_start_offset())
+                );
+                model.log_start = log.log_start_offset();
+                // Everything left must read back exactly.
+                let mut offset = log.log_start_offset();
+                while offset < log.high_watermark() {
+                    let served = decode_values(
+                        log.read(offset, 1 << 16, log.high_watermark())
+                            .await
+                            .expect("read"),
+                    );
+                    for (served_offset, value) in &served {
+                        assert_eq!(&model.values[*served_offset as usize], value);
+                    }
+                    offset = served.last().expect("non-empty").0 + 1;
+                }
+            }
+        }
+        assert!(log.log_start_offset() <= log.high_watermark());
+        assert!(log.high_watermark() <= log.log_end_offset());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn log_matches_model_under_interval_flush(ops in prop::collection::vec(op(), 1..60)) {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(run(ops, false));
+    }
+
+    #[test]
+    fn log_matches_model_under_flush_on_ack(ops in prop::collection::vec(op(), 1..60)) {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(run(ops, true));
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_corrupt_byte_in_the_tail_is_cut_and_never_served() {
+    runtime().block_on(async {
+        let storage = MemStorage::new();
+        let config = LogConfig::default();
+        let mut log = open(&storage, &config).await;
+        for n in 0..3u8 {
+            let batch = encode_batch(&[&[n; 10][..]], 1, -1, -1, -1);
+            log.append(BytesMut::from(&batch[..]), 0, 1).await.unwrap();
+        }
+        log.flush().await.unwrap();
+        drop(log);
+        let path = Path::new("/data/t-0/00000000000000000000.log");
+        let mut bytes = storage.file_bytes(path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0xff;
+        storage.set_file_bytes(path, bytes);
+        let log = open(&storage, &config).await;
+        assert_eq!(log.log_end_offset(), 2, "the corrupt third batch is cut");
+        let served = decode_values(log.read(0, 1 << 20, log.high_watermark()).await.unwrap());
+        assert_eq!(served.len(), 2);
+    });
+}
+
+#[test]
+fn out_of_range_and_oversized_are_errors_not_panics() {
+    runtime().block_on(async {
+        let storage = MemStorage::new();
+        let config = LogConfig {
+            message_max_bytes: 100,
+            ..LogConfig::default()
+        };
+        let mut log = open(&storage, &config).await;
+        assert!(matches!(
+            log.read(1, 10, 10).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let big = encode_batch(&[&[0u8; 200][..]], 1, -1, -1, -1);
+        assert!(matches!(
+            log.append(BytesMut::from(&big[..]), 0, 1).await,
+            Err(LogError::MessageTooLarge { .. })
+        ));
+        assert!(matches!(
+            log.append(BytesMut::from(&b"garbage"[..]), 0, 1).await,
+            Err(LogError::Corrupt(_))
+        ));
+        assert_eq!(log.log_end_offset(), 0);
+    });
+}
+
+#[test]
+fn idempotent_retries_get_their_original_offsets_and_gaps_are_refused() {
+    runtime().block_on(async {
+        let storage = MemStorage::new();
+        let config = LogConfig::default();
+        let mut log = open(&storage, &config).await;
+        let first = encode_batch(&[b"a".as_slice(), b"b"], 1, 7, 0, 0);
+        let second = encode_batch(&[b"c".as_slice()], 1, 7, 0, 2);
+        let gap = encode_batch(&[b"d".as_slice()], 1, 7, 0, 9);
+        assert_eq!(
+            log.append(BytesMut::from(&first[..]), 0, 1)
+                .await
+                .unwrap()
+                .base_offset,
+            0
+        );
+        assert_eq!(
+            log.append(BytesMut::from(&second[..]), 0, 1)
+                .await
+                .unwrap()
+                .base_offset,
+            2
+        );
+        let retry = log.append(BytesMut::from(&first[..]), 0, 1).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!((retry.base_offset, retry.last_offset), (0, 1));
+        assert!(matches!(
+            log.append(BytesMut::from(&gap[..]), 0, 1).await,
+            Err(LogError::Sequence(_))
+        ));
+        assert_eq!(log.log_end_offset(), 3);
+        // The state is rebuilt from the log on restart.
+        drop(log);
+        let mut log = open(&storage, &config).await;
+        let retry = log.append(BytesMut::from(&second[..]), 0, 1).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, 2);
+    });
+}
+
+#[test]
+fn segments_roll_on_size_and_time_and_retention_by_time_deletes_them() {
+    runtime().block_on(async {
+        let storage = MemStorage::new();
+        let config = LogConfig {
+            segment_bytes: 200,
+            roll_ms: 10_000,
+            retention_ms: 60_000,
+            ..LogConfig::default()
+        };
+        let mut log = open(&storage, &config).await;
+        for n in 0..10u8 {
+            let batch = encode_batch(&[&[n; 50][..]], 1_000, -1, -1, -1);
+            log.append(BytesMut::from(&batch[..]), 0, 1_000)
+                .await
+                .unwrap();
+        }
+        let by_size = log.segment_count();
+        assert!(by_size >= 5, "expected size rolls, got {by_size} segments");
+        let batch = encode_batch(&[b"late".as_slice()], 20_000, -1, -1, -1);
+        log.append(BytesMut::from(&batch[..]), 0, 20_000)
+            .await
+            .unwrap();
+        let batch = encode_batch(&[b"later".as_slice()], 40_000, -1, -1, -1);
+        log.append(BytesMut::from(&batch[..]), 0, 40_000)
+            .await
+            .unwrap();
+        assert!(log.segment_count() > by_size, "time roll");
+        let deleted = log.apply_retention(62_000).await.unwrap();
+        assert!(
+            deleted >= by_size - 1,
+            "old segments deleted, got {deleted}"
+        );
+        assert_eq!(log.log_start_offset(), 10);
+        assert!(matches!(
+            log.read(0, 10, 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let found = log.offset_for_timestamp(30_000).await.unwrap();
+        assert_eq!(found, Some((11, 40_000)));
+    });
+}

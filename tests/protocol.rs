@@ -1,0 +1,406 @@
+//! The broker through its wire protocol: every advertised API and version,
+//! Kafka's error codes, long polls, restarts, and bad input that must never
+//! panic or hurt other connections.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use proptest::prelude::*;
+use sluice::broker::{Broker, HandleOutcome};
+use sluice::log::testing::encode_batch;
+use sluice::testing::{start_broker, start_broker_on, test_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn frame<R: Encodable>(api_key: ApiKey, version: i16, request: &R) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("test")));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, api_key.request_header_version(version))
+        .unwrap();
+    request.encode(&mut buf, version).unwrap();
+    buf.freeze()
+}
+
+async fn call<Req: Encodable, Resp: Decodable>(
+    broker: &Broker,
+    api_key: ApiKey,
+    version: i16,
+    request: &Req,
+) -> Resp {
+    match broker
+        .handle(frame(api_key, version, request), "/127.0.0.1")
+        .await
+    {
+        HandleOutcome::Respond(mut bytes) => {
+            let size = bytes.get_i32() as usize;
+            assert_eq!(size, bytes.len());
+            let header =
+                ResponseHeader::decode(&mut bytes, api_key.response_header_version(version))
+                    .unwrap();
+            assert_eq!(header.correlation_id, 7);
+            Resp::decode(&mut bytes, version).unwrap()
+        }
+        other => panic!("{api_key:?} v{version}: expected a response, got {other:?}"),
+    }
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn produce_request(topic: &str, partition: i32, records: Vec<u8>, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records.into()))])])
+}
+
+fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+async fn produce_one(broker: &Broker, topic: &str, batch: Vec<u8>) -> (i16, i64) {
+    let response: ProduceResponse = call(
+        broker,
+        ApiKey::Produce,
+        9,
+        &produce_request(topic, 0, batch, -1),
+    )
+    .await;
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+#[tokio::test]
+async fn every_advertised_api_answers_at_every_advertised_version() {
+    let test = start_broker(test_config()).await;
+    let versions: ApiVersionsResponse = call(
+        &test.broker,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+    )
+    .await;
+    assert_eq!(versions.error_code, 0);
+    assert!(versions.api_keys.len() >= 17);
+    for api in &versions.api_keys {
+        let key = ApiKey::try_from(api.api_key).unwrap();
+        for version in api.min_version..=api.max_version {
+            let request = match key {
+                ApiKey::Produce => frame(key, version, &ProduceRequest::default().with_acks(1)),
+                ApiKey::Fetch => frame(key, version, &FetchRequest::default()),
+                ApiKey::ListOffsets => frame(key, version, &ListOffsetsRequest::default()),
+                ApiKey::Metadata => frame(key, version, &MetadataRequest::default()),
+                ApiKey::OffsetCommit => frame(key, version, &OffsetCommitRequest::default()),
+                ApiKey::OffsetFetch => frame(key, version, &OffsetFetchRequest::default()),
+                ApiKey::FindCoordinator => frame(key, version, &FindCoordinatorRequest::default()),
+                ApiKey::JoinGroup => frame(key, version, &JoinGroupRequest::default()),
+                ApiKey::Heartbeat => frame(key, version, &HeartbeatRequest::default()),
+                ApiKey::LeaveGroup => frame(key, version, &LeaveGroupRequest::default()),
+                ApiKey::SyncGroup => frame(key, version, &SyncGroupRequest::default()),
+                ApiKey::DescribeGroups => frame(key, version, &DescribeGroupsRequest::default()),
+                ApiKey::ListGroups => frame(key, version, &ListGroupsRequest::default()),
+                ApiKey::ApiVersions => frame(key, version, &ApiVersionsRequest::default()),
+                ApiKey::CreateTopics => frame(key, version, &CreateTopicsRequest::default()),
+                ApiKey::DeleteTopics => frame(key, version, &DeleteTopicsRequest::default()),
+                ApiKey::InitProducerId => frame(key, version, &InitProducerIdRequest::default()),
+                other => panic!("advertised but untested: {other:?}"),
+            };
+            match test.broker.handle(request, "/127.0.0.1").await {
+                HandleOutcome::Respond(_) => {}
+                other => panic!("{key:?} v{version}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn api_versions_beyond_our_range_gets_the_kip_511_fallback() {
+    let test = start_broker(test_config()).await;
+    let mut raw = BytesMut::new();
+    raw.put_i16(ApiKey::ApiVersions as i16);
+    raw.put_i16(99);
+    raw.put_i32(7);
+    raw.put_i16(-1);
+    let HandleOutcome::Respond(mut bytes) = test.broker.handle(raw.freeze(), "/x").await else {
+        panic!("expected the fallback response");
+    };
+    bytes.advance(4);
+    let header = ResponseHeader::decode(&mut bytes, 0).unwrap();
+    assert_eq!(header.correlation_id, 7);
+    let response = ApiVersionsResponse::decode(&mut bytes, 0).unwrap();
+    assert_eq!(
+        response.error_code,
+        ResponseError::UnsupportedVersion.code()
+    );
+    assert!(!response.api_keys.is_empty());
+}
+
+#[tokio::test]
+async fn produce_errors_carry_the_right_kafka_codes() {
+    let test = start_broker(test_config()).await;
+    let broker = &test.broker;
+    broker.create_topic("t", 1, false).await.unwrap();
+    let batch = encode_batch(&[b"ok".as_slice()], 1, -1, -1, -1);
+    assert_eq!(produce_one(broker, "t", batch.clone()).await, (0, 0));
+    let mut corrupt = batch.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert_eq!(
+        produce_one(broker, "t", corrupt).await.0,
+        ResponseError::CorruptMessage.code()
+    );
+    assert_eq!(
+        produce_one(broker, "missing", batch.clone()).await.0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let huge = encode_batch(&[vec![0u8; 2 << 20].as_slice()], 1, -1, -1, -1);
+    assert_eq!(
+        produce_one(broker, "t", huge).await.0,
+        ResponseError::MessageTooLarge.code()
+    );
+    let response: ProduceResponse = call(
+        broker,
+        ApiKey::Produce,
+        9,
+        &produce_request("t", 0, batch.clone(), 2),
+    )
+    .await;
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        ResponseError::InvalidRequiredAcks.code()
+    );
+    // Nothing but the first batch was appended.
+    let offsets = broker.partition("t", 0).unwrap().offsets().await.unwrap();
+    assert_eq!(offsets.log_end_offset, 1);
+    // acks=0 gets no response at all.
+    let silent = broker
+        .handle(
+            frame(ApiKey::Produce, 9, &produce_request("t", 0, batch, 0)),
+            "/x",
+        )
+        .await;
+    assert!(matches!(silent, HandleOutcome::NoResponse));
+}
+
+#[tokio::test]
+async fn idempotent_retries_return_the_original_offset_and_gaps_are_refused() {
+    let test = start_broker(test_config()).await;
+    let broker = &test.broker;
+    broker.create_topic("t", 1, false).await.unwrap();
+    let init: InitProducerIdResponse = call(
+        broker,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    )
+    .await;
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    let first = encode_batch(&[b"a".as_slice(), b"b"], 1, pid, 0, 0);
+    assert_eq!(produce_one(broker, "t", first.clone()).await, (0, 0));
+    assert_eq!(
+        produce_one(broker, "t", first).await,
+        (0, 0),
+        "a retry gets its original offset"
+    );
+    let gap = encode_batch(&[b"c".as_slice()], 1, pid, 0, 5);
+    assert_eq!(
+        produce_one(broker, "t", gap).await.0,
+        ResponseError::OutOfOrderSequenceNumber.code()
+    );
+    let next = encode_batch(&[b"c".as_slice()], 1, pid, 0, 2);
+    assert_eq!(produce_one(broker, "t", next).await, (0, 2));
+}
+
+#[tokio::test]
+async fn fetch_long_polls_until_data_arrives_and_reports_out_of_range() {
+    let test = start_broker(test_config()).await;
+    let broker = test.broker.clone();
+    broker.create_topic("t", 1, false).await.unwrap();
+    let waiting = {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let response: FetchResponse =
+                call(&broker, ApiKey::Fetch, 11, &fetch_request("t", 0, 10_000)).await;
+            response
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "an empty partition parks the fetch");
+    produce_one(
+        &broker,
+        "t",
+        encode_batch(&[b"wake".as_slice()], 1, -1, -1, -1),
+    )
+    .await;
+    let response = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken")
+        .unwrap();
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    assert_eq!(partition.high_watermark, 1);
+    assert!(!partition.records.as_ref().unwrap().is_empty());
+    let response: FetchResponse = call(&broker, ApiKey::Fetch, 11, &fetch_request("t", 5, 0)).await;
+    assert_eq!(
+        response.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+}
+
+#[tokio::test]
+async fn data_and_committed_offsets_survive_a_restart() {
+    let test = start_broker(test_config()).await;
+    test.broker.create_topic("t", 2, false).await.unwrap();
+    produce_one(
+        &test.broker,
+        "t",
+        encode_batch(&[b"kept".as_slice()], 1, -1, -1, -1),
+    )
+    .await;
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name("t"))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1)])]);
+    let response: OffsetCommitResponse = call(&test.broker, ApiKey::OffsetCommit, 8, &commit).await;
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    test.broker.flush_all().await;
+    let storage = test.storage.clone();
+    drop(test);
+    let restarted = start_broker_on(test_config(), storage).await;
+    assert_eq!(restarted.broker.topic("t").unwrap().partitions.len(), 2);
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic_name("t"))
+            .with_partition_indexes(vec![0, 1])]));
+    let response: OffsetFetchResponse =
+        call(&restarted.broker, ApiKey::OffsetFetch, 7, &fetch).await;
+    let partitions = &response.topics[0].partitions;
+    assert_eq!(
+        (
+            partitions[0].committed_offset,
+            partitions[1].committed_offset
+        ),
+        (1, -1)
+    );
+    let offsets = restarted
+        .broker
+        .partition("t", 0)
+        .unwrap()
+        .offsets()
+        .await
+        .unwrap();
+    assert_eq!(offsets.log_end_offset, 1);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_only_its_own_connection() {
+    let config = sluice::config::BrokerConfig {
+        socket_request_max_bytes: 1024,
+        ..test_config()
+    };
+    let test = start_broker(config).await;
+    let mut bad = tokio::net::TcpStream::connect(&test.address).await.unwrap();
+    let mut good = tokio::net::TcpStream::connect(&test.address).await.unwrap();
+    bad.write_all(&(1_000_000i32).to_be_bytes()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), bad.read(&mut byte))
+        .await
+        .unwrap();
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "the oversized connection is closed"
+    );
+    let request = frame(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default());
+    good.write_all(&(request.len() as i32).to_be_bytes())
+        .await
+        .unwrap();
+    good.write_all(&request).await.unwrap();
+    let mut size = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), good.read_exact(&mut size))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        i32::from_be_bytes(size) > 0,
+        "the other connection still works"
+    );
+}
+
+fn valid_frames() -> Vec<Bytes> {
+    let batch = encode_batch(&[b"v".as_slice()], 1, -1, -1, -1);
+    vec![
+        frame(ApiKey::Produce, 9, &produce_request("t", 0, batch, -1)),
+        frame(ApiKey::Fetch, 11, &fetch_request("t", 0, 0)),
+        frame(ApiKey::Metadata, 9, &MetadataRequest::default()),
+        frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()),
+        frame(ApiKey::JoinGroup, 5, &JoinGroupRequest::default()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn random_and_mutated_frames_never_panic(
+        pick in 0usize..5,
+        mutations in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        truncate in any::<prop::sample::Index>(),
+        random in prop::collection::vec(any::<u8>(), 0..64),
+        use_random in any::<bool>(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let test = start_broker(test_config()).await;
+            test.broker.create_topic("t", 1, false).await.unwrap();
+            let input = if use_random {
+                Bytes::from(random)
+            } else {
+                let mut bytes = valid_frames()[pick].to_vec();
+                for (at, value) in &mutations {
+                    let at = at.index(bytes.len());
+                    bytes[at] = *value;
+                }
+                bytes.truncate(truncate.index(bytes.len() + 1));
+                Bytes::from(bytes)
+            };
+            // Any outcome but a panic is acceptable; a long-poll fetch must still end.
+            let outcome = tokio::time::timeout(Duration::from_secs(40), test.broker.handle(input, "/x")).await;
+            assert!(outcome.is_ok(), "a request never finished");
+        });
+    }
+}
