@@ -359,7 +359,9 @@ pub struct Consumer {
     heartbeat: Option<JoinHandle<()>>,
     /// Topics of `subscribe`; `None` with manual `assign`.
     subscription: Option<Vec<String>>,
-    listener: Option<Box<dyn RebalanceListener>>,
+    /// In a mutex only so that `Consumer` is `Sync` (its `&self` futures can
+    /// then be sent across tasks) without asking listeners to be `Sync`.
+    listener: Option<Mutex<Box<dyn RebalanceListener>>>,
     /// Current partitions, sorted.
     assignment: Vec<TopicPartition>,
     partitions: BTreeMap<TopicPartition, PartitionState>,
@@ -474,7 +476,7 @@ impl Consumer {
         topics.sort();
         topics.dedup();
         self.subscription = Some(topics);
-        self.listener = listener;
+        self.listener = listener.map(Mutex::new);
         group.membership().rejoin_needed = true;
         Ok(())
     }
@@ -588,8 +590,8 @@ impl Consumer {
                 }
             }
             let revoked = std::mem::take(&mut self.assignment);
-            if let Some(listener) = self.listener.as_mut() {
-                listener.on_partitions_revoked(&revoked);
+            if let Some(listener) = &self.listener {
+                lock(listener).on_partitions_revoked(&revoked);
             }
             self.partitions.clear();
         }
@@ -723,8 +725,8 @@ impl Consumer {
             group.wake.notify_one();
             tracing::debug!(group = %group.group_id, generation_id, partitions = assigned.len(), "joined");
             self.set_assignment(assigned.clone());
-            if let Some(listener) = self.listener.as_mut() {
-                listener.on_partitions_assigned(&assigned);
+            if let Some(listener) = &self.listener {
+                lock(listener).on_partitions_assigned(&assigned);
             }
             return Ok(());
         }
@@ -1299,8 +1301,8 @@ impl Consumer {
         }
         if self.subscription.is_some() {
             let revoked = std::mem::take(&mut self.assignment);
-            if let Some(listener) = self.listener.as_mut() {
-                listener.on_partitions_revoked(&revoked);
+            if let Some(listener) = &self.listener {
+                lock(listener).on_partitions_revoked(&revoked);
             }
         }
         if let Some(task) = self.heartbeat.take() {

@@ -1,0 +1,457 @@
+//! The Rust producer and consumer against an in-process broker over real
+//! loopback TCP: keyed ordering, idempotent offsets, group rebalances, offset
+//! commits, seeks and lag. Every wait is a condition awaited under a timeout.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice::client::partitioner::partition_for_key;
+use sluice::client::{
+    Acks, Admin, AutoOffsetReset, ConnectionConfig, Consumer, ConsumerConfig, ConsumerRecord,
+    Producer, ProducerConfig, ProducerRecord, RebalanceListener, TopicPartition,
+};
+use sluice::clock::SystemClock;
+use sluice::net::{Connector, TcpConnector};
+use sluice::testing::{start_broker, test_config, TestBroker};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Bound on any single awaited condition. Generous: CI machines are slow,
+/// and a hang must fail rather than block the suite.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn connector() -> Arc<dyn Connector> {
+    Arc::new(TcpConnector)
+}
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+async fn broker_with_topic(topic: &str, partitions: i32) -> (TestBroker, Admin) {
+    let broker = start_broker(test_config()).await;
+    let admin = Admin::new(&broker.address, connector(), ConnectionConfig::default());
+    admin
+        .create_topic(topic, partitions, 1, &[])
+        .await
+        .expect("create topic");
+    (broker, admin)
+}
+
+fn producer(address: &str) -> Producer {
+    let config = ProducerConfig {
+        bootstrap_servers: address.to_string(),
+        linger_ms: 2,
+        seed: 7,
+        ..ProducerConfig::default()
+    };
+    Producer::new(config, connector(), Arc::new(SystemClock)).expect("producer")
+}
+
+fn consumer_config(address: &str, group: Option<&str>) -> ConsumerConfig {
+    ConsumerConfig {
+        bootstrap_servers: address.to_string(),
+        group_id: group.map(str::to_string),
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        // Short group timers so rebalances finish quickly; the broker's
+        // test config allows sessions down to 100 ms.
+        heartbeat_interval_ms: 100,
+        session_timeout_ms: 6_000,
+        max_poll_interval_ms: 10_000,
+        fetch_max_wait_ms: 100,
+        ..ConsumerConfig::default()
+    }
+}
+
+fn consumer(config: ConsumerConfig) -> Consumer {
+    Consumer::new(config, connector(), Arc::new(SystemClock)).expect("consumer")
+}
+
+fn value(s: &str) -> Option<Bytes> {
+    Some(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// Polls until `count` records have arrived.
+async fn poll_until(consumer: &mut Consumer, count: usize) -> Vec<ConsumerRecord> {
+    within("records", async {
+        let mut records = Vec::new();
+        while records.len() < count {
+            records.extend(
+                consumer
+                    .poll(Duration::from_millis(200))
+                    .await
+                    .expect("poll"),
+            );
+        }
+        records
+    })
+    .await
+}
+
+#[tokio::test]
+async fn keyed_records_come_back_in_order_per_partition() {
+    let (broker, _admin) = broker_with_topic("orders", 3).await;
+    let producer = producer(&broker.address);
+    let mut deliveries = Vec::new();
+    for i in 0..30 {
+        let key = format!("k{}", i % 10);
+        let record = ProducerRecord::new("orders", value(&key), value(&format!("{key}-{i}")));
+        deliveries.push((key, producer.enqueue(record).await.expect("enqueue")));
+    }
+    let mut sent: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    for (key, delivery) in deliveries {
+        let metadata = within("ack", delivery).await.expect("delivered");
+        assert_eq!(
+            metadata.partition,
+            partition_for_key(key.as_bytes(), 3),
+            "murmur2 placement of {key}"
+        );
+        sent.entry(metadata.partition)
+            .or_default()
+            .push((metadata.offset, key));
+    }
+    producer.close().await;
+
+    let mut consumer = consumer(consumer_config(&broker.address, None));
+    consumer
+        .assign((0..3).map(|p| TopicPartition::new("orders", p)).collect())
+        .unwrap();
+    let records = poll_until(&mut consumer, 30).await;
+    assert_eq!(records.len(), 30);
+    for (partition, expected) in sent {
+        let got: Vec<(i64, String)> = records
+            .iter()
+            .filter(|r| r.partition == partition)
+            .map(|r| {
+                (
+                    r.offset,
+                    String::from_utf8(r.key.clone().unwrap().to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "partition {partition}");
+    }
+    // Values of one key arrive in send order.
+    let k3: Vec<String> = records
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(&b"k3"[..]))
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(k3, vec!["k3-3", "k3-13", "k3-23"]);
+}
+
+#[tokio::test]
+async fn idempotent_producer_gets_dense_offsets_and_headers_survive() {
+    let (broker, _admin) = broker_with_topic("events", 1).await;
+    let producer = producer(&broker.address);
+    let mut deliveries = Vec::new();
+    for i in 0..50 {
+        let mut record = ProducerRecord::new("events", None, value(&format!("v{i}")));
+        record.partition = Some(0);
+        record.timestamp = Some(1_000 + i);
+        record.headers = vec![sluice::client::Header {
+            key: "i".into(),
+            value: value(&i.to_string()),
+        }];
+        deliveries.push(producer.enqueue(record).await.expect("enqueue"));
+    }
+    for (i, delivery) in deliveries.into_iter().enumerate() {
+        let metadata = within("ack", delivery).await.expect("delivered");
+        assert_eq!(metadata.offset, i64::try_from(i).unwrap());
+        assert_eq!(metadata.timestamp, 1_000 + i64::try_from(i).unwrap());
+    }
+    producer.flush().await;
+    producer.close().await;
+    assert!(producer
+        .send(ProducerRecord::new("events", None, None))
+        .await
+        .is_err());
+
+    let mut consumer = consumer(consumer_config(&broker.address, None));
+    consumer
+        .assign(vec![TopicPartition::new("events", 0)])
+        .unwrap();
+    let records = poll_until(&mut consumer, 50).await;
+    let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..50).collect::<Vec<_>>());
+    assert_eq!(records[7].headers[0].value, value("7"));
+    assert_eq!(records[7].timestamp, 1_007);
+}
+
+#[tokio::test]
+async fn acks_zero_and_one_without_idempotence() {
+    let (broker, _admin) = broker_with_topic("loose", 1).await;
+    for (acks, expect_offsets) in [(Acks::Leader, true), (Acks::None, false)] {
+        let config = ProducerConfig {
+            bootstrap_servers: broker.address.clone(),
+            acks,
+            enable_idempotence: false,
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::new(config, connector(), Arc::new(SystemClock)).unwrap();
+        let metadata = within(
+            "ack",
+            producer.send(ProducerRecord::new("loose", None, value("x"))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(metadata.offset >= 0, expect_offsets, "{acks:?}");
+        producer.close().await;
+    }
+    let mut consumer = consumer(consumer_config(&broker.address, None));
+    consumer
+        .assign(vec![TopicPartition::new("loose", 0)])
+        .unwrap();
+    assert_eq!(poll_until(&mut consumer, 2).await.len(), 2);
+}
+
+/// A consumer polling in its own task, publishing its assignment.
+struct Running {
+    assignment: Arc<std::sync::Mutex<Vec<TopicPartition>>>,
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<Consumer>,
+}
+
+impl Running {
+    fn assignment(&self) -> Vec<TopicPartition> {
+        self.assignment.lock().unwrap().clone()
+    }
+}
+
+/// Runs `consumer` in a task; every assignment change bumps `changes`.
+fn run(mut consumer: Consumer, changes: Arc<watch::Sender<u64>>) -> Running {
+    let assignment = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (published, stopping) = (assignment.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        while !stopping.load(Ordering::SeqCst) {
+            consumer
+                .poll(Duration::from_millis(50))
+                .await
+                .expect("poll");
+            let current = consumer.assignment().to_vec();
+            let changed = {
+                let mut a = published.lock().unwrap();
+                let changed = *a != current;
+                *a = current;
+                changed
+            };
+            if changed {
+                changes.send_modify(|n| *n += 1);
+            }
+        }
+        consumer
+    });
+    Running {
+        assignment,
+        stop,
+        task,
+    }
+}
+
+/// Waits until the consumers' assignments are non-empty, disjoint and
+/// cover `partitions`.
+async fn until_balanced(
+    changes: &mut watch::Receiver<u64>,
+    running: &[&Running],
+    partitions: &[TopicPartition],
+) {
+    within("a balanced group", async {
+        loop {
+            let assignments: Vec<Vec<TopicPartition>> =
+                running.iter().map(|r| r.assignment()).collect();
+            let mut all: Vec<TopicPartition> = assignments.iter().flatten().cloned().collect();
+            all.sort();
+            if assignments.iter().all(|a| !a.is_empty()) && all == partitions {
+                return;
+            }
+            changes.changed().await.expect("consumers alive");
+        }
+    })
+    .await;
+}
+
+struct Recording(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl RebalanceListener for Recording {
+    fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("revoked {}", partitions.len()));
+    }
+    fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("assigned {}", partitions.len()));
+    }
+}
+
+#[tokio::test]
+async fn group_members_split_partitions_and_a_third_triggers_rebalance() {
+    let (broker, admin) = broker_with_topic("shared", 4).await;
+    let partitions: Vec<TopicPartition> =
+        (0..4).map(|p| TopicPartition::new("shared", p)).collect();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+
+    let (changes_tx, mut changes) = watch::channel(0u64);
+    let changes_tx = Arc::new(changes_tx);
+
+    let mut a = consumer(consumer_config(&broker.address, Some("g")));
+    a.subscribe(
+        vec!["shared".into()],
+        Some(Box::new(Recording(events.clone()))),
+    )
+    .unwrap();
+    let a = run(a, changes_tx.clone());
+    let mut b = consumer(consumer_config(&broker.address, Some("g")));
+    b.subscribe(vec!["shared".into()], None).unwrap();
+    let b = run(b, changes_tx.clone());
+    until_balanced(&mut changes, &[&a, &b], &partitions).await;
+    assert_eq!(a.assignment().len(), 2);
+
+    let mut c = consumer(consumer_config(&broker.address, Some("g")));
+    c.subscribe(vec!["shared".into()], None).unwrap();
+    let c = run(c, changes_tx.clone());
+    until_balanced(&mut changes, &[&a, &b, &c], &partitions).await;
+    let sizes: Vec<usize> = [&a, &b, &c].iter().map(|r| r.assignment().len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 4);
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("revoked")),
+        "{events:?}"
+    );
+
+    let description = admin.describe_group("g").await.unwrap();
+    assert_eq!(description.members.len(), 3);
+    assert_eq!(description.protocol, "range");
+
+    for running in [a, b, c] {
+        running.stop.store(true, Ordering::SeqCst);
+        let mut consumer = within("consumer task", running.task).await.unwrap();
+        consumer.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_new_member_resumes_from_the_committed_offset() {
+    let (broker, admin) = broker_with_topic("resume", 1).await;
+    let producer = producer(&broker.address);
+    for i in 0..10 {
+        let mut record = ProducerRecord::new("resume", None, value(&format!("v{i}")));
+        record.partition = Some(0);
+        producer.enqueue(record).await.unwrap();
+    }
+    producer.flush().await;
+    let tp = TopicPartition::new("resume", 0);
+
+    let config = ConsumerConfig {
+        enable_auto_commit: false,
+        max_poll_records: 4,
+        ..consumer_config(&broker.address, Some("resumers"))
+    };
+    let mut first = consumer(config.clone());
+    first.subscribe(vec!["resume".into()], None).unwrap();
+    let records = poll_until(&mut first, 1).await;
+    assert_eq!(records.first().map(|r| r.offset), Some(0));
+    let consumed = records.len();
+    assert!(consumed <= 4);
+    first.commit_sync(None).await.unwrap();
+    assert_eq!(
+        first.committed(&tp).await.unwrap(),
+        Some(i64::try_from(consumed).unwrap())
+    );
+    assert_eq!(
+        first.position(&tp).await.unwrap(),
+        i64::try_from(consumed).unwrap()
+    );
+    first.close().await.unwrap();
+
+    let mut second = consumer(config);
+    second.subscribe(vec!["resume".into()], None).unwrap();
+    let records = poll_until(&mut second, 1).await;
+    assert_eq!(records[0].offset, i64::try_from(consumed).unwrap());
+    // Async commit of an explicit offset, then the admin view agrees.
+    let mut explicit = BTreeMap::new();
+    explicit.insert(tp.clone(), 9);
+    within("async commit", second.commit_async(Some(explicit)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        admin.group_offsets("resumers").await.unwrap().get(&tp),
+        Some(&9)
+    );
+    second.close().await.unwrap();
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn seek_offsets_for_times_position_and_lag() {
+    let (broker, _admin) = broker_with_topic("timeline", 1).await;
+    let producer = producer(&broker.address);
+    for i in 0..10 {
+        let mut record = ProducerRecord::new("timeline", None, value(&format!("v{i}")));
+        record.partition = Some(0);
+        record.timestamp = Some(10_000 + i * 10);
+        producer.enqueue(record).await.unwrap();
+    }
+    producer.flush().await;
+    let tp = TopicPartition::new("timeline", 0);
+
+    let mut consumer = consumer(ConsumerConfig {
+        max_poll_records: 2,
+        ..consumer_config(&broker.address, None)
+    });
+    consumer.assign(vec![tp.clone()]).unwrap();
+    consumer.seek(&tp, 5).unwrap();
+    let records = poll_until(&mut consumer, 1).await;
+    assert_eq!(records[0].offset, 5);
+    assert_eq!(records.len(), 2);
+    assert_eq!(consumer.position(&tp).await.unwrap(), 7);
+    assert_eq!(consumer.lag(&tp), Some(3));
+
+    let mut query = BTreeMap::new();
+    query.insert(tp.clone(), 10_031);
+    let found = consumer.offsets_for_times(&query).await.unwrap();
+    assert_eq!(found.get(&tp), Some(&Some((4, 10_040))));
+    query.insert(tp.clone(), 99_999);
+    assert_eq!(
+        consumer.offsets_for_times(&query).await.unwrap().get(&tp),
+        Some(&None)
+    );
+
+    consumer
+        .seek_to_time(std::slice::from_ref(&tp), 10_031)
+        .await
+        .unwrap();
+    assert_eq!(consumer.position(&tp).await.unwrap(), 4);
+    consumer
+        .seek_to_beginning(std::slice::from_ref(&tp))
+        .await
+        .unwrap();
+    assert_eq!(consumer.position(&tp).await.unwrap(), 0);
+    consumer
+        .seek_to_end(std::slice::from_ref(&tp))
+        .await
+        .unwrap();
+    assert_eq!(consumer.position(&tp).await.unwrap(), 10);
+    assert!(consumer
+        .poll(Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(consumer.lag(&tp), Some(0));
+    producer.close().await;
+}
