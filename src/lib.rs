@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
 pub mod broker;
+pub mod cli_tools;
 pub mod client;
 pub mod clock;
 pub mod config;

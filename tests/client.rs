@@ -455,3 +455,157 @@ async fn seek_offsets_for_times_position_and_lag() {
     assert_eq!(consumer.lag(&tp), Some(0));
     producer.close().await;
 }
+
+mod cli {
+    use super::*;
+    use sluice::cli_tools::{self, ConsumeOptions, ProduceOptions};
+
+    fn text(buf: &[u8]) -> String {
+        String::from_utf8(buf.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn topics_produce_consume_and_groups_like_the_kafka_tools() {
+        let broker = start_broker(test_config()).await;
+        let addr = broker.address.as_str();
+        let mut out = Vec::new();
+        cli_tools::topics_create(addr, connector(), "lines", 2, 1, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(text(&out), "Created topic lines.\n");
+        assert!(
+            cli_tools::topics_create(addr, connector(), "lines", 2, 1, &mut Vec::new())
+                .await
+                .is_err()
+        );
+
+        let mut out = Vec::new();
+        cli_tools::topics_list(addr, connector(), &mut out)
+            .await
+            .unwrap();
+        assert_eq!(text(&out), "lines\n");
+
+        let mut out = Vec::new();
+        cli_tools::topics_describe(addr, connector(), Some("lines"), &mut out)
+            .await
+            .unwrap();
+        let described = text(&out);
+        assert!(
+            described.starts_with("Topic: lines\tPartitionCount: 2\tReplicationFactor: 1\n"),
+            "{described}"
+        );
+        assert!(
+            described.contains("\tTopic: lines\tPartition: 1\tLeader: "),
+            "{described}"
+        );
+
+        let input: &[u8] = b"a:1\nb:2\na:3\n";
+        let produce = ProduceOptions {
+            topic: "lines".into(),
+            parse_key: true,
+            key_separator: ":".into(),
+            acks: Acks::All,
+        };
+        let produced =
+            cli_tools::produce_lines(addr, connector(), Arc::new(SystemClock), &produce, input)
+                .await
+                .unwrap();
+        assert_eq!(produced, 3);
+
+        let options = ConsumeOptions {
+            topic: "lines".into(),
+            from_beginning: true,
+            group: Some("console".into()),
+            max_messages: Some(3),
+            timeout: Some(WAIT),
+            print_key: true,
+        };
+        let mut out = Vec::new();
+        let consumed = within(
+            "console consumer",
+            cli_tools::consume(addr, connector(), Arc::new(SystemClock), &options, &mut out),
+        )
+        .await
+        .unwrap();
+        assert_eq!(consumed, 3);
+        let mut lines: Vec<String> = text(&out).lines().map(str::to_string).collect();
+        // Key "a" keeps its order within its partition.
+        let a: Vec<&String> = lines.iter().filter(|l| l.starts_with("a\t")).collect();
+        assert_eq!(a, vec!["a\t1", "a\t3"]);
+        lines.sort();
+        assert_eq!(lines, vec!["a\t1", "a\t3", "b\t2"]);
+
+        let mut out = Vec::new();
+        cli_tools::groups_list(addr, connector(), &mut out)
+            .await
+            .unwrap();
+        assert!(text(&out).lines().any(|l| l == "console"), "{}", text(&out));
+
+        let mut out = Vec::new();
+        cli_tools::groups_describe(addr, connector(), "console", &mut out)
+            .await
+            .unwrap();
+        let table = text(&out);
+        let mut rows = table.lines();
+        let header: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "GROUP",
+                "TOPIC",
+                "PARTITION",
+                "CURRENT-OFFSET",
+                "LOG-END-OFFSET",
+                "LAG",
+                "CONSUMER-ID"
+            ]
+        );
+        let mut committed_total = 0;
+        for row in rows {
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(cells[0], "console");
+            assert_eq!(cells[3], cells[4], "everything consumed: {table}");
+            assert_eq!(cells[5], "0");
+            committed_total += cells[3].parse::<i64>().unwrap();
+        }
+        assert_eq!(committed_total, 3, "{table}");
+
+        let mut out = Vec::new();
+        cli_tools::topics_delete(addr, connector(), "lines", &mut out)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        cli_tools::topics_list(addr, connector(), &mut out)
+            .await
+            .unwrap();
+        assert_eq!(text(&out), "");
+    }
+
+    #[tokio::test]
+    async fn console_consumer_without_group_stops_after_idle_timeout() {
+        let (broker, _admin) = broker_with_topic("quiet", 1).await;
+        let options = ConsumeOptions {
+            topic: "quiet".into(),
+            from_beginning: true,
+            group: None,
+            max_messages: None,
+            timeout: Some(Duration::from_millis(300)),
+            print_key: false,
+        };
+        let mut out = Vec::new();
+        let consumed = within(
+            "idle timeout",
+            cli_tools::consume(
+                &broker.address,
+                connector(),
+                Arc::new(SystemClock),
+                &options,
+                &mut out,
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(consumed, 0);
+        assert!(out.is_empty());
+    }
+}

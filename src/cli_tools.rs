@@ -1,0 +1,417 @@
+//! What the `sluice` command-line tools do, as testable async functions.
+//!
+//! Each mirrors one of Kafka's shell tools (`kafka-topics.sh`,
+//! `kafka-console-producer.sh`, `kafka-console-consumer.sh`,
+//! `kafka-consumer-groups.sh`) closely enough that a Kafka user recognises the
+//! output. They take the bootstrap address and the network seam, and write to
+//! a caller-supplied writer so tests can read what a user would see.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use crate::client::{
+    Acks, Admin, AutoOffsetReset, ConnectionConfig, Consumer, ConsumerConfig, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
+};
+use crate::clock::SharedClock;
+use crate::net::Connector;
+
+/// Where the tools write: stdout in the binary, a buffer in tests.
+pub type Output<'a> = &'a mut (dyn Write + Send);
+
+/// Lines read by `produce_lines` before it waits for their acknowledgements.
+/// Bounds the deliveries held in memory; the producer's own buffer.memory
+/// bounds the bytes.
+const PRODUCE_LINES_IN_FLIGHT_MAX: usize = 10_000;
+
+/// Longest accepted input line. Kafka's default max.request.size is 1 MiB,
+/// so a longer line could not be sent anyway.
+const LINE_BYTES_MAX: usize = 1_048_576;
+
+fn admin(bootstrap: &str, connector: Arc<dyn Connector>) -> Admin {
+    Admin::new(bootstrap, connector, ConnectionConfig::default())
+}
+
+/// `kafka-topics.sh --create`.
+pub async fn topics_create(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    admin(bootstrap, connector)
+        .create_topic(name, partitions, replication_factor, &[])
+        .await
+        .with_context(|| format!("creating topic {name}"))?;
+    writeln!(out, "Created topic {name}.")?;
+    Ok(())
+}
+
+/// `kafka-topics.sh --list`: one name per line, sorted.
+pub async fn topics_list(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    for name in admin(bootstrap, connector).list_topics().await? {
+        writeln!(out, "{name}")?;
+    }
+    Ok(())
+}
+
+/// `kafka-topics.sh --describe [--topic name]`.
+pub async fn topics_describe(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    name: Option<&str>,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    let names = name.map(|n| vec![n.to_string()]);
+    let topics = admin(bootstrap, connector)
+        .describe_topics(names.as_deref())
+        .await?;
+    for topic in topics.iter().filter(|t| !t.is_internal || name.is_some()) {
+        if topic.error_code != 0 {
+            bail!(
+                "topic {}: {}",
+                topic.name,
+                crate::client::ClientError::check(topic.error_code)
+                    .err()
+                    .map_or_else(String::new, |e| e.to_string())
+            );
+        }
+        let replication_factor = topic.partitions.first().map_or(0, |p| p.replicas.len());
+        writeln!(
+            out,
+            "Topic: {}\tPartitionCount: {}\tReplicationFactor: {}",
+            topic.name,
+            topic.partitions.len(),
+            replication_factor
+        )?;
+        for p in &topic.partitions {
+            writeln!(
+                out,
+                "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
+                topic.name,
+                p.partition,
+                p.leader,
+                join_ids(&p.replicas),
+                join_ids(&p.isr)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn join_ids(ids: &[i32]) -> String {
+    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// `kafka-topics.sh --delete`.
+pub async fn topics_delete(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    name: &str,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    admin(bootstrap, connector)
+        .delete_topic(name)
+        .await
+        .with_context(|| format!("deleting topic {name}"))?;
+    writeln!(out, "Deleted topic {name}.")?;
+    Ok(())
+}
+
+/// Options of [`produce_lines`], as `kafka-console-producer.sh` flags.
+#[derive(Debug, Clone)]
+pub struct ProduceOptions {
+    pub topic: String,
+    /// `--property parse.key=true`: split each line into key and value.
+    pub parse_key: bool,
+    /// `--property key.separator=...` (Kafka's default is a tab).
+    pub key_separator: String,
+    /// `--producer-property acks=...`; idempotence is on only with acks=all.
+    pub acks: Acks,
+}
+
+/// `kafka-console-producer.sh`: each line of `reader` becomes a record; with
+/// `parse_key`, the text before the first `key_separator` is the key. Returns
+/// the number of records acknowledged; fails on the first failed record.
+pub async fn produce_lines<R: AsyncBufRead + Unpin>(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    clock: SharedClock,
+    options: &ProduceOptions,
+    reader: R,
+) -> anyhow::Result<usize> {
+    let ProduceOptions {
+        topic,
+        parse_key,
+        key_separator,
+        acks,
+    } = options;
+    let (topic, parse_key, key_separator, acks) =
+        (topic.as_str(), *parse_key, key_separator.as_str(), *acks);
+    if parse_key && key_separator.is_empty() {
+        bail!("key separator must not be empty");
+    }
+    let config = ProducerConfig {
+        bootstrap_servers: bootstrap.to_string(),
+        client_id: "console-producer".to_string(),
+        acks,
+        enable_idempotence: acks == Acks::All,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(config, connector, clock)?;
+    let mut lines = reader.lines();
+    let mut pending = Vec::new();
+    let mut acknowledged = 0usize;
+    let result: anyhow::Result<()> = async {
+        while let Some(line) = lines.next_line().await? {
+            if line.len() > LINE_BYTES_MAX {
+                bail!("line of {} bytes exceeds {LINE_BYTES_MAX}", line.len());
+            }
+            let (key, value) = if parse_key {
+                match line.split_once(key_separator) {
+                    Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
+                    None => bail!("no key separator {key_separator:?} in line {line:?}"),
+                }
+            } else {
+                (None, line)
+            };
+            let record = ProducerRecord::new(topic, key, Some(Bytes::from(value)));
+            pending.push(producer.enqueue(record).await?);
+            if pending.len() >= PRODUCE_LINES_IN_FLIGHT_MAX {
+                for delivery in pending.drain(..) {
+                    delivery.await?;
+                    acknowledged += 1;
+                }
+            }
+        }
+        for delivery in pending.drain(..) {
+            delivery.await?;
+            acknowledged += 1;
+        }
+        Ok(())
+    }
+    .await;
+    producer.close().await;
+    result.map(|()| acknowledged)
+}
+
+/// Options of [`consume`], as `kafka-console-consumer.sh` flags.
+#[derive(Debug, Clone)]
+pub struct ConsumeOptions {
+    pub topic: String,
+    /// `--from-beginning`: start at the log start when there is no
+    /// committed offset (else at the end).
+    pub from_beginning: bool,
+    /// `--group`: join this group (subscribe, commit). Without it the
+    /// consumer reads every partition by itself and commits nothing.
+    pub group: Option<String>,
+    /// `--max-messages`.
+    pub max_messages: Option<usize>,
+    /// `--timeout-ms`: stop after this long without a record.
+    pub timeout: Option<Duration>,
+    /// `--property print.key=true`: print `key<TAB>value`.
+    pub print_key: bool,
+}
+
+/// How long one poll waits; also how often `timeout` is checked.
+const CONSUME_POLL: Duration = Duration::from_millis(500);
+
+/// `kafka-console-consumer.sh`: prints each value (and key) on a line.
+/// Returns the number of records printed.
+pub async fn consume(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    clock: SharedClock,
+    options: &ConsumeOptions,
+    out: Output<'_>,
+) -> anyhow::Result<usize> {
+    let config = ConsumerConfig {
+        bootstrap_servers: bootstrap.to_string(),
+        client_id: "console-consumer".to_string(),
+        group_id: options.group.clone(),
+        auto_offset_reset: if options.from_beginning {
+            AutoOffsetReset::Earliest
+        } else {
+            AutoOffsetReset::Latest
+        },
+        enable_auto_commit: options.group.is_some(),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(config, connector, clock)?;
+    if options.group.is_some() {
+        consumer.subscribe(vec![options.topic.clone()], None)?;
+    } else {
+        let wait = Duration::from_millis(ConsumerConfig::default().default_api_timeout_ms);
+        let info = consumer
+            .cluster()
+            .topic_info(&options.topic, false, wait)
+            .await?;
+        consumer.assign(
+            info.partitions
+                .iter()
+                .map(|p| TopicPartition::new(options.topic.clone(), p.partition))
+                .collect(),
+        )?;
+    }
+    let mut printed = 0usize;
+    let mut idle = Duration::ZERO;
+    let result: anyhow::Result<()> = async {
+        loop {
+            if options.max_messages.is_some_and(|max| printed >= max) {
+                return Ok(());
+            }
+            let poll = options
+                .timeout
+                .map_or(CONSUME_POLL, |t| CONSUME_POLL.min(t.saturating_sub(idle)));
+            let started = tokio::time::Instant::now();
+            let records = consumer.poll(poll).await?;
+            if records.is_empty() {
+                idle += started.elapsed();
+                if options.timeout.is_some_and(|t| idle >= t) {
+                    return Ok(());
+                }
+                continue;
+            }
+            idle = Duration::ZERO;
+            let mut rewound = BTreeSet::new();
+            for record in records {
+                if options.max_messages.is_some_and(|max| printed >= max) {
+                    // Not printed, so not consumed: rewind each partition to
+                    // its first unprinted record before the commit on close.
+                    let tp = TopicPartition::new(record.topic.clone(), record.partition);
+                    if rewound.insert(tp.clone()) {
+                        consumer.seek(&tp, record.offset)?;
+                    }
+                    continue;
+                }
+                if options.print_key {
+                    write!(out, "{}\t", display_bytes(record.key.as_deref()))?;
+                }
+                writeln!(out, "{}", display_bytes(record.value.as_deref()))?;
+                printed += 1;
+            }
+        }
+    }
+    .await;
+    out.flush()?;
+    let closed = consumer.close().await;
+    result?;
+    closed?;
+    Ok(printed)
+}
+
+fn display_bytes(bytes: Option<&[u8]>) -> String {
+    match bytes {
+        None => "null".to_string(),
+        Some(b) => String::from_utf8_lossy(b).into_owned(),
+    }
+}
+
+/// `kafka-consumer-groups.sh --list`.
+pub async fn groups_list(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    for group in admin(bootstrap, connector).list_groups().await? {
+        writeln!(out, "{}", group.group_id)?;
+    }
+    Ok(())
+}
+
+/// `kafka-consumer-groups.sh --describe --group g`: one row per partition
+/// that the group has committed or that a member owns.
+pub async fn groups_describe(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    group: &str,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    let admin = admin(bootstrap, connector);
+    let description = admin.describe_group(group).await?;
+    let committed = admin.group_offsets(group).await?;
+    let mut owners: BTreeMap<TopicPartition, String> = BTreeMap::new();
+    for member in &description.members {
+        for tp in &member.assignment {
+            owners.insert(tp.clone(), member.member_id.clone());
+        }
+    }
+    let mut partitions: Vec<TopicPartition> =
+        committed.keys().chain(owners.keys()).cloned().collect();
+    partitions.sort();
+    partitions.dedup();
+    let wait = Duration::from_millis(ConsumerConfig::default().default_api_timeout_ms);
+    let ends = admin
+        .cluster()
+        .list_offsets(&partitions, crate::client::metadata::LATEST_TIMESTAMP, wait)
+        .await?;
+    if partitions.is_empty() {
+        writeln!(
+            out,
+            "Consumer group '{group}' has no active members and no committed offsets."
+        )?;
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "GROUP".to_string(),
+        "TOPIC".to_string(),
+        "PARTITION".to_string(),
+        "CURRENT-OFFSET".to_string(),
+        "LOG-END-OFFSET".to_string(),
+        "LAG".to_string(),
+        "CONSUMER-ID".to_string(),
+    ]];
+    for tp in &partitions {
+        let current = committed.get(tp).copied();
+        let end = ends.get(tp).map(|(offset, _)| *offset);
+        let lag = match (current, end) {
+            (Some(c), Some(e)) => (e - c).max(0).to_string(),
+            _ => "-".to_string(),
+        };
+        rows.push(vec![
+            group.to_string(),
+            tp.topic.clone(),
+            tp.partition.to_string(),
+            current.map_or_else(|| "-".to_string(), |c| c.to_string()),
+            end.map_or_else(|| "-".to_string(), |e| e.to_string()),
+            lag,
+            owners.get(tp).cloned().unwrap_or_else(|| "-".to_string()),
+        ]);
+    }
+    write_table(out, &rows)?;
+    Ok(())
+}
+
+/// Writes rows as space-separated columns padded to the widest cell.
+fn write_table(out: Output<'_>, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(out, "{}", cells.join(" ").trim_end())?;
+    }
+    Ok(())
+}
