@@ -649,7 +649,12 @@ async fn read_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::MetadataRequest;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    use kafka_protocol::protocol::decode_request_header_from_buffer;
+    use tokio::io::DuplexStream;
 
     #[test]
     fn request_frame_has_size_and_patchable_correlation_id() {
@@ -662,5 +667,213 @@ mod tests {
             &frame[CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4],
             &[0, 0, 0, 0]
         );
+    }
+
+    /// How the scripted broker misbehaves after answering ApiVersions.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Script {
+        /// Answers every Metadata request.
+        Answer,
+        /// Reads requests and never answers, as a partitioned link.
+        Silent,
+        /// Answers with a correlation id off by one.
+        WrongCorrelation,
+        /// Announces a frame larger than the client accepts.
+        Oversized,
+        /// Knows ApiVersions only up to v2: answers v3 in v0 with UNSUPPORTED_VERSION.
+        OldApiVersions,
+    }
+
+    /// A connector to an in-memory broker running `script`; counts dials.
+    struct Scripted {
+        script: Script,
+        dials: Arc<AtomicUsize>,
+    }
+
+    impl Connector for Scripted {
+        fn connect<'a>(
+            &'a self,
+            _addr: &'a str,
+        ) -> crate::net::BoxFuture<'a, std::io::Result<BoxStream>> {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            self.dials.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(server, self.script));
+            Box::pin(async move { Ok(Box::new(client) as BoxStream) })
+        }
+    }
+
+    async fn respond<M: Encodable>(
+        server: &mut DuplexStream,
+        correlation_id: i32,
+        header_version: i16,
+        body: &M,
+        version: i16,
+    ) {
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut frame, header_version)
+            .unwrap();
+        body.encode(&mut frame, version).unwrap();
+        let size = i32::try_from(frame.len() - 4).unwrap();
+        frame[0..4].copy_from_slice(&size.to_be_bytes());
+        server.write_all(&frame).await.unwrap();
+    }
+
+    async fn serve(mut server: DuplexStream, script: Script) {
+        loop {
+            let mut size = [0u8; 4];
+            if server.read_exact(&mut size).await.is_err() {
+                return;
+            }
+            let mut body = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
+            if server.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let mut body = Bytes::from(body);
+            let header = decode_request_header_from_buffer(&mut body).unwrap();
+            let key = ApiKey::try_from(header.request_api_key).unwrap();
+            let version = header.request_api_version;
+            let correlation_id = header.correlation_id;
+            if key == ApiKey::ApiVersions {
+                let keys = CLIENT_VERSIONS
+                    .iter()
+                    .map(|(k, min, max)| {
+                        let max = if *k == ApiKey::ApiVersions && script == Script::OldApiVersions {
+                            2
+                        } else {
+                            *max
+                        };
+                        ApiVersion::default()
+                            .with_api_key(*k as i16)
+                            .with_min_version(*min)
+                            .with_max_version(max)
+                    })
+                    .collect();
+                let mut response = ApiVersionsResponse::default().with_api_keys(keys);
+                let mut answer_version = version;
+                if script == Script::OldApiVersions && version > 2 {
+                    response.error_code = UNSUPPORTED_VERSION;
+                    answer_version = 0;
+                }
+                respond(&mut server, correlation_id, 0, &response, answer_version).await;
+                continue;
+            }
+            let header_version = key.response_header_version(version);
+            match script {
+                Script::Answer | Script::OldApiVersions => {
+                    respond(
+                        &mut server,
+                        correlation_id,
+                        header_version,
+                        &MetadataResponse::default(),
+                        version,
+                    )
+                    .await;
+                }
+                Script::Silent => {}
+                Script::WrongCorrelation => {
+                    respond(
+                        &mut server,
+                        correlation_id + 1,
+                        header_version,
+                        &MetadataResponse::default(),
+                        version,
+                    )
+                    .await;
+                }
+                Script::Oversized => {
+                    server.write_all(&i32::MAX.to_be_bytes()).await.unwrap();
+                }
+            }
+        }
+    }
+
+    fn connection(script: Script, request_timeout_ms: u64) -> (Connection, Arc<AtomicUsize>) {
+        let dials = Arc::new(AtomicUsize::new(0));
+        let connector = Arc::new(Scripted {
+            script,
+            dials: dials.clone(),
+        });
+        let config = ConnectionConfig {
+            request_timeout_ms,
+            ..ConnectionConfig::default()
+        };
+        (Connection::new("broker:9092", connector, config), dials)
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_matched_in_order_on_one_socket() {
+        let (connection, dials) = connection(Script::Answer, 5_000);
+        let calls = (0..5).map(|_| connection.call(MetadataRequest::default()));
+        let (a, b, c, d, e) = {
+            let mut calls = calls;
+            tokio::join!(
+                calls.next().unwrap(),
+                calls.next().unwrap(),
+                calls.next().unwrap(),
+                calls.next().unwrap(),
+                calls.next().unwrap()
+            )
+        };
+        for result in [a, b, c, d, e] {
+            result.unwrap();
+        }
+        assert_eq!(dials.load(Ordering::SeqCst), 1);
+        assert_eq!(connection.version::<MetadataRequest>().await.unwrap(), 12);
+    }
+
+    #[tokio::test]
+    async fn a_silent_broker_times_out_and_the_next_call_redials() {
+        let (connection, dials) = connection(Script::Silent, 200);
+        let error = connection
+            .call(MetadataRequest::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClientError::Timeout { .. }), "{error}");
+        assert!(error.is_retriable());
+        let error = connection
+            .call(MetadataRequest::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClientError::Timeout { .. }), "{error}");
+        assert_eq!(
+            dials.load(Ordering::SeqCst),
+            2,
+            "a timed-out connection is not reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn protocol_violations_are_errors_not_panics() {
+        let (connection, dials) = connection(Script::WrongCorrelation, 5_000);
+        let error = connection
+            .call(MetadataRequest::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClientError::Protocol { .. }), "{error}");
+        let _ = connection.call(MetadataRequest::default()).await;
+        assert_eq!(dials.load(Ordering::SeqCst), 2);
+
+        let (connection, _) = connection_with_limit(Script::Oversized);
+        let error = connection
+            .call(MetadataRequest::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClientError::Protocol { .. }), "{error}");
+    }
+
+    fn connection_with_limit(script: Script) -> (Connection, Arc<AtomicUsize>) {
+        let (mut connection, dials) = connection(script, 5_000);
+        connection.config.response_bytes_max = 1 << 20;
+        (connection, dials)
+    }
+
+    #[tokio::test]
+    async fn api_versions_falls_back_to_what_the_broker_knows() {
+        let (connection, dials) = connection(Script::OldApiVersions, 5_000);
+        connection.call(MetadataRequest::default()).await.unwrap();
+        assert_eq!(dials.load(Ordering::SeqCst), 1);
     }
 }

@@ -160,6 +160,8 @@ impl Membership {
     /// SyncGroup succeeded: the member has an assignment for `generation_id`.
     pub fn on_joined(&mut self, generation_id: i32, protocol_name: Option<String>, now: Instant) {
         self.state = MemberState::Stable;
+        // Errors during the join asked for the rejoin that just finished.
+        self.rejoin_needed = false;
         self.generation_id = generation_id;
         self.protocol_name = protocol_name;
         self.last_heartbeat_sent = now;
