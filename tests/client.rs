@@ -609,3 +609,205 @@ mod cli {
         assert!(out.is_empty());
     }
 }
+
+/// A TCP connector whose links can be cut: while cut, writes are swallowed
+/// and reads never complete, as a network partition in the simulation.
+mod partition {
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use sluice::net::{BoxFuture, BoxStream, Connector, TcpConnector};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    #[derive(Clone, Default)]
+    pub struct Cuttable {
+        pub cut: Arc<AtomicBool>,
+    }
+
+    struct Link {
+        inner: BoxStream,
+        cut: Arc<AtomicBool>,
+    }
+
+    impl AsyncRead for Link {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.cut.load(Ordering::SeqCst) {
+                // Nothing arrives; the client's timeout must notice.
+                return Poll::Pending;
+            }
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Link {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.cut.load(Ordering::SeqCst) {
+                return Poll::Ready(Ok(buf.len()));
+            }
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl Connector for Cuttable {
+        fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>> {
+            Box::pin(async move {
+                let inner = TcpConnector.connect(addr).await?;
+                Ok(Box::new(Link {
+                    inner,
+                    cut: self.cut.clone(),
+                }) as BoxStream)
+            })
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_partition_fails_deliveries_in_bounded_time_and_clients_recover_after() {
+    let (broker, _admin) = broker_with_topic("cut", 1).await;
+    let link = partition::Cuttable::default();
+    let config = ProducerConfig {
+        bootstrap_servers: broker.address.clone(),
+        linger_ms: 0,
+        request_timeout_ms: 300,
+        delivery_timeout_ms: 1_000,
+        max_block_ms: 1_000,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(config, Arc::new(link.clone()), Arc::new(SystemClock)).unwrap();
+    let record = || {
+        let mut r = ProducerRecord::new("cut", None, value("v"));
+        r.partition = Some(0);
+        r
+    };
+    assert_eq!(
+        within("first ack", producer.send(record()))
+            .await
+            .unwrap()
+            .offset,
+        0
+    );
+
+    let mut consumer = Consumer::new(
+        ConsumerConfig {
+            request_timeout_ms: 300,
+            ..consumer_config(&broker.address, None)
+        },
+        Arc::new(link.clone()),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    consumer
+        .assign(vec![TopicPartition::new("cut", 0)])
+        .unwrap();
+    assert_eq!(poll_until(&mut consumer, 1).await[0].offset, 0);
+
+    link.cut.store(true, Ordering::SeqCst);
+    let error = within("delivery timeout", producer.send(record()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, sluice::client::ProduceError::DeliveryTimeout(_)),
+        "{error}"
+    );
+    let polled = within(
+        "poll during partition",
+        consumer.poll(Duration::from_millis(500)),
+    )
+    .await;
+    assert!(polled.unwrap().is_empty());
+
+    link.cut.store(false, Ordering::SeqCst);
+    let metadata = within("ack after heal", producer.send(record()))
+        .await
+        .unwrap();
+    assert!(metadata.offset >= 1, "{metadata:?}");
+    let records = poll_until(&mut consumer, 1).await;
+    assert_eq!(records.last().unwrap().offset, metadata.offset);
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn enqueue_gives_up_after_max_block_without_a_broker() {
+    // A port nobody listens on: bind, learn the port, close.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let config = ProducerConfig {
+        bootstrap_servers: address,
+        max_block_ms: 300,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(config, connector(), Arc::new(SystemClock)).unwrap();
+    let error = within(
+        "max.block.ms",
+        producer.enqueue(ProducerRecord::new("nowhere", None, value("v"))),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, sluice::client::ProduceError::MaxBlockExpired(_)),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_consumer_leaves_the_group_and_rejoins_on_the_next_poll() {
+    let (broker, admin) = broker_with_topic("stall", 2).await;
+    let mut consumer = consumer(ConsumerConfig {
+        max_poll_interval_ms: 600,
+        ..consumer_config(&broker.address, Some("stallers"))
+    });
+    consumer.subscribe(vec!["stall".into()], None).unwrap();
+    within("first assignment", async {
+        while consumer.assignment().is_empty() {
+            consumer.poll(Duration::from_millis(50)).await.unwrap();
+        }
+    })
+    .await;
+    let (_, first_generation) = consumer.group_generation().expect("in a generation");
+
+    // Do not poll: the heartbeat task must leave the group by itself.
+    within("the member to leave", async {
+        loop {
+            let members = admin
+                .describe_group("stallers")
+                .await
+                .unwrap()
+                .members
+                .len();
+            if members == 0 && consumer.group_generation().is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    within("rejoin", async {
+        while consumer.group_generation().is_none() {
+            consumer.poll(Duration::from_millis(50)).await.unwrap();
+        }
+    })
+    .await;
+    let (_, generation) = consumer.group_generation().unwrap();
+    assert!(generation > first_generation);
+    assert_eq!(consumer.assignment().len(), 2);
+    consumer.close().await.unwrap();
+}
