@@ -40,7 +40,10 @@ enum Command {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn broker_config(
@@ -53,7 +56,8 @@ fn broker_config(
         Some(path) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
-            BrokerConfig::from_properties(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?
+            BrokerConfig::from_properties(&text)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?
         }
         None => BrokerConfig::default(),
     };
@@ -82,7 +86,10 @@ async fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     let broker = Broker::open(config.clone(), Arc::new(FsStorage), Arc::new(SystemClock)).await?;
     let background = broker.spawn_background();
     tracing::info!(%address, data_dir = %config.log_dirs.display(), "sluice broker started");
-    let serving = tokio::spawn(sluice::server::serve(Arc::clone(&broker), Box::new(listener)));
+    let serving = tokio::spawn(sluice::server::serve(
+        Arc::clone(&broker),
+        Box::new(listener),
+    ));
     tokio::select! {
         biased;
         _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
@@ -105,7 +112,10 @@ async fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: starting the runtime: {error}");
@@ -114,9 +124,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Broker { config, listen, data_dir, overrides } => {
-                run_broker(broker_config(config, listen, data_dir, overrides)?).await
-            }
+            Command::Broker {
+                config,
+                listen,
+                data_dir,
+                overrides,
+            } => run_broker(broker_config(config, listen, data_dir, overrides)?).await,
         }
     });
     match result {
