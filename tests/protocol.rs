@@ -85,6 +85,36 @@ fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
                 .with_partition_max_bytes(1 << 20)])])
 }
 
+fn list_offsets_request(topic: &str, timestamp: i64) -> ListOffsetsRequest {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp)])])
+}
+
+fn commit_request(topic: &str, partition: i32, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(offset)])])
+}
+
+fn offset_fetch_request(topic: &str) -> OffsetFetchRequest {
+    OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partition_indexes(vec![0, 1])]))
+}
+
 async fn produce_one(broker: &Broker, topic: &str, batch: Vec<u8>) -> (i16, i64) {
     let response: ProduceResponse = call(
         broker,
@@ -100,6 +130,13 @@ async fn produce_one(broker: &Broker, topic: &str, batch: Vec<u8>) -> (i16, i64)
 #[tokio::test]
 async fn every_advertised_api_answers_at_every_advertised_version() {
     let test = start_broker(test_config()).await;
+    test.broker.create_topic("t", 1, false).await.unwrap();
+    produce_one(
+        &test.broker,
+        "t",
+        encode_batch(&[b"x".as_slice()], 1, -1, -1, -1),
+    )
+    .await;
     let versions: ApiVersionsResponse = call(
         &test.broker,
         ApiKey::ApiVersions,
@@ -113,11 +150,19 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
         let key = ApiKey::try_from(api.api_key).unwrap();
         for version in api.min_version..=api.max_version {
             let request = match key {
-                ApiKey::Produce => frame(key, version, &ProduceRequest::default().with_acks(1)),
-                ApiKey::Fetch => frame(key, version, &FetchRequest::default()),
-                ApiKey::ListOffsets => frame(key, version, &ListOffsetsRequest::default()),
-                ApiKey::Metadata => frame(key, version, &MetadataRequest::default()),
-                ApiKey::OffsetCommit => frame(key, version, &OffsetCommitRequest::default()),
+                ApiKey::Produce => {
+                    let batch = encode_batch(&[b"v".as_slice()], 1, -1, -1, -1);
+                    frame(key, version, &produce_request("t", 0, batch, 1))
+                }
+                ApiKey::Fetch => frame(key, version, &fetch_request("t", 0, 0)),
+                ApiKey::ListOffsets => frame(key, version, &list_offsets_request("t", -1)),
+                ApiKey::Metadata => {
+                    frame(key, version, &MetadataRequest::default().with_topics(None))
+                }
+                ApiKey::OffsetCommit => frame(key, version, &commit_request("t", 0, 1)),
+                ApiKey::OffsetFetch if version < 8 => {
+                    frame(key, version, &offset_fetch_request("t"))
+                }
                 ApiKey::OffsetFetch => frame(key, version, &OffsetFetchRequest::default()),
                 ApiKey::FindCoordinator => frame(key, version, &FindCoordinatorRequest::default()),
                 ApiKey::JoinGroup => frame(key, version, &JoinGroupRequest::default()),

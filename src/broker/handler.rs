@@ -501,7 +501,7 @@ impl Broker {
     async fn list_offsets(
         &self,
         request: ListOffsetsRequest,
-        _: i16,
+        version: i16,
         _: &RequestContext,
     ) -> Option<ListOffsetsResponse> {
         /// ListOffsets' special timestamps.
@@ -520,7 +520,9 @@ impl Broker {
                 match self.partition(&name, wanted.partition_index) {
                     None => response.error_code = ResponseError::UnknownTopicOrPartition.code(),
                     Some(partition) => {
-                        response.leader_epoch = partition.leader_epoch();
+                        if version >= 4 {
+                            response.leader_epoch = partition.leader_epoch();
+                        }
                         let timestamp = wanted.timestamp;
                         let found = partition
                             .with_log(async |log| match timestamp {
