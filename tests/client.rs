@@ -811,3 +811,45 @@ async fn a_stalled_consumer_leaves_the_group_and_rejoins_on_the_next_poll() {
     assert_eq!(consumer.assignment().len(), 2);
     consumer.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn auto_commit_happens_before_partitions_are_revoked() {
+    let (broker, admin) = broker_with_topic("handover", 2).await;
+    let producer = producer(&broker.address);
+    for i in 0..20 {
+        let mut record = ProducerRecord::new("handover", None, value(&format!("v{i}")));
+        record.partition = Some(i % 2);
+        producer.enqueue(record).await.unwrap();
+    }
+    producer.flush().await;
+    // A long interval: no periodic commit happens during the test, so the
+    // committed offsets can only come from the commit before revocation.
+    let config = ConsumerConfig {
+        auto_commit_interval_ms: 600_000,
+        ..consumer_config(&broker.address, Some("handover"))
+    };
+    let mut first = consumer(config.clone());
+    first.subscribe(vec!["handover".into()], None).unwrap();
+    assert_eq!(poll_until(&mut first, 20).await.len(), 20);
+    assert!(admin.group_offsets("handover").await.unwrap().is_empty());
+
+    let (changes_tx, mut changes) = watch::channel(0u64);
+    let changes_tx = Arc::new(changes_tx);
+    let first = run(first, changes_tx.clone());
+    let mut second = consumer(config);
+    second.subscribe(vec!["handover".into()], None).unwrap();
+    let second = run(second, changes_tx);
+    let partitions: Vec<TopicPartition> =
+        (0..2).map(|p| TopicPartition::new("handover", p)).collect();
+    until_balanced(&mut changes, &[&first, &second], &partitions).await;
+
+    let committed = admin.group_offsets("handover").await.unwrap();
+    assert_eq!(committed.get(&partitions[0]), Some(&10), "{committed:?}");
+    assert_eq!(committed.get(&partitions[1]), Some(&10), "{committed:?}");
+    for running in [first, second] {
+        running.stop.store(true, Ordering::SeqCst);
+        let mut consumer = within("consumer task", running.task).await.unwrap();
+        consumer.close().await.unwrap();
+    }
+    producer.close().await;
+}

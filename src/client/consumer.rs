@@ -39,7 +39,8 @@ use super::assignor::{
 };
 use super::connection::{Connection, ConnectionConfig};
 use super::group::{
-    recovery_for, recovery_for_error, GroupTimers, HeartbeatAction, Membership, Recovery,
+    recovery_for, recovery_for_error, GroupTimers, HeartbeatAction, MemberState, Membership,
+    Recovery,
 };
 use super::metadata::{fetch_committed_offsets, Cluster, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 use super::records::decode_fetched;
@@ -682,7 +683,17 @@ impl Consumer {
             let generation_id = response.generation_id;
             let protocol_name = response.protocol_name.as_ref().map(|p| p.to_string());
             let assignments = if response.leader == response.member_id {
-                self.assign_as_leader(&response).await?
+                match self.assign_as_leader(&response).await {
+                    Ok(assignments) => assignments,
+                    // Metadata for the assignment was unavailable: join
+                    // again; the coordinator waits for the rejoin.
+                    Err(e) if e.is_retriable() => {
+                        last_error = Some(e);
+                        tokio::time::sleep(self.backoff()).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             } else {
                 Vec::new()
             };
@@ -1355,7 +1366,9 @@ async fn commit_offsets(
     loop {
         let (generation_id, member_id) = if subscribed {
             let m = group.membership();
-            if m.needs_join() {
+            // A rebalance that is only announced still lets the current
+            // generation commit: that is the commit before revocation.
+            if m.state != MemberState::Stable {
                 return Err(ClientError::Broker(
                     kafka_protocol::error::ResponseError::RebalanceInProgress,
                 ));
