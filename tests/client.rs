@@ -853,3 +853,61 @@ async fn auto_commit_happens_before_partitions_are_revoked() {
     }
     producer.close().await;
 }
+
+#[tokio::test]
+async fn a_full_buffer_blocks_enqueue_until_space_frees_or_max_block_passes() {
+    let (broker, _admin) = broker_with_topic("tight", 1).await;
+    let link = partition::Cuttable::default();
+    let config = ProducerConfig {
+        bootstrap_servers: broker.address.clone(),
+        // Room for a handful of small records only.
+        buffer_memory: 400,
+        batch_size: 200,
+        max_block_ms: 500,
+        request_timeout_ms: 300,
+        delivery_timeout_ms: 1_000,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(config, Arc::new(link.clone()), Arc::new(SystemClock)).unwrap();
+    let record = |i: usize| {
+        let mut r = ProducerRecord::new("tight", None, value(&format!("value-{i:04}")));
+        r.partition = Some(0);
+        r
+    };
+    // Far more than fits: enqueue waits for acknowledgements to free space.
+    let mut deliveries = Vec::new();
+    for i in 0..100 {
+        deliveries.push(
+            within("enqueue", producer.enqueue(record(i)))
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, delivery) in deliveries.into_iter().enumerate() {
+        assert_eq!(
+            within("ack", delivery).await.unwrap().offset,
+            i64::try_from(i).unwrap()
+        );
+    }
+
+    // Nothing drains while the link is cut: enqueue gives up after max.block.ms.
+    link.cut.store(true, Ordering::SeqCst);
+    let mut stuck = Vec::new();
+    let error = within("max.block.ms", async {
+        loop {
+            match producer.enqueue(record(0)).await {
+                Ok(delivery) => stuck.push(delivery),
+                Err(e) => return e,
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(error, sluice::client::ProduceError::MaxBlockExpired(_)),
+        "{error}"
+    );
+    assert!(!stuck.is_empty());
+    for delivery in stuck {
+        assert!(within("expiry", delivery).await.is_err());
+    }
+}
