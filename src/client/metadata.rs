@@ -325,9 +325,18 @@ impl Cluster {
                     return Ok(info);
                 }
             }
-            let refreshed = self
-                .refresh(Some(&[topic.to_string()]), allow_auto_topic_creation)
-                .await;
+            // Bounded by the caller's wait even if every broker is slow to
+            // answer (each would otherwise take a whole request timeout).
+            let refreshed = tokio::time::timeout_at(
+                deadline,
+                self.refresh(Some(&[topic.to_string()]), allow_auto_topic_creation),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Metadata(format!(
+                    "metadata for {topic} timed out"
+                )))
+            });
             if let Some(info) = self.topic(topic) {
                 if info.error_code == 0 && !info.partitions.is_empty() {
                     return Ok(info);
@@ -445,10 +454,15 @@ impl Cluster {
             // Partitions with no leader yet go to `retry`.
             let mut retry = Vec::new();
             for tp in std::mem::take(&mut remaining) {
-                match self
-                    .leader_connection(&tp, deadline.saturating_duration_since(Instant::now()))
-                    .await
-                {
+                let leader = tokio::time::timeout_at(
+                    deadline,
+                    self.leader_connection(&tp, deadline.saturating_duration_since(Instant::now())),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ClientError::Metadata(format!("no leader for {tp} in time")))
+                });
+                match leader {
                     Ok((leader, _)) => by_leader.entry(leader).or_default().push(tp),
                     Err(e) => {
                         last_error = Some(e);
@@ -457,7 +471,15 @@ impl Cluster {
                 }
             }
             for (leader, tps) in by_leader {
-                match self.list_offsets_on(leader, &tps, timestamp).await {
+                let answered = tokio::time::timeout_at(
+                    deadline,
+                    self.list_offsets_on(leader, &tps, timestamp),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ClientError::Metadata("list offsets timed out".to_string()))
+                });
+                match answered {
                     Ok(answers) => {
                         for (tp, answer) in answers {
                             match answer {
