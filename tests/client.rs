@@ -911,3 +911,167 @@ async fn a_full_buffer_blocks_enqueue_until_space_frees_or_max_block_passes() {
         assert!(within("expiry", delivery).await.is_err());
     }
 }
+
+/// A TCP connector that can break every link dialled so far, as a broker
+/// process dying would.
+mod killable {
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use sluice::net::{BoxFuture, BoxStream, Connector, TcpConnector};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    #[derive(Clone, Default)]
+    pub struct Killable {
+        epoch: Arc<AtomicU64>,
+    }
+
+    impl Killable {
+        /// Every existing link fails from now on; new dials work.
+        pub fn kill_links(&self) {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Link {
+        inner: BoxStream,
+        born: u64,
+        epoch: Arc<AtomicU64>,
+    }
+
+    impl Link {
+        fn dead(&self) -> bool {
+            self.epoch.load(Ordering::SeqCst) != self.born
+        }
+    }
+
+    fn reset() -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionReset, "broker died")
+    }
+
+    impl AsyncRead for Link {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.dead() {
+                return Poll::Ready(Err(reset()));
+            }
+            let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+            if polled.is_pending() {
+                // Re-check soon so a kill is noticed without traffic.
+                let waker = cx.waker().clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    waker.wake();
+                });
+            }
+            polled
+        }
+    }
+
+    impl AsyncWrite for Link {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.dead() {
+                return Poll::Ready(Err(reset()));
+            }
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl Connector for Killable {
+        fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>> {
+            Box::pin(async move {
+                let inner = TcpConnector.connect(addr).await?;
+                Ok(Box::new(Link {
+                    inner,
+                    born: self.epoch.load(Ordering::SeqCst),
+                    epoch: self.epoch.clone(),
+                }) as BoxStream)
+            })
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_idempotent_producer_reconnects_across_a_broker_restart() {
+    let storage = sluice::storage::mem::MemStorage::new();
+    let broker = sluice::testing::start_broker_on(test_config(), storage.clone()).await;
+    let address = broker.address.clone();
+    let admin = Admin::new(&address, connector(), ConnectionConfig::default());
+    admin.create_topic("durable", 1, 1, &[]).await.unwrap();
+
+    let links = killable::Killable::default();
+    let config = ProducerConfig {
+        bootstrap_servers: address.clone(),
+        request_timeout_ms: 2_000,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(config, Arc::new(links.clone()), Arc::new(SystemClock)).unwrap();
+    let record = |i: i64| {
+        let mut r = ProducerRecord::new("durable", None, value(&format!("v{i}")));
+        r.partition = Some(0);
+        r
+    };
+    for i in 0..5 {
+        assert_eq!(
+            within("ack", producer.send(record(i)))
+                .await
+                .unwrap()
+                .offset,
+            i
+        );
+    }
+
+    // Restart on the same address and storage; the client's links die with it.
+    links.kill_links();
+    drop(broker);
+    // The aborted accept loop releases the port once the runtime drops it.
+    within("the old listener to close", async {
+        while std::net::TcpListener::bind(&address).is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let config = sluice::config::BrokerConfig {
+        listener: address.clone(),
+        ..test_config()
+    };
+    let _broker = sluice::testing::start_broker_on(config, storage).await;
+    for i in 5..10 {
+        assert_eq!(
+            within("ack after restart", producer.send(record(i)))
+                .await
+                .unwrap()
+                .offset,
+            i
+        );
+    }
+    producer.close().await;
+
+    let mut consumer = consumer(consumer_config(&address, None));
+    consumer
+        .assign(vec![TopicPartition::new("durable", 0)])
+        .unwrap();
+    let values: Vec<Option<Bytes>> = poll_until(&mut consumer, 10)
+        .await
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    let expected: Vec<Option<Bytes>> = (0..10).map(|i| value(&format!("v{i}"))).collect();
+    assert_eq!(values, expected);
+}
