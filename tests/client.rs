@@ -1075,3 +1075,73 @@ async fn the_idempotent_producer_reconnects_across_a_broker_restart() {
     let expected: Vec<Option<Bytes>> = (0..10).map(|i| value(&format!("v{i}"))).collect();
     assert_eq!(values, expected);
 }
+
+#[tokio::test]
+async fn offset_out_of_range_resets_by_policy_or_fails_with_none() {
+    let (broker, _admin) = broker_with_topic("short", 1).await;
+    let producer = producer(&broker.address);
+    for i in 0..3 {
+        let mut record = ProducerRecord::new("short", None, value(&format!("v{i}")));
+        record.partition = Some(0);
+        producer.enqueue(record).await.unwrap();
+    }
+    producer.flush().await;
+    let tp = TopicPartition::new("short", 0);
+
+    let mut earliest = consumer(consumer_config(&broker.address, None));
+    earliest.assign(vec![tp.clone()]).unwrap();
+    earliest.seek(&tp, 1_000).unwrap();
+    assert_eq!(poll_until(&mut earliest, 3).await[0].offset, 0);
+
+    let mut strict = consumer(ConsumerConfig {
+        auto_offset_reset: AutoOffsetReset::None,
+        ..consumer_config(&broker.address, None)
+    });
+    strict.assign(vec![tp.clone()]).unwrap();
+    // No committed offset and no reset policy: an error, not a guess.
+    assert!(strict.poll(Duration::from_millis(100)).await.is_err());
+    strict.seek(&tp, 1_000).unwrap();
+    let error = within("out of range", async {
+        loop {
+            match strict.poll(Duration::from_millis(100)).await {
+                Ok(records) => assert!(records.is_empty()),
+                Err(e) => return e,
+            }
+        }
+    })
+    .await;
+    assert_eq!(error.code(), Some(1), "OFFSET_OUT_OF_RANGE: {error}");
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn round_robin_groups_deal_partitions_alternately() {
+    let (broker, admin) = broker_with_topic("dealt", 4).await;
+    let config = ConsumerConfig {
+        partition_assignment_strategy: vec![sluice::client::AssignmentStrategy::RoundRobin],
+        ..consumer_config(&broker.address, Some("dealers"))
+    };
+    let (changes_tx, mut changes) = watch::channel(0u64);
+    let changes_tx = Arc::new(changes_tx);
+    let mut a = consumer(config.clone());
+    a.subscribe(vec!["dealt".into()], None).unwrap();
+    let a = run(a, changes_tx.clone());
+    let mut b = consumer(config);
+    b.subscribe(vec!["dealt".into()], None).unwrap();
+    let b = run(b, changes_tx);
+    let partitions: Vec<TopicPartition> = (0..4).map(|p| TopicPartition::new("dealt", p)).collect();
+    until_balanced(&mut changes, &[&a, &b], &partitions).await;
+    for running in [&a, &b] {
+        let mine: Vec<i32> = running.assignment().iter().map(|tp| tp.partition).collect();
+        assert!(mine == vec![0, 2] || mine == vec![1, 3], "{mine:?}");
+    }
+    assert_eq!(
+        admin.describe_group("dealers").await.unwrap().protocol,
+        "roundrobin"
+    );
+    for running in [a, b] {
+        running.stop.store(true, Ordering::SeqCst);
+        let mut consumer = within("consumer task", running.task).await.unwrap();
+        consumer.close().await.unwrap();
+    }
+}

@@ -1413,3 +1413,131 @@ async fn commit_offsets(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use indexmap::IndexMap;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn record(offset: i64, control: bool) -> Record {
+        Record {
+            transactional: control,
+            control,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: 9,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence: i32::try_from(offset).unwrap(),
+            timestamp: 1_000 + offset,
+            key: if control {
+                Some(Bytes::from_static(&[0, 0, 0, 1]))
+            } else {
+                None
+            },
+            value: Some(Bytes::from(format!("v{offset}"))),
+            headers: IndexMap::new(),
+        }
+    }
+
+    fn batch(records: &[Record]) -> Bytes {
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    fn response(records: Bytes, high_watermark: i64) -> FetchResponse {
+        FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![PartitionData::default()
+                .with_partition_index(0)
+                .with_high_watermark(high_watermark)
+                .with_records(Some(records))])])
+    }
+
+    #[tokio::test]
+    async fn fetched_batches_skip_records_below_the_position_and_control_batches() {
+        let config = ConsumerConfig {
+            bootstrap_servers: "unused:9092".into(),
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::new(
+            config,
+            Arc::new(crate::net::TcpConnector),
+            Arc::new(crate::clock::ManualClock::new(0)),
+        )
+        .unwrap();
+        let tp = TopicPartition::new("t", 0);
+        consumer.assign(vec![tp.clone()]).unwrap();
+        consumer.seek(&tp, 1).unwrap();
+
+        // A data batch at 0..=2 (the fetch returns it whole) and a commit
+        // marker at 3, as a transactional producer leaves behind.
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&batch(&[
+            record(0, false),
+            record(1, false),
+            record(2, false),
+        ]));
+        bytes.extend_from_slice(&batch(&[record(3, true)]));
+        consumer
+            .apply_fetch(&[(tp.clone(), 1)], response(bytes.freeze(), 4))
+            .unwrap();
+
+        let records = consumer.drain_buffers();
+        let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![1, 2]);
+        assert_eq!(records[0].value.as_deref(), Some(&b"v1"[..]));
+        assert_eq!(
+            consumer.partitions[&tp].position,
+            Some(4),
+            "past the control batch"
+        );
+        assert_eq!(consumer.lag(&tp), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_stale_response_or_garbage_does_not_move_the_position_or_panic() {
+        let config = ConsumerConfig {
+            bootstrap_servers: "unused:9092".into(),
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::new(
+            config,
+            Arc::new(crate::net::TcpConnector),
+            Arc::new(crate::clock::ManualClock::new(0)),
+        )
+        .unwrap();
+        let tp = TopicPartition::new("t", 0);
+        consumer.assign(vec![tp.clone()]).unwrap();
+        consumer.seek(&tp, 5).unwrap();
+        // Fetched at 1, but the position moved to 5 since: ignored.
+        consumer
+            .apply_fetch(&[(tp.clone(), 1)], response(batch(&[record(1, false)]), 9))
+            .unwrap();
+        assert!(consumer.drain_buffers().is_empty());
+        assert_eq!(consumer.partitions[&tp].position, Some(5));
+        // Bytes that are not a batch: an error, no panic, position kept.
+        let garbage = Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 80, 1, 2, 3]);
+        let mut padded = BytesMut::from(&garbage[..]);
+        padded.extend_from_slice(&[0u8; 80]);
+        assert!(consumer
+            .apply_fetch(&[(tp.clone(), 5)], response(padded.freeze(), 9))
+            .is_err());
+        assert_eq!(consumer.partitions[&tp].position, Some(5));
+    }
+}
