@@ -12,8 +12,11 @@
 //! batch carries the producer id, epoch and a per-partition sequence number
 //! assigned when it is first sent and kept across retries, so the broker drops
 //! the duplicates a retry may create. OUT_OF_ORDER_SEQUENCE_NUMBER and
-//! UNKNOWN_PRODUCER_ID fail the batch; the sender then takes a new producer id
-//! once nothing is in flight and restarts every partition's sequence at 0.
+//! UNKNOWN_PRODUCER_ID fail the batch; the sender then stops draining, takes a
+//! new producer id once nothing is in flight, and restarts every partition's
+//! sequence at 0. Batches waiting for a retry are restamped then, so one whose
+//! earlier attempt did reach the log may be written twice: the same window
+//! the Java client's epoch bump leaves.
 //!
 //! Every record's outcome is decided within `delivery.timeout.ms`.
 
@@ -763,6 +766,16 @@ impl Sender {
                     wake_at(self.producer_id_not_before);
                 }
             }
+            drop(state);
+            if completed {
+                self.inner.progress.notify_waiters();
+            }
+            return next_wake;
+        }
+        if config.enable_idempotence && state.producer_id_reset {
+            // Drain nothing new until the in-flight requests settle and the
+            // producer id is replaced; otherwise steady traffic could keep
+            // the reset waiting forever.
             drop(state);
             if completed {
                 self.inner.progress.notify_waiters();
