@@ -1145,3 +1145,44 @@ async fn round_robin_groups_deal_partitions_alternately() {
         consumer.close().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_rejected_batch_fails_alone_and_later_records_still_flow() {
+    let mut config = test_config();
+    config.log.message_max_bytes = 1_000;
+    let broker = start_broker(config).await;
+    let admin = Admin::new(&broker.address, connector(), ConnectionConfig::default());
+    admin.create_topic("strict", 1, 1, &[]).await.unwrap();
+    let producer = producer(&broker.address);
+    let record = |size: usize| {
+        let mut r = ProducerRecord::new("strict", None, Some(Bytes::from(vec![b'x'; size])));
+        r.partition = Some(0);
+        r
+    };
+    assert_eq!(
+        within("ack", producer.send(record(10)))
+            .await
+            .unwrap()
+            .offset,
+        0
+    );
+    // MESSAGE_TOO_LARGE is not retriable: this record fails at once...
+    let error = within("rejection", producer.send(record(2_000)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, sluice::client::ProduceError::Client(_)),
+        "{error}"
+    );
+    // ...and the sequence numbers it used do not poison the partition.
+    for expected in 1..4 {
+        assert_eq!(
+            within("ack", producer.send(record(10)))
+                .await
+                .unwrap()
+                .offset,
+            expected
+        );
+    }
+    producer.close().await;
+}

@@ -1023,7 +1023,14 @@ impl Sender {
         let Some(batch) = queue.batches.pop_front() else {
             return;
         };
-        if sequence_error || (config.enable_idempotence && expired) {
+        // A failed idempotent batch used up sequence numbers the broker never
+        // accepted (or may have): the next batch would be out of order, so
+        // start over with a new producer id.
+        let stamped = batch
+            .encoded
+            .as_ref()
+            .is_some_and(|(_, stamp)| stamp.is_some());
+        if sequence_error || (config.enable_idempotence && stamped) {
             state.producer_id_reset = true;
         }
         self.inner.memory.add_permits(batch.size_bytes);
