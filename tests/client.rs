@@ -1139,11 +1139,18 @@ async fn round_robin_groups_deal_partitions_alternately() {
         admin.describe_group("dealers").await.unwrap().protocol,
         "roundrobin"
     );
-    for running in [a, b] {
-        running.stop.store(true, Ordering::SeqCst);
-        let mut consumer = within("consumer task", running.task).await.unwrap();
-        consumer.close().await.unwrap();
-    }
+
+    // B unsubscribes: A takes everything over.
+    b.stop.store(true, Ordering::SeqCst);
+    let mut b = within("consumer task", b.task).await.unwrap();
+    b.unsubscribe().await.unwrap();
+    assert!(b.assignment().is_empty());
+    until_balanced(&mut changes, &[&a], &partitions).await;
+
+    a.stop.store(true, Ordering::SeqCst);
+    let mut a = within("consumer task", a.task).await.unwrap();
+    a.close().await.unwrap();
+    b.close().await.unwrap();
 }
 
 #[tokio::test]

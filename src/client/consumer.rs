@@ -1306,33 +1306,51 @@ impl Consumer {
             return Ok(());
         }
         self.closed = true;
+        let result = self.give_up_partitions().await;
+        if let Some(task) = self.heartbeat.take() {
+            task.abort();
+        }
+        result
+    }
+
+    /// Leaves the group (or drops a manual assignment): commits with auto
+    /// commit on, runs the revoke callback, sends LeaveGroup. The consumer
+    /// can `subscribe` or `assign` again afterwards.
+    pub async fn unsubscribe(&mut self) -> Result<(), ClientError> {
+        let result = self.give_up_partitions().await;
+        self.subscription = None;
+        self.listener = None;
+        result
+    }
+
+    async fn give_up_partitions(&mut self) -> Result<(), ClientError> {
         let mut result = Ok(());
         if self.config.enable_auto_commit && self.group.is_some() && !self.assignment.is_empty() {
             result = self.commit_sync(None).await;
         }
-        if self.subscription.is_some() {
-            let revoked = std::mem::take(&mut self.assignment);
-            if let Some(listener) = &self.listener {
-                lock(listener).on_partitions_revoked(&revoked);
-            }
+        let revoked = std::mem::take(&mut self.assignment);
+        self.partitions.clear();
+        if self.subscription.is_none() {
+            return result;
         }
-        if let Some(task) = self.heartbeat.take() {
-            task.abort();
+        if let Some(listener) = &self.listener {
+            lock(listener).on_partitions_revoked(&revoked);
         }
         if let Some(group) = self.group.clone() {
             let member_id = {
-                let m = group.membership();
-                (!m.member_id.is_empty()).then(|| m.member_id.clone())
+                let mut m = group.membership();
+                let member_id = (!m.member_id.is_empty()).then(|| m.member_id.clone());
+                // Out of the generation first, so the heartbeat task stops.
+                m.reset_member();
+                member_id
             };
             let connection = lock(&group.coordinator).clone();
             if let (Some(member_id), Some(connection)) = (member_id, connection) {
                 if let Err(e) = group.leave(&connection, &member_id).await {
-                    tracing::debug!(error = %e, "LeaveGroup on close failed");
+                    tracing::debug!(error = %e, "LeaveGroup failed");
                 }
-                group.membership().reset_member();
             }
         }
-        self.partitions.clear();
         result
     }
 }
