@@ -377,7 +377,7 @@ pub async fn groups_describe(
         let current = committed.get(tp).copied();
         let end = ends.get(tp).map(|(offset, _)| *offset);
         let lag = match (current, end) {
-            (Some(c), Some(e)) => (e - c).max(0).to_string(),
+            (Some(c), Some(e)) => e.saturating_sub(c).max(0).to_string(),
             _ => "-".to_string(),
         };
         rows.push(vec![

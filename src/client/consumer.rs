@@ -169,10 +169,20 @@ impl ConsumerConfig {
         {
             return fail("fetch sizes must be positive");
         }
-        if i32::try_from(self.session_timeout_ms).is_err()
-            || i32::try_from(self.max_poll_interval_ms).is_err()
-        {
-            return fail("session.timeout.ms and max.poll.interval.ms must fit in 32 bits");
+        let times = [
+            self.session_timeout_ms,
+            self.heartbeat_interval_ms,
+            self.max_poll_interval_ms,
+            self.auto_commit_interval_ms,
+            self.fetch_max_wait_ms,
+            self.request_timeout_ms,
+            self.retry_backoff_ms,
+            self.default_api_timeout_ms,
+        ];
+        if times.iter().any(|&ms| i32::try_from(ms).is_err()) {
+            // Kafka's own settings are 32-bit; larger values would also
+            // overflow deadline arithmetic.
+            return fail("time settings must fit in 32 bits, as in Kafka");
         }
         if self.group_id.as_deref() == Some("") {
             return fail("group.id must not be empty");
@@ -1037,7 +1047,7 @@ impl Consumer {
     /// `high_watermark - position` from the last fetch response, if both are known.
     pub fn lag(&self, tp: &TopicPartition) -> Option<i64> {
         let state = self.partitions.get(tp)?;
-        Some((state.high_watermark? - state.position?).max(0))
+        Some(state.high_watermark?.saturating_sub(state.position?).max(0))
     }
 
     /// Fills in positions of partitions that have none: the committed offset
@@ -1109,7 +1119,7 @@ impl Consumer {
                 let Some(record) = state.buffer.pop_front() else {
                     break;
                 };
-                state.position = Some(record.offset + 1);
+                state.position = Some(record.offset.saturating_add(1));
                 out.push(record);
             }
             if state.buffer.is_empty() {

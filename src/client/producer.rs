@@ -166,6 +166,19 @@ impl ProducerConfig {
         if u32::try_from(self.buffer_memory).is_err() {
             return fail("buffer.memory must fit in 32 bits");
         }
+        let int_max = u64::try_from(i32::MAX).unwrap_or(u64::MAX);
+        let times = [
+            self.linger_ms,
+            self.max_block_ms,
+            self.retry_backoff_ms,
+            self.delivery_timeout_ms,
+            self.request_timeout_ms,
+        ];
+        if times.iter().any(|&ms| ms > int_max) {
+            // Kafka's own settings are 32-bit; larger values would also
+            // overflow deadline arithmetic.
+            return fail("time settings must fit in 32 bits, as in Kafka");
+        }
         if self.max_in_flight_requests_per_connection == 0 {
             return fail("max.in.flight.requests.per.connection must be at least 1");
         }
@@ -1048,7 +1061,7 @@ fn complete_batch(batch: Batch, tp: &TopicPartition, base_offset: i64, log_appen
         let offset = if base_offset < 0 {
             -1
         } else {
-            base_offset + i64::try_from(index).unwrap_or(i64::MAX)
+            base_offset.saturating_add(i64::try_from(index).unwrap_or(i64::MAX))
         };
         let _ = delivery.send(Ok(RecordMetadata {
             topic: tp.topic.clone(),
