@@ -1145,3 +1145,50 @@ async fn init_producer_id(cluster: &Cluster) -> Result<(i64, i16), ClientError> 
     ClientError::check(response.error_code)?;
     Ok((response.producer_id.0, response.producer_epoch))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kafkas_and_valid() {
+        let config = ProducerConfig::default();
+        assert_eq!(config.acks, Acks::All);
+        assert_eq!(config.linger_ms, 5);
+        assert_eq!(config.batch_size, 16_384);
+        assert_eq!(config.buffer_memory, 33_554_432);
+        assert_eq!(config.delivery_timeout_ms, 120_000);
+        assert!(config.enable_idempotence);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn idempotence_constraints_are_enforced() {
+        let base = ProducerConfig::default();
+        let leader_acks = ProducerConfig {
+            acks: Acks::Leader,
+            ..base.clone()
+        };
+        assert!(leader_acks.validate().is_err());
+        let too_many_in_flight = ProducerConfig {
+            max_in_flight_requests_per_connection: 6,
+            ..base.clone()
+        };
+        assert!(too_many_in_flight.validate().is_err());
+        let short_delivery = ProducerConfig {
+            delivery_timeout_ms: 1_000,
+            ..base.clone()
+        };
+        assert!(short_delivery.validate().is_err());
+        let plain = ProducerConfig {
+            acks: Acks::Leader,
+            enable_idempotence: false,
+            max_in_flight_requests_per_connection: 10,
+            ..base
+        };
+        plain.validate().unwrap();
+        assert_eq!(Acks::parse("all"), Some(Acks::All));
+        assert_eq!(Acks::parse("-1").map(Acks::wire_value), Some(-1));
+        assert_eq!(Acks::parse("2"), None);
+    }
+}
