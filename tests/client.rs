@@ -1193,3 +1193,22 @@ async fn a_rejected_batch_fails_alone_and_later_records_still_flow() {
     }
     producer.close().await;
 }
+
+/// The clients' futures can move between tasks (the simulation spawns them).
+#[allow(dead_code)]
+fn client_futures_are_send(producer: &'static Producer, consumer: &'static mut Consumer) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(producer.send(ProducerRecord::default()));
+    is_send(producer.enqueue(ProducerRecord::default()));
+    is_send(producer.flush());
+    is_send(consumer.poll(Duration::ZERO));
+}
+
+#[test]
+fn clients_are_send_and_sync() {
+    fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<Producer>();
+    is_send_sync::<Consumer>();
+    is_send_sync::<Admin>();
+    is_send_sync::<sluice::client::DeliveryFuture>();
+}
