@@ -1212,3 +1212,31 @@ fn clients_are_send_and_sync() {
     is_send_sync::<Admin>();
     is_send_sync::<sluice::client::DeliveryFuture>();
 }
+
+#[tokio::test]
+async fn the_group_leader_notices_a_subscribed_topic_that_appears_later() {
+    let broker = start_broker(test_config()).await;
+    let admin = Admin::new(&broker.address, connector(), ConnectionConfig::default());
+    let mut consumer = consumer(consumer_config(&broker.address, Some("early")));
+    consumer.subscribe(vec!["later".into()], None).unwrap();
+    within("joined with nothing to read", async {
+        while consumer.group_generation().is_none() {
+            assert!(consumer
+                .poll(Duration::from_millis(50))
+                .await
+                .unwrap()
+                .is_empty());
+        }
+    })
+    .await;
+    assert!(consumer.assignment().is_empty());
+
+    admin.create_topic("later", 2, 1, &[]).await.unwrap();
+    within("assignment of the new topic", async {
+        while consumer.assignment().len() < 2 {
+            consumer.poll(Duration::from_millis(50)).await.unwrap();
+        }
+    })
+    .await;
+    consumer.close().await.unwrap();
+}

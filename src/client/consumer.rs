@@ -61,6 +61,11 @@ const JOIN_TIMEOUT_MARGIN: Duration = Duration::from_millis(5_000);
 /// JoinGroup metadata and the leader's metadata request.
 const SUBSCRIBED_TOPICS_MAX: usize = 10_000;
 
+/// How soon the group leader looks again for a subscribed topic that does
+/// not exist yet. Java asks for metadata on every poll in that case; once a
+/// second bounds the load on the brokers while still noticing a new topic soon.
+const MISSING_TOPIC_RECHECK: Duration = Duration::from_millis(1_000);
+
 /// `auto.offset.reset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AutoOffsetReset {
@@ -123,6 +128,9 @@ pub struct ConsumerConfig {
     /// `default.api.timeout.ms` (default 60000): bound for `committed`,
     /// `commit_sync`, `offsets_for_times`, seeks and positions.
     pub default_api_timeout_ms: u64,
+    /// `metadata.max.age.ms` (default 300000): how often the group leader
+    /// rechecks subscribed topics for partition changes.
+    pub metadata_max_age_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -146,6 +154,7 @@ impl Default for ConsumerConfig {
             request_timeout_ms: super::connection::REQUEST_TIMEOUT_MS_DEFAULT,
             retry_backoff_ms: 100,
             default_api_timeout_ms: 60_000,
+            metadata_max_age_ms: 300_000,
         }
     }
 }
@@ -178,6 +187,7 @@ impl ConsumerConfig {
             self.request_timeout_ms,
             self.retry_backoff_ms,
             self.default_api_timeout_ms,
+            self.metadata_max_age_ms,
         ];
         if times.iter().any(|&ms| i32::try_from(ms).is_err()) {
             // Kafka's own settings are 32-bit; larger values would also
@@ -377,7 +387,19 @@ pub struct Consumer {
     assignment: Vec<TopicPartition>,
     partitions: BTreeMap<TopicPartition, PartitionState>,
     last_auto_commit: Instant,
+    /// Set while this member leads the group: what the assignment was based on.
+    leader_view: Option<LeaderView>,
     closed: bool,
+}
+
+/// What the group leader assigned from, to notice topic changes.
+#[derive(Debug)]
+struct LeaderView {
+    /// Every topic any member subscribes to.
+    topics: Vec<String>,
+    /// Partition counts of the ones that existed.
+    partition_counts: BTreeMap<String, i32>,
+    next_check: Instant,
 }
 
 impl Drop for Consumer {
@@ -436,6 +458,7 @@ impl Consumer {
             assignment: Vec::new(),
             partitions: BTreeMap::new(),
             last_auto_commit: now,
+            leader_view: None,
             closed: false,
         })
     }
@@ -529,6 +552,7 @@ impl Consumer {
         loop {
             if self.subscription.is_some() {
                 self.ensure_group(deadline).await?;
+                self.maybe_check_leader_metadata().await;
             }
             self.maybe_auto_commit().await;
             let positions_known = match self.resolve_positions(deadline).await {
@@ -692,9 +716,13 @@ impl Consumer {
                 .on_member_id(response.member_id.to_string());
             let generation_id = response.generation_id;
             let protocol_name = response.protocol_name.as_ref().map(|p| p.to_string());
+            let mut leader_view = None;
             let assignments = if response.leader == response.member_id {
                 match self.assign_as_leader(&response).await {
-                    Ok(assignments) => assignments,
+                    Ok((assignments, view)) => {
+                        leader_view = Some(view);
+                        assignments
+                    }
                     // Metadata for the assignment was unavailable: join
                     // again; the coordinator waits for the rejoin.
                     Err(e) if e.is_retriable() => {
@@ -745,6 +773,7 @@ impl Consumer {
                 .on_joined(generation_id, protocol_name, Instant::now());
             group.wake.notify_one();
             tracing::debug!(group = %group.group_id, generation_id, partitions = assigned.len(), "joined");
+            self.leader_view = leader_view;
             self.set_assignment(assigned.clone());
             if let Some(listener) = &self.listener {
                 lock(listener).on_partitions_assigned(&assigned);
@@ -788,7 +817,7 @@ impl Consumer {
     async fn assign_as_leader(
         &self,
         response: &JoinGroupResponse,
-    ) -> Result<Vec<SyncGroupRequestAssignment>, ClientError> {
+    ) -> Result<(Vec<SyncGroupRequestAssignment>, LeaderView), ClientError> {
         let mut subscriptions: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for member in &response.members {
             let topics = match decode_subscription(&member.metadata) {
@@ -808,9 +837,41 @@ impl Consumer {
         let mut topics: Vec<String> = subscriptions.values().flatten().cloned().collect();
         topics.sort();
         topics.dedup();
-        self.cluster.refresh(Some(&topics), false).await?;
+        let partition_counts = self.partition_counts(&topics).await?;
+        let strategy = response
+            .protocol_name
+            .as_deref()
+            .and_then(AssignmentStrategy::from_name)
+            .or_else(|| self.config.partition_assignment_strategy.first().copied())
+            .unwrap_or(AssignmentStrategy::Range);
+        let assignment = strategy.assign(&subscriptions, &partition_counts);
+        let assignments = assignment
+            .into_iter()
+            .map(|(member_id, partitions)| {
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(StrBytes::from_string(member_id))
+                    .with_assignment(encode_assignment(&partitions))
+            })
+            .collect();
+        Ok((
+            assignments,
+            LeaderView {
+                topics,
+                partition_counts,
+                next_check: Instant::now(),
+            },
+        ))
+    }
+
+    /// Partition counts of the existing topics among `topics`, fresh from
+    /// the cluster.
+    async fn partition_counts(
+        &self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, i32>, ClientError> {
+        self.cluster.refresh(Some(topics), false).await?;
         let mut partition_counts = BTreeMap::new();
-        for topic in &topics {
+        for topic in topics {
             if let Some(info) = self.cluster.topic(topic) {
                 if info.error_code == 0 && !info.partitions.is_empty() {
                     partition_counts.insert(
@@ -820,21 +881,43 @@ impl Consumer {
                 }
             }
         }
-        let strategy = response
-            .protocol_name
-            .as_deref()
-            .and_then(AssignmentStrategy::from_name)
-            .or_else(|| self.config.partition_assignment_strategy.first().copied())
-            .unwrap_or(AssignmentStrategy::Range);
-        let assignment = strategy.assign(&subscriptions, &partition_counts);
-        Ok(assignment
-            .into_iter()
-            .map(|(member_id, partitions)| {
-                SyncGroupRequestAssignment::default()
-                    .with_member_id(StrBytes::from_string(member_id))
-                    .with_assignment(encode_assignment(&partitions))
-            })
-            .collect())
+        Ok(partition_counts)
+    }
+
+    /// As Java's leader: if a subscribed topic appeared, vanished or changed
+    /// its partition count since the assignment, ask for a rebalance.
+    async fn maybe_check_leader_metadata(&mut self) {
+        let Some(group) = self.group.clone() else {
+            return;
+        };
+        let Some(view) = self.leader_view.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if now < view.next_check || group.membership().needs_join() {
+            return;
+        }
+        let some_missing = view.topics.len() > view.partition_counts.len();
+        let recheck = if some_missing {
+            MISSING_TOPIC_RECHECK
+        } else {
+            Duration::from_millis(self.config.metadata_max_age_ms)
+        };
+        view.next_check = now + recheck;
+        let topics = view.topics.clone();
+        match self.partition_counts(&topics).await {
+            Ok(counts) => {
+                if self
+                    .leader_view
+                    .as_ref()
+                    .is_some_and(|v| v.partition_counts != counts)
+                {
+                    tracing::info!(group = %group.group_id, "subscribed topics changed; rebalancing");
+                    group.membership().rejoin_needed = true;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "leader metadata check failed"),
+        }
     }
 
     async fn maybe_auto_commit(&mut self) {
@@ -1340,6 +1423,7 @@ impl Consumer {
         }
         let revoked = std::mem::take(&mut self.assignment);
         self.partitions.clear();
+        self.leader_view = None;
         if self.subscription.is_none() {
             return result;
         }
