@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use crate::client::{
     Acks, Admin, AutoOffsetReset, ConnectionConfig, Consumer, ConsumerConfig, Producer,
@@ -171,14 +171,11 @@ pub async fn produce_lines<R: AsyncBufRead + Unpin>(
         ..ProducerConfig::default()
     };
     let producer = Producer::new(config, connector, clock)?;
-    let mut lines = reader.lines();
+    let mut reader = reader;
     let mut pending = Vec::new();
     let mut acknowledged = 0usize;
     let result: anyhow::Result<()> = async {
-        while let Some(line) = lines.next_line().await? {
-            if line.len() > LINE_BYTES_MAX {
-                bail!("line of {} bytes exceeds {LINE_BYTES_MAX}", line.len());
-            }
+        while let Some(line) = read_line_bounded(&mut reader).await? {
             let (key, value) = if parse_key {
                 match line.split_once(key_separator) {
                     Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
@@ -205,6 +202,32 @@ pub async fn produce_lines<R: AsyncBufRead + Unpin>(
     .await;
     producer.close().await;
     result.map(|()| acknowledged)
+}
+
+/// The next line without its `\n` (or `\r\n`), reading at most
+/// `LINE_BYTES_MAX` bytes of it so a newline-free input cannot grow memory.
+async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> anyhow::Result<Option<String>> {
+    let mut line = Vec::new();
+    let limit = u64::try_from(LINE_BYTES_MAX + 2).unwrap_or(u64::MAX);
+    let read = (&mut *reader)
+        .take(limit)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    if line.len() > LINE_BYTES_MAX {
+        bail!("a line exceeds {LINE_BYTES_MAX} bytes");
+    }
+    Ok(Some(String::from_utf8(line).context("input is not UTF-8")?))
 }
 
 /// Options of [`consume`], as `kafka-console-consumer.sh` flags.
@@ -414,4 +437,47 @@ fn write_table(out: Output<'_>, rows: &[Vec<String>]) -> std::io::Result<()> {
         writeln!(out, "{}", cells.join(" ").trim_end())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_split_without_terminators_and_bounded() {
+        let mut input: &[u8] = b"a\r\nb\n\nlast";
+        let mut lines = Vec::new();
+        while let Some(line) = read_line_bounded(&mut input).await.unwrap() {
+            lines.push(line);
+        }
+        assert_eq!(lines, ["a", "b", "", "last"]);
+
+        let long = vec![b'x'; LINE_BYTES_MAX + 10];
+        let mut input: &[u8] = &long;
+        assert!(read_line_bounded(&mut input).await.is_err());
+        let mut exact = vec![b'x'; LINE_BYTES_MAX];
+        exact.push(b'\n');
+        let mut input: &[u8] = &exact;
+        assert_eq!(
+            read_line_bounded(&mut input)
+                .await
+                .unwrap()
+                .map(|l| l.len()),
+            Some(LINE_BYTES_MAX)
+        );
+    }
+
+    #[test]
+    fn tables_pad_columns() {
+        let rows = vec![
+            vec!["GROUP".to_string(), "LAG".to_string()],
+            vec!["a-long-group".to_string(), "7".to_string()],
+        ];
+        let mut out = Vec::new();
+        write_table(&mut out, &rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GROUP        LAG\na-long-group 7\n"
+        );
+    }
 }

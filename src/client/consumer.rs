@@ -231,7 +231,9 @@ struct PartitionState {
     reset_needed: bool,
     /// From the last fetch response, for `lag`.
     high_watermark: Option<i64>,
-    /// Fetched records not yet returned, in offset order.
+    /// Fetched records not yet returned, in offset order. Bounded by one
+    /// fetch response (`max.partition.fetch.bytes`, `fetch.max.bytes`): a
+    /// partition is not fetched again until its buffer is drained.
     buffer: VecDeque<ConsumerRecord>,
     /// Position once `buffer` is drained: past the last fetched batch, which
     /// may end in control records or compacted-away offsets.
