@@ -160,6 +160,56 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// Sets one setting by its Kafka key (as `--consumer-property key=value`).
+    /// Returns `Ok(false)` for a key this client does not know.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, ClientError> {
+        use super::parse_config as parse;
+        let value = value.trim();
+        match key {
+            "bootstrap.servers" => self.bootstrap_servers = value.to_string(),
+            "client.id" => self.client_id = value.to_string(),
+            "group.id" => self.group_id = (!value.is_empty()).then(|| value.to_string()),
+            "session.timeout.ms" => self.session_timeout_ms = parse(key, value)?,
+            "heartbeat.interval.ms" => self.heartbeat_interval_ms = parse(key, value)?,
+            "max.poll.interval.ms" => self.max_poll_interval_ms = parse(key, value)?,
+            "max.poll.records" => self.max_poll_records = parse(key, value)?,
+            "enable.auto.commit" => self.enable_auto_commit = parse(key, value)?,
+            "auto.commit.interval.ms" => self.auto_commit_interval_ms = parse(key, value)?,
+            "auto.offset.reset" => {
+                self.auto_offset_reset = AutoOffsetReset::parse(value)
+                    .ok_or_else(|| ClientError::Config(format!("auto.offset.reset: {value:?}")))?
+            }
+            "fetch.max.wait.ms" => self.fetch_max_wait_ms = parse(key, value)?,
+            "fetch.min.bytes" => self.fetch_min_bytes = parse(key, value)?,
+            "fetch.max.bytes" => self.fetch_max_bytes = parse(key, value)?,
+            "max.partition.fetch.bytes" => self.max_partition_fetch_bytes = parse(key, value)?,
+            "partition.assignment.strategy" => {
+                // Java class names or the protocol names, comma-separated.
+                let mut strategies = Vec::new();
+                for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let short = name.rsplit('.').next().unwrap_or(name);
+                    let strategy = match short {
+                        "RangeAssignor" => Some(AssignmentStrategy::Range),
+                        "RoundRobinAssignor" => Some(AssignmentStrategy::RoundRobin),
+                        other => AssignmentStrategy::from_name(other),
+                    };
+                    strategies.push(strategy.ok_or_else(|| {
+                        ClientError::Config(format!(
+                            "partition.assignment.strategy: unsupported {name:?}"
+                        ))
+                    })?);
+                }
+                self.partition_assignment_strategy = strategies;
+            }
+            "request.timeout.ms" => self.request_timeout_ms = parse(key, value)?,
+            "retry.backoff.ms" => self.retry_backoff_ms = parse(key, value)?,
+            "default.api.timeout.ms" => self.default_api_timeout_ms = parse(key, value)?,
+            "metadata.max.age.ms" => self.metadata_max_age_ms = parse(key, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     pub fn validate(&self) -> Result<(), ClientError> {
         let fail = |m: &str| Err(ClientError::Config(m.to_string()));
         if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.session_timeout_ms
@@ -1581,6 +1631,32 @@ mod tests {
                 .with_partition_index(0)
                 .with_high_watermark(high_watermark)
                 .with_records(Some(records))])])
+    }
+
+    #[test]
+    fn settings_by_kafka_key() {
+        let mut config = ConsumerConfig::default();
+        assert!(config.set("group.id", "g").unwrap());
+        assert!(config.set("auto.offset.reset", "earliest").unwrap());
+        assert!(config
+            .set(
+                "partition.assignment.strategy",
+                "org.apache.kafka.clients.consumer.RoundRobinAssignor, range"
+            )
+            .unwrap());
+        assert!(config.set("max.poll.records", " 7 ").unwrap());
+        assert_eq!(config.group_id.as_deref(), Some("g"));
+        assert_eq!(config.auto_offset_reset, AutoOffsetReset::Earliest);
+        assert_eq!(
+            config.partition_assignment_strategy,
+            vec![AssignmentStrategy::RoundRobin, AssignmentStrategy::Range]
+        );
+        assert_eq!(config.max_poll_records, 7);
+        assert!(!config.set("no.such.key", "1").unwrap());
+        assert!(config.set("fetch.min.bytes", "lots").is_err());
+        assert!(config
+            .set("partition.assignment.strategy", "CooperativeStickyAssignor")
+            .is_err());
     }
 
     #[tokio::test]

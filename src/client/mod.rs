@@ -188,3 +188,11 @@ pub(crate) fn is_stale_metadata_error(code: i16) -> bool {
             | codes::UNKNOWN_LEADER_EPOCH
     )
 }
+
+/// Parses one Kafka-style config value for `key`.
+pub(crate) fn parse_config<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ClientError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ClientError::Config(format!("{key}: cannot parse {value:?}")))
+}

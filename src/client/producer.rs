@@ -157,6 +157,37 @@ impl Default for ProducerConfig {
 }
 
 impl ProducerConfig {
+    /// Sets one setting by its Kafka key (as `--producer-property key=value`).
+    /// Returns `Ok(false)` for a key this client does not know.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, ClientError> {
+        use super::parse_config as parse;
+        let value = value.trim();
+        match key {
+            "bootstrap.servers" => self.bootstrap_servers = value.to_string(),
+            "client.id" => self.client_id = value.to_string(),
+            "acks" => {
+                self.acks = Acks::parse(value)
+                    .ok_or_else(|| ClientError::Config(format!("acks: {value:?}")))?
+            }
+            "linger.ms" => self.linger_ms = parse(key, value)?,
+            "batch.size" => self.batch_size = parse(key, value)?,
+            "buffer.memory" => self.buffer_memory = parse(key, value)?,
+            "max.block.ms" => self.max_block_ms = parse(key, value)?,
+            "max.request.size" => self.max_request_size = parse(key, value)?,
+            "retries" => self.retries = parse(key, value)?,
+            "retry.backoff.ms" => self.retry_backoff_ms = parse(key, value)?,
+            "delivery.timeout.ms" => self.delivery_timeout_ms = parse(key, value)?,
+            "request.timeout.ms" => self.request_timeout_ms = parse(key, value)?,
+            "enable.idempotence" => self.enable_idempotence = parse(key, value)?,
+            "max.in.flight.requests.per.connection" => {
+                self.max_in_flight_requests_per_connection = parse(key, value)?
+            }
+            "allow.auto.create.topics" => self.allow_auto_create_topics = parse(key, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// The checks Java's `ProducerConfig` makes.
     pub fn validate(&self) -> Result<(), ClientError> {
         let fail = |m: &str| Err(ClientError::Config(m.to_string()));
@@ -1159,6 +1190,20 @@ mod tests {
         assert_eq!(config.buffer_memory, 33_554_432);
         assert_eq!(config.delivery_timeout_ms, 120_000);
         assert!(config.enable_idempotence);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn settings_by_kafka_key() {
+        let mut config = ProducerConfig::default();
+        assert!(config.set("acks", "1").unwrap());
+        assert!(config.set("enable.idempotence", "false").unwrap());
+        assert!(config.set("linger.ms", "20").unwrap());
+        assert_eq!(config.acks, Acks::Leader);
+        assert!(!config.enable_idempotence);
+        assert_eq!(config.linger_ms, 20);
+        assert!(!config.set("compression.type", "lz4").unwrap());
+        assert!(config.set("acks", "most").is_err());
         config.validate().unwrap();
     }
 
