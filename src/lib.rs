@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
+pub mod alloc;
 pub mod broker;
 pub mod cli_tools;
 pub mod client;

@@ -11,6 +11,10 @@ use sluice::config::BrokerConfig;
 use sluice::net::TcpListener;
 use sluice::storage::fs::FsStorage;
 
+/// Keeps a malformed request from aborting the broker (see `sluice::alloc`).
+#[global_allocator]
+static ALLOC: sluice::alloc::LazyHugeAlloc = sluice::alloc::LazyHugeAlloc;
+
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "A Kafka-compatible event log")]
 struct Cli {

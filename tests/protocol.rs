@@ -20,6 +20,26 @@ use sluice::log::testing::encode_batch;
 use sluice::testing::{start_broker, start_broker_on, test_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// As in the `sluice` binary: a malformed frame must not abort the process.
+#[global_allocator]
+static ALLOC: sluice::alloc::LazyHugeAlloc = sluice::alloc::LazyHugeAlloc;
+
+/// The shape of input the fuzzer found: a request whose array claims more
+/// elements than memory holds. It must be refused, not abort the broker.
+#[tokio::test]
+async fn a_frame_claiming_a_huge_array_is_refused_not_fatal() {
+    let test = start_broker(test_config()).await;
+    let mut raw = BytesMut::new();
+    raw.put_i16(ApiKey::Metadata as i16);
+    raw.put_i16(0);
+    raw.put_i32(1);
+    raw.put_i16(-1);
+    raw.put_i32(i32::MAX);
+    raw.put_u8(0);
+    let outcome = test.broker.handle(raw.freeze(), "/x").await;
+    assert!(matches!(outcome, HandleOutcome::Close(_)), "{outcome:?}");
+}
+
 fn frame<R: Encodable>(api_key: ApiKey, version: i16, request: &R) -> Bytes {
     let header = RequestHeader::default()
         .with_request_api_key(api_key as i16)

@@ -1,1 +1,5 @@
-//! Placeholder until the simulation harness lands (issue: deterministic simulation harness).
+//! sluice-sim: runs the unmodified sluice broker and clients inside a seeded
+//! turmoil simulation, records a history and checks it.
+
+pub mod checkers;
+pub mod history;

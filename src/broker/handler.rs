@@ -91,6 +91,17 @@ fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, min, max)| (*min, *max))
 }
 
+/// Fences a request that names a leader epoch other than the partition's:
+/// an older one is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH.
+/// -1 means the client did not say.
+fn leader_epoch_error(requested: i32, current: i32) -> Option<i16> {
+    match requested {
+        r if r < 0 || r == current => None,
+        r if r < current => Some(ResponseError::FencedLeaderEpoch.code()),
+        _ => Some(ResponseError::UnknownLeaderEpoch.code()),
+    }
+}
+
 fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
@@ -454,6 +465,20 @@ impl Broker {
                 match self.partition(&name, wanted.partition) {
                     None => {
                         data.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        any_error = true;
+                    }
+                    Some(partition)
+                        if leader_epoch_error(
+                            wanted.current_leader_epoch,
+                            partition.leader_epoch(),
+                        )
+                        .is_some() =>
+                    {
+                        data.error_code = leader_epoch_error(
+                            wanted.current_leader_epoch,
+                            partition.leader_epoch(),
+                        )
+                        .expect("checked by the guard");
                         any_error = true;
                     }
                     Some(partition) => {

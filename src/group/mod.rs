@@ -140,6 +140,9 @@ struct Group {
     members: BTreeMap<String, Member>,
     /// When the current PreparingRebalance ends regardless of stragglers.
     rebalance_deadline_ms: i64,
+    /// True while a group that was Empty waits out
+    /// `group.initial.rebalance.delay.ms` for more members to arrive.
+    in_initial_delay: bool,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
 }
 
@@ -153,6 +156,7 @@ impl Group {
             leader: None,
             members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
+            in_initial_delay: false,
             offsets: BTreeMap::new(),
         }
     }
@@ -312,14 +316,14 @@ impl GroupCoordinator {
             GroupState::Empty => {
                 group.state = GroupState::PreparingRebalance;
                 group.rebalance_deadline_ms = now_ms + self.config.initial_rebalance_delay_ms;
+                group.in_initial_delay = self.config.initial_rebalance_delay_ms > 0;
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
                 Self::prepare_rebalance(group, now_ms, &mut effects);
             }
             GroupState::Dead => unreachable!("dead groups are reset above"),
         }
-        let initial_delay_over = group.generation_id > 0 || now_ms >= group.rebalance_deadline_ms;
-        if initial_delay_over && group.members.values().all(|m| m.join_waiter.is_some()) {
+        if !group.in_initial_delay && group.members.values().all(|m| m.join_waiter.is_some()) {
             effects.extend(Self::complete_join(&request.group_id, group, now_ms));
         }
         effects
@@ -348,6 +352,7 @@ impl GroupCoordinator {
     /// generation moves on, and every parked JoinGroup is answered.
     fn complete_join(group_id: &str, group: &mut Group, now_ms: i64) -> Vec<Effect> {
         let mut effects = Vec::new();
+        group.in_initial_delay = false;
         group.members.retain(|member_id, member| {
             let rejoined = member.join_waiter.is_some();
             if !rejoined {
@@ -585,7 +590,9 @@ impl GroupCoordinator {
                 }
             }
             GroupState::PreparingRebalance => {
-                if group.members.values().all(|m| m.join_waiter.is_some()) {
+                if !group.in_initial_delay
+                    && group.members.values().all(|m| m.join_waiter.is_some())
+                {
                     effects.extend(Self::complete_join(group_id, group, now_ms));
                 }
             }

@@ -223,3 +223,27 @@ fn leaving_rebalances_the_rest_and_bad_joins_get_errors() {
         ResponseError::UnknownMemberId.code()
     );
 }
+
+#[test]
+fn the_initial_rebalance_delay_applies_whenever_the_group_leaves_empty() {
+    let mut coordinator = GroupCoordinator::new(GroupConfig {
+        initial_rebalance_delay_ms: 3000,
+        ..GroupConfig::default()
+    });
+    for round in 0..2 {
+        let start = round * 100_000;
+        assert!(
+            joins(&coordinator.join(start, 1, join_request(""))).is_empty(),
+            "round {round}: waits out the delay"
+        );
+        let completed = joins(&coordinator.tick(start + 3000));
+        assert_eq!(
+            completed.len(),
+            1,
+            "round {round}: completes at the deadline"
+        );
+        let member = completed[0].1.member_id.clone();
+        coordinator.leave(start + 3001, "g", &[member]);
+        assert_eq!(coordinator.describe("g").state, GroupState::Empty);
+    }
+}

@@ -1,0 +1,305 @@
+//! The recorded history of a run, Jepsen-style, and its JSON Lines form.
+//!
+//! Every client operation appears as an `invoke` followed by `ok`, `fail` or
+//! `info` (outcome unknown) with the same `process` and `id`. Broker-side facts
+//! the checkers need (high-watermark moves, truncations, group generations)
+//! and the nemesis's faults appear as `event` entries. One JSON object per
+//! line; the schema is documented in `sim/HISTORY.md`.
+
+use std::io::{BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// A record as a consumer saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    /// Unique per send across the run: `<producer process>-<sequence>`.
+    pub value: String,
+}
+
+/// An offset for a partition, as committed or sought.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A client operation. The same value is logged at invoke and completion;
+/// fields known only on completion are `None`/empty at invoke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "snake_case")]
+pub enum Op {
+    /// A producer send. `partition` and `offset` are filled on `ok`.
+    Send {
+        topic: String,
+        key: Option<String>,
+        value: String,
+        partition: Option<i32>,
+        offset: Option<i64>,
+    },
+    /// One consumer poll; `records` filled on `ok`, in the order returned.
+    Poll {
+        group: Option<String>,
+        records: Vec<Record>,
+    },
+    /// The consumer finished processing a record (after its poll).
+    Process {
+        group: Option<String>,
+        record: Record,
+    },
+    /// An offset commit: the next offset to read per partition.
+    Commit {
+        group: String,
+        generation: i32,
+        member: String,
+        offsets: Vec<PartitionOffset>,
+    },
+    /// An explicit seek by the application.
+    Seek {
+        group: Option<String>,
+        target: PartitionOffset,
+    },
+    /// Partitions assigned to a member by a completed rebalance.
+    Assign {
+        group: String,
+        generation: i32,
+        member: String,
+        partitions: Vec<TopicPartition>,
+    },
+    /// Partitions taken from a member before a rebalance.
+    Revoke {
+        group: String,
+        generation: i32,
+        member: String,
+        partitions: Vec<TopicPartition>,
+    },
+    /// The heal phase's fresh reader: every record of one partition from the
+    /// log start, in offset order.
+    FinalRead {
+        target: TopicPartition,
+        log_start_offset: i64,
+        records: Vec<Record>,
+    },
+}
+
+/// A broker-side fact or a fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "e", rename_all = "snake_case")]
+pub enum Event {
+    /// The run's settings that change what checkers may expect. First entry.
+    Meta {
+        scenario: String,
+        seed: u64,
+        /// `log.flush.on.ack`: acknowledged means fsynced.
+        flush_on_ack: bool,
+        /// Producers use the idempotent producer.
+        idempotence: bool,
+        /// The checkers this run asks for (empty = all).
+        checkers: Vec<String>,
+    },
+    HighWatermark {
+        broker: String,
+        topic: String,
+        partition: i32,
+        high_watermark: i64,
+    },
+    Truncate {
+        broker: String,
+        topic: String,
+        partition: i32,
+        log_end_offset: i64,
+    },
+    Generation {
+        broker: String,
+        group: String,
+        generation: i32,
+    },
+    /// A fault began or ended; `power_loss` marks crashes that lose unsynced data.
+    Fault {
+        kind: String,
+        target: String,
+        power_loss: bool,
+        healed: bool,
+    },
+    /// The fault phase ended and everything was repaired.
+    Heal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Kind {
+    Invoke {
+        op: Op,
+    },
+    Ok {
+        op: Op,
+    },
+    Fail {
+        op: Op,
+        error: String,
+    },
+    /// The outcome is unknown (a timeout, a crash mid-request).
+    Info {
+        op: Op,
+        error: String,
+    },
+    Event {
+        event: Event,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the history, from 0.
+    pub index: u64,
+    /// Simulated milliseconds since the run began.
+    pub time_ms: u64,
+    /// Host or logical process: `producer-0`, `consumer-3`, `broker-0`, `nemesis`.
+    pub process: String,
+    /// Pairs an invoke with its completion within one process; 0 for events.
+    pub id: u64,
+    #[serde(flatten)]
+    pub kind: Kind,
+}
+
+pub type History = Vec<Entry>;
+
+pub fn write_jsonl(history: &[Entry], out: &mut dyn Write) -> std::io::Result<()> {
+    for entry in history {
+        serde_json::to_writer(&mut *out, entry)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Reads a history; a bad line is an error naming the line.
+pub fn read_jsonl(input: &mut dyn BufRead) -> anyhow::Result<History> {
+    let mut history = Vec::new();
+    for (number, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: Entry = serde_json::from_str(&line)
+            .map_err(|error| anyhow::anyhow!("line {}: {error}", number + 1))?;
+        history.push(entry);
+    }
+    Ok(history)
+}
+
+/// Builds histories by hand, for checker tests.
+#[derive(Default)]
+pub struct Builder {
+    entries: History,
+    next_id: u64,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(&mut self, time_ms: u64, process: &str, id: u64, kind: Kind) {
+        self.entries.push(Entry {
+            index: self.entries.len() as u64,
+            time_ms,
+            process: process.to_string(),
+            id,
+            kind,
+        });
+    }
+
+    /// Logs an invoke and returns its id for the completion.
+    pub fn invoke(&mut self, time_ms: u64, process: &str, op: Op) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.push(time_ms, process, id, Kind::Invoke { op });
+        id
+    }
+
+    pub fn ok(&mut self, time_ms: u64, process: &str, id: u64, op: Op) {
+        self.push(time_ms, process, id, Kind::Ok { op });
+    }
+
+    pub fn fail(&mut self, time_ms: u64, process: &str, id: u64, op: Op, error: &str) {
+        self.push(
+            time_ms,
+            process,
+            id,
+            Kind::Fail {
+                op,
+                error: error.to_string(),
+            },
+        );
+    }
+
+    pub fn info(&mut self, time_ms: u64, process: &str, id: u64, op: Op, error: &str) {
+        self.push(
+            time_ms,
+            process,
+            id,
+            Kind::Info {
+                op,
+                error: error.to_string(),
+            },
+        );
+    }
+
+    pub fn event(&mut self, time_ms: u64, process: &str, event: Event) {
+        self.push(time_ms, process, 0, Kind::Event { event });
+    }
+
+    pub fn build(self) -> History {
+        self.entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_round_trips_through_json_lines() {
+        let mut builder = Builder::new();
+        builder.event(0, "nemesis", Event::Heal);
+        let send = Op::Send {
+            topic: "t".into(),
+            key: Some("k".into()),
+            value: "p0-1".into(),
+            partition: None,
+            offset: None,
+        };
+        let id = builder.invoke(1, "producer-0", send);
+        builder.ok(
+            2,
+            "producer-0",
+            id,
+            Op::Send {
+                topic: "t".into(),
+                key: Some("k".into()),
+                value: "p0-1".into(),
+                partition: Some(0),
+                offset: Some(0),
+            },
+        );
+        let history = builder.build();
+        let mut text = Vec::new();
+        write_jsonl(&history, &mut text).unwrap();
+        let first_line = String::from_utf8(text.clone()).unwrap();
+        assert!(first_line.starts_with(r#"{"index":0,"time_ms":0,"process":"nemesis","id":0,"type":"event","event":{"e":"heal"}}"#), "{first_line}");
+        let back = read_jsonl(&mut text.as_slice()).unwrap();
+        assert_eq!(back, history);
+    }
+}
