@@ -12,7 +12,7 @@ use bytes::Bytes;
 use sluice::client::partitioner::partition_for_key;
 use sluice::client::{
     Acks, Admin, AutoOffsetReset, ConnectionConfig, Consumer, ConsumerConfig, ConsumerRecord,
-    Producer, ProducerConfig, ProducerRecord, RebalanceListener, TopicPartition,
+    GroupEvent, Producer, ProducerConfig, ProducerRecord, RebalanceListener, TopicPartition,
 };
 use sluice::clock::SystemClock;
 use sluice::net::{Connector, TcpConnector};
@@ -723,6 +723,10 @@ async fn a_partition_fails_deliveries_in_bounded_time_and_clients_recover_after(
         .await
         .unwrap_err();
     assert!(
+        error.outcome_unknown(),
+        "a timed-out send may have been written"
+    );
+    assert!(
         matches!(error, sluice::client::ProduceError::DeliveryTimeout(_)),
         "{error}"
     );
@@ -850,7 +854,32 @@ async fn auto_commit_happens_before_partitions_are_revoked() {
         running.stop.store(true, Ordering::SeqCst);
         let mut consumer = within("consumer task", running.task).await.unwrap();
         consumer.close().await.unwrap();
+        let events = consumer.drain_group_events();
+        // Each member's history: assigned, then on every later rebalance a
+        // commit and a revocation in the old generation before the new one.
+        let mut generation = None;
+        for event in &events {
+            match event {
+                GroupEvent::Assigned { generation_id, .. } => {
+                    assert!(generation < Some(*generation_id), "{events:?}");
+                    generation = Some(*generation_id);
+                }
+                GroupEvent::Committed { generation_id, .. }
+                | GroupEvent::Revoked { generation_id, .. } => {
+                    assert_eq!(Some(*generation_id), generation, "{events:?}");
+                }
+            }
+        }
+        assert!(
+            matches!(events.first(), Some(GroupEvent::Assigned { .. })),
+            "{events:?}"
+        );
+        assert!(
+            matches!(events.last(), Some(GroupEvent::Revoked { .. })),
+            "close revokes: {events:?}"
+        );
     }
+
     producer.close().await;
 }
 
@@ -1177,6 +1206,10 @@ async fn a_rejected_batch_fails_alone_and_later_records_still_flow() {
     let error = within("rejection", producer.send(record(2_000)))
         .await
         .unwrap_err();
+    assert!(
+        !error.outcome_unknown(),
+        "a rejected record was certainly not written"
+    );
     assert!(
         matches!(error, sluice::client::ProduceError::Client(_)),
         "{error}"

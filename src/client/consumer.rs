@@ -263,6 +263,41 @@ pub struct ConsumerRecord {
     pub timestamp: i64,
 }
 
+/// Group events kept for [`Consumer::drain_group_events`]. A caller that never
+/// drains must not grow memory, so the oldest are dropped beyond this; a
+/// caller that drains after every poll never sees more than a few.
+const GROUP_EVENTS_MAX: usize = 4_096;
+
+/// What happened to this member's group membership, with the generation it
+/// happened in: for histories and checkers (the simulation records them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupEvent {
+    /// A completed rebalance gave these partitions.
+    Assigned {
+        group_id: String,
+        generation_id: i32,
+        member_id: String,
+        partitions: Vec<TopicPartition>,
+    },
+    /// These partitions were given up before a rejoin, unsubscribe or close.
+    /// Generation -1 means the membership was already lost.
+    Revoked {
+        group_id: String,
+        generation_id: i32,
+        member_id: String,
+        partitions: Vec<TopicPartition>,
+    },
+    /// An OffsetCommit succeeded (explicit, automatic, or before revocation);
+    /// offsets are the next offsets to read. Generation -1 for a consumer
+    /// using `assign`.
+    Committed {
+        group_id: String,
+        generation_id: i32,
+        member_id: String,
+        offsets: BTreeMap<TopicPartition, i64>,
+    },
+}
+
 /// Callbacks around a rebalance, as Java's `ConsumerRebalanceListener`.
 pub trait RebalanceListener: Send {
     /// Before rejoining: these partitions are no longer ours. With auto
@@ -300,6 +335,8 @@ struct GroupShared {
     coordinator: Mutex<Option<Arc<Connection>>>,
     /// Wakes the heartbeat task when membership changes.
     wake: Notify,
+    /// Bounded by `GROUP_EVENTS_MAX`, oldest dropped.
+    events: Mutex<VecDeque<GroupEvent>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -340,6 +377,31 @@ impl GroupShared {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn record(&self, event: GroupEvent) {
+        let mut events = lock(&self.events);
+        if events.len() >= GROUP_EVENTS_MAX {
+            events.pop_front();
+        }
+        events.push_back(event);
+    }
+
+    /// Records the revocation of `partitions` in the current generation.
+    fn record_revoked(&self, partitions: &[TopicPartition]) {
+        if partitions.is_empty() {
+            return;
+        }
+        let (generation_id, member_id) = {
+            let m = self.membership();
+            (m.generation_id, m.member_id.clone())
+        };
+        self.record(GroupEvent::Revoked {
+            group_id: self.group_id.clone(),
+            generation_id,
+            member_id,
+            partitions: partitions.to_vec(),
+        });
     }
 
     fn coordinator_lost(&self) {
@@ -494,6 +556,7 @@ impl Consumer {
                     membership: Mutex::new(Membership::new(now)),
                     coordinator: Mutex::new(None),
                     wake: Notify::new(),
+                    events: Mutex::new(VecDeque::new()),
                 });
                 let task = tokio::spawn(heartbeat_loop(shared.clone()));
                 (Some(shared), Some(task))
@@ -570,6 +633,15 @@ impl Consumer {
     /// Current partitions, sorted.
     pub fn assignment(&self) -> &[TopicPartition] {
         &self.assignment
+    }
+
+    /// Assignments, revocations and offset commits since the last call, in
+    /// the order they happened (the oldest are dropped beyond 4096).
+    pub fn drain_group_events(&mut self) -> Vec<GroupEvent> {
+        match &self.group {
+            Some(group) => lock(&group.events).drain(..).collect(),
+            None => Vec::new(),
+        }
     }
 
     /// `(member_id, generation_id)` while in a group generation.
@@ -677,6 +749,7 @@ impl Consumer {
                 }
             }
             let revoked = std::mem::take(&mut self.assignment);
+            group.record_revoked(&revoked);
             if let Some(listener) = &self.listener {
                 lock(listener).on_partitions_revoked(&revoked);
             }
@@ -826,6 +899,12 @@ impl Consumer {
             group.wake.notify_one();
             tracing::debug!(group = %group.group_id, generation_id, partitions = assigned.len(), "joined");
             self.leader_view = leader_view;
+            group.record(GroupEvent::Assigned {
+                group_id: group.group_id.clone(),
+                generation_id,
+                member_id: response.member_id.to_string(),
+                partitions: assigned.clone(),
+            });
             self.set_assignment(assigned.clone());
             if let Some(listener) = &self.listener {
                 lock(listener).on_partitions_assigned(&assigned);
@@ -1479,6 +1558,9 @@ impl Consumer {
         if self.subscription.is_none() {
             return result;
         }
+        if let Some(group) = &self.group {
+            group.record_revoked(&revoked);
+        }
         if let Some(listener) = &self.listener {
             lock(listener).on_partitions_revoked(&revoked);
         }
@@ -1542,6 +1624,7 @@ async fn commit_offsets(
             (-1, String::new())
         };
         let connection = group.coordinator(deadline).await?;
+        let member_id_sent = member_id.clone();
         let req = OffsetCommitRequest::default()
             .with_group_id(group.group_id())
             .with_generation_id_or_member_epoch(generation_id)
@@ -1556,7 +1639,15 @@ async fn commit_offsets(
             Ok(())
         });
         let error = match result {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                group.record(GroupEvent::Committed {
+                    group_id: group.group_id.clone(),
+                    generation_id,
+                    member_id: member_id_sent,
+                    offsets: offsets.clone(),
+                });
+                return Ok(());
+            }
             Err(e) => e,
         };
         let recovery = match &error {

@@ -30,7 +30,9 @@ use kafka_protocol::error::ResponseError;
 
 pub use assignor::AssignmentStrategy;
 pub use connection::{Connection, ConnectionConfig};
-pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, RebalanceListener};
+pub use consumer::{
+    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent, RebalanceListener,
+};
 pub use metadata::{
     Admin, Cluster, GroupDescription, GroupListing, GroupMember, PartitionInfo, TopicInfo,
 };

@@ -295,6 +295,26 @@ pub enum ProduceError {
     Closed,
 }
 
+impl ProduceError {
+    /// Whether the record may have been written despite the error (a
+    /// history's "info" rather than "fail"): a timeout or a lost connection
+    /// after it may have been sent. `false` means it certainly was not.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ProduceError::RecordTooLarge { .. }
+            | ProduceError::UnknownPartition { .. }
+            | ProduceError::MaxBlockExpired(_) => false,
+            ProduceError::DeliveryTimeout(_) | ProduceError::Closed => true,
+            // A definite rejection applies to every attempt of the batch;
+            // retriable ones mean retries ran out after attempts that may
+            // have timed out.
+            ProduceError::Client(ClientError::Broker(e)) => e.is_retriable(),
+            ProduceError::Client(ClientError::Invalid(_) | ClientError::Config(_)) => false,
+            ProduceError::Client(_) => true,
+        }
+    }
+}
+
 /// Resolves when the record is acknowledged or has failed.
 #[derive(Debug)]
 pub struct DeliveryFuture {
