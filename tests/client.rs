@@ -442,6 +442,16 @@ async fn seek_offsets_for_times_position_and_lag() {
         .await
         .unwrap();
     assert_eq!(consumer.position(&tp).await.unwrap(), 0);
+    let ends = consumer
+        .end_offsets(std::slice::from_ref(&tp))
+        .await
+        .unwrap();
+    assert_eq!(ends.get(&tp), Some(&10));
+    let starts = consumer
+        .beginning_offsets(std::slice::from_ref(&tp))
+        .await
+        .unwrap();
+    assert_eq!(starts.get(&tp), Some(&0));
     consumer
         .seek_to_end(std::slice::from_ref(&tp))
         .await

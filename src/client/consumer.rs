@@ -1218,6 +1218,38 @@ impl Consumer {
         Ok(())
     }
 
+    /// Log start offsets (Java's `beginningOffsets`); needs no assignment.
+    pub async fn beginning_offsets(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+        self.list_offsets_at(partitions, EARLIEST_TIMESTAMP).await
+    }
+
+    /// Log end offsets, i.e. high watermarks (Java's `endOffsets`); needs no
+    /// assignment.
+    pub async fn end_offsets(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+        self.list_offsets_at(partitions, LATEST_TIMESTAMP).await
+    }
+
+    async fn list_offsets_at(
+        &self,
+        partitions: &[TopicPartition],
+        timestamp: i64,
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+        let wait = Duration::from_millis(self.config.default_api_timeout_ms);
+        Ok(self
+            .cluster
+            .list_offsets(partitions, timestamp, wait)
+            .await?
+            .into_iter()
+            .map(|(tp, (offset, _))| (tp, offset))
+            .collect())
+    }
+
     /// For each partition, the first `(offset, timestamp)` at or after the
     /// queried timestamp; `None` when no record is that recent.
     pub async fn offsets_for_times(
