@@ -3,3 +3,4 @@
 
 pub mod checkers;
 pub mod history;
+pub mod seams;

@@ -1,0 +1,190 @@
+//! The simulation's implementations of sluice's seams: turmoil's TCP for the
+//! network, turmoil's per-host filesystem for storage, and turmoil's virtual
+//! time for the clock. Nothing here changes sluice's code: the broker and
+//! clients take these as trait objects.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sluice::clock::Clock;
+use sluice::net::{BoxFuture, BoxStream, Connector, Listener};
+use sluice::storage::{SharedFile, Storage, StorageFile};
+use turmoil::fs::shim::std::fs as simfs;
+
+/// Dials through turmoil's simulated network.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SimConnector;
+
+impl Connector for SimConnector {
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>> {
+        Box::pin(async move {
+            let stream = turmoil::net::TcpStream::connect(addr).await?;
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+}
+
+/// Accepts on turmoil's simulated network.
+pub struct SimListener {
+    inner: turmoil::net::TcpListener,
+    advertised: String,
+}
+
+impl SimListener {
+    /// Binds `0.0.0.0:port` and advertises `host:port`, the name clients dial.
+    pub async fn bind(host: &str, port: u16) -> io::Result<Self> {
+        let inner = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
+        Ok(Self {
+            inner,
+            advertised: format!("{host}:{port}"),
+        })
+    }
+}
+
+impl Listener for SimListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, String)>> {
+        Box::pin(async move {
+            let (stream, peer) = self.inner.accept().await?;
+            Ok((Box::new(stream) as BoxStream, peer.to_string()))
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<String> {
+        Ok(self.advertised.clone())
+    }
+}
+
+/// Calendar time = the simulation's fixed epoch + virtual elapsed time, so it
+/// keeps running across host restarts and is the same on every run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SimClock;
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        turmoil::since_epoch()
+            .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// turmoil's per-host filesystem. A crash of the host loses what was not
+/// synced, and tears writes by the configured block size.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SimStorage;
+
+struct SimFile {
+    file: simfs::File,
+    len: AtomicU64,
+    /// Serialises appends so two never claim the same position.
+    append_lock: Mutex<()>,
+}
+
+impl Storage for SimStorage {
+    fn open<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<SharedFile>> {
+        Box::pin(async move {
+            let file = simfs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            let len = file.metadata()?.len();
+            Ok(Arc::new(SimFile {
+                file,
+                len: AtomicU64::new(len),
+                append_lock: Mutex::new(()),
+            }) as SharedFile)
+        })
+    }
+
+    fn list<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<Vec<String>>> {
+        Box::pin(async move {
+            let mut names = Vec::new();
+            for entry in simfs::read_dir(dir)? {
+                names.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn create_dir<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move { simfs::create_dir_all(dir) })
+    }
+
+    fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move { simfs::remove_file(path) })
+    }
+
+    fn remove_dir<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move { simfs::remove_dir(dir) })
+    }
+
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move { simfs::rename(from, to) })
+    }
+
+    fn sync_dir<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move { simfs::sync_dir(dir) })
+    }
+}
+
+fn lock_error(_: std::sync::PoisonError<std::sync::MutexGuard<'_, ()>>) -> io::Error {
+    io::Error::other("append lock poisoned")
+}
+
+impl StorageFile for SimFile {
+    fn read_at(&self, position: u64, len: usize) -> BoxFuture<'_, io::Result<Bytes>> {
+        Box::pin(async move {
+            let end = self.len.load(Ordering::Acquire);
+            let wanted = usize::try_from(end.saturating_sub(position))
+                .unwrap_or(usize::MAX)
+                .min(len);
+            let mut buffer = vec![0u8; wanted];
+            let mut filled = 0;
+            while filled < wanted {
+                let read = self
+                    .file
+                    .read_at(&mut buffer[filled..], position + filled as u64)?;
+                if read == 0 {
+                    break;
+                }
+                filled += read;
+            }
+            buffer.truncate(filled);
+            Ok(Bytes::from(buffer))
+        })
+    }
+
+    fn append(&self, data: Bytes) -> BoxFuture<'_, io::Result<u64>> {
+        Box::pin(async move {
+            let _serialised = self.append_lock.lock().map_err(lock_error)?;
+            let position = self.len.load(Ordering::Acquire);
+            self.file.write_all_at(&data, position)?;
+            self.len
+                .store(position + data.len() as u64, Ordering::Release);
+            Ok(position)
+        })
+    }
+
+    fn sync(&self) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async move { self.file.sync_data() })
+    }
+
+    fn truncate(&self, len: u64) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async move {
+            let _serialised = self.append_lock.lock().map_err(lock_error)?;
+            self.file.set_len(len)?;
+            self.len.store(len, Ordering::Release);
+            Ok(())
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+}
