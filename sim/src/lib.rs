@@ -4,3 +4,4 @@
 pub mod checkers;
 pub mod history;
 pub mod seams;
+pub mod scenario;

@@ -1,0 +1,359 @@
+//! Scenario files (`scenarios/*.toml`): topology, workload, faults, phases and
+//! checkers. Unknown keys are errors. Any knob a file leaves out is drawn from
+//! the seed (swarm testing), so one scenario explores many configurations,
+//! including extreme ones such as tiny segments and short timeouts. The
+//! resolved values are printed at the top of every run.
+
+use std::path::Path;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub topology: Topology,
+    #[serde(default)]
+    pub broker: BrokerKnobs,
+    #[serde(default)]
+    pub producers: Vec<ProducerSpec>,
+    #[serde(default)]
+    pub consumers: Vec<ConsumerGroupSpec>,
+    #[serde(default)]
+    pub faults: Faults,
+    #[serde(default)]
+    pub phases: Phases,
+    /// Checker names; empty runs them all.
+    #[serde(default)]
+    pub checkers: Vec<String>,
+    /// For files under scenarios/regressions/: the bug this file guards against.
+    #[serde(default)]
+    pub guards: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default = "one")]
+    pub brokers: u32,
+    pub partitions: Option<i32>,
+    #[serde(default = "one_i16")]
+    pub replication_factor: i16,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+}
+
+fn one() -> u32 {
+    1
+}
+fn one_i16() -> i16 {
+    1
+}
+fn default_topic() -> String {
+    "events".to_string()
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            brokers: 1,
+            partitions: None,
+            replication_factor: 1,
+            topic: default_topic(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerKnobs {
+    pub segment_bytes: Option<u64>,
+    pub index_interval_bytes: Option<u64>,
+    /// `log.flush.on.ack`.
+    pub flush_on_ack: Option<bool>,
+    /// `log.flush.interval.messages` when not flushing on ack.
+    pub flush_messages: Option<u64>,
+    /// Torn-write granularity on crash; 0 means writes are atomic.
+    pub block_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitMode {
+    /// commit_sync after processing each poll's records.
+    Manual,
+    /// enable.auto.commit.
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerSpec {
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Messages each producer sends.
+    pub messages: Option<u32>,
+    pub rate_per_sec: Option<u32>,
+    /// Distinct keys; 0 sends without keys.
+    pub keys: Option<u32>,
+    /// "all", "1" or "0".
+    pub acks: Option<String>,
+    pub idempotence: Option<bool>,
+    pub linger_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerGroupSpec {
+    pub group: String,
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Processing time per record, [min, max] ms.
+    pub processing_ms: Option<[u64; 2]>,
+    pub commit: Option<CommitMode>,
+    pub max_poll_interval_ms: Option<u64>,
+    pub session_timeout_ms: Option<u64>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub max_poll_records: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Cut a client from the broker, both ways.
+    Partition,
+    /// Cut one direction only.
+    PartitionOneway,
+    /// Cut a host from everyone.
+    Isolate,
+    /// Hold messages on a link, then release them.
+    Delay,
+    /// Broker power loss: unsynced data is lost; restarted later.
+    CrashBroker,
+    /// Broker process restart without power loss.
+    RestartBroker,
+    /// A producer or consumer crashes and restarts.
+    CrashClient,
+    /// A consumer stops the world (GC-like) for a while.
+    PauseConsumer,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledFault {
+    pub at_ms: u64,
+    pub kind: FaultKind,
+    /// Host name; drawn from the seed when absent.
+    pub target: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Kinds the nemesis may draw from; empty with no schedule means no faults.
+    #[serde(default)]
+    pub kinds: Vec<FaultKind>,
+    /// Time between drawn faults, [min, max] ms.
+    pub interval_ms: Option<[u64; 2]>,
+    /// How long a drawn fault lasts, [min, max] ms.
+    pub duration_ms: Option<[u64; 2]>,
+    /// A scripted schedule; when present, nothing is drawn.
+    #[serde(default)]
+    pub schedule: Vec<ScheduledFault>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Phases {
+    pub fault_ms: Option<u64>,
+    pub heal_ms: Option<u64>,
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
+        Self::parse(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let scenario: Scenario = toml::from_str(text)?;
+        anyhow::ensure!(scenario.topology.brokers >= 1, "topology.brokers must be at least 1");
+        anyhow::ensure!(!scenario.producers.is_empty(), "a scenario needs at least one [[producers]] entry");
+        Ok(scenario)
+    }
+}
+
+/// Derives a child seed from a root seed and a label, so every consumer of
+/// randomness gets its own stream regardless of the order others draw in.
+pub fn child_seed(root: u64, label: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write_u64(root);
+    hasher.write(label.as_bytes());
+    let mut rng = ChaCha8Rng::seed_from_u64(hasher.finish());
+    rng.next_u64()
+}
+
+/// A seeded source for knob resolution.
+pub struct Draw(ChaCha8Rng);
+
+impl Draw {
+    pub fn new(seed: u64) -> Self {
+        Self(ChaCha8Rng::seed_from_u64(seed))
+    }
+    /// Uniform in [low, high].
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        if high <= low {
+            return low;
+        }
+        low + self.0.next_u64() % (high - low + 1)
+    }
+    pub fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
+        self.0.next_u64() % denominator < numerator
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.0.next_u64() % items.len() as u64) as usize]
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+}
+
+/// Every knob concrete: the scenario's values, or values drawn from the seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolved {
+    pub name: String,
+    pub seed: u64,
+    pub brokers: u32,
+    pub partitions: i32,
+    pub topic: String,
+    pub segment_bytes: u64,
+    pub index_interval_bytes: u64,
+    pub flush_on_ack: bool,
+    pub flush_messages: u64,
+    pub block_size: u64,
+    pub producers: Vec<ResolvedProducer>,
+    pub groups: Vec<ResolvedGroup>,
+    pub fault_kinds: Vec<FaultKind>,
+    pub fault_interval_ms: [u64; 2],
+    pub fault_duration_ms: [u64; 2],
+    pub schedule: Vec<ScheduledFault>,
+    pub fault_ms: u64,
+    pub heal_ms: u64,
+    pub checkers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedProducer {
+    pub name: String,
+    pub messages: u32,
+    pub rate_per_sec: u32,
+    pub keys: u32,
+    pub acks: String,
+    pub idempotence: bool,
+    pub linger_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedGroup {
+    pub group: String,
+    pub members: Vec<String>,
+    pub processing_ms: [u64; 2],
+    pub commit: CommitMode,
+    pub max_poll_interval_ms: u64,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub max_poll_records: usize,
+}
+
+impl Scenario {
+    /// Fills every open knob from the seed. Drawn ranges stay within what a
+    /// Kafka deployment could plausibly set, skewed towards small values that
+    /// stress rolls, recovery and rebalances.
+    pub fn resolve(&self, seed: u64) -> Resolved {
+        let mut draw = Draw::new(child_seed(seed, "knobs"));
+        let partitions = self.topology.partitions.unwrap_or_else(|| draw.range(1, 8) as i32);
+        let segment_bytes = self
+            .broker
+            .segment_bytes
+            .unwrap_or_else(|| *draw.pick(&[512, 4096, 65_536, 1 << 20]));
+        let index_interval_bytes = self.broker.index_interval_bytes.unwrap_or_else(|| *draw.pick(&[64, 4096]));
+        let flush_on_ack = self.broker.flush_on_ack.unwrap_or_else(|| draw.chance(1, 2));
+        let flush_messages = self.broker.flush_messages.unwrap_or_else(|| *draw.pick(&[1, 100, u64::MAX]));
+        let block_size = self.broker.block_size.unwrap_or_else(|| *draw.pick(&[0, 512, 4096]));
+        let mut producers = Vec::new();
+        for spec in &self.producers {
+            for _ in 0..spec.count {
+                let name = format!("producer-{}", producers.len());
+                producers.push(ResolvedProducer {
+                    name,
+                    messages: spec.messages.unwrap_or_else(|| draw.range(50, 400) as u32),
+                    rate_per_sec: spec.rate_per_sec.unwrap_or_else(|| draw.range(5, 200) as u32),
+                    keys: spec.keys.unwrap_or_else(|| *draw.pick(&[0, 1, 10, 100])),
+                    acks: spec.acks.clone().unwrap_or_else(|| "all".to_string()),
+                    idempotence: spec.idempotence.unwrap_or(true),
+                    linger_ms: spec.linger_ms.unwrap_or_else(|| *draw.pick(&[0, 5, 50])),
+                });
+            }
+        }
+        let mut groups = Vec::new();
+        let mut consumer_count = 0;
+        for spec in &self.consumers {
+            let members = (0..spec.count)
+                .map(|_| {
+                    consumer_count += 1;
+                    format!("consumer-{}", consumer_count - 1)
+                })
+                .collect();
+            let session_timeout_ms = spec.session_timeout_ms.unwrap_or_else(|| *draw.pick(&[6_000, 10_000, 45_000]));
+            groups.push(ResolvedGroup {
+                group: spec.group.clone(),
+                members,
+                processing_ms: spec.processing_ms.unwrap_or_else(|| {
+                    let low = draw.range(0, 20);
+                    [low, low + draw.range(0, 100)]
+                }),
+                commit: spec.commit.unwrap_or(if draw.chance(1, 2) { CommitMode::Manual } else { CommitMode::Auto }),
+                max_poll_interval_ms: spec.max_poll_interval_ms.unwrap_or_else(|| *draw.pick(&[5_000, 30_000, 300_000])),
+                session_timeout_ms,
+                heartbeat_interval_ms: spec.heartbeat_interval_ms.unwrap_or(session_timeout_ms / 3),
+                max_poll_records: spec.max_poll_records.unwrap_or_else(|| *draw.pick(&[1, 10, 500])),
+            });
+        }
+        let fault_interval_ms = self.faults.interval_ms.unwrap_or_else(|| {
+            let low = draw.range(500, 5_000);
+            [low, low * 2]
+        });
+        let fault_duration_ms = self.faults.duration_ms.unwrap_or_else(|| {
+            let low = draw.range(200, 5_000);
+            [low, low * 3]
+        });
+        Resolved {
+            name: self.name.clone(),
+            seed,
+            brokers: self.topology.brokers,
+            partitions,
+            topic: self.topology.topic.clone(),
+            segment_bytes,
+            index_interval_bytes,
+            flush_on_ack,
+            flush_messages,
+            block_size,
+            producers,
+            groups,
+            fault_kinds: self.faults.kinds.clone(),
+            fault_interval_ms,
+            fault_duration_ms,
+            schedule: self.faults.schedule.clone(),
+            fault_ms: self.phases.fault_ms.unwrap_or_else(|| draw.range(10_000, 60_000)),
+            heal_ms: self.phases.heal_ms.unwrap_or(30_000),
+            checkers: self.checkers.clone(),
+        }
+    }
+}
