@@ -39,6 +39,192 @@ enum Command {
         #[arg(long = "override", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Create, list, describe or delete topics (like kafka-topics.sh).
+    Topics {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[arg(long, group = "action")]
+        create: bool,
+        #[arg(long, group = "action")]
+        list: bool,
+        #[arg(long, group = "action")]
+        describe: bool,
+        #[arg(long, group = "action")]
+        delete: bool,
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i16,
+    },
+    /// Send each line of stdin as a record (like kafka-console-producer.sh).
+    Produce {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[arg(long)]
+        topic: String,
+        /// Split each line into key and value at --key-separator.
+        #[arg(long)]
+        parse_key: bool,
+        #[arg(long, default_value = ":")]
+        key_separator: String,
+        /// all, 1 or 0.
+        #[arg(long, default_value = "all")]
+        acks: String,
+    },
+    /// Print records (like kafka-console-consumer.sh).
+    Consume {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        from_beginning: bool,
+        /// Join this consumer group and commit offsets.
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        max_messages: Option<usize>,
+        /// Stop after this long without a record.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        #[arg(long)]
+        print_key: bool,
+    },
+    /// List groups, or describe one with lag per partition (like kafka-consumer-groups.sh).
+    Groups {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[arg(long, group = "action")]
+        list: bool,
+        #[arg(long, group = "action")]
+        describe: bool,
+        #[arg(long)]
+        group: Option<String>,
+    },
+}
+
+async fn run_tool(command: Command) -> anyhow::Result<()> {
+    use sluice::cli_tools;
+    use std::time::Duration;
+    let connector: Arc<dyn sluice::net::Connector> = Arc::new(sluice::net::TcpConnector);
+    let mut stdout = std::io::stdout();
+    match command {
+        Command::Broker { .. } => unreachable!("handled by run_broker"),
+        Command::Topics {
+            bootstrap_server,
+            create,
+            list,
+            describe,
+            delete,
+            topic,
+            partitions,
+            replication_factor,
+        } => {
+            let need_topic = || {
+                topic
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("--topic is required"))
+            };
+            if create {
+                cli_tools::topics_create(
+                    &bootstrap_server,
+                    connector,
+                    &need_topic()?,
+                    partitions,
+                    replication_factor,
+                    &mut stdout,
+                )
+                .await
+            } else if delete {
+                cli_tools::topics_delete(&bootstrap_server, connector, &need_topic()?, &mut stdout)
+                    .await
+            } else if describe {
+                cli_tools::topics_describe(
+                    &bootstrap_server,
+                    connector,
+                    topic.as_deref(),
+                    &mut stdout,
+                )
+                .await
+            } else if list {
+                cli_tools::topics_list(&bootstrap_server, connector, &mut stdout).await
+            } else {
+                anyhow::bail!("say one of --create, --list, --describe or --delete")
+            }
+        }
+        Command::Produce {
+            bootstrap_server,
+            topic,
+            parse_key,
+            key_separator,
+            acks,
+        } => {
+            let acks = sluice::client::Acks::parse(&acks)
+                .ok_or_else(|| anyhow::anyhow!("--acks must be all, 1 or 0"))?;
+            let options = cli_tools::ProduceOptions {
+                topic,
+                parse_key,
+                key_separator,
+                acks,
+            };
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            let sent = cli_tools::produce_lines(
+                &bootstrap_server,
+                connector,
+                Arc::new(SystemClock),
+                &options,
+                stdin,
+            )
+            .await?;
+            eprintln!("{sent} records acknowledged");
+            Ok(())
+        }
+        Command::Consume {
+            bootstrap_server,
+            topic,
+            from_beginning,
+            group,
+            max_messages,
+            timeout_ms,
+            print_key,
+        } => {
+            let options = cli_tools::ConsumeOptions {
+                topic,
+                from_beginning,
+                group,
+                max_messages,
+                timeout: timeout_ms.map(Duration::from_millis),
+                print_key,
+            };
+            let count = cli_tools::consume(
+                &bootstrap_server,
+                connector,
+                Arc::new(SystemClock),
+                &options,
+                &mut stdout,
+            )
+            .await?;
+            eprintln!("Processed a total of {count} messages");
+            Ok(())
+        }
+        Command::Groups {
+            bootstrap_server,
+            list,
+            describe,
+            group,
+        } => {
+            if describe {
+                let group = group.ok_or_else(|| anyhow::anyhow!("--describe needs --group"))?;
+                cli_tools::groups_describe(&bootstrap_server, connector, &group, &mut stdout).await
+            } else if list {
+                cli_tools::groups_list(&bootstrap_server, connector, &mut stdout).await
+            } else {
+                anyhow::bail!("say --list or --describe --group G")
+            }
+        }
+    }
 }
 
 fn init_logging() {
@@ -134,6 +320,7 @@ fn main() -> ExitCode {
                 data_dir,
                 overrides,
             } => run_broker(broker_config(config, listen, data_dir, overrides)?).await,
+            tool => run_tool(tool).await,
         }
     });
     match result {

@@ -3,5 +3,5 @@
 
 pub mod checkers;
 pub mod history;
-pub mod seams;
 pub mod scenario;
+pub mod seams;

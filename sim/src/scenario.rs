@@ -177,14 +177,21 @@ pub struct Phases {
 
 impl Scenario {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
         Self::parse(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let scenario: Scenario = toml::from_str(text)?;
-        anyhow::ensure!(scenario.topology.brokers >= 1, "topology.brokers must be at least 1");
-        anyhow::ensure!(!scenario.producers.is_empty(), "a scenario needs at least one [[producers]] entry");
+        anyhow::ensure!(
+            scenario.topology.brokers >= 1,
+            "topology.brokers must be at least 1"
+        );
+        anyhow::ensure!(
+            !scenario.producers.is_empty(),
+            "a scenario needs at least one [[producers]] entry"
+        );
         Ok(scenario)
     }
 }
@@ -278,15 +285,30 @@ impl Scenario {
     /// stress rolls, recovery and rebalances.
     pub fn resolve(&self, seed: u64) -> Resolved {
         let mut draw = Draw::new(child_seed(seed, "knobs"));
-        let partitions = self.topology.partitions.unwrap_or_else(|| draw.range(1, 8) as i32);
+        let partitions = self
+            .topology
+            .partitions
+            .unwrap_or_else(|| draw.range(1, 8) as i32);
         let segment_bytes = self
             .broker
             .segment_bytes
             .unwrap_or_else(|| *draw.pick(&[512, 4096, 65_536, 1 << 20]));
-        let index_interval_bytes = self.broker.index_interval_bytes.unwrap_or_else(|| *draw.pick(&[64, 4096]));
-        let flush_on_ack = self.broker.flush_on_ack.unwrap_or_else(|| draw.chance(1, 2));
-        let flush_messages = self.broker.flush_messages.unwrap_or_else(|| *draw.pick(&[1, 100, u64::MAX]));
-        let block_size = self.broker.block_size.unwrap_or_else(|| *draw.pick(&[0, 512, 4096]));
+        let index_interval_bytes = self
+            .broker
+            .index_interval_bytes
+            .unwrap_or_else(|| *draw.pick(&[64, 4096]));
+        let flush_on_ack = self
+            .broker
+            .flush_on_ack
+            .unwrap_or_else(|| draw.chance(1, 2));
+        let flush_messages = self
+            .broker
+            .flush_messages
+            .unwrap_or_else(|| *draw.pick(&[1, 100, u64::MAX]));
+        let block_size = self
+            .broker
+            .block_size
+            .unwrap_or_else(|| *draw.pick(&[0, 512, 4096]));
         let mut producers = Vec::new();
         for spec in &self.producers {
             for _ in 0..spec.count {
@@ -294,7 +316,9 @@ impl Scenario {
                 producers.push(ResolvedProducer {
                     name,
                     messages: spec.messages.unwrap_or_else(|| draw.range(50, 400) as u32),
-                    rate_per_sec: spec.rate_per_sec.unwrap_or_else(|| draw.range(5, 200) as u32),
+                    rate_per_sec: spec
+                        .rate_per_sec
+                        .unwrap_or_else(|| draw.range(5, 200) as u32),
                     keys: spec.keys.unwrap_or_else(|| *draw.pick(&[0, 1, 10, 100])),
                     acks: spec.acks.clone().unwrap_or_else(|| "all".to_string()),
                     idempotence: spec.idempotence.unwrap_or(true),
@@ -311,7 +335,9 @@ impl Scenario {
                     format!("consumer-{}", consumer_count - 1)
                 })
                 .collect();
-            let session_timeout_ms = spec.session_timeout_ms.unwrap_or_else(|| *draw.pick(&[6_000, 10_000, 45_000]));
+            let session_timeout_ms = spec
+                .session_timeout_ms
+                .unwrap_or_else(|| *draw.pick(&[6_000, 10_000, 45_000]));
             groups.push(ResolvedGroup {
                 group: spec.group.clone(),
                 members,
@@ -319,11 +345,19 @@ impl Scenario {
                     let low = draw.range(0, 20);
                     [low, low + draw.range(0, 100)]
                 }),
-                commit: spec.commit.unwrap_or(if draw.chance(1, 2) { CommitMode::Manual } else { CommitMode::Auto }),
-                max_poll_interval_ms: spec.max_poll_interval_ms.unwrap_or_else(|| *draw.pick(&[5_000, 30_000, 300_000])),
+                commit: spec.commit.unwrap_or(if draw.chance(1, 2) {
+                    CommitMode::Manual
+                } else {
+                    CommitMode::Auto
+                }),
+                max_poll_interval_ms: spec
+                    .max_poll_interval_ms
+                    .unwrap_or_else(|| *draw.pick(&[5_000, 30_000, 300_000])),
                 session_timeout_ms,
                 heartbeat_interval_ms: spec.heartbeat_interval_ms.unwrap_or(session_timeout_ms / 3),
-                max_poll_records: spec.max_poll_records.unwrap_or_else(|| *draw.pick(&[1, 10, 500])),
+                max_poll_records: spec
+                    .max_poll_records
+                    .unwrap_or_else(|| *draw.pick(&[1, 10, 500])),
             });
         }
         let fault_interval_ms = self.faults.interval_ms.unwrap_or_else(|| {
@@ -351,7 +385,10 @@ impl Scenario {
             fault_interval_ms,
             fault_duration_ms,
             schedule: self.faults.schedule.clone(),
-            fault_ms: self.phases.fault_ms.unwrap_or_else(|| draw.range(10_000, 60_000)),
+            fault_ms: self
+                .phases
+                .fault_ms
+                .unwrap_or_else(|| draw.range(10_000, 60_000)),
             heal_ms: self.phases.heal_ms.unwrap_or(30_000),
             checkers: self.checkers.clone(),
         }
