@@ -1,6 +1,286 @@
-//! The `sim` command.
+//! The `sim` command: run, sweep and check deterministic simulations of sluice.
+//!
+//! `cargo sim run crawler --seed 7` runs one seed and prints `seed:` first and
+//! `trace-hash:` last; on failure it prints the command that reproduces it.
+//! With no arguments, `sim` sweeps every scenario over the default seeds.
+//! Exit codes: 0 pass, 1 operational error, 2 usage, 3 safety violation,
+//! 4 liveness failure, 5 crash or panic.
 
-fn main() {
-    eprintln!("sim: not yet wired up");
-    std::process::exit(2);
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use clap::{Parser, Subcommand};
+use sluice_sim::history;
+use sluice_sim::report::Outcome;
+use sluice_sim::runner::{self, SeedOutcome};
+use sluice_sim::scenario::Scenario;
+
+/// Seeds the bare `sim` command sweeps per scenario.
+const DEFAULT_SEEDS: u64 = 10;
+
+#[derive(Parser)]
+#[command(name = "sim", about = "Deterministic simulation of sluice under faults")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one seed of one scenario.
+    Run {
+        /// A scenario name (in scenarios/) or a path to a .toml file.
+        scenario: String,
+        #[arg(long)]
+        seed: u64,
+        /// Write the history as JSON Lines.
+        #[arg(long)]
+        history: Option<PathBuf>,
+        /// Print the resolved knobs and the full report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run many seeds, in parallel.
+    Sweep {
+        /// Scenario names or paths; all of scenarios/ when none.
+        scenarios: Vec<String>,
+        /// Seed range A..B (B exclusive).
+        #[arg(long, default_value = "0..10")]
+        seeds: String,
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Run only the K-th of N slices of the seed range (1-based), e.g. 2/4.
+        #[arg(long)]
+        shard: Option<String>,
+    },
+    /// Check a history file recorded elsewhere.
+    Check { history: PathBuf },
+}
+
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn repro(scenario: &str, seed: u64) -> String {
+    format!("cargo run -p sluice-sim --release -- run {scenario} --seed {seed}")
+}
+
+fn print_verdicts(outcome: &SeedOutcome) {
+    for verdict in &outcome.verdicts {
+        let status = if verdict.valid { "ok  " } else { "FAIL" };
+        println!("  {status} {:<22} {}", verdict.checker, verdict.summary);
+        for anomaly in verdict.anomalies.iter().take(5) {
+            println!("         - {} (entries {:?})", anomaly.description, anomaly.entries);
+        }
+    }
+}
+
+fn run_one(scenario_arg: &str, seed: u64, history_path: Option<PathBuf>, json: bool) -> anyhow::Result<i32> {
+    let path = runner::locate(scenario_arg);
+    let scenario = Scenario::load(&path)?;
+    println!("seed: {seed}");
+    println!("commit: {}", commit());
+    println!("scenario: {} ({})", scenario.name, path.display());
+    let outcome = runner::run_seed(&scenario, seed);
+    if json {
+        println!("resolved: {}", serde_json::to_string(&outcome.resolved)?);
+    }
+    if let Some(path) = history_path {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        history::write_jsonl(&outcome.history, &mut file)?;
+        println!("history: {}", path.display());
+    }
+    print_verdicts(&outcome);
+    if let Some(report) = &outcome.report {
+        let c = &report.counts;
+        println!(
+            "counts: sent {} acked {} failed {} indeterminate {} polled {} commits {} faults {}",
+            c.sent, c.acknowledged, c.send_failed, c.send_indeterminate, c.polled_records, c.commits, c.faults
+        );
+        println!(
+            "latency (simulated ms): produce->ack p50 {} p99 {} max {}; end-to-end p50 {} p99 {} max {}",
+            report.produce_to_ack.p50_ms,
+            report.produce_to_ack.p99_ms,
+            report.produce_to_ack.max_ms,
+            report.end_to_end.p50_ms,
+            report.end_to_end.p99_ms,
+            report.end_to_end.max_ms
+        );
+        if json {
+            println!("report: {}", serde_json::to_string(report)?);
+        }
+    }
+    if let Some(panic) = &outcome.panic {
+        println!("panic: {panic}");
+    }
+    if outcome.stuck {
+        println!("stuck: the final reads did not complete");
+    }
+    println!(
+        "simulated: {:.1}s in {} steps, wall {:.2}s",
+        outcome.simulated_ms as f64 / 1000.0,
+        outcome.steps,
+        outcome.wall_ms as f64 / 1000.0
+    );
+    println!("outcome: {:?}", outcome.outcome);
+    if outcome.outcome != Outcome::Pass {
+        println!("repro: {}", repro(scenario_arg, seed));
+    }
+    println!("trace-hash: {}", outcome.trace_hash);
+    Ok(outcome.outcome.exit_code())
+}
+
+fn parse_range(text: &str) -> anyhow::Result<(u64, u64)> {
+    let (a, b) = text.split_once("..").ok_or_else(|| anyhow::anyhow!("--seeds takes A..B"))?;
+    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+    anyhow::ensure!(a < b, "--seeds {text}: empty range");
+    Ok((a, b))
+}
+
+fn parse_shard(text: &str) -> anyhow::Result<(u64, u64)> {
+    let (k, n) = text.split_once('/').ok_or_else(|| anyhow::anyhow!("--shard takes K/N"))?;
+    let (k, n): (u64, u64) = (k.trim().parse()?, n.trim().parse()?);
+    anyhow::ensure!(n >= 1 && (1..=n).contains(&k), "--shard {text}: need 1 <= K <= N");
+    Ok((k, n))
+}
+
+#[derive(Default)]
+struct ScenarioStats {
+    seeds: u64,
+    failures: Vec<(u64, Outcome)>,
+    simulated_ms: u64,
+    wall_ms: u64,
+}
+
+fn sweep(scenario_args: Vec<String>, seeds: &str, jobs: usize, shard: Option<String>) -> anyhow::Result<i32> {
+    let (start, end) = parse_range(seeds)?;
+    let (k, n) = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((1, 1));
+    let paths: Vec<PathBuf> = if scenario_args.is_empty() {
+        runner::all_scenarios()
+    } else {
+        scenario_args.iter().map(|s| runner::locate(s)).collect()
+    };
+    anyhow::ensure!(!paths.is_empty(), "no scenarios found");
+    let mut work = Vec::new();
+    let mut scenarios = Vec::new();
+    for path in &paths {
+        let scenario = Scenario::load(path)?;
+        for seed in (start..end).filter(|seed| (seed - start) % n == k - 1) {
+            work.push((scenarios.len(), seed));
+        }
+        scenarios.push((path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), scenario));
+    }
+    println!("commit: {}", commit());
+    println!("sweep: {} scenarios, seeds {start}..{end}, shard {k}/{n}, {} runs, {jobs} jobs", scenarios.len(), work.len());
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, SeedOutcome)>> = Mutex::new(Vec::new());
+    std::env::set_var("SLUICE_SIM_QUIET_PANICS", "1");
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let at = next.fetch_add(1, Ordering::Relaxed);
+                let Some((index, seed)) = work.get(at).copied() else { break };
+                let outcome = runner::run_seed(&scenarios[index].1, seed);
+                let failed = outcome.outcome != Outcome::Pass;
+                results.lock().expect("results lock").push((index, outcome));
+                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                let failures = results.lock().expect("results lock").iter().filter(|(_, o)| o.outcome != Outcome::Pass).count();
+                let width = 30;
+                let filled = finished * width / work.len().max(1);
+                eprint!(
+                    "\r[{}{}] {finished}/{} runs, {failures} failing{}",
+                    "=".repeat(filled),
+                    " ".repeat(width - filled),
+                    work.len(),
+                    if failed { " (new failure)" } else { "              " }
+                );
+                let _ = std::io::stderr().flush();
+            });
+        }
+    });
+    eprintln!();
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by_key(|(index, outcome)| (*index, outcome.seed));
+    let mut stats: Vec<ScenarioStats> = scenarios.iter().map(|_| ScenarioStats::default()).collect();
+    for (index, outcome) in &results {
+        let entry = &mut stats[*index];
+        entry.seeds += 1;
+        entry.simulated_ms += outcome.simulated_ms;
+        entry.wall_ms += outcome.wall_ms;
+        if outcome.outcome != Outcome::Pass {
+            entry.failures.push((outcome.seed, outcome.outcome));
+        }
+    }
+    println!("{:<16} {:>6} {:>6} {:>13} {:>15}", "SCENARIO", "SEEDS", "FAILED", "SEEDS/MIN", "SIM-S/WALL-S");
+    for ((name, _), entry) in scenarios.iter().zip(&stats) {
+        let wall_minutes = entry.wall_ms as f64 / 60_000.0;
+        println!(
+            "{:<16} {:>6} {:>6} {:>13.1} {:>15.1}",
+            name,
+            entry.seeds,
+            entry.failures.len(),
+            if wall_minutes > 0.0 { entry.seeds as f64 / wall_minutes } else { 0.0 },
+            if entry.wall_ms > 0 { entry.simulated_ms as f64 / entry.wall_ms as f64 } else { 0.0 }
+        );
+    }
+    let mut worst = Outcome::Pass;
+    for ((name, _), entry) in scenarios.iter().zip(&stats) {
+        for (seed, outcome) in &entry.failures {
+            println!("FAILED {name} seed {seed} ({outcome:?}): {}", repro(name, *seed));
+            if outcome.exit_code() > worst.exit_code() {
+                worst = *outcome;
+            }
+        }
+    }
+    Ok(worst.exit_code())
+}
+
+fn check(path: PathBuf) -> anyhow::Result<i32> {
+    let file = std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let history = history::read_jsonl(&mut std::io::BufReader::new(file))?;
+    let checkers: Vec<String> = history
+        .iter()
+        .find_map(|entry| match &entry.kind {
+            history::Kind::Event { event: history::Event::Meta { checkers, .. } } => Some(checkers.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let verdicts = sluice_sim::checkers::run(&history, &checkers);
+    for verdict in &verdicts {
+        let status = if verdict.valid { "ok  " } else { "FAIL" };
+        println!("{status} {:<22} {}", verdict.checker, verdict.summary);
+        for anomaly in &verdict.anomalies {
+            println!("     - {} (entries {:?})", anomaly.description, anomaly.entries);
+        }
+    }
+    let outcome = Outcome::from_verdicts(&verdicts);
+    println!("outcome: {outcome:?}");
+    Ok(outcome.exit_code())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Run { scenario, seed, history, json }) => run_one(&scenario, seed, history, json),
+        Some(Command::Sweep { scenarios, seeds, jobs, shard }) => sweep(scenarios, &seeds, jobs, shard),
+        Some(Command::Check { history }) => check(history),
+        None => sweep(Vec::new(), &format!("0..{DEFAULT_SEEDS}"), 2, None),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
 }

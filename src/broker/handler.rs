@@ -404,6 +404,7 @@ impl Broker {
             }
         }
         self.notify_data_arrived();
+        self.report_high_watermark(partition).await;
         let log_start_offset = partition
             .offsets()
             .await

@@ -146,6 +146,14 @@ impl Broker {
                         io::Error::other(format!("opening {}: {error}", dir.display()))
                     })?;
                 max_producer_id = max_producer_id.max(log.max_producer_id().unwrap_or(-1));
+                tracing::debug!(
+                    target: "sluice::history",
+                    event = "truncate",
+                    node = config.node_id,
+                    topic = %name,
+                    partition = index,
+                    log_end_offset = log.log_end_offset(),
+                );
                 opened.push(Arc::new(Partition::new(name.clone(), index, log)));
             }
             tracing::info!(topic = %name, partitions = count, "loaded topic");
@@ -324,6 +332,21 @@ impl Broker {
         Ok(id)
     }
 
+    /// Reports a partition's high watermark as a `sluice::history` event, the
+    /// broker-side fact the simulation's checkers compare commits against.
+    async fn report_high_watermark(&self, partition: &Partition) {
+        if let Ok(offsets) = partition.offsets().await {
+            tracing::debug!(
+                target: "sluice::history",
+                event = "high_watermark",
+                node = self.config.node_id,
+                topic = %partition.topic,
+                partition = partition.index,
+                high_watermark = offsets.high_watermark,
+            );
+        }
+    }
+
     fn notify_data_arrived(&self) {
         self.data_arrived
             .send_modify(|count| *count = count.wrapping_add(1));
@@ -438,7 +461,10 @@ impl Broker {
                     Ok(false)
                 })
                 .await;
-            moved |= matches!(result, Ok(true));
+            if matches!(result, Ok(true)) {
+                moved = true;
+                self.report_high_watermark(&partition).await;
+            }
         }
         if moved {
             self.notify_data_arrived();

@@ -1,0 +1,151 @@
+//! Runs one seed of one scenario, end to end: resolve knobs, simulate, check,
+//! report. Panics anywhere in the run (including inside spawned tasks, which
+//! tokio would otherwise swallow) make the run a crash.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::checkers::{self, Verdict};
+use crate::history::History;
+use crate::report::{self, Outcome, Report};
+use crate::scenario::{Resolved, Scenario};
+use crate::world;
+
+thread_local! {
+    /// The first panic message seen on this thread during a run.
+    static PANICKED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+static SETUP: Once = Once::new();
+
+/// Installs the process-wide panic hook and the tracing subscriber that feeds
+/// broker-side events into the running history. Idempotent.
+pub fn setup() {
+    SETUP.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(crate::recorder::HistoryLayer);
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info.to_string();
+            let first = PANICKED.with(|p| {
+                let mut slot = p.borrow_mut();
+                let first = slot.is_none();
+                if first {
+                    *slot = Some(message);
+                }
+                first
+            });
+            if first && std::env::var_os("SLUICE_SIM_QUIET_PANICS").is_none() {
+                default_hook(info);
+            }
+        }));
+    });
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedOutcome {
+    pub scenario: String,
+    pub seed: u64,
+    pub outcome: Outcome,
+    pub verdicts: Vec<Verdict>,
+    pub report: Option<Report>,
+    pub trace_hash: String,
+    pub panic: Option<String>,
+    pub stuck: bool,
+    pub steps: u64,
+    pub simulated_ms: u64,
+    pub wall_ms: u64,
+    #[serde(skip)]
+    pub history: History,
+    #[serde(skip)]
+    pub resolved: Option<Resolved>,
+}
+
+/// Finds a scenario by name in `scenarios/` (relative to the working
+/// directory, then to the source tree) or takes it as a path.
+pub fn locate(scenario: &str) -> PathBuf {
+    let as_path = Path::new(scenario);
+    if as_path.extension().is_some() || as_path.components().count() > 1 {
+        return as_path.to_path_buf();
+    }
+    let file = format!("{scenario}.toml");
+    for base in [PathBuf::from("scenarios"), Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")] {
+        let candidate = base.join(&file);
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    PathBuf::from("scenarios").join(file)
+}
+
+/// Every scenario file directly in `scenarios/`, sorted.
+pub fn all_scenarios() -> Vec<PathBuf> {
+    for base in [PathBuf::from("scenarios"), Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")] {
+        if let Ok(entries) = std::fs::read_dir(&base) {
+            let mut paths: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            paths.sort();
+            return paths;
+        }
+    }
+    Vec::new()
+}
+
+pub fn run_seed(scenario: &Scenario, seed: u64) -> SeedOutcome {
+    setup();
+    let started = Instant::now();
+    PANICKED.with(|p| *p.borrow_mut() = None);
+    let resolved = scenario.resolve(seed);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world::run(&resolved)));
+    let panic = PANICKED.with(|p| p.borrow_mut().take());
+    let wall_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(run) => {
+            let verdicts = checkers::run(&run.history, &resolved.checkers);
+            let mut outcome = Outcome::from_verdicts(&verdicts);
+            if run.stuck && outcome == Outcome::Pass {
+                outcome = Outcome::Liveness;
+            }
+            if panic.is_some() {
+                outcome = Outcome::Crash;
+            }
+            SeedOutcome {
+                scenario: scenario.name.clone(),
+                seed,
+                outcome,
+                report: Some(report::build(&run.history)),
+                trace_hash: report::trace_hash(&run.history),
+                verdicts,
+                panic,
+                stuck: run.stuck,
+                steps: run.steps,
+                simulated_ms: run.simulated_ms,
+                wall_ms,
+                history: run.history,
+                resolved: Some(resolved),
+            }
+        }
+        Err(_) => SeedOutcome {
+            scenario: scenario.name.clone(),
+            seed,
+            outcome: Outcome::Crash,
+            verdicts: Vec::new(),
+            report: None,
+            trace_hash: String::new(),
+            panic: Some(panic.unwrap_or_else(|| "panic".to_string())),
+            stuck: false,
+            steps: 0,
+            simulated_ms: 0,
+            wall_ms,
+            history: Vec::new(),
+            resolved: Some(resolved),
+        },
+    }
+}

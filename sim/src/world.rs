@@ -1,0 +1,618 @@
+//! One seeded run: builds the turmoil world from a resolved scenario, runs
+//! the workload under the nemesis, heals, reads every partition back, and
+//! returns the recorded history.
+//!
+//! Hosts: `broker-N` (the sluice broker on turmoil's filesystem),
+//! `producer-N` and `consumer-N` (the sluice clients), and the client
+//! `controller`, which waits out the fault and heal phases and then runs the
+//! final reads. The nemesis acts between simulation steps, from the seed or a
+//! scripted schedule.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use sluice::client::{
+    Acks, Admin, AutoOffsetReset, ConnectionConfig, Consumer, ConsumerConfig, GroupEvent, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition,
+};
+use sluice::config::BrokerConfig;
+
+use crate::history::{Event, History, Op, PartitionOffset, Record, TopicPartition as HistoryTp};
+use crate::recorder::{self, Recorder};
+use crate::scenario::{child_seed, CommitMode, Draw, FaultKind, Resolved, ResolvedGroup, ResolvedProducer, ScheduledFault};
+use crate::seams::{SimClock, SimConnector, SimListener, SimStorage};
+
+/// The fixed calendar epoch of every run: 2024-01-01T00:00:00Z.
+const EPOCH_SECS: u64 = 1_704_067_200;
+const BROKER_PORT: u16 = 9092;
+/// The final reads get this long after the heal phase before the run is
+/// declared stuck (a liveness failure of the reader itself).
+const FINAL_READ_BUDGET_MS: u64 = 60_000;
+/// Hard cap on simulated time beyond the phases, so a wedged run ends.
+const SIMULATION_SLACK_MS: u64 = 120_000;
+/// Client request timeouts inside the simulation: short, so partitions are
+/// noticed within a fault phase.
+const CLIENT_REQUEST_TIMEOUT_MS: u64 = 3_000;
+
+fn broker_name(index: u32) -> String {
+    format!("broker-{index}")
+}
+
+fn bootstrap(resolved: &Resolved) -> String {
+    (0..resolved.brokers).map(|i| format!("{}:{BROKER_PORT}", broker_name(i))).collect::<Vec<_>>().join(",")
+}
+
+/// State shared between the nemesis (outside the hosts) and the workloads.
+#[derive(Default)]
+pub struct Shared {
+    /// Consumers that must stop the world until this simulated ms.
+    paused_until_ms: Mutex<BTreeMap<String, u64>>,
+    /// Set once the final reads are done: consumers leave and stop.
+    stop: AtomicBool,
+    /// Per producer: how many sends it has invoked, across restarts, so
+    /// values stay unique.
+    producer_progress: Mutex<BTreeMap<String, u32>>,
+    /// Incarnations per host, for per-incarnation seeds.
+    incarnations: Mutex<BTreeMap<String, u32>>,
+    /// Set when the final reads completed.
+    finished: AtomicBool,
+    final_reads_failed: AtomicU32,
+}
+
+impl Shared {
+    fn next_incarnation(&self, host: &str) -> u32 {
+        let mut incarnations = self.incarnations.lock().expect("incarnations lock");
+        let next = incarnations.entry(host.to_string()).or_insert(0);
+        *next += 1;
+        *next
+    }
+}
+
+pub struct RunResult {
+    pub history: History,
+    pub steps: u64,
+    pub simulated_ms: u64,
+    /// The run ended because simulated time ran out before the final reads.
+    pub stuck: bool,
+    pub faults: u32,
+}
+
+fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
+    let mut config = BrokerConfig {
+        node_id: index as i32,
+        listener: format!("0.0.0.0:{BROKER_PORT}"),
+        advertised_listener: Some(format!("{}:{BROKER_PORT}", broker_name(index))),
+        log_dirs: "/data".into(),
+        num_partitions: resolved.partitions,
+        group_initial_rebalance_delay_ms: 0,
+        group_min_session_timeout_ms: 1_000,
+        log_retention_check_interval_ms: 5_000,
+        log_flush_scheduler_interval_ms: 200,
+        ..BrokerConfig::default()
+    };
+    config.log.segment_bytes = resolved.segment_bytes;
+    config.log.index_interval_bytes = resolved.index_interval_bytes;
+    config.log.flush_on_ack = resolved.flush_on_ack;
+    config.log.flush_messages = if resolved.flush_on_ack { u64::MAX } else { resolved.flush_messages };
+    config.log.flush_ms = 1_000;
+    config
+}
+
+async fn run_broker(config: BrokerConfig, name: String) -> turmoil::Result {
+    let listener = SimListener::bind(&name, BROKER_PORT).await?;
+    let broker = sluice::broker::Broker::open(config, Arc::new(SimStorage), Arc::new(SimClock)).await?;
+    let _background = broker.spawn_background();
+    sluice::server::serve(broker, Box::new(listener)).await?;
+    Ok(())
+}
+
+async fn ensure_topic(resolved: &Resolved) {
+    let admin = Admin::new(
+        &bootstrap(resolved),
+        Arc::new(SimConnector),
+        ConnectionConfig { request_timeout_ms: CLIENT_REQUEST_TIMEOUT_MS, ..ConnectionConfig::default() },
+    );
+    loop {
+        match admin.create_topic(&resolved.topic, resolved.partitions, 1, &[]).await {
+            Ok(()) => return,
+            Err(error) if error.to_string().contains("exists") || error.to_string().contains("TopicAlreadyExists") => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn send_op(topic: &str, key: Option<String>, value: String, partition: Option<i32>, offset: Option<i64>) -> Op {
+    Op::Send { topic: topic.to_string(), key, value, partition, offset }
+}
+
+async fn run_producer(resolved: Arc<Resolved>, spec: ResolvedProducer, recorder: Recorder, shared: Arc<Shared>) -> turmoil::Result {
+    let incarnation = shared.next_incarnation(&spec.name);
+    let seed = child_seed(resolved.seed, &format!("{}/{incarnation}", spec.name));
+    ensure_topic(&resolved).await;
+    let producer = Producer::new(
+        ProducerConfig {
+            bootstrap_servers: bootstrap(&resolved),
+            client_id: spec.name.clone(),
+            acks: Acks::parse(&spec.acks).unwrap_or(Acks::All),
+            linger_ms: spec.linger_ms,
+            enable_idempotence: spec.idempotence,
+            request_timeout_ms: CLIENT_REQUEST_TIMEOUT_MS,
+            delivery_timeout_ms: 30_000,
+            seed,
+            ..ProducerConfig::default()
+        },
+        Arc::new(SimConnector),
+        Arc::new(SimClock),
+    )?;
+    let mut draw = Draw::new(seed);
+    let gap = Duration::from_micros(1_000_000 / u64::from(spec.rate_per_sec.max(1)));
+    loop {
+        let sequence = {
+            let mut progress = shared.producer_progress.lock().expect("progress lock");
+            let next = progress.entry(spec.name.clone()).or_insert(0);
+            if *next >= spec.messages {
+                break;
+            }
+            *next += 1;
+            *next - 1
+        };
+        let key = (spec.keys > 0).then(|| format!("k{}", draw.range(0, u64::from(spec.keys) - 1)));
+        let value = format!("{}-{sequence}", spec.name);
+        let op = send_op(&resolved.topic, key.clone(), value.clone(), None, None);
+        let id = recorder.invoke(&spec.name, op.clone());
+        let record = ProducerRecord::new(
+            resolved.topic.clone(),
+            key.clone().map(Bytes::from),
+            Some(Bytes::from(value.clone())),
+        );
+        match producer.enqueue(record).await {
+            Ok(delivery) => {
+                let recorder = recorder.clone();
+                let process = spec.name.clone();
+                let topic = resolved.topic.clone();
+                tokio::spawn(async move {
+                    match delivery.await {
+                        Ok(metadata) => recorder.ok(
+                            &process,
+                            id,
+                            send_op(&topic, key, value, Some(metadata.partition), Some(metadata.offset)),
+                        ),
+                        Err(error) if error.outcome_unknown() => recorder.info(&process, id, op, error.to_string()),
+                        Err(error) => recorder.fail(&process, id, op, error.to_string()),
+                    }
+                });
+            }
+            Err(error) if error.outcome_unknown() => recorder.info(&spec.name, id, op, error.to_string()),
+            Err(error) => recorder.fail(&spec.name, id, op, error.to_string()),
+        }
+        tokio::time::sleep(gap).await;
+    }
+    producer.flush().await;
+    // Stay up so in-flight deliveries finish and the host is crashable.
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+fn to_history_tp(tp: &TopicPartition) -> HistoryTp {
+    HistoryTp { topic: tp.topic.clone(), partition: tp.partition }
+}
+
+fn record_group_events(consumer: &mut Consumer, recorder: &Recorder, process: &str) {
+    for event in consumer.drain_group_events() {
+        match event {
+            GroupEvent::Assigned { group_id, generation_id, member_id, partitions } => recorder.complete(
+                process,
+                Op::Assign {
+                    group: group_id,
+                    generation: generation_id,
+                    member: member_id,
+                    partitions: partitions.iter().map(to_history_tp).collect(),
+                },
+            ),
+            GroupEvent::Revoked { group_id, generation_id, member_id, partitions } => recorder.complete(
+                process,
+                Op::Revoke {
+                    group: group_id,
+                    generation: generation_id,
+                    member: member_id,
+                    partitions: partitions.iter().map(to_history_tp).collect(),
+                },
+            ),
+            GroupEvent::Committed { group_id, generation_id, member_id, offsets } => recorder.complete(
+                process,
+                Op::Commit {
+                    group: group_id,
+                    generation: generation_id,
+                    member: member_id,
+                    offsets: offsets
+                        .iter()
+                        .map(|(tp, offset)| PartitionOffset { topic: tp.topic.clone(), partition: tp.partition, offset: *offset })
+                        .collect(),
+                },
+            ),
+        }
+    }
+}
+
+fn to_record(record: &sluice::client::ConsumerRecord) -> Record {
+    Record {
+        topic: record.topic.clone(),
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+        value: record.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+    }
+}
+
+async fn run_consumer(
+    resolved: Arc<Resolved>,
+    group: ResolvedGroup,
+    name: String,
+    recorder: Recorder,
+    shared: Arc<Shared>,
+) -> turmoil::Result {
+    let incarnation = shared.next_incarnation(&name);
+    let mut draw = Draw::new(child_seed(resolved.seed, &format!("{name}/{incarnation}")));
+    ensure_topic(&resolved).await;
+    let mut consumer = Consumer::new(
+        ConsumerConfig {
+            bootstrap_servers: bootstrap(&resolved),
+            client_id: name.clone(),
+            group_id: Some(group.group.clone()),
+            auto_offset_reset: AutoOffsetReset::Earliest,
+            enable_auto_commit: group.commit == CommitMode::Auto,
+            auto_commit_interval_ms: 1_000,
+            session_timeout_ms: group.session_timeout_ms,
+            heartbeat_interval_ms: group.heartbeat_interval_ms,
+            max_poll_interval_ms: group.max_poll_interval_ms,
+            max_poll_records: group.max_poll_records,
+            request_timeout_ms: CLIENT_REQUEST_TIMEOUT_MS,
+            default_api_timeout_ms: 10_000,
+            ..ConsumerConfig::default()
+        },
+        Arc::new(SimConnector),
+        Arc::new(SimClock),
+    )?;
+    consumer.subscribe(vec![resolved.topic.clone()], None)?;
+    let group_name = Some(group.group.clone());
+    while !shared.stop.load(Ordering::Acquire) {
+        let pause_until = shared.paused_until_ms.lock().expect("pause lock").get(&name).copied();
+        if let Some(until) = pause_until {
+            let now = recorder::now_ms();
+            if until > now {
+                tokio::time::sleep(Duration::from_millis(until - now)).await;
+            }
+        }
+        let id = recorder.invoke(&name, Op::Poll { group: group_name.clone(), records: Vec::new() });
+        let polled = consumer.poll(Duration::from_millis(500)).await;
+        record_group_events(&mut consumer, &recorder, &name);
+        let records = match polled {
+            Ok(records) => records,
+            Err(error) => {
+                recorder.fail(&name, id, Op::Poll { group: group_name.clone(), records: Vec::new() }, error.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let seen: Vec<Record> = records.iter().map(to_record).collect();
+        recorder.ok(&name, id, Op::Poll { group: group_name.clone(), records: seen.clone() });
+        let mut next_offsets: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        for record in seen {
+            let work_ms = draw.range(group.processing_ms[0], group.processing_ms[1]);
+            if work_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(work_ms)).await;
+            }
+            next_offsets.insert(TopicPartition::new(record.topic.clone(), record.partition), record.offset + 1);
+            recorder.complete(&name, Op::Process { group: group_name.clone(), record });
+        }
+        if group.commit == CommitMode::Manual && !next_offsets.is_empty() {
+            let (member, generation) = consumer.group_generation().map_or((String::new(), -1), |(m, g)| (m, g));
+            let offsets: Vec<PartitionOffset> = next_offsets
+                .iter()
+                .map(|(tp, offset)| PartitionOffset { topic: tp.topic.clone(), partition: tp.partition, offset: *offset })
+                .collect();
+            let op = Op::Commit { group: group.group.clone(), generation, member, offsets };
+            let id = recorder.invoke(&name, op.clone());
+            match consumer.commit_sync(Some(next_offsets)).await {
+                Ok(()) => recorder.ok(&name, id, op),
+                Err(error) => recorder.fail(&name, id, op, error.to_string()),
+            }
+            // The commit also shows up as a group event; the explicit
+            // invoke/ok pair above is the one the checkers use.
+            let _ = consumer.drain_group_events().into_iter().filter(|e| !matches!(e, GroupEvent::Committed { .. })).count();
+        }
+    }
+    let _ = consumer.close().await;
+    record_group_events(&mut consumer, &recorder, &name);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Reads every partition from its log start to its end with a fresh consumer.
+async fn final_reads(resolved: &Resolved, recorder: &Recorder) -> bool {
+    let process = "final-reader";
+    let mut consumer = match Consumer::new(
+        ConsumerConfig {
+            bootstrap_servers: bootstrap(resolved),
+            client_id: process.to_string(),
+            request_timeout_ms: CLIENT_REQUEST_TIMEOUT_MS,
+            max_poll_records: 10_000,
+            ..ConsumerConfig::default()
+        },
+        Arc::new(SimConnector),
+        Arc::new(SimClock),
+    ) {
+        Ok(consumer) => consumer,
+        Err(_) => return false,
+    };
+    let mut all_read = true;
+    for partition in 0..resolved.partitions {
+        let tp = TopicPartition::new(resolved.topic.clone(), partition);
+        let target = HistoryTp { topic: resolved.topic.clone(), partition };
+        let op = Op::FinalRead { target: target.clone(), log_start_offset: -1, records: Vec::new() };
+        let id = recorder.invoke(process, op.clone());
+        let outcome: Result<(i64, Vec<Record>), String> = async {
+            let tps = vec![tp.clone()];
+            consumer.assign(tps.clone()).map_err(|e| e.to_string())?;
+            let start = *consumer.beginning_offsets(&tps).await.map_err(|e| e.to_string())?.get(&tp).unwrap_or(&0);
+            let end = *consumer.end_offsets(&tps).await.map_err(|e| e.to_string())?.get(&tp).unwrap_or(&0);
+            consumer.seek(&tp, start).map_err(|e| e.to_string())?;
+            let mut records = Vec::new();
+            let mut position = start;
+            while position < end {
+                let polled = consumer.poll(Duration::from_millis(500)).await.map_err(|e| e.to_string())?;
+                for record in &polled {
+                    position = position.max(record.offset + 1);
+                    records.push(to_record(record));
+                }
+            }
+            Ok((start, records))
+        }
+        .await;
+        match outcome {
+            Ok((log_start_offset, records)) => {
+                recorder.ok(process, id, Op::FinalRead { target, log_start_offset, records });
+            }
+            Err(error) => {
+                all_read = false;
+                recorder.fail(process, id, op, error);
+            }
+        }
+    }
+    all_read
+}
+
+/// A fault in progress and how to undo it.
+struct ActiveFault {
+    heal_at_ms: u64,
+    kind: FaultKind,
+    target: String,
+    peer: Option<String>,
+}
+
+fn client_hosts(resolved: &Resolved) -> Vec<String> {
+    let mut hosts: Vec<String> = resolved.producers.iter().map(|p| p.name.clone()).collect();
+    hosts.extend(resolved.groups.iter().flat_map(|g| g.members.iter().cloned()));
+    hosts
+}
+
+fn consumer_hosts(resolved: &Resolved) -> Vec<String> {
+    resolved.groups.iter().flat_map(|g| g.members.iter().cloned()).collect()
+}
+
+struct Nemesis {
+    draw: Draw,
+    next_fault_ms: u64,
+    schedule: Vec<ScheduledFault>,
+    active: Vec<ActiveFault>,
+    healed: bool,
+    faults: u32,
+}
+
+impl Nemesis {
+    fn new(resolved: &Resolved) -> Self {
+        let mut draw = Draw::new(child_seed(resolved.seed, "nemesis"));
+        let first = draw.range(resolved.fault_interval_ms[0], resolved.fault_interval_ms[1]);
+        let mut schedule = resolved.schedule.clone();
+        schedule.sort_by_key(|fault| std::cmp::Reverse(fault.at_ms));
+        Self { draw, next_fault_ms: first, schedule, active: Vec::new(), healed: false, faults: 0 }
+    }
+
+    fn start(&mut self, sim: &mut turmoil::Sim<'_>, resolved: &Resolved, shared: &Shared, recorder: &Recorder, now_ms: u64, kind: FaultKind, target: Option<String>, duration_ms: u64) {
+        let brokers: Vec<String> = (0..resolved.brokers).map(broker_name).collect();
+        let clients = client_hosts(resolved);
+        let consumers = consumer_hosts(resolved);
+        let pick = |draw: &mut Draw, from: &[String]| -> Option<String> { (!from.is_empty()).then(|| draw.pick(from).clone()) };
+        let target = match (&target, kind) {
+            (Some(target), _) => Some(target.clone()),
+            (None, FaultKind::CrashBroker | FaultKind::RestartBroker) => pick(&mut self.draw, &brokers),
+            (None, FaultKind::PauseConsumer) => pick(&mut self.draw, &consumers),
+            (None, FaultKind::Isolate) => {
+                let mut everyone = brokers.clone();
+                everyone.extend(clients.iter().cloned());
+                pick(&mut self.draw, &everyone)
+            }
+            (None, _) => pick(&mut self.draw, &clients),
+        };
+        let Some(target) = target else { return };
+        // Never stack two faults on one host: undoing them would interleave.
+        if self.active.iter().any(|fault| fault.target == target) {
+            return;
+        }
+        let peer = brokers.first().cloned();
+        let mut power_loss = false;
+        match kind {
+            FaultKind::Partition => sim.partition(target.as_str(), peer.as_deref().unwrap_or("broker-0")),
+            FaultKind::PartitionOneway => sim.partition_oneway(target.as_str(), peer.as_deref().unwrap_or("broker-0")),
+            FaultKind::Isolate => {
+                for other in brokers.iter().chain(clients.iter()).filter(|h| **h != target) {
+                    sim.partition(target.as_str(), other.as_str());
+                }
+            }
+            FaultKind::Delay => sim.hold(target.as_str(), peer.as_deref().unwrap_or("broker-0")),
+            FaultKind::CrashBroker | FaultKind::CrashClient => {
+                power_loss = kind == FaultKind::CrashBroker;
+                sim.crash(target.as_str());
+            }
+            FaultKind::RestartBroker => sim.bounce(target.as_str()),
+            FaultKind::PauseConsumer => {
+                shared.paused_until_ms.lock().expect("pause lock").insert(target.clone(), now_ms + duration_ms);
+            }
+        }
+        self.faults += 1;
+        recorder.event_at(now_ms, "nemesis", Event::Fault { kind: fault_name(kind).to_string(), target: target.clone(), power_loss, healed: false });
+        self.active.push(ActiveFault { heal_at_ms: now_ms + duration_ms, kind, target, peer });
+    }
+
+    fn undo(sim: &mut turmoil::Sim<'_>, resolved: &Resolved, shared: &Shared, recorder: &Recorder, now_ms: u64, fault: ActiveFault) {
+        let peer = fault.peer.as_deref().unwrap_or("broker-0");
+        match fault.kind {
+            FaultKind::Partition => sim.repair(fault.target.as_str(), peer),
+            FaultKind::PartitionOneway => sim.repair_oneway(fault.target.as_str(), peer),
+            FaultKind::Isolate => {
+                let mut everyone: Vec<String> = (0..resolved.brokers).map(broker_name).collect();
+                everyone.extend(client_hosts(resolved));
+                for other in everyone.iter().filter(|h| **h != fault.target) {
+                    sim.repair(fault.target.as_str(), other.as_str());
+                }
+            }
+            FaultKind::Delay => sim.release(fault.target.as_str(), peer),
+            FaultKind::CrashBroker | FaultKind::CrashClient => sim.bounce(fault.target.as_str()),
+            FaultKind::RestartBroker => {}
+            FaultKind::PauseConsumer => {
+                shared.paused_until_ms.lock().expect("pause lock").remove(&fault.target);
+            }
+        }
+        recorder.event_at(now_ms, "nemesis", Event::Fault { kind: fault_name(fault.kind).to_string(), target: fault.target, power_loss: false, healed: true });
+    }
+
+    fn step(&mut self, sim: &mut turmoil::Sim<'_>, resolved: &Resolved, shared: &Shared, recorder: &Recorder, now_ms: u64) {
+        let (due, remaining): (Vec<ActiveFault>, Vec<ActiveFault>) =
+            std::mem::take(&mut self.active).into_iter().partition(|f| f.heal_at_ms <= now_ms || now_ms >= resolved.fault_ms);
+        self.active = remaining;
+        for fault in due {
+            Self::undo(sim, resolved, shared, recorder, now_ms, fault);
+        }
+        if now_ms >= resolved.fault_ms {
+            if !self.healed {
+                self.healed = true;
+                recorder.event_at(now_ms, "nemesis", Event::Heal);
+            }
+            return;
+        }
+        while self.schedule.last().is_some_and(|f| f.at_ms <= now_ms) {
+            let fault = self.schedule.pop().expect("checked");
+            self.start(sim, resolved, shared, recorder, now_ms, fault.kind, fault.target, fault.duration_ms);
+        }
+        if resolved.schedule.is_empty() && !resolved.fault_kinds.is_empty() && now_ms >= self.next_fault_ms {
+            let kind = *self.draw.pick(&resolved.fault_kinds);
+            let duration = self.draw.range(resolved.fault_duration_ms[0], resolved.fault_duration_ms[1]);
+            self.start(sim, resolved, shared, recorder, now_ms, kind, None, duration);
+            self.next_fault_ms = now_ms + self.draw.range(resolved.fault_interval_ms[0], resolved.fault_interval_ms[1]);
+        }
+    }
+}
+
+pub fn fault_name(kind: FaultKind) -> &'static str {
+    match kind {
+        FaultKind::Partition => "partition",
+        FaultKind::PartitionOneway => "partition-oneway",
+        FaultKind::Isolate => "isolate",
+        FaultKind::Delay => "delay",
+        FaultKind::CrashBroker => "crash",
+        FaultKind::RestartBroker => "restart",
+        FaultKind::CrashClient => "crash",
+        FaultKind::PauseConsumer => "pause-consumer",
+    }
+}
+
+/// Runs one seed of a resolved scenario to completion.
+pub fn run(resolved: &Resolved) -> RunResult {
+    let recorder = Recorder::default();
+    let _installed = recorder::install(&recorder);
+    let shared = Arc::new(Shared::default());
+    let resolved = Arc::new(resolved.clone());
+    recorder.event_at(
+        0,
+        "nemesis",
+        Event::Meta {
+            scenario: resolved.name.clone(),
+            seed: resolved.seed,
+            flush_on_ack: resolved.flush_on_ack,
+            idempotence: resolved.producers.iter().all(|p| p.idempotence),
+            checkers: resolved.checkers.clone(),
+        },
+    );
+    let duration_ms = resolved.fault_ms + resolved.heal_ms + FINAL_READ_BUDGET_MS + SIMULATION_SLACK_MS;
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(child_seed(resolved.seed, "turmoil"))
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .simulation_duration(Duration::from_millis(duration_ms))
+        .tcp_capacity(4096);
+    if resolved.block_size > 0 {
+        builder.fs().block_size(resolved.block_size);
+    }
+    let mut sim = builder.build();
+    for index in 0..resolved.brokers {
+        let config = broker_config(&resolved, index);
+        let name = broker_name(index);
+        let host = name.clone();
+        sim.host(host.as_str(), move || run_broker(config.clone(), name.clone()));
+    }
+    for spec in resolved.producers.clone() {
+        let (resolved, recorder, shared) = (resolved.clone(), recorder.clone(), shared.clone());
+        sim.host(spec.name.clone().as_str(), move || run_producer(resolved.clone(), spec.clone(), recorder.clone(), shared.clone()));
+    }
+    for group in resolved.groups.clone() {
+        for member in group.members.clone() {
+            let (resolved, recorder, shared, group) = (resolved.clone(), recorder.clone(), shared.clone(), group.clone());
+            sim.host(member.clone().as_str(), move || {
+                run_consumer(resolved.clone(), group.clone(), member.clone(), recorder.clone(), shared.clone())
+            });
+        }
+    }
+    {
+        let (resolved, recorder, shared) = (resolved.clone(), recorder.clone(), shared.clone());
+        sim.client("controller", async move {
+            let wait = resolved.fault_ms + resolved.heal_ms;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let complete = final_reads(&resolved, &recorder).await;
+            if !complete {
+                shared.final_reads_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            shared.stop.store(true, Ordering::Release);
+            // Let consumers leave their groups before the world stops.
+            tokio::time::sleep(Duration::from_millis(2_000)).await;
+            shared.finished.store(true, Ordering::Release);
+            Ok(())
+        });
+    }
+    let mut nemesis = Nemesis::new(&resolved);
+    let mut steps = 0u64;
+    let mut stuck = false;
+    loop {
+        let now_ms = sim.elapsed().as_millis() as u64;
+        nemesis.step(&mut sim, &resolved, &shared, &recorder, now_ms);
+        steps += 1;
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(error) => {
+                stuck = !shared.finished.load(Ordering::Acquire);
+                tracing::debug!(%error, "simulation ended");
+                break;
+            }
+        }
+    }
+    RunResult {
+        history: recorder.entries(),
+        steps,
+        simulated_ms: sim.elapsed().as_millis() as u64,
+        stuck: stuck || shared.final_reads_failed.load(Ordering::Relaxed) > 0,
+        faults: nemesis.faults,
+    }
+}
