@@ -8,6 +8,23 @@ use serde::Serialize;
 
 use crate::history::Entry;
 
+mod at_least_once;
+mod duplicate;
+mod facts;
+mod inconsistent_offsets;
+mod lost_write;
+mod offset_commits;
+mod ordering;
+mod unseen;
+
+pub use at_least_once::AtLeastOnce;
+pub use duplicate::Duplicate;
+pub use inconsistent_offsets::InconsistentOffsets;
+pub use lost_write::LostWrite;
+pub use offset_commits::OffsetCommits;
+pub use ordering::Ordering;
+pub use unseen::Unseen;
+
 /// Whether a violation breaks safety (something bad happened) or liveness
 /// (something good never happened). The CLI exits differently for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,7 +66,15 @@ pub const MAX_ANOMALIES: usize = 20;
 
 /// Every checker, in report order.
 pub fn all() -> Vec<Box<dyn Checker>> {
-    Vec::new()
+    vec![
+        Box::new(LostWrite),
+        Box::new(Unseen),
+        Box::new(Duplicate),
+        Box::new(InconsistentOffsets),
+        Box::new(Ordering),
+        Box::new(OffsetCommits),
+        Box::new(AtLeastOnce),
+    ]
 }
 
 /// Runs the named checkers (all when `names` is empty).
