@@ -145,6 +145,18 @@ mod tests {
     }
 
     #[test]
+    fn a_power_loss_before_the_send_excuses_nothing() {
+        let mut h = H::new(false, true);
+        h.fault("crash", "broker-0", true);
+        let lost = h.send("producer-0", None, "producer-0-1", 0, 0);
+        h.send("producer-0", None, "producer-0-2", 0, 1);
+        let read = h.final_read(0, 0, vec![record(0, 1, None, "producer-0-2")]);
+        let verdict = LostWrite.check(&h.build());
+        assert!(!verdict.valid);
+        assert_eq!(verdict.anomalies[0].entries, vec![lost.0, lost.1, read]);
+    }
+
+    #[test]
     fn a_clean_history_passes() {
         let mut h = H::new(true, true);
         // Offset 0 fell to retention; offset 2 is beyond the final read's end.
