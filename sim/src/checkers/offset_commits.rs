@@ -76,8 +76,10 @@ struct PartitionState {
     /// The offset it started reading from: the Seek's target, or the first
     /// offset polled. `None` until known.
     start: Option<i64>,
-    /// Offsets polled since the reset, to the index of the latest poll.
-    polled: BTreeMap<i64, u64>,
+    /// Offsets polled since the reset and not yet processed, to the index of
+    /// the latest poll. Processed offsets leave at once, so a commit's check
+    /// costs a range lookup, not a scan of everything the consumer read.
+    unprocessed: BTreeMap<i64, u64>,
 }
 
 #[derive(Default)]
@@ -218,17 +220,19 @@ impl<'f, 'a> State<'f, 'a> {
                     tp,
                     PartitionState {
                         start: Some(target.offset),
-                        polled: BTreeMap::new(),
+                        unprocessed: BTreeMap::new(),
                     },
                 );
                 self.new_owners.remove(&(process, tp));
             }
             Op::Poll { records, .. } => self.poll(entry, records),
             Op::Process { record, .. } => {
+                let tp = record_tp(record);
                 let consumer = self.consumers.entry(process).or_default();
-                consumer
-                    .processed
-                    .insert((record_tp(record), record.offset));
+                consumer.processed.insert((tp, record.offset));
+                if let Some(partition) = consumer.partitions.get_mut(&tp) {
+                    partition.unprocessed.remove(&record.offset);
+                }
             }
             _ => {}
         }
@@ -330,10 +334,7 @@ impl<'f, 'a> State<'f, 'a> {
                 }
             }
             if let Some(partition) = partition {
-                let mut unprocessed = partition
-                    .polled
-                    .range(..offset)
-                    .filter(|(polled, _)| !consumer.processed.contains(&(tp, **polled)));
+                let mut unprocessed = partition.unprocessed.range(..offset);
                 if let Some((&first, &poll)) = unprocessed.next() {
                     findings.push(Anomaly {
                         description: format!(
@@ -491,7 +492,11 @@ impl<'f, 'a> State<'f, 'a> {
             firsts.entry(tp).or_insert(record.offset);
             let partition = consumer.partitions.entry(tp).or_default();
             partition.start.get_or_insert(record.offset);
-            partition.polled.insert(record.offset, entry.index);
+            // A record processed before (a replay after a Seek or a
+            // rebalance) counts as handled.
+            if !consumer.processed.contains(&(tp, record.offset)) {
+                partition.unprocessed.insert(record.offset, entry.index);
+            }
         }
         for (tp, first) in firsts {
             let Some(owner) = self.new_owners.remove(&(process, tp)) else {
