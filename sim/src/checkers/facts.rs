@@ -6,7 +6,7 @@
 //! checker reads the schema the same way (for instance, which crash counts as
 //! a power loss), so two checkers can never disagree about what happened.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Anomaly, Checker, Verdict, MAX_ANOMALIES};
 use crate::history::{Entry, Event, Kind, Op, Record};
@@ -89,7 +89,7 @@ impl<'a> Facts<'a> {
         let mut invokes = BTreeMap::new();
         let mut send_invokes = BTreeMap::new();
         let mut final_reads = BTreeMap::new();
-        let mut client_processes = std::collections::BTreeSet::new();
+        let mut client_processes = BTreeSet::new();
         let mut crashes = Vec::new();
         let mut acked = Vec::new();
         let mut acked_sends_without_offset = 0;

@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::facts::{record_tp, show, verdict, Facts, Tp};
 use super::{Anomaly, Checker, Property, Verdict};
-use crate::history::{Entry, Event, Kind, Op, PartitionOffset, TopicPartition};
+use crate::history::{Entry, Event, Kind, Op, PartitionOffset, Record, TopicPartition};
 
 pub struct OffsetCommits;
 
@@ -483,7 +483,7 @@ impl<'f, 'a> State<'f, 'a> {
         }
     }
 
-    fn poll(&mut self, entry: &'a Entry, records: &'a [crate::history::Record]) {
+    fn poll(&mut self, entry: &'a Entry, records: &'a [Record]) {
         let process = entry.process.as_str();
         let consumer = self.consumers.entry(process).or_default();
         let mut firsts: BTreeMap<Tp<'a>, i64> = BTreeMap::new();
