@@ -1,0 +1,175 @@
+//! `at-least-once` (safety): a consumer group's committed offset claims that
+//! every record before it was delivered to the group. So for each group and
+//! partition, every offset from the log start up to the group's final ok
+//! commit must appear in some poll by a member of that group.
+//!
+//! This is the end-to-end form of the `offset-commits` sub-checks: whatever
+//! went wrong (a commit running ahead, a new owner skipping forward, a reset to
+//! the log end), a record the group skipped shows up here as an offset no
+//! member ever polled. Offsets below the final `log_start_offset` are exempt:
+//! retention may remove them before anyone reads them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::facts::{record_tp, show, verdict, Facts, Tp};
+use super::{Anomaly, Checker, Property, Verdict};
+use crate::history::{Entry, Kind, Op};
+
+/// At most this many missing ranges are spelled out per anomaly; the rest
+/// are only counted, so one badly broken partition does not flood the report.
+const MISSING_RANGES_SHOWN_MAX: usize = 5;
+
+pub struct AtLeastOnce;
+
+impl Checker for AtLeastOnce {
+    fn name(&self) -> &'static str {
+        "at-least-once"
+    }
+
+    fn property(&self) -> Property {
+        Property::Safety
+    }
+
+    fn check(&self, history: &[Entry]) -> Verdict {
+        let facts = Facts::new(history);
+        let mut delivered: BTreeMap<(&str, Tp<'_>), BTreeSet<i64>> = BTreeMap::new();
+        let mut final_commits: BTreeMap<(&str, Tp<'_>), (i64, u64)> = BTreeMap::new();
+        // Each process's group, from its latest Assign, for polls that do not
+        // name their group.
+        let mut group_of: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut polls_without_group = 0usize;
+
+        for entry in history {
+            let Kind::Ok { op } = &entry.kind else {
+                continue;
+            };
+            let process = entry.process.as_str();
+            match op {
+                Op::Assign { group, .. } => {
+                    group_of.insert(process, group.as_str());
+                }
+                Op::Poll { group, records } => {
+                    let Some(group) = group.as_deref().or(group_of.get(process).copied()) else {
+                        polls_without_group += 1;
+                        continue;
+                    };
+                    for record in records {
+                        delivered
+                            .entry((group, record_tp(record)))
+                            .or_default()
+                            .insert(record.offset);
+                    }
+                }
+                Op::Commit { group, offsets, .. } => {
+                    for commit in offsets.iter().filter(|commit| commit.offset >= 0) {
+                        final_commits.insert(
+                            (group.as_str(), (commit.topic.as_str(), commit.partition)),
+                            (commit.offset, entry.index),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        let mut anomalies = Vec::new();
+        let mut offsets_checked = 0i64;
+        let empty = BTreeSet::new();
+        for (&(group, tp), &(committed, commit_index)) in &final_commits {
+            let log_start_offset = facts.log_start_offset(tp);
+            offsets_checked += (committed - log_start_offset).max(0);
+            let seen = delivered.get(&(group, tp)).unwrap_or(&empty);
+            let missing = gaps(seen, log_start_offset, committed);
+            if missing.is_empty() {
+                continue;
+            }
+            let count: i64 = missing.iter().map(|(from, to)| to - from).sum();
+            let mut shown: Vec<String> = missing
+                .iter()
+                .take(MISSING_RANGES_SHOWN_MAX)
+                .map(|&(from, to)| {
+                    if to - from == 1 {
+                        format!("@{from}")
+                    } else {
+                        format!("@{from}..@{}", to - 1)
+                    }
+                })
+                .collect();
+            if missing.len() > MISSING_RANGES_SHOWN_MAX {
+                shown.push("...".to_string());
+            }
+            anomalies.push(Anomaly {
+                description: format!(
+                    "{group} committed {}@{committed} but {count} offsets below it were never \
+                     polled by the group: {}",
+                    show(tp),
+                    shown.join(", ")
+                ),
+                entries: vec![commit_index],
+            });
+        }
+
+        let summary = format!(
+            "{} group-partitions with commits, {offsets_checked} offsets between log start and \
+             final commit; {polls_without_group} polls without a known group",
+            final_commits.len()
+        );
+        verdict(self, anomalies, summary)
+    }
+}
+
+/// The half-open ranges of `[from, to)` missing from `seen`.
+fn gaps(seen: &BTreeSet<i64>, from: i64, to: i64) -> Vec<(i64, i64)> {
+    let mut gaps = Vec::new();
+    let mut next = from;
+    for &offset in seen.range(from..to) {
+        if offset > next {
+            gaps.push((next, offset));
+        }
+        next = offset + 1;
+    }
+    if next < to {
+        gaps.push((next, to));
+    }
+    gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::facts::build::{record, H};
+
+    #[test]
+    fn a_committed_offset_the_group_never_polled_is_reported() {
+        let mut h = H::new(true, true);
+        h.assign("consumer-0", "g", 1, &[0]);
+        h.poll("consumer-0", "g", vec![record(0, 0, None, "a")]);
+        // Polled by another group: does not count for g.
+        h.poll("consumer-9", "other", vec![record(0, 1, None, "b")]);
+        h.poll("consumer-0", "g", vec![record(0, 2, None, "c")]);
+        let (_, commit) = h.commit("consumer-0", "g", 1, &[(0, 3)]);
+        let verdict = AtLeastOnce.check(&h.build());
+        assert!(!verdict.valid);
+        assert_eq!(verdict.anomalies.len(), 1);
+        assert_eq!(verdict.anomalies[0].entries, vec![commit]);
+        assert!(verdict.anomalies[0]
+            .description
+            .ends_with("polled by the group: @1"));
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let mut h = H::new(true, true);
+        h.assign("consumer-0", "g", 1, &[0]);
+        // Offset 0 fell to retention; 1 and 2 were polled by two members.
+        h.poll("consumer-0", "g", vec![record(0, 1, None, "b")]);
+        h.commit("consumer-0", "g", 1, &[(0, 2)]);
+        h.assign("consumer-1", "g", 2, &[0]);
+        h.poll("consumer-1", "g", vec![record(0, 2, None, "c")]);
+        h.commit("consumer-1", "g", 2, &[(0, 3)]);
+        h.final_read(0, 1, vec![record(0, 1, None, "b"), record(0, 2, None, "c")]);
+        let verdict = AtLeastOnce.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(verdict.summary.contains("2 offsets"), "{}", verdict.summary);
+    }
+}

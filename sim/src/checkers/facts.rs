@@ -1,0 +1,530 @@
+//! Facts about a history that several checkers need, computed once per check:
+//! the run's settings from `Meta`, the pairing of invokes with completions,
+//! the acknowledged sends, the final reads and the power losses.
+//!
+//! Not a checker itself. Keeping these derivations in one place means every
+//! checker reads the schema the same way (for instance, which crash counts as
+//! a power loss), so two checkers can never disagree about what happened.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Anomaly, Checker, Verdict, MAX_ANOMALIES};
+use crate::history::{Entry, Event, Kind, Op, Record};
+
+/// A partition, borrowed from the history: `(topic, partition)`.
+pub(crate) type Tp<'a> = (&'a str, i32);
+
+/// How anomalies and summaries print a partition: Kafka's `topic-partition`.
+pub(crate) fn show(tp: Tp<'_>) -> String {
+    format!("{}-{}", tp.0, tp.1)
+}
+
+pub(crate) fn record_tp(record: &Record) -> Tp<'_> {
+    (record.topic.as_str(), record.partition)
+}
+
+/// The settings that change what the checkers may expect.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub flush_on_ack: bool,
+    pub idempotence: bool,
+    /// False when the history has no `Meta` event. The checkers then assume the
+    /// strict settings (every ack durable, idempotent producers): a missing
+    /// Meta is a recorder bug, and a false alarm is easier to notice than a
+    /// silently weakened check.
+    pub from_meta: bool,
+}
+
+/// A send the broker acknowledged with a partition and an offset.
+#[derive(Debug, Clone)]
+pub(crate) struct AckedSend<'a> {
+    pub process: &'a str,
+    /// The invoke's index, or the ok's when the invoke is missing.
+    pub invoke_index: u64,
+    pub ok_index: u64,
+    pub tp: Tp<'a>,
+    pub offset: i64,
+    pub value: &'a str,
+}
+
+/// The latest `FinalRead` ok of one partition.
+#[derive(Debug, Clone)]
+pub(crate) struct FinalRead<'a> {
+    pub index: u64,
+    pub log_start_offset: i64,
+    pub records: &'a [Record],
+    /// Offset to value, for lookups.
+    pub values: BTreeMap<i64, &'a str>,
+}
+
+impl FinalRead<'_> {
+    /// The highest offset the final read holds.
+    pub fn last_offset(&self) -> Option<i64> {
+        self.values.keys().next_back().copied()
+    }
+}
+
+pub(crate) struct Facts<'a> {
+    pub settings: Settings,
+    /// `(process, id)` of every invoke, to its index.
+    pub invokes: BTreeMap<(&'a str, u64), u64>,
+    /// Ok sends that carry a partition and an offset, in ok order.
+    pub acked_sends: Vec<AckedSend<'a>>,
+    /// Ok sends without a partition or offset (a recorder bug, or acks=0).
+    pub acked_sends_without_offset: usize,
+    /// Every send's value to the index of its first invoke and its process.
+    pub send_invokes: BTreeMap<&'a str, (u64, &'a str)>,
+    pub final_reads: BTreeMap<Tp<'a>, FinalRead<'a>>,
+    /// Indices of power-loss crashes of brokers, ascending.
+    pub power_losses: Vec<u64>,
+}
+
+impl<'a> Facts<'a> {
+    pub fn new(history: &'a [Entry]) -> Self {
+        let mut settings = Settings {
+            flush_on_ack: true,
+            idempotence: true,
+            from_meta: false,
+        };
+        let mut invokes = BTreeMap::new();
+        let mut send_invokes = BTreeMap::new();
+        let mut final_reads = BTreeMap::new();
+        let mut client_processes = BTreeSet::new();
+        let mut crashes = Vec::new();
+        let mut acked = Vec::new();
+        let mut acked_sends_without_offset = 0;
+
+        for entry in history {
+            match &entry.kind {
+                Kind::Event { event } => match event {
+                    Event::Meta {
+                        flush_on_ack,
+                        idempotence,
+                        ..
+                    } if !settings.from_meta => {
+                        settings = Settings {
+                            flush_on_ack: *flush_on_ack,
+                            idempotence: *idempotence,
+                            from_meta: true,
+                        };
+                    }
+                    // The data is lost when the machine goes down, so only the
+                    // beginning of the fault counts, not its repair.
+                    Event::Fault {
+                        kind,
+                        target,
+                        power_loss: true,
+                        healed: false,
+                    } if kind == "crash" => crashes.push((entry.index, target.as_str())),
+                    _ => {}
+                },
+                Kind::Invoke { op } => {
+                    client_processes.insert(entry.process.as_str());
+                    invokes.insert((entry.process.as_str(), entry.id), entry.index);
+                    if let Op::Send { value, .. } = op {
+                        send_invokes
+                            .entry(value.as_str())
+                            .or_insert((entry.index, entry.process.as_str()));
+                    }
+                }
+                Kind::Ok { op } => {
+                    client_processes.insert(entry.process.as_str());
+                    match op {
+                        Op::Send {
+                            topic,
+                            value,
+                            partition,
+                            offset,
+                            ..
+                        } => match (partition, offset) {
+                            (Some(partition), Some(offset)) if *offset >= 0 => {
+                                acked.push((entry, topic.as_str(), *partition, *offset, value))
+                            }
+                            _ => acked_sends_without_offset += 1,
+                        },
+                        Op::FinalRead {
+                            target,
+                            log_start_offset,
+                            records,
+                        } => {
+                            let values = records
+                                .iter()
+                                .map(|record| (record.offset, record.value.as_str()))
+                                .collect();
+                            // A retried final read supersedes the earlier one.
+                            final_reads.insert(
+                                (target.topic.as_str(), target.partition),
+                                FinalRead {
+                                    index: entry.index,
+                                    log_start_offset: *log_start_offset,
+                                    records,
+                                    values,
+                                },
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                Kind::Fail { .. } | Kind::Info { .. } => {
+                    client_processes.insert(entry.process.as_str());
+                }
+            }
+        }
+
+        let acked_sends = acked
+            .into_iter()
+            .map(|(entry, topic, partition, offset, value)| AckedSend {
+                process: entry.process.as_str(),
+                invoke_index: invokes
+                    .get(&(entry.process.as_str(), entry.id))
+                    .copied()
+                    .unwrap_or(entry.index),
+                ok_index: entry.index,
+                tp: (topic, partition),
+                offset,
+                value: value.as_str(),
+            })
+            .collect();
+
+        // A power loss only loses log data on a broker. Clients have no disk,
+        // so a crash of a process that logged operations is not one, whatever
+        // its flag says.
+        let power_losses = crashes
+            .into_iter()
+            .filter(|(_, target)| !client_processes.contains(target))
+            .map(|(index, _)| index)
+            .collect();
+
+        Self {
+            settings,
+            invokes,
+            acked_sends,
+            acked_sends_without_offset,
+            send_invokes,
+            final_reads,
+            power_losses,
+        }
+    }
+
+    /// The invoke paired with a completion, or the completion itself when the
+    /// invoke is missing (Assign and Revoke may be logged without one).
+    pub fn invoke_of(&self, entry: &Entry) -> u64 {
+        self.invokes
+            .get(&(entry.process.as_str(), entry.id))
+            .copied()
+            .unwrap_or(entry.index)
+    }
+
+    /// Whether unsynced data may legitimately have been lost by a power loss
+    /// strictly between two entries. Never under `flush_on_ack`: then an ack
+    /// promises the data is on disk.
+    pub fn loss_permitted_between(&self, after: u64, before: u64) -> bool {
+        !self.settings.flush_on_ack
+            && self
+                .power_losses
+                .iter()
+                .any(|&index| after < index && index < before)
+    }
+
+    /// Whether the entry at `index` is a power loss that may legitimately lose
+    /// acknowledged data.
+    pub fn is_permitted_power_loss(&self, index: u64) -> bool {
+        !self.settings.flush_on_ack && self.power_losses.binary_search(&index).is_ok()
+    }
+
+    /// Whether data written after `after` may legitimately have been lost.
+    pub fn loss_permitted_after(&self, after: u64) -> bool {
+        self.loss_permitted_between(after, u64::MAX)
+    }
+
+    /// The final `log_start_offset` of a partition; 0 without a final read.
+    pub fn log_start_offset(&self, tp: Tp<'_>) -> i64 {
+        self.final_reads
+            .get(&tp)
+            .map_or(0, |read| read.log_start_offset)
+    }
+
+    /// A note for summaries when the settings were assumed.
+    pub fn settings_note(&self) -> &'static str {
+        if self.settings.from_meta {
+            ""
+        } else {
+            " (no meta event: assumed flush_on_ack and idempotence)"
+        }
+    }
+}
+
+/// Builds a verdict: anomalies in history order (by their entries), at most
+/// `MAX_ANOMALIES` of them, and the total count in the summary.
+pub(crate) fn verdict(
+    checker: &dyn Checker,
+    mut anomalies: Vec<Anomaly>,
+    summary: String,
+) -> Verdict {
+    for anomaly in &mut anomalies {
+        anomaly.entries.sort_unstable();
+        anomaly.entries.dedup();
+    }
+    anomalies.sort_by(|a, b| a.entries.cmp(&b.entries));
+    let total = anomalies.len();
+    anomalies.truncate(MAX_ANOMALIES);
+    let shown = if total > MAX_ANOMALIES {
+        format!("; {total} anomalies, first {MAX_ANOMALIES} shown")
+    } else {
+        format!("; {total} anomalies")
+    };
+    Verdict {
+        checker: checker.name(),
+        property: checker.property(),
+        valid: total == 0,
+        anomalies,
+        summary: format!("{summary}{shown}"),
+    }
+}
+
+/// A hand-built history for tests: the history `Builder` plus the index of
+/// each logged entry, so each test reads as the scenario it describes and can
+/// name the entries it expects in anomalies.
+#[cfg(test)]
+pub(crate) mod build {
+    use crate::history::{Builder, Event, History, Op, PartitionOffset, Record, TopicPartition};
+
+    pub const TOPIC: &str = "t";
+
+    pub fn record(partition: i32, offset: i64, key: Option<&str>, value: &str) -> Record {
+        Record {
+            topic: TOPIC.into(),
+            partition,
+            offset,
+            key: key.map(str::to_string),
+            value: value.into(),
+        }
+    }
+
+    pub fn tp(partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: TOPIC.into(),
+            partition,
+        }
+    }
+
+    /// Tests name a consumer's member id after its process.
+    pub fn member_of(process: &str) -> String {
+        format!("{process}-member")
+    }
+
+    pub fn commit_op(process: &str, group: &str, generation: i32, offsets: &[(i32, i64)]) -> Op {
+        Op::Commit {
+            group: group.into(),
+            generation,
+            member: member_of(process),
+            offsets: offsets
+                .iter()
+                .map(|&(partition, offset)| PartitionOffset {
+                    topic: TOPIC.into(),
+                    partition,
+                    offset,
+                })
+                .collect(),
+        }
+    }
+
+    #[derive(Default)]
+    pub struct H {
+        builder: Builder,
+        /// Entries logged so far: the builder numbers them densely from 0.
+        len: u64,
+    }
+
+    impl H {
+        /// A history opening with a Meta event.
+        pub fn new(flush_on_ack: bool, idempotence: bool) -> Self {
+            let mut h = Self::default();
+            h.event(Event::Meta {
+                scenario: "test".into(),
+                seed: 1,
+                flush_on_ack,
+                idempotence,
+                checkers: Vec::new(),
+            });
+            h
+        }
+
+        pub fn build(self) -> History {
+            self.builder.build()
+        }
+
+        /// Logs an invoke; returns `(index, id)`.
+        pub fn invoke(&mut self, process: &str, op: Op) -> (u64, u64) {
+            let id = self.builder.invoke(0, process, op);
+            (self.bump(), id)
+        }
+
+        pub fn ok(&mut self, process: &str, id: u64, op: Op) -> u64 {
+            self.builder.ok(0, process, id, op);
+            self.bump()
+        }
+
+        pub fn fail(&mut self, process: &str, id: u64, op: Op) -> u64 {
+            self.builder.fail(0, process, id, op, "error");
+            self.bump()
+        }
+
+        pub fn event(&mut self, event: Event) -> u64 {
+            self.builder.event(0, "broker-0", event);
+            self.bump()
+        }
+
+        fn bump(&mut self) -> u64 {
+            self.len += 1;
+            self.len - 1
+        }
+
+        /// Logs a send's invoke and ok; returns their indices.
+        pub fn send(
+            &mut self,
+            process: &str,
+            key: Option<&str>,
+            value: &str,
+            partition: i32,
+            offset: i64,
+        ) -> (u64, u64) {
+            let op = |partition, offset| Op::Send {
+                topic: TOPIC.into(),
+                key: key.map(str::to_string),
+                value: value.into(),
+                partition,
+                offset,
+            };
+            let (invoke, id) = self.invoke(process, op(None, None));
+            let ok = self.ok(process, id, op(Some(partition), Some(offset)));
+            (invoke, ok)
+        }
+
+        /// Logs a poll's invoke and ok; returns the ok's index.
+        pub fn poll(&mut self, process: &str, group: &str, records: Vec<Record>) -> u64 {
+            let group = Some(group.to_string());
+            let (_, id) = self.invoke(
+                process,
+                Op::Poll {
+                    group: group.clone(),
+                    records: Vec::new(),
+                },
+            );
+            self.ok(process, id, Op::Poll { group, records })
+        }
+
+        /// Logs the processing of a record; returns the ok's index.
+        pub fn process(&mut self, process: &str, group: &str, record: Record) -> u64 {
+            let op = Op::Process {
+                group: Some(group.to_string()),
+                record,
+            };
+            let (_, id) = self.invoke(process, op.clone());
+            self.ok(process, id, op)
+        }
+
+        /// Logs an offset commit's invoke and ok; returns their indices.
+        pub fn commit(
+            &mut self,
+            process: &str,
+            group: &str,
+            generation: i32,
+            offsets: &[(i32, i64)],
+        ) -> (u64, u64) {
+            let op = commit_op(process, group, generation, offsets);
+            let (invoke, id) = self.invoke(process, op.clone());
+            (invoke, self.ok(process, id, op))
+        }
+
+        /// Logs an Assign ok without an invoke; returns its index.
+        pub fn assign(
+            &mut self,
+            process: &str,
+            group: &str,
+            generation: i32,
+            partitions: &[i32],
+        ) -> u64 {
+            let op = Op::Assign {
+                group: group.into(),
+                generation,
+                member: member_of(process),
+                partitions: partitions.iter().map(|&p| tp(p)).collect(),
+            };
+            self.ok(process, 0, op)
+        }
+
+        /// Logs a Revoke ok without an invoke; returns its index.
+        pub fn revoke(
+            &mut self,
+            process: &str,
+            group: &str,
+            generation: i32,
+            partitions: &[i32],
+        ) -> u64 {
+            let op = Op::Revoke {
+                group: group.into(),
+                generation,
+                member: member_of(process),
+                partitions: partitions.iter().map(|&p| tp(p)).collect(),
+            };
+            self.ok(process, 0, op)
+        }
+
+        /// Logs a Seek ok; returns its index.
+        pub fn seek(&mut self, process: &str, group: &str, partition: i32, offset: i64) -> u64 {
+            let op = Op::Seek {
+                group: Some(group.into()),
+                target: PartitionOffset {
+                    topic: TOPIC.into(),
+                    partition,
+                    offset,
+                },
+            };
+            self.ok(process, 0, op)
+        }
+
+        /// Logs the heal phase's final read of a partition; returns the ok's index.
+        pub fn final_read(
+            &mut self,
+            partition: i32,
+            log_start_offset: i64,
+            records: Vec<Record>,
+        ) -> u64 {
+            let op = |records| Op::FinalRead {
+                target: tp(partition),
+                log_start_offset,
+                records,
+            };
+            let (_, id) = self.invoke("final-reader", op(Vec::new()));
+            self.ok("final-reader", id, op(records))
+        }
+
+        /// Logs a fault's beginning; returns its index.
+        pub fn fault(&mut self, kind: &str, target: &str, power_loss: bool) -> u64 {
+            self.event(Event::Fault {
+                kind: kind.into(),
+                target: target.into(),
+                power_loss,
+                healed: false,
+            })
+        }
+
+        pub fn high_watermark(&mut self, partition: i32, high_watermark: i64) -> u64 {
+            self.event(Event::HighWatermark {
+                broker: "broker-0".into(),
+                topic: TOPIC.into(),
+                partition,
+                high_watermark,
+            })
+        }
+
+        pub fn generation(&mut self, group: &str, generation: i32) -> u64 {
+            self.event(Event::Generation {
+                broker: "broker-0".into(),
+                group: group.into(),
+                generation,
+            })
+        }
+    }
+}

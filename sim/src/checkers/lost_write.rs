@@ -1,0 +1,175 @@
+//! `lost-write` (safety): an acknowledged send must survive in the final read
+//! of its partition.
+//!
+//! An ack is the broker's promise that the record is in the log. The heal
+//! phase's final read holds the whole partition, so an acked offset that the
+//! final read skips over (it holds a higher offset) or fills with another
+//! value is a write the broker lost. An acked offset beyond the final read's
+//! last offset is not reported here: a short final read does not prove a loss,
+//! and `unseen` reports an ack that nobody ever read.
+//!
+//! Exceptions: with `flush_on_ack` false an ack only means "in the page
+//! cache", so a broker power loss after the send's invoke may legitimately
+//! lose it (counted as a permitted loss); and offsets below the final
+//! `log_start_offset` were removed by retention.
+
+use super::facts::{show, verdict, Facts};
+use super::{Anomaly, Checker, Property, Verdict};
+use crate::history::Entry;
+
+pub struct LostWrite;
+
+impl Checker for LostWrite {
+    fn name(&self) -> &'static str {
+        "lost-write"
+    }
+
+    fn property(&self) -> Property {
+        Property::Safety
+    }
+
+    fn check(&self, history: &[Entry]) -> Verdict {
+        let facts = Facts::new(history);
+        let mut anomalies = Vec::new();
+        let mut checked = 0usize;
+        let mut permitted = 0usize;
+        let mut retained = 0usize;
+        let mut beyond_end = 0usize;
+        let mut without_final_read = 0usize;
+
+        for send in &facts.acked_sends {
+            let Some(read) = facts.final_reads.get(&send.tp) else {
+                without_final_read += 1;
+                continue;
+            };
+            if send.offset < read.log_start_offset {
+                retained += 1;
+                continue;
+            }
+            let loss = match read.values.get(&send.offset) {
+                Some(&value) if value == send.value => None,
+                Some(&value) => Some(format!("the final read holds {value} there")),
+                None => match read.last_offset() {
+                    Some(last) if last > send.offset => {
+                        Some(format!("the final read skips it but reaches offset {last}"))
+                    }
+                    _ => {
+                        beyond_end += 1;
+                        continue;
+                    }
+                },
+            };
+            checked += 1;
+            let Some(loss) = loss else { continue };
+            if facts.loss_permitted_after(send.invoke_index) {
+                permitted += 1;
+                continue;
+            }
+            anomalies.push(Anomaly {
+                description: format!(
+                    "{} acked at {}@{} was lost: {loss}",
+                    send.value,
+                    show(send.tp),
+                    send.offset
+                ),
+                entries: vec![send.invoke_index, send.ok_index, read.index],
+            });
+        }
+
+        let summary = format!(
+            "checked {checked} acked sends against {} final reads{}; {permitted} permitted losses \
+             (power loss, flush_on_ack={}); {retained} below log start; {beyond_end} beyond the \
+             final read's end; {without_final_read} without a final read; {} acks without offset",
+            facts.final_reads.len(),
+            facts.settings_note(),
+            facts.settings.flush_on_ack,
+            facts.acked_sends_without_offset,
+        );
+        verdict(self, anomalies, summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::facts::build::{record, H};
+
+    #[test]
+    fn a_skipped_acked_offset_is_lost() {
+        let mut h = H::new(true, true);
+        h.send("producer-0", None, "producer-0-1", 0, 0);
+        let lost = h.send("producer-0", None, "producer-0-2", 0, 1);
+        h.send("producer-0", None, "producer-0-3", 0, 2);
+        let read = h.final_read(
+            0,
+            0,
+            vec![
+                record(0, 0, None, "producer-0-1"),
+                record(0, 2, None, "producer-0-3"),
+            ],
+        );
+        let verdict = LostWrite.check(&h.build());
+        assert!(!verdict.valid, "{verdict:?}");
+        assert_eq!(verdict.anomalies.len(), 1);
+        assert_eq!(verdict.anomalies[0].entries, vec![lost.0, lost.1, read]);
+    }
+
+    #[test]
+    fn an_acked_offset_holding_another_value_is_lost() {
+        let mut h = H::new(true, true);
+        let lost = h.send("producer-0", None, "producer-0-1", 0, 0);
+        let read = h.final_read(0, 0, vec![record(0, 0, None, "producer-1-1")]);
+        let verdict = LostWrite.check(&h.build());
+        assert!(!verdict.valid);
+        assert_eq!(verdict.anomalies[0].entries, vec![lost.0, lost.1, read]);
+    }
+
+    #[test]
+    fn a_power_loss_permits_losing_unflushed_acks_only() {
+        for flush_on_ack in [false, true] {
+            let mut h = H::new(flush_on_ack, true);
+            h.send("producer-0", None, "producer-0-1", 0, 0);
+            h.fault("crash", "broker-0", true);
+            h.send("producer-0", None, "producer-0-2", 0, 0);
+            h.final_read(0, 0, vec![record(0, 0, None, "producer-0-2")]);
+            let verdict = LostWrite.check(&h.build());
+            assert_eq!(verdict.valid, !flush_on_ack, "{verdict:?}");
+            if !flush_on_ack {
+                assert!(
+                    verdict.summary.contains("1 permitted losses"),
+                    "{}",
+                    verdict.summary
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_power_loss_before_the_send_excuses_nothing() {
+        let mut h = H::new(false, true);
+        h.fault("crash", "broker-0", true);
+        let lost = h.send("producer-0", None, "producer-0-1", 0, 0);
+        h.send("producer-0", None, "producer-0-2", 0, 1);
+        let read = h.final_read(0, 0, vec![record(0, 1, None, "producer-0-2")]);
+        let verdict = LostWrite.check(&h.build());
+        assert!(!verdict.valid);
+        assert_eq!(verdict.anomalies[0].entries, vec![lost.0, lost.1, read]);
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let mut h = H::new(true, true);
+        // Offset 0 fell to retention; offset 2 is beyond the final read's end.
+        h.send("producer-0", None, "producer-0-1", 0, 0);
+        h.send("producer-0", None, "producer-0-2", 0, 1);
+        h.send("producer-0", None, "producer-0-3", 0, 2);
+        h.final_read(0, 1, vec![record(0, 1, None, "producer-0-2")]);
+        let verdict = LostWrite.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(
+            verdict.summary.starts_with("checked 1 acked sends"),
+            "{}",
+            verdict.summary
+        );
+    }
+}

@@ -1,0 +1,710 @@
+//! `offset-commits` (safety): consumer-group offset commits mean what they
+//! say. A committed offset is the promise "every record before this one has
+//! been handled"; the next owner of the partition resumes from it, so a wrong
+//! commit silently loses or repeats records. Sub-checks, named by the
+//! description's prefix:
+//!
+//! - `commit-not-next`: a member commits offset o > 0 only after its process
+//!   handled o - 1 (a `Process` ok before the commit's invoke), or when o is
+//!   where it started reading after its last Assign or Seek (it re-commits its
+//!   position without having handled anything yet).
+//! - `commit-above-high-watermark`: nobody can have read past the high
+//!   watermark, so a commit above the latest `HighWatermark` event at its
+//!   completion is invented. Skipped for partitions without such events.
+//! - `commit-unprocessed`: commit-before-process: the commit covers an offset
+//!   the member polled since its last Assign or Seek but had not processed
+//!   when it invoked the commit.
+//! - `commit-went-back`: a group's successive ok commits for a partition, in
+//!   completion order, never decrease unless the group sought that partition
+//!   in between (after the earlier commit's invoke).
+//! - `stale-commit-accepted`: the coordinator must fence zombies: a commit
+//!   from a generation older than the group's latest `Generation` event before
+//!   the commit's invoke must fail. Commits with generation -1 (no group
+//!   management) are not checked.
+//! - `new-owner-start`: a member newly given a partition must resume at the
+//!   group's last ok commit for it before the Assign, unless it sought first,
+//!   there was no commit, or retention removed that offset.
+//! - `double-ownership`: one generation of a group assigns each partition to
+//!   at most one member.
+//!
+//! With `flush_on_ack` false a broker power loss may lose unsynced commits and
+//! records, so a commit going back, a high watermark going down and a new owner
+//! resuming elsewhere are excused (and counted) across one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::facts::{record_tp, show, verdict, Facts, Tp};
+use super::{Anomaly, Checker, Property, Verdict};
+use crate::history::{Entry, Event, Kind, Op, PartitionOffset, Record, TopicPartition};
+
+pub struct OffsetCommits;
+
+impl Checker for OffsetCommits {
+    fn name(&self) -> &'static str {
+        "offset-commits"
+    }
+
+    fn property(&self) -> Property {
+        Property::Safety
+    }
+
+    fn check(&self, history: &[Entry]) -> Verdict {
+        let facts = Facts::new(history);
+        let mut state = State::new(&facts);
+        for entry in history {
+            state.step(entry);
+        }
+        let summary = format!(
+            "{} ok commits of {} partition offsets, {} assigns ({} new owners' first polls \
+             checked){}; {} excused by a power loss (flush_on_ack={})",
+            state.counts.commits,
+            state.counts.commit_offsets,
+            state.counts.assigns,
+            state.counts.new_owner_polls,
+            facts.settings_note(),
+            state.counts.excused,
+            facts.settings.flush_on_ack,
+        );
+        verdict(self, state.anomalies, summary)
+    }
+}
+
+/// A consumer's view of one partition since its last reset (process start,
+/// Assign, Seek): where it started and what it polled.
+#[derive(Default)]
+struct PartitionState {
+    /// The offset it started reading from: the Seek's target, or the first
+    /// offset polled. `None` until known.
+    start: Option<i64>,
+    /// Offsets polled since the reset and not yet processed, to the index of
+    /// the latest poll. Processed offsets leave at once, so a commit's check
+    /// costs a range lookup, not a scan of everything the consumer read.
+    unprocessed: BTreeMap<i64, u64>,
+}
+
+#[derive(Default)]
+struct Consumer<'a> {
+    /// Partitions held: assigned and not revoked since the process started.
+    owned: BTreeSet<Tp<'a>>,
+    partitions: BTreeMap<Tp<'a>, PartitionState>,
+    /// Every record the process ever processed. Kept across restarts: the
+    /// handling happened, whatever became of the process.
+    processed: BTreeSet<(Tp<'a>, i64)>,
+    /// The group of its latest Assign, for Seeks that do not name one.
+    group: Option<&'a str>,
+}
+
+#[derive(Clone, Copy)]
+struct Committed {
+    offset: i64,
+    invoke: u64,
+    ok: u64,
+}
+
+/// A member newly given a partition, waiting for its first poll of it.
+struct NewOwner {
+    assign: u64,
+    generation: i32,
+    committed: Committed,
+}
+
+struct HighWatermark {
+    latest: i64,
+    latest_index: u64,
+    max: i64,
+    max_index: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    commits: usize,
+    commit_offsets: usize,
+    assigns: usize,
+    new_owner_polls: usize,
+    excused: usize,
+}
+
+struct State<'f, 'a> {
+    facts: &'f Facts<'a>,
+    consumers: BTreeMap<&'a str, Consumer<'a>>,
+    /// Each group's latest ok commit per partition, by completion order.
+    committed: BTreeMap<(&'a str, Tp<'a>), Committed>,
+    high_watermarks: BTreeMap<Tp<'a>, HighWatermark>,
+    /// Each group's latest `Generation` event: generation and index.
+    generations: BTreeMap<&'a str, (i32, u64)>,
+    last_seek: BTreeMap<(&'a str, Tp<'a>), u64>,
+    /// Findings made at a commit's invoke, reported if it completes ok.
+    pending: BTreeMap<(&'a str, u64), Vec<Anomaly>>,
+    new_owners: BTreeMap<(&'a str, Tp<'a>), NewOwner>,
+    /// Each (group, generation, partition)'s first assignee and its Assign.
+    owners: BTreeMap<(&'a str, i32, Tp<'a>), (&'a str, u64)>,
+    anomalies: Vec<Anomaly>,
+    counts: Counts,
+}
+
+fn tp_of(target: &TopicPartition) -> Tp<'_> {
+    (target.topic.as_str(), target.partition)
+}
+
+fn offset_tp(offset: &PartitionOffset) -> Tp<'_> {
+    (offset.topic.as_str(), offset.partition)
+}
+
+impl<'f, 'a> State<'f, 'a> {
+    fn new(facts: &'f Facts<'a>) -> Self {
+        Self {
+            facts,
+            consumers: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            high_watermarks: BTreeMap::new(),
+            generations: BTreeMap::new(),
+            last_seek: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            new_owners: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            anomalies: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    fn step(&mut self, entry: &'a Entry) {
+        let process = entry.process.as_str();
+        match &entry.kind {
+            Kind::Invoke {
+                op: op @ Op::Commit { .. },
+            } => {
+                let findings = self.check_at_invoke(process, op, entry.index);
+                self.pending.insert((process, entry.id), findings);
+            }
+            Kind::Fail {
+                op: Op::Commit { .. },
+                ..
+            }
+            | Kind::Info {
+                op: Op::Commit { .. },
+                ..
+            } => {
+                self.pending.remove(&(process, entry.id));
+            }
+            Kind::Ok { op } => self.ok(entry, op),
+            Kind::Event { event } => self.event(entry, event),
+            _ => {}
+        }
+    }
+
+    fn ok(&mut self, entry: &'a Entry, op: &'a Op) {
+        let process = entry.process.as_str();
+        match op {
+            Op::Commit { .. } => self.commit_ok(entry, op),
+            Op::Assign {
+                group,
+                generation,
+                member,
+                partitions,
+            } => self.assign(entry, group, *generation, member, partitions),
+            Op::Revoke { partitions, .. } => {
+                let consumer = self.consumers.entry(process).or_default();
+                for tp in partitions.iter().map(tp_of) {
+                    consumer.owned.remove(&tp);
+                    consumer.partitions.remove(&tp);
+                    self.new_owners.remove(&(process, tp));
+                }
+            }
+            Op::Seek { group, target } => {
+                let tp = offset_tp(target);
+                let consumer = self.consumers.entry(process).or_default();
+                if let Some(group) = group.as_deref().or(consumer.group) {
+                    self.last_seek.insert((group, tp), entry.index);
+                }
+                consumer.partitions.insert(
+                    tp,
+                    PartitionState {
+                        start: Some(target.offset),
+                        unprocessed: BTreeMap::new(),
+                    },
+                );
+                self.new_owners.remove(&(process, tp));
+            }
+            Op::Poll { records, .. } => self.poll(entry, records),
+            Op::Process { record, .. } => {
+                let tp = record_tp(record);
+                let consumer = self.consumers.entry(process).or_default();
+                consumer.processed.insert((tp, record.offset));
+                if let Some(partition) = consumer.partitions.get_mut(&tp) {
+                    partition.unprocessed.remove(&record.offset);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn event(&mut self, entry: &'a Entry, event: &'a Event) {
+        match event {
+            Event::Generation {
+                group, generation, ..
+            } => {
+                self.generations.insert(group, (*generation, entry.index));
+            }
+            Event::HighWatermark {
+                topic,
+                partition,
+                high_watermark,
+                ..
+            } => {
+                let hw = self
+                    .high_watermarks
+                    .entry((topic.as_str(), *partition))
+                    .or_insert(HighWatermark {
+                        latest: *high_watermark,
+                        latest_index: entry.index,
+                        max: *high_watermark,
+                        max_index: entry.index,
+                    });
+                hw.latest = *high_watermark;
+                hw.latest_index = entry.index;
+                if *high_watermark > hw.max {
+                    hw.max = *high_watermark;
+                    hw.max_index = entry.index;
+                }
+            }
+            // A restarted consumer process starts from nothing: it holds no
+            // partitions and has polled nothing.
+            Event::Fault { kind, target, .. } if kind == "crash" || kind == "restart" => {
+                if let Some(consumer) = self.consumers.get_mut(target.as_str()) {
+                    consumer.owned.clear();
+                    consumer.partitions.clear();
+                }
+                self.new_owners.retain(|key, _| key.0 != target.as_str());
+            }
+            _ => {}
+        }
+    }
+
+    /// Sub-checks about what the member knew when it sent the commit:
+    /// commit-not-next, commit-unprocessed, stale-commit-accepted.
+    fn check_at_invoke(&mut self, process: &'a str, op: &'a Op, invoke: u64) -> Vec<Anomaly> {
+        let Op::Commit {
+            group,
+            generation,
+            member,
+            offsets,
+        } = op
+        else {
+            unreachable!("only commits are checked at invoke");
+        };
+        let mut findings = Vec::new();
+        if let Some(&(latest, event)) = self.generations.get(group.as_str()) {
+            if *generation >= 0 && *generation < latest {
+                findings.push(Anomaly {
+                    description: format!(
+                        "stale-commit-accepted: {member} committed to {group} with generation \
+                         {generation} after the group moved to generation {latest}"
+                    ),
+                    entries: vec![event, invoke],
+                });
+            }
+        }
+        let consumer = self.consumers.entry(process).or_default();
+        for commit in offsets.iter().filter(|commit| commit.offset >= 0) {
+            let tp = offset_tp(commit);
+            let offset = commit.offset;
+            let partition = consumer.partitions.get(&tp);
+            let start = partition.and_then(|partition| partition.start);
+            if offset > 0 && !consumer.processed.contains(&(tp, offset - 1)) {
+                // Without a poll or Seek since the reset, the member's
+                // position is the group's committed offset, if any.
+                let at_start = match start {
+                    Some(start) => start == offset,
+                    None => self
+                        .committed
+                        .get(&(group.as_str(), tp))
+                        .is_none_or(|committed| committed.offset == offset),
+                };
+                if !at_start {
+                    findings.push(Anomaly {
+                        description: format!(
+                            "commit-not-next: {member} committed {}@{offset} but {process} had \
+                             not processed @{} (it started from {})",
+                            show(tp),
+                            offset - 1,
+                            start.map_or("an unknown offset".to_string(), |s| format!("@{s}"))
+                        ),
+                        entries: vec![invoke],
+                    });
+                }
+            }
+            if let Some(partition) = partition {
+                let mut unprocessed = partition.unprocessed.range(..offset);
+                if let Some((&first, &poll)) = unprocessed.next() {
+                    findings.push(Anomaly {
+                        description: format!(
+                            "commit-unprocessed: {member} committed {}@{offset} while {} polled \
+                             offsets from @{first} on were not processed",
+                            show(tp),
+                            1 + unprocessed.count()
+                        ),
+                        entries: vec![poll, invoke],
+                    });
+                }
+            }
+        }
+        findings
+    }
+
+    fn commit_ok(&mut self, entry: &'a Entry, op: &'a Op) {
+        let Op::Commit {
+            group,
+            member,
+            offsets,
+            ..
+        } = op
+        else {
+            unreachable!("commit_ok is called for commits");
+        };
+        let process = entry.process.as_str();
+        let invoke = self.facts.invoke_of(entry);
+        let findings = match self.pending.remove(&(process, entry.id)) {
+            Some(findings) => findings,
+            // Logged without an invoke: judge it as of its completion.
+            None => self.check_at_invoke(process, op, entry.index),
+        };
+        for mut finding in findings {
+            finding.entries.push(entry.index);
+            self.anomalies.push(finding);
+        }
+        self.counts.commits += 1;
+
+        for commit in offsets.iter().filter(|commit| commit.offset >= 0) {
+            self.counts.commit_offsets += 1;
+            let tp = offset_tp(commit);
+            let offset = commit.offset;
+            if let Some(hw) = self.high_watermarks.get(&tp) {
+                if offset > hw.latest {
+                    if offset <= hw.max
+                        && self.facts.loss_permitted_between(hw.max_index, entry.index)
+                    {
+                        self.counts.excused += 1;
+                    } else {
+                        self.anomalies.push(Anomaly {
+                            description: format!(
+                                "commit-above-high-watermark: {member} committed {}@{offset} \
+                                 above the high watermark {}",
+                                show(tp),
+                                hw.latest
+                            ),
+                            entries: vec![hw.latest_index, entry.index],
+                        });
+                    }
+                }
+            }
+
+            let key = (group.as_str(), tp);
+            if let Some(&previous) = self.committed.get(&key) {
+                let sought = self
+                    .last_seek
+                    .get(&key)
+                    .is_some_and(|&seek| seek > previous.invoke);
+                if offset < previous.offset && !sought {
+                    if self.facts.loss_permitted_between(previous.ok, entry.index) {
+                        self.counts.excused += 1;
+                    } else {
+                        self.anomalies.push(Anomaly {
+                            description: format!(
+                                "commit-went-back: {group}'s committed offset for {} went from \
+                                 {} to {offset} ({member}) without a seek",
+                                show(tp),
+                                previous.offset
+                            ),
+                            entries: vec![previous.ok, entry.index],
+                        });
+                    }
+                }
+            }
+            self.committed.insert(
+                key,
+                Committed {
+                    offset,
+                    invoke,
+                    ok: entry.index,
+                },
+            );
+        }
+    }
+
+    fn assign(
+        &mut self,
+        entry: &'a Entry,
+        group: &'a str,
+        generation: i32,
+        member: &'a str,
+        partitions: &'a [TopicPartition],
+    ) {
+        let process = entry.process.as_str();
+        self.counts.assigns += 1;
+        let consumer = self.consumers.entry(process).or_default();
+        consumer.group = Some(group);
+        for tp in partitions.iter().map(tp_of) {
+            match self.owners.get(&(group, generation, tp)) {
+                Some(&(owner, first)) if owner != member => self.anomalies.push(Anomaly {
+                    description: format!(
+                        "double-ownership: {group} generation {generation} assigned {} to {owner} \
+                         and {member}",
+                        show(tp)
+                    ),
+                    entries: vec![first, entry.index],
+                }),
+                Some(_) => {}
+                None => {
+                    self.owners
+                        .insert((group, generation, tp), (member, entry.index));
+                }
+            }
+            // A partition it already held keeps its position; only a new
+            // one is fetched from the committed offsets.
+            if !consumer.owned.contains(&tp) {
+                match self.committed.get(&(group, tp)) {
+                    Some(&committed) => {
+                        self.new_owners.insert(
+                            (process, tp),
+                            NewOwner {
+                                assign: entry.index,
+                                generation,
+                                committed,
+                            },
+                        );
+                    }
+                    None => {
+                        self.new_owners.remove(&(process, tp));
+                    }
+                }
+            }
+            consumer.owned.insert(tp);
+            consumer.partitions.insert(tp, PartitionState::default());
+        }
+    }
+
+    fn poll(&mut self, entry: &'a Entry, records: &'a [Record]) {
+        let process = entry.process.as_str();
+        let consumer = self.consumers.entry(process).or_default();
+        let mut firsts: BTreeMap<Tp<'a>, i64> = BTreeMap::new();
+        for record in records {
+            let tp = record_tp(record);
+            firsts.entry(tp).or_insert(record.offset);
+            let partition = consumer.partitions.entry(tp).or_default();
+            partition.start.get_or_insert(record.offset);
+            // A record processed before (a replay after a Seek or a
+            // rebalance) counts as handled.
+            if !consumer.processed.contains(&(tp, record.offset)) {
+                partition.unprocessed.insert(record.offset, entry.index);
+            }
+        }
+        for (tp, first) in firsts {
+            let Some(owner) = self.new_owners.remove(&(process, tp)) else {
+                continue;
+            };
+            self.counts.new_owner_polls += 1;
+            let expected = owner.committed.offset;
+            if first == expected || expected < self.facts.log_start_offset(tp) {
+                continue;
+            }
+            if self
+                .facts
+                .loss_permitted_between(owner.committed.ok, entry.index)
+            {
+                self.counts.excused += 1;
+                continue;
+            }
+            self.anomalies.push(Anomaly {
+                description: format!(
+                    "new-owner-start: {process}, assigned {} in generation {}, started at @{first}, \
+                     not at the committed @{expected}",
+                    show(tp),
+                    owner.generation
+                ),
+                entries: vec![owner.committed.ok, owner.assign, entry.index],
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::facts::build::{commit_op, record, H};
+
+    const G: &str = "g";
+    const C0: &str = "consumer-0";
+    const C1: &str = "consumer-1";
+
+    fn prefixes(verdict: &Verdict) -> Vec<&str> {
+        verdict
+            .anomalies
+            .iter()
+            .map(|anomaly| anomaly.description.split(':').next().unwrap())
+            .collect()
+    }
+
+    /// consumer-0 joins generation 1 with partition 0 and polls offsets 0..3.
+    fn started() -> (H, u64) {
+        let mut h = H::new(true, true);
+        h.generation(G, 1);
+        h.assign(C0, G, 1, &[0]);
+        let poll = h.poll(
+            C0,
+            G,
+            vec![
+                record(0, 0, None, "a"),
+                record(0, 1, None, "b"),
+                record(0, 2, None, "c"),
+            ],
+        );
+        (h, poll)
+    }
+
+    #[test]
+    fn committing_past_what_was_processed_is_not_next() {
+        let (mut h, _) = started();
+        h.process(C0, G, record(0, 0, None, "a"));
+        h.process(C0, G, record(0, 1, None, "b"));
+        h.process(C0, G, record(0, 2, None, "c"));
+        let commit = h.commit(C0, G, 1, &[(0, 5)]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["commit-not-next"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![commit.0, commit.1]);
+    }
+
+    #[test]
+    fn committing_above_the_high_watermark_is_reported() {
+        let mut h = H::new(true, true);
+        let hw = h.high_watermark(0, 3);
+        h.assign(C0, G, 1, &[0]);
+        h.seek(C0, G, 0, 7);
+        let commit = h.commit(C0, G, 1, &[(0, 7)]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["commit-above-high-watermark"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![hw, commit.1]);
+    }
+
+    #[test]
+    fn committing_before_processing_is_reported() {
+        let (mut h, poll) = started();
+        h.process(C0, G, record(0, 0, None, "a"));
+        // Offset 1 was skipped by the application, 2 processed.
+        h.process(C0, G, record(0, 2, None, "c"));
+        let commit = h.commit(C0, G, 1, &[(0, 3)]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["commit-unprocessed"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![poll, commit.0, commit.1]);
+    }
+
+    #[test]
+    fn processing_after_the_invoke_does_not_count() {
+        let (mut h, poll) = started();
+        for (offset, value) in [(0, "a"), (1, "b")] {
+            h.process(C0, G, record(0, offset, None, value));
+        }
+        let op = commit_op(C0, G, 1, &[(0, 3)]);
+        let (invoke, id) = h.invoke(C0, op.clone());
+        h.process(C0, G, record(0, 2, None, "c"));
+        let ok = h.ok(C0, id, op);
+        let verdict = OffsetCommits.check(&h.build());
+        // History order: the unprocessed offset's poll comes first.
+        assert_eq!(
+            prefixes(&verdict),
+            vec!["commit-unprocessed", "commit-not-next"]
+        );
+        assert_eq!(verdict.anomalies[0].entries, vec![poll, invoke, ok]);
+        assert_eq!(verdict.anomalies[1].entries, vec![invoke, ok]);
+    }
+
+    #[test]
+    fn a_commit_going_back_without_a_seek_is_reported() {
+        let (mut h, _) = started();
+        for (offset, value) in [(0, "a"), (1, "b"), (2, "c")] {
+            h.process(C0, G, record(0, offset, None, value));
+        }
+        let high = h.commit(C0, G, 1, &[(0, 3)]);
+        let low = h.commit(C0, G, 1, &[(0, 2)]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["commit-went-back"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![high.1, low.1]);
+    }
+
+    #[test]
+    fn a_stale_generations_commit_must_not_succeed() {
+        let (mut h, _) = started();
+        h.process(C0, G, record(0, 0, None, "a"));
+        let bump = h.generation(G, 2);
+        let commit = h.commit(C0, G, 1, &[(0, 1)]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["stale-commit-accepted"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![bump, commit.0, commit.1]);
+    }
+
+    #[test]
+    fn a_new_owner_must_resume_at_the_committed_offset() {
+        let (mut h, _) = started();
+        h.process(C0, G, record(0, 0, None, "a"));
+        h.process(C0, G, record(0, 1, None, "b"));
+        let (_, commit) = h.commit(C0, G, 1, &[(0, 2)]);
+        h.revoke(C0, G, 1, &[0]);
+        h.generation(G, 2);
+        h.assign(C0, G, 2, &[]);
+        let assign = h.assign(C1, G, 2, &[0]);
+        let poll = h.poll(C1, G, vec![record(0, 3, None, "d")]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["new-owner-start"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![commit, assign, poll]);
+    }
+
+    #[test]
+    fn two_members_owning_a_partition_in_one_generation_is_reported() {
+        let mut h = H::new(true, true);
+        h.generation(G, 1);
+        let first = h.assign(C0, G, 1, &[0, 1]);
+        let second = h.assign(C1, G, 1, &[1]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["double-ownership"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![first, second]);
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let mut h = H::new(true, true);
+        h.generation(G, 1);
+        h.assign(C0, G, 1, &[0, 1]);
+        h.high_watermark(0, 3);
+        h.poll(
+            C0,
+            G,
+            vec![
+                record(0, 0, None, "a"),
+                record(0, 1, None, "b"),
+                record(0, 2, None, "c"),
+            ],
+        );
+        for (offset, value) in [(0, "a"), (1, "b")] {
+            h.process(C0, G, record(0, offset, None, value));
+            h.commit(C0, G, 1, &[(0, offset + 1)]);
+        }
+        // A failed commit proves nothing either way.
+        let failed = commit_op(C0, G, 1, &[(0, 9)]);
+        let (_, id) = h.invoke(C0, failed.clone());
+        h.fail(C0, id, failed);
+        // The eager rebalance: revoke, new generation, partition 0 moves.
+        h.revoke(C0, G, 1, &[0, 1]);
+        h.generation(G, 2);
+        h.assign(C0, G, 2, &[1]);
+        h.assign(C1, G, 2, &[0]);
+        // Nothing processed yet: re-committing its start is fine.
+        h.commit(C1, G, 2, &[(0, 2)]);
+        h.poll(C1, G, vec![record(0, 2, None, "c")]);
+        h.process(C1, G, record(0, 2, None, "c"));
+        h.commit(C1, G, 2, &[(0, 3)]);
+        // Replaying after a seek may commit a lower offset.
+        h.seek(C1, G, 0, 0);
+        h.commit(C1, G, 2, &[(0, 0)]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+    }
+}
