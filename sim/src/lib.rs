@@ -3,9 +3,9 @@
 
 pub mod checkers;
 pub mod history;
-pub mod scenario;
-pub mod seams;
 pub mod recorder;
-pub mod world;
 pub mod report;
 pub mod runner;
+pub mod scenario;
+pub mod seams;
+pub mod world;

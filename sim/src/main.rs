@@ -22,7 +22,10 @@ use sluice_sim::scenario::Scenario;
 const DEFAULT_SEEDS: u64 = 10;
 
 #[derive(Parser)]
-#[command(name = "sim", about = "Deterministic simulation of sluice under faults")]
+#[command(
+    name = "sim",
+    about = "Deterministic simulation of sluice under faults"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -79,12 +82,20 @@ fn print_verdicts(outcome: &SeedOutcome) {
         let status = if verdict.valid { "ok  " } else { "FAIL" };
         println!("  {status} {:<22} {}", verdict.checker, verdict.summary);
         for anomaly in verdict.anomalies.iter().take(5) {
-            println!("         - {} (entries {:?})", anomaly.description, anomaly.entries);
+            println!(
+                "         - {} (entries {:?})",
+                anomaly.description, anomaly.entries
+            );
         }
     }
 }
 
-fn run_one(scenario_arg: &str, seed: u64, history_path: Option<PathBuf>, json: bool) -> anyhow::Result<i32> {
+fn run_one(
+    scenario_arg: &str,
+    seed: u64,
+    history_path: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<i32> {
     let path = runner::locate(scenario_arg);
     let scenario = Scenario::load(&path)?;
     println!("seed: {seed}");
@@ -104,7 +115,13 @@ fn run_one(scenario_arg: &str, seed: u64, history_path: Option<PathBuf>, json: b
         let c = &report.counts;
         println!(
             "counts: sent {} acked {} failed {} indeterminate {} polled {} commits {} faults {}",
-            c.sent, c.acknowledged, c.send_failed, c.send_indeterminate, c.polled_records, c.commits, c.faults
+            c.sent,
+            c.acknowledged,
+            c.send_failed,
+            c.send_indeterminate,
+            c.polled_records,
+            c.commits,
+            c.faults
         );
         println!(
             "latency (simulated ms): produce->ack p50 {} p99 {} max {}; end-to-end p50 {} p99 {} max {}",
@@ -140,16 +157,23 @@ fn run_one(scenario_arg: &str, seed: u64, history_path: Option<PathBuf>, json: b
 }
 
 fn parse_range(text: &str) -> anyhow::Result<(u64, u64)> {
-    let (a, b) = text.split_once("..").ok_or_else(|| anyhow::anyhow!("--seeds takes A..B"))?;
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| anyhow::anyhow!("--seeds takes A..B"))?;
     let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
     anyhow::ensure!(a < b, "--seeds {text}: empty range");
     Ok((a, b))
 }
 
 fn parse_shard(text: &str) -> anyhow::Result<(u64, u64)> {
-    let (k, n) = text.split_once('/').ok_or_else(|| anyhow::anyhow!("--shard takes K/N"))?;
+    let (k, n) = text
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--shard takes K/N"))?;
     let (k, n): (u64, u64) = (k.trim().parse()?, n.trim().parse()?);
-    anyhow::ensure!(n >= 1 && (1..=n).contains(&k), "--shard {text}: need 1 <= K <= N");
+    anyhow::ensure!(
+        n >= 1 && (1..=n).contains(&k),
+        "--shard {text}: need 1 <= K <= N"
+    );
     Ok((k, n))
 }
 
@@ -161,9 +185,18 @@ struct ScenarioStats {
     wall_ms: u64,
 }
 
-fn sweep(scenario_args: Vec<String>, seeds: &str, jobs: usize, shard: Option<String>) -> anyhow::Result<i32> {
+fn sweep(
+    scenario_args: Vec<String>,
+    seeds: &str,
+    jobs: usize,
+    shard: Option<String>,
+) -> anyhow::Result<i32> {
     let (start, end) = parse_range(seeds)?;
-    let (k, n) = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((1, 1));
+    let (k, n) = shard
+        .as_deref()
+        .map(parse_shard)
+        .transpose()?
+        .unwrap_or((1, 1));
     let paths: Vec<PathBuf> = if scenario_args.is_empty() {
         runner::all_scenarios()
     } else {
@@ -177,10 +210,19 @@ fn sweep(scenario_args: Vec<String>, seeds: &str, jobs: usize, shard: Option<Str
         for seed in (start..end).filter(|seed| (seed - start) % n == k - 1) {
             work.push((scenarios.len(), seed));
         }
-        scenarios.push((path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), scenario));
+        scenarios.push((
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            scenario,
+        ));
     }
     println!("commit: {}", commit());
-    println!("sweep: {} scenarios, seeds {start}..{end}, shard {k}/{n}, {} runs, {jobs} jobs", scenarios.len(), work.len());
+    println!(
+        "sweep: {} scenarios, seeds {start}..{end}, shard {k}/{n}, {} runs, {jobs} jobs",
+        scenarios.len(),
+        work.len()
+    );
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, SeedOutcome)>> = Mutex::new(Vec::new());
@@ -189,12 +231,19 @@ fn sweep(scenario_args: Vec<String>, seeds: &str, jobs: usize, shard: Option<Str
         for _ in 0..jobs.max(1) {
             scope.spawn(|| loop {
                 let at = next.fetch_add(1, Ordering::Relaxed);
-                let Some((index, seed)) = work.get(at).copied() else { break };
+                let Some((index, seed)) = work.get(at).copied() else {
+                    break;
+                };
                 let outcome = runner::run_seed(&scenarios[index].1, seed);
                 let failed = outcome.outcome != Outcome::Pass;
                 results.lock().expect("results lock").push((index, outcome));
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                let failures = results.lock().expect("results lock").iter().filter(|(_, o)| o.outcome != Outcome::Pass).count();
+                let failures = results
+                    .lock()
+                    .expect("results lock")
+                    .iter()
+                    .filter(|(_, o)| o.outcome != Outcome::Pass)
+                    .count();
                 let width = 30;
                 let filled = finished * width / work.len().max(1);
                 eprint!(
@@ -202,7 +251,11 @@ fn sweep(scenario_args: Vec<String>, seeds: &str, jobs: usize, shard: Option<Str
                     "=".repeat(filled),
                     " ".repeat(width - filled),
                     work.len(),
-                    if failed { " (new failure)" } else { "              " }
+                    if failed {
+                        " (new failure)"
+                    } else {
+                        "              "
+                    }
                 );
                 let _ = std::io::stderr().flush();
             });
@@ -211,7 +264,8 @@ fn sweep(scenario_args: Vec<String>, seeds: &str, jobs: usize, shard: Option<Str
     eprintln!();
     let mut results = results.into_inner().expect("results lock");
     results.sort_by_key(|(index, outcome)| (*index, outcome.seed));
-    let mut stats: Vec<ScenarioStats> = scenarios.iter().map(|_| ScenarioStats::default()).collect();
+    let mut stats: Vec<ScenarioStats> =
+        scenarios.iter().map(|_| ScenarioStats::default()).collect();
     for (index, outcome) in &results {
         let entry = &mut stats[*index];
         entry.seeds += 1;
@@ -221,7 +275,10 @@ fn sweep(scenario_args: Vec<String>, seeds: &str, jobs: usize, shard: Option<Str
             entry.failures.push((outcome.seed, outcome.outcome));
         }
     }
-    println!("{:<16} {:>6} {:>6} {:>13} {:>15}", "SCENARIO", "SEEDS", "FAILED", "SEEDS/MIN", "SIM-S/WALL-S");
+    println!(
+        "{:<16} {:>6} {:>6} {:>13} {:>15}",
+        "SCENARIO", "SEEDS", "FAILED", "SEEDS/MIN", "SIM-S/WALL-S"
+    );
     for ((name, _), entry) in scenarios.iter().zip(&stats) {
         let wall_minutes = entry.wall_ms as f64 / 60_000.0;
         println!(
@@ -229,14 +286,25 @@ fn sweep(scenario_args: Vec<String>, seeds: &str, jobs: usize, shard: Option<Str
             name,
             entry.seeds,
             entry.failures.len(),
-            if wall_minutes > 0.0 { entry.seeds as f64 / wall_minutes } else { 0.0 },
-            if entry.wall_ms > 0 { entry.simulated_ms as f64 / entry.wall_ms as f64 } else { 0.0 }
+            if wall_minutes > 0.0 {
+                entry.seeds as f64 / wall_minutes
+            } else {
+                0.0
+            },
+            if entry.wall_ms > 0 {
+                entry.simulated_ms as f64 / entry.wall_ms as f64
+            } else {
+                0.0
+            }
         );
     }
     let mut worst = Outcome::Pass;
     for ((name, _), entry) in scenarios.iter().zip(&stats) {
         for (seed, outcome) in &entry.failures {
-            println!("FAILED {name} seed {seed} ({outcome:?}): {}", repro(name, *seed));
+            println!(
+                "FAILED {name} seed {seed} ({outcome:?}): {}",
+                repro(name, *seed)
+            );
             if outcome.exit_code() > worst.exit_code() {
                 worst = *outcome;
             }
@@ -246,12 +314,15 @@ fn sweep(scenario_args: Vec<String>, seeds: &str, jobs: usize, shard: Option<Str
 }
 
 fn check(path: PathBuf) -> anyhow::Result<i32> {
-    let file = std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let history = history::read_jsonl(&mut std::io::BufReader::new(file))?;
     let checkers: Vec<String> = history
         .iter()
         .find_map(|entry| match &entry.kind {
-            history::Kind::Event { event: history::Event::Meta { checkers, .. } } => Some(checkers.clone()),
+            history::Kind::Event {
+                event: history::Event::Meta { checkers, .. },
+            } => Some(checkers.clone()),
             _ => None,
         })
         .unwrap_or_default();
@@ -260,7 +331,10 @@ fn check(path: PathBuf) -> anyhow::Result<i32> {
         let status = if verdict.valid { "ok  " } else { "FAIL" };
         println!("{status} {:<22} {}", verdict.checker, verdict.summary);
         for anomaly in &verdict.anomalies {
-            println!("     - {} (entries {:?})", anomaly.description, anomaly.entries);
+            println!(
+                "     - {} (entries {:?})",
+                anomaly.description, anomaly.entries
+            );
         }
     }
     let outcome = Outcome::from_verdicts(&verdicts);
@@ -271,8 +345,18 @@ fn check(path: PathBuf) -> anyhow::Result<i32> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Run { scenario, seed, history, json }) => run_one(&scenario, seed, history, json),
-        Some(Command::Sweep { scenarios, seeds, jobs, shard }) => sweep(scenarios, &seeds, jobs, shard),
+        Some(Command::Run {
+            scenario,
+            seed,
+            history,
+            json,
+        }) => run_one(&scenario, seed, history, json),
+        Some(Command::Sweep {
+            scenarios,
+            seeds,
+            jobs,
+            shard,
+        }) => sweep(scenarios, &seeds, jobs, shard),
         Some(Command::Check { history }) => check(history),
         None => sweep(Vec::new(), &format!("0..{DEFAULT_SEEDS}"), 2, None),
     };

@@ -66,31 +66,50 @@ pub fn build(history: &[Entry]) -> Report {
     let mut sent_at_by_value: BTreeMap<String, u64> = BTreeMap::new();
     let mut first_seen: BTreeMap<String, u64> = BTreeMap::new();
     // Latencies up to an hour of simulated time, 2 significant digits.
-    let mut produce_to_ack = Histogram::<u64>::new_with_max(3_600_000, 2).expect("histogram bounds");
+    let mut produce_to_ack =
+        Histogram::<u64>::new_with_max(3_600_000, 2).expect("histogram bounds");
     let mut end_to_end = Histogram::<u64>::new_with_max(3_600_000, 2).expect("histogram bounds");
     for entry in history {
         match &entry.kind {
-            Kind::Invoke { op: Op::Send { value, .. } } => {
+            Kind::Invoke {
+                op: Op::Send { value, .. },
+            } => {
                 counts.sent += 1;
                 invoked_at.insert((entry.process.clone(), entry.id), entry.time_ms);
                 sent_at_by_value.insert(value.clone(), entry.time_ms);
             }
-            Kind::Ok { op: Op::Send { .. } } => {
+            Kind::Ok {
+                op: Op::Send { .. },
+            } => {
                 counts.acknowledged += 1;
                 if let Some(start) = invoked_at.get(&(entry.process.clone(), entry.id)) {
                     let _ = produce_to_ack.record(entry.time_ms.saturating_sub(*start));
                 }
             }
-            Kind::Fail { op: Op::Send { .. }, .. } => counts.send_failed += 1,
-            Kind::Info { op: Op::Send { .. }, .. } => counts.send_indeterminate += 1,
-            Kind::Ok { op: Op::Poll { records, .. } } => {
+            Kind::Fail {
+                op: Op::Send { .. },
+                ..
+            } => counts.send_failed += 1,
+            Kind::Info {
+                op: Op::Send { .. },
+                ..
+            } => counts.send_indeterminate += 1,
+            Kind::Ok {
+                op: Op::Poll { records, .. },
+            } => {
                 counts.polled_records += records.len() as u64;
                 for record in records {
-                    first_seen.entry(record.value.clone()).or_insert(entry.time_ms);
+                    first_seen
+                        .entry(record.value.clone())
+                        .or_insert(entry.time_ms);
                 }
             }
-            Kind::Ok { op: Op::Commit { .. } } => counts.commits += 1,
-            Kind::Event { event: Event::Fault { healed: false, .. } } => counts.faults += 1,
+            Kind::Ok {
+                op: Op::Commit { .. },
+            } => counts.commits += 1,
+            Kind::Event {
+                event: Event::Fault { healed: false, .. },
+            } => counts.faults += 1,
             _ => {}
         }
     }
@@ -99,7 +118,11 @@ pub fn build(history: &[Entry]) -> Report {
             let _ = end_to_end.record(seen.saturating_sub(*sent));
         }
     }
-    Report { counts, produce_to_ack: percentiles(&produce_to_ack), end_to_end: percentiles(&end_to_end) }
+    Report {
+        counts,
+        produce_to_ack: percentiles(&produce_to_ack),
+        end_to_end: percentiles(&end_to_end),
+    }
 }
 
 /// How a run ended, in the order of precedence the exit code uses.
@@ -126,7 +149,10 @@ impl Outcome {
 
     pub fn from_verdicts(verdicts: &[Verdict]) -> Self {
         use crate::checkers::Property;
-        if verdicts.iter().any(|v| !v.valid && v.property == Property::Safety) {
+        if verdicts
+            .iter()
+            .any(|v| !v.valid && v.property == Property::Safety)
+        {
             Outcome::Safety
         } else if verdicts.iter().any(|v| !v.valid) {
             Outcome::Liveness

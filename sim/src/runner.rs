@@ -74,7 +74,10 @@ pub fn locate(scenario: &str) -> PathBuf {
         return as_path.to_path_buf();
     }
     let file = format!("{scenario}.toml");
-    for base in [PathBuf::from("scenarios"), Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")] {
+    for base in [
+        PathBuf::from("scenarios"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"),
+    ] {
         let candidate = base.join(&file);
         if candidate.exists() {
             return candidate;
@@ -85,7 +88,10 @@ pub fn locate(scenario: &str) -> PathBuf {
 
 /// Every scenario file directly in `scenarios/`, sorted.
 pub fn all_scenarios() -> Vec<PathBuf> {
-    for base in [PathBuf::from("scenarios"), Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")] {
+    for base in [
+        PathBuf::from("scenarios"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"),
+    ] {
         if let Ok(entries) = std::fs::read_dir(&base) {
             let mut paths: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))

@@ -15,14 +15,17 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sluice::client::{
-    Acks, Admin, AutoOffsetReset, ConnectionConfig, Consumer, ConsumerConfig, GroupEvent, Producer, ProducerConfig,
-    ProducerRecord, TopicPartition,
+    Acks, Admin, AutoOffsetReset, ConnectionConfig, Consumer, ConsumerConfig, GroupEvent, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
 };
 use sluice::config::BrokerConfig;
 
 use crate::history::{Event, History, Op, PartitionOffset, Record, TopicPartition as HistoryTp};
 use crate::recorder::{self, Recorder};
-use crate::scenario::{child_seed, CommitMode, Draw, FaultKind, Resolved, ResolvedGroup, ResolvedProducer, ScheduledFault};
+use crate::scenario::{
+    child_seed, CommitMode, Draw, FaultKind, Resolved, ResolvedGroup, ResolvedProducer,
+    ScheduledFault,
+};
 use crate::seams::{SimClock, SimConnector, SimListener, SimStorage};
 
 /// The fixed calendar epoch of every run: 2024-01-01T00:00:00Z.
@@ -42,7 +45,10 @@ fn broker_name(index: u32) -> String {
 }
 
 fn bootstrap(resolved: &Resolved) -> String {
-    (0..resolved.brokers).map(|i| format!("{}:{BROKER_PORT}", broker_name(i))).collect::<Vec<_>>().join(",")
+    (0..resolved.brokers)
+        .map(|i| format!("{}:{BROKER_PORT}", broker_name(i)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// State shared between the nemesis (outside the hosts) and the workloads.
@@ -96,14 +102,19 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
     config.log.segment_bytes = resolved.segment_bytes;
     config.log.index_interval_bytes = resolved.index_interval_bytes;
     config.log.flush_on_ack = resolved.flush_on_ack;
-    config.log.flush_messages = if resolved.flush_on_ack { u64::MAX } else { resolved.flush_messages };
+    config.log.flush_messages = if resolved.flush_on_ack {
+        u64::MAX
+    } else {
+        resolved.flush_messages
+    };
     config.log.flush_ms = 1_000;
     config
 }
 
 async fn run_broker(config: BrokerConfig, name: String) -> turmoil::Result {
     let listener = SimListener::bind(&name, BROKER_PORT).await?;
-    let broker = sluice::broker::Broker::open(config, Arc::new(SimStorage), Arc::new(SimClock)).await?;
+    let broker =
+        sluice::broker::Broker::open(config, Arc::new(SimStorage), Arc::new(SimClock)).await?;
     let _background = broker.spawn_background();
     sluice::server::serve(broker, Box::new(listener)).await?;
     Ok(())
@@ -113,22 +124,50 @@ async fn ensure_topic(resolved: &Resolved) {
     let admin = Admin::new(
         &bootstrap(resolved),
         Arc::new(SimConnector),
-        ConnectionConfig { request_timeout_ms: CLIENT_REQUEST_TIMEOUT_MS, ..ConnectionConfig::default() },
+        ConnectionConfig {
+            request_timeout_ms: CLIENT_REQUEST_TIMEOUT_MS,
+            ..ConnectionConfig::default()
+        },
     );
     loop {
-        match admin.create_topic(&resolved.topic, resolved.partitions, 1, &[]).await {
+        match admin
+            .create_topic(&resolved.topic, resolved.partitions, 1, &[])
+            .await
+        {
             Ok(()) => return,
-            Err(error) if error.to_string().contains("exists") || error.to_string().contains("TopicAlreadyExists") => return,
+            Err(error)
+                if error.to_string().contains("exists")
+                    || error.to_string().contains("TopicAlreadyExists") =>
+            {
+                return
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
 }
 
-fn send_op(topic: &str, key: Option<String>, value: String, partition: Option<i32>, offset: Option<i64>) -> Op {
-    Op::Send { topic: topic.to_string(), key, value, partition, offset }
+fn send_op(
+    topic: &str,
+    key: Option<String>,
+    value: String,
+    partition: Option<i32>,
+    offset: Option<i64>,
+) -> Op {
+    Op::Send {
+        topic: topic.to_string(),
+        key,
+        value,
+        partition,
+        offset,
+    }
 }
 
-async fn run_producer(resolved: Arc<Resolved>, spec: ResolvedProducer, recorder: Recorder, shared: Arc<Shared>) -> turmoil::Result {
+async fn run_producer(
+    resolved: Arc<Resolved>,
+    spec: ResolvedProducer,
+    recorder: Recorder,
+    shared: Arc<Shared>,
+) -> turmoil::Result {
     let incarnation = shared.next_incarnation(&spec.name);
     let seed = child_seed(resolved.seed, &format!("{}/{incarnation}", spec.name));
     ensure_topic(&resolved).await;
@@ -178,14 +217,24 @@ async fn run_producer(resolved: Arc<Resolved>, spec: ResolvedProducer, recorder:
                         Ok(metadata) => recorder.ok(
                             &process,
                             id,
-                            send_op(&topic, key, value, Some(metadata.partition), Some(metadata.offset)),
+                            send_op(
+                                &topic,
+                                key,
+                                value,
+                                Some(metadata.partition),
+                                Some(metadata.offset),
+                            ),
                         ),
-                        Err(error) if error.outcome_unknown() => recorder.info(&process, id, op, error.to_string()),
+                        Err(error) if error.outcome_unknown() => {
+                            recorder.info(&process, id, op, error.to_string())
+                        }
                         Err(error) => recorder.fail(&process, id, op, error.to_string()),
                     }
                 });
             }
-            Err(error) if error.outcome_unknown() => recorder.info(&spec.name, id, op, error.to_string()),
+            Err(error) if error.outcome_unknown() => {
+                recorder.info(&spec.name, id, op, error.to_string())
+            }
             Err(error) => recorder.fail(&spec.name, id, op, error.to_string()),
         }
         tokio::time::sleep(gap).await;
@@ -197,13 +246,21 @@ async fn run_producer(resolved: Arc<Resolved>, spec: ResolvedProducer, recorder:
 }
 
 fn to_history_tp(tp: &TopicPartition) -> HistoryTp {
-    HistoryTp { topic: tp.topic.clone(), partition: tp.partition }
+    HistoryTp {
+        topic: tp.topic.clone(),
+        partition: tp.partition,
+    }
 }
 
 fn record_group_events(consumer: &mut Consumer, recorder: &Recorder, process: &str) {
     for event in consumer.drain_group_events() {
         match event {
-            GroupEvent::Assigned { group_id, generation_id, member_id, partitions } => recorder.complete(
+            GroupEvent::Assigned {
+                group_id,
+                generation_id,
+                member_id,
+                partitions,
+            } => recorder.complete(
                 process,
                 Op::Assign {
                     group: group_id,
@@ -212,7 +269,12 @@ fn record_group_events(consumer: &mut Consumer, recorder: &Recorder, process: &s
                     partitions: partitions.iter().map(to_history_tp).collect(),
                 },
             ),
-            GroupEvent::Revoked { group_id, generation_id, member_id, partitions } => recorder.complete(
+            GroupEvent::Revoked {
+                group_id,
+                generation_id,
+                member_id,
+                partitions,
+            } => recorder.complete(
                 process,
                 Op::Revoke {
                     group: group_id,
@@ -221,7 +283,12 @@ fn record_group_events(consumer: &mut Consumer, recorder: &Recorder, process: &s
                     partitions: partitions.iter().map(to_history_tp).collect(),
                 },
             ),
-            GroupEvent::Committed { group_id, generation_id, member_id, offsets } => recorder.complete(
+            GroupEvent::Committed {
+                group_id,
+                generation_id,
+                member_id,
+                offsets,
+            } => recorder.complete(
                 process,
                 Op::Commit {
                     group: group_id,
@@ -229,7 +296,11 @@ fn record_group_events(consumer: &mut Consumer, recorder: &Recorder, process: &s
                     member: member_id,
                     offsets: offsets
                         .iter()
-                        .map(|(tp, offset)| PartitionOffset { topic: tp.topic.clone(), partition: tp.partition, offset: *offset })
+                        .map(|(tp, offset)| PartitionOffset {
+                            topic: tp.topic.clone(),
+                            partition: tp.partition,
+                            offset: *offset,
+                        })
                         .collect(),
                 },
             ),
@@ -242,8 +313,15 @@ fn to_record(record: &sluice::client::ConsumerRecord) -> Record {
         topic: record.topic.clone(),
         partition: record.partition,
         offset: record.offset,
-        key: record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-        value: record.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+        key: record
+            .key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
+        value: record
+            .value
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default(),
     }
 }
 
@@ -279,42 +357,88 @@ async fn run_consumer(
     consumer.subscribe(vec![resolved.topic.clone()], None)?;
     let group_name = Some(group.group.clone());
     while !shared.stop.load(Ordering::Acquire) {
-        let pause_until = shared.paused_until_ms.lock().expect("pause lock").get(&name).copied();
+        let pause_until = shared
+            .paused_until_ms
+            .lock()
+            .expect("pause lock")
+            .get(&name)
+            .copied();
         if let Some(until) = pause_until {
             let now = recorder::now_ms();
             if until > now {
                 tokio::time::sleep(Duration::from_millis(until - now)).await;
             }
         }
-        let id = recorder.invoke(&name, Op::Poll { group: group_name.clone(), records: Vec::new() });
+        let id = recorder.invoke(
+            &name,
+            Op::Poll {
+                group: group_name.clone(),
+                records: Vec::new(),
+            },
+        );
         let polled = consumer.poll(Duration::from_millis(500)).await;
         record_group_events(&mut consumer, &recorder, &name);
         let records = match polled {
             Ok(records) => records,
             Err(error) => {
-                recorder.fail(&name, id, Op::Poll { group: group_name.clone(), records: Vec::new() }, error.to_string());
+                recorder.fail(
+                    &name,
+                    id,
+                    Op::Poll {
+                        group: group_name.clone(),
+                        records: Vec::new(),
+                    },
+                    error.to_string(),
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let seen: Vec<Record> = records.iter().map(to_record).collect();
-        recorder.ok(&name, id, Op::Poll { group: group_name.clone(), records: seen.clone() });
+        recorder.ok(
+            &name,
+            id,
+            Op::Poll {
+                group: group_name.clone(),
+                records: seen.clone(),
+            },
+        );
         let mut next_offsets: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         for record in seen {
             let work_ms = draw.range(group.processing_ms[0], group.processing_ms[1]);
             if work_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(work_ms)).await;
             }
-            next_offsets.insert(TopicPartition::new(record.topic.clone(), record.partition), record.offset + 1);
-            recorder.complete(&name, Op::Process { group: group_name.clone(), record });
+            next_offsets.insert(
+                TopicPartition::new(record.topic.clone(), record.partition),
+                record.offset + 1,
+            );
+            recorder.complete(
+                &name,
+                Op::Process {
+                    group: group_name.clone(),
+                    record,
+                },
+            );
         }
         if group.commit == CommitMode::Manual && !next_offsets.is_empty() {
-            let (member, generation) = consumer.group_generation().map_or((String::new(), -1), |(m, g)| (m, g));
+            let (member, generation) = consumer
+                .group_generation()
+                .map_or((String::new(), -1), |(m, g)| (m, g));
             let offsets: Vec<PartitionOffset> = next_offsets
                 .iter()
-                .map(|(tp, offset)| PartitionOffset { topic: tp.topic.clone(), partition: tp.partition, offset: *offset })
+                .map(|(tp, offset)| PartitionOffset {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: *offset,
+                })
                 .collect();
-            let op = Op::Commit { group: group.group.clone(), generation, member, offsets };
+            let op = Op::Commit {
+                group: group.group.clone(),
+                generation,
+                member,
+                offsets,
+            };
             let id = recorder.invoke(&name, op.clone());
             match consumer.commit_sync(Some(next_offsets)).await {
                 Ok(()) => recorder.ok(&name, id, op),
@@ -322,7 +446,11 @@ async fn run_consumer(
             }
             // The commit also shows up as a group event; the explicit
             // invoke/ok pair above is the one the checkers use.
-            let _ = consumer.drain_group_events().into_iter().filter(|e| !matches!(e, GroupEvent::Committed { .. })).count();
+            let _ = consumer
+                .drain_group_events()
+                .into_iter()
+                .filter(|e| !matches!(e, GroupEvent::Committed { .. }))
+                .count();
         }
     }
     let _ = consumer.close().await;
@@ -351,19 +479,39 @@ async fn final_reads(resolved: &Resolved, recorder: &Recorder) -> bool {
     let mut all_read = true;
     for partition in 0..resolved.partitions {
         let tp = TopicPartition::new(resolved.topic.clone(), partition);
-        let target = HistoryTp { topic: resolved.topic.clone(), partition };
-        let op = Op::FinalRead { target: target.clone(), log_start_offset: -1, records: Vec::new() };
+        let target = HistoryTp {
+            topic: resolved.topic.clone(),
+            partition,
+        };
+        let op = Op::FinalRead {
+            target: target.clone(),
+            log_start_offset: -1,
+            records: Vec::new(),
+        };
         let id = recorder.invoke(process, op.clone());
         let outcome: Result<(i64, Vec<Record>), String> = async {
             let tps = vec![tp.clone()];
             consumer.assign(tps.clone()).map_err(|e| e.to_string())?;
-            let start = *consumer.beginning_offsets(&tps).await.map_err(|e| e.to_string())?.get(&tp).unwrap_or(&0);
-            let end = *consumer.end_offsets(&tps).await.map_err(|e| e.to_string())?.get(&tp).unwrap_or(&0);
+            let start = *consumer
+                .beginning_offsets(&tps)
+                .await
+                .map_err(|e| e.to_string())?
+                .get(&tp)
+                .unwrap_or(&0);
+            let end = *consumer
+                .end_offsets(&tps)
+                .await
+                .map_err(|e| e.to_string())?
+                .get(&tp)
+                .unwrap_or(&0);
             consumer.seek(&tp, start).map_err(|e| e.to_string())?;
             let mut records = Vec::new();
             let mut position = start;
             while position < end {
-                let polled = consumer.poll(Duration::from_millis(500)).await.map_err(|e| e.to_string())?;
+                let polled = consumer
+                    .poll(Duration::from_millis(500))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 for record in &polled {
                     position = position.max(record.offset + 1);
                     records.push(to_record(record));
@@ -374,7 +522,15 @@ async fn final_reads(resolved: &Resolved, recorder: &Recorder) -> bool {
         .await;
         match outcome {
             Ok((log_start_offset, records)) => {
-                recorder.ok(process, id, Op::FinalRead { target, log_start_offset, records });
+                recorder.ok(
+                    process,
+                    id,
+                    Op::FinalRead {
+                        target,
+                        log_start_offset,
+                        records,
+                    },
+                );
             }
             Err(error) => {
                 all_read = false;
@@ -395,12 +551,21 @@ struct ActiveFault {
 
 fn client_hosts(resolved: &Resolved) -> Vec<String> {
     let mut hosts: Vec<String> = resolved.producers.iter().map(|p| p.name.clone()).collect();
-    hosts.extend(resolved.groups.iter().flat_map(|g| g.members.iter().cloned()));
+    hosts.extend(
+        resolved
+            .groups
+            .iter()
+            .flat_map(|g| g.members.iter().cloned()),
+    );
     hosts
 }
 
 fn consumer_hosts(resolved: &Resolved) -> Vec<String> {
-    resolved.groups.iter().flat_map(|g| g.members.iter().cloned()).collect()
+    resolved
+        .groups
+        .iter()
+        .flat_map(|g| g.members.iter().cloned())
+        .collect()
 }
 
 struct Nemesis {
@@ -418,17 +583,38 @@ impl Nemesis {
         let first = draw.range(resolved.fault_interval_ms[0], resolved.fault_interval_ms[1]);
         let mut schedule = resolved.schedule.clone();
         schedule.sort_by_key(|fault| std::cmp::Reverse(fault.at_ms));
-        Self { draw, next_fault_ms: first, schedule, active: Vec::new(), healed: false, faults: 0 }
+        Self {
+            draw,
+            next_fault_ms: first,
+            schedule,
+            active: Vec::new(),
+            healed: false,
+            faults: 0,
+        }
     }
 
-    fn start(&mut self, sim: &mut turmoil::Sim<'_>, resolved: &Resolved, shared: &Shared, recorder: &Recorder, now_ms: u64, kind: FaultKind, target: Option<String>, duration_ms: u64) {
+    fn start(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        resolved: &Resolved,
+        shared: &Shared,
+        recorder: &Recorder,
+        now_ms: u64,
+        kind: FaultKind,
+        target: Option<String>,
+        duration_ms: u64,
+    ) {
         let brokers: Vec<String> = (0..resolved.brokers).map(broker_name).collect();
         let clients = client_hosts(resolved);
         let consumers = consumer_hosts(resolved);
-        let pick = |draw: &mut Draw, from: &[String]| -> Option<String> { (!from.is_empty()).then(|| draw.pick(from).clone()) };
+        let pick = |draw: &mut Draw, from: &[String]| -> Option<String> {
+            (!from.is_empty()).then(|| draw.pick(from).clone())
+        };
         let target = match (&target, kind) {
             (Some(target), _) => Some(target.clone()),
-            (None, FaultKind::CrashBroker | FaultKind::RestartBroker) => pick(&mut self.draw, &brokers),
+            (None, FaultKind::CrashBroker | FaultKind::RestartBroker) => {
+                pick(&mut self.draw, &brokers)
+            }
             (None, FaultKind::PauseConsumer) => pick(&mut self.draw, &consumers),
             (None, FaultKind::Isolate) => {
                 let mut everyone = brokers.clone();
@@ -445,10 +631,18 @@ impl Nemesis {
         let peer = brokers.first().cloned();
         let mut power_loss = false;
         match kind {
-            FaultKind::Partition => sim.partition(target.as_str(), peer.as_deref().unwrap_or("broker-0")),
-            FaultKind::PartitionOneway => sim.partition_oneway(target.as_str(), peer.as_deref().unwrap_or("broker-0")),
+            FaultKind::Partition => {
+                sim.partition(target.as_str(), peer.as_deref().unwrap_or("broker-0"))
+            }
+            FaultKind::PartitionOneway => {
+                sim.partition_oneway(target.as_str(), peer.as_deref().unwrap_or("broker-0"))
+            }
             FaultKind::Isolate => {
-                for other in brokers.iter().chain(clients.iter()).filter(|h| **h != target) {
+                for other in brokers
+                    .iter()
+                    .chain(clients.iter())
+                    .filter(|h| **h != target)
+                {
                     sim.partition(target.as_str(), other.as_str());
                 }
             }
@@ -459,15 +653,40 @@ impl Nemesis {
             }
             FaultKind::RestartBroker => sim.bounce(target.as_str()),
             FaultKind::PauseConsumer => {
-                shared.paused_until_ms.lock().expect("pause lock").insert(target.clone(), now_ms + duration_ms);
+                shared
+                    .paused_until_ms
+                    .lock()
+                    .expect("pause lock")
+                    .insert(target.clone(), now_ms + duration_ms);
             }
         }
         self.faults += 1;
-        recorder.event_at(now_ms, "nemesis", Event::Fault { kind: fault_name(kind).to_string(), target: target.clone(), power_loss, healed: false });
-        self.active.push(ActiveFault { heal_at_ms: now_ms + duration_ms, kind, target, peer });
+        recorder.event_at(
+            now_ms,
+            "nemesis",
+            Event::Fault {
+                kind: fault_name(kind).to_string(),
+                target: target.clone(),
+                power_loss,
+                healed: false,
+            },
+        );
+        self.active.push(ActiveFault {
+            heal_at_ms: now_ms + duration_ms,
+            kind,
+            target,
+            peer,
+        });
     }
 
-    fn undo(sim: &mut turmoil::Sim<'_>, resolved: &Resolved, shared: &Shared, recorder: &Recorder, now_ms: u64, fault: ActiveFault) {
+    fn undo(
+        sim: &mut turmoil::Sim<'_>,
+        resolved: &Resolved,
+        shared: &Shared,
+        recorder: &Recorder,
+        now_ms: u64,
+        fault: ActiveFault,
+    ) {
         let peer = fault.peer.as_deref().unwrap_or("broker-0");
         match fault.kind {
             FaultKind::Partition => sim.repair(fault.target.as_str(), peer),
@@ -483,15 +702,37 @@ impl Nemesis {
             FaultKind::CrashBroker | FaultKind::CrashClient => sim.bounce(fault.target.as_str()),
             FaultKind::RestartBroker => {}
             FaultKind::PauseConsumer => {
-                shared.paused_until_ms.lock().expect("pause lock").remove(&fault.target);
+                shared
+                    .paused_until_ms
+                    .lock()
+                    .expect("pause lock")
+                    .remove(&fault.target);
             }
         }
-        recorder.event_at(now_ms, "nemesis", Event::Fault { kind: fault_name(fault.kind).to_string(), target: fault.target, power_loss: false, healed: true });
+        recorder.event_at(
+            now_ms,
+            "nemesis",
+            Event::Fault {
+                kind: fault_name(fault.kind).to_string(),
+                target: fault.target,
+                power_loss: false,
+                healed: true,
+            },
+        );
     }
 
-    fn step(&mut self, sim: &mut turmoil::Sim<'_>, resolved: &Resolved, shared: &Shared, recorder: &Recorder, now_ms: u64) {
+    fn step(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        resolved: &Resolved,
+        shared: &Shared,
+        recorder: &Recorder,
+        now_ms: u64,
+    ) {
         let (due, remaining): (Vec<ActiveFault>, Vec<ActiveFault>) =
-            std::mem::take(&mut self.active).into_iter().partition(|f| f.heal_at_ms <= now_ms || now_ms >= resolved.fault_ms);
+            std::mem::take(&mut self.active)
+                .into_iter()
+                .partition(|f| f.heal_at_ms <= now_ms || now_ms >= resolved.fault_ms);
         self.active = remaining;
         for fault in due {
             Self::undo(sim, resolved, shared, recorder, now_ms, fault);
@@ -505,13 +746,32 @@ impl Nemesis {
         }
         while self.schedule.last().is_some_and(|f| f.at_ms <= now_ms) {
             let fault = self.schedule.pop().expect("checked");
-            self.start(sim, resolved, shared, recorder, now_ms, fault.kind, fault.target, fault.duration_ms);
+            self.start(
+                sim,
+                resolved,
+                shared,
+                recorder,
+                now_ms,
+                fault.kind,
+                fault.target,
+                fault.duration_ms,
+            );
         }
-        if resolved.schedule.is_empty() && !resolved.fault_kinds.is_empty() && now_ms >= self.next_fault_ms {
+        if resolved.schedule.is_empty()
+            && !resolved.fault_kinds.is_empty()
+            && now_ms >= self.next_fault_ms
+        {
             let kind = *self.draw.pick(&resolved.fault_kinds);
-            let duration = self.draw.range(resolved.fault_duration_ms[0], resolved.fault_duration_ms[1]);
-            self.start(sim, resolved, shared, recorder, now_ms, kind, None, duration);
-            self.next_fault_ms = now_ms + self.draw.range(resolved.fault_interval_ms[0], resolved.fault_interval_ms[1]);
+            let duration = self
+                .draw
+                .range(resolved.fault_duration_ms[0], resolved.fault_duration_ms[1]);
+            self.start(
+                sim, resolved, shared, recorder, now_ms, kind, None, duration,
+            );
+            self.next_fault_ms = now_ms
+                + self
+                    .draw
+                    .range(resolved.fault_interval_ms[0], resolved.fault_interval_ms[1]);
         }
     }
 }
@@ -546,7 +806,8 @@ pub fn run(resolved: &Resolved) -> RunResult {
             checkers: resolved.checkers.clone(),
         },
     );
-    let duration_ms = resolved.fault_ms + resolved.heal_ms + FINAL_READ_BUDGET_MS + SIMULATION_SLACK_MS;
+    let duration_ms =
+        resolved.fault_ms + resolved.heal_ms + FINAL_READ_BUDGET_MS + SIMULATION_SLACK_MS;
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(child_seed(resolved.seed, "turmoil"))
@@ -561,17 +822,37 @@ pub fn run(resolved: &Resolved) -> RunResult {
         let config = broker_config(&resolved, index);
         let name = broker_name(index);
         let host = name.clone();
-        sim.host(host.as_str(), move || run_broker(config.clone(), name.clone()));
+        sim.host(host.as_str(), move || {
+            run_broker(config.clone(), name.clone())
+        });
     }
     for spec in resolved.producers.clone() {
         let (resolved, recorder, shared) = (resolved.clone(), recorder.clone(), shared.clone());
-        sim.host(spec.name.clone().as_str(), move || run_producer(resolved.clone(), spec.clone(), recorder.clone(), shared.clone()));
+        sim.host(spec.name.clone().as_str(), move || {
+            run_producer(
+                resolved.clone(),
+                spec.clone(),
+                recorder.clone(),
+                shared.clone(),
+            )
+        });
     }
     for group in resolved.groups.clone() {
         for member in group.members.clone() {
-            let (resolved, recorder, shared, group) = (resolved.clone(), recorder.clone(), shared.clone(), group.clone());
+            let (resolved, recorder, shared, group) = (
+                resolved.clone(),
+                recorder.clone(),
+                shared.clone(),
+                group.clone(),
+            );
             sim.host(member.clone().as_str(), move || {
-                run_consumer(resolved.clone(), group.clone(), member.clone(), recorder.clone(), shared.clone())
+                run_consumer(
+                    resolved.clone(),
+                    group.clone(),
+                    member.clone(),
+                    recorder.clone(),
+                    shared.clone(),
+                )
             });
         }
     }

@@ -4,9 +4,10 @@
 //! An ack is the broker's promise that the record is in the log. The heal
 //! phase's final read holds the whole partition, so an acked offset that the
 //! final read skips over (it holds a higher offset) or fills with another
-//! value is a write the broker lost. An acked offset beyond the final read's
-//! last offset is not reported here: a short final read does not prove a loss,
-//! and `unseen` reports an ack that nobody ever read.
+//! value is a write the broker lost. A completed final read reads up to the
+//! log's end, so an acked offset beyond its last offset is a lost tail: the
+//! crash case the issue names ("acknowledged and synced, missing after a
+//! crash, under fsync-on-ack").
 //!
 //! Exceptions: with `flush_on_ack` false an ack only means "in the page
 //! cache", so a broker power loss after the send's invoke may legitimately
@@ -53,9 +54,12 @@ impl Checker for LostWrite {
                     Some(last) if last > send.offset => {
                         Some(format!("the final read skips it but reaches offset {last}"))
                     }
-                    _ => {
+                    last => {
                         beyond_end += 1;
-                        continue;
+                        Some(format!(
+                            "the log ends before it (the final read's last offset is {})",
+                            last.map_or_else(|| "none".to_string(), |l| l.to_string())
+                        ))
                     }
                 },
             };
@@ -159,10 +163,9 @@ mod tests {
     #[test]
     fn a_clean_history_passes() {
         let mut h = H::new(true, true);
-        // Offset 0 fell to retention; offset 2 is beyond the final read's end.
+        // Offset 0 fell to retention.
         h.send("producer-0", None, "producer-0-1", 0, 0);
         h.send("producer-0", None, "producer-0-2", 0, 1);
-        h.send("producer-0", None, "producer-0-3", 0, 2);
         h.final_read(0, 1, vec![record(0, 1, None, "producer-0-2")]);
         let verdict = LostWrite.check(&h.build());
         assert!(verdict.valid, "{verdict:?}");
@@ -171,5 +174,19 @@ mod tests {
             "{}",
             verdict.summary
         );
+    }
+
+    #[test]
+    fn a_lost_acked_tail_is_a_lost_write() {
+        let mut h = H::new(true, true);
+        h.send("producer-0", None, "producer-0-1", 0, 0);
+        let lost = h.send("producer-0", None, "producer-0-2", 0, 1);
+        let read = h.final_read(0, 0, vec![record(0, 0, None, "producer-0-1")]);
+        let verdict = LostWrite.check(&h.build());
+        assert!(!verdict.valid, "{verdict:?}");
+        assert_eq!(verdict.anomalies[0].entries, vec![lost.0, lost.1, read]);
+        assert!(verdict.anomalies[0]
+            .description
+            .contains("log ends before it"));
     }
 }
