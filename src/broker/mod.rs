@@ -380,6 +380,13 @@ impl Broker {
                         generation_id,
                     } => {
                         tracing::info!(group_id, generation_id, "group generation changed");
+                        tracing::debug!(
+                            target: "sluice::history",
+                            event = "generation",
+                            node = self.config.node_id,
+                            group_id = %group_id,
+                            generation_id,
+                        );
                         generations.push((group_id, generation_id));
                     }
                 }

@@ -606,21 +606,19 @@ impl GroupCoordinator {
     pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
         let mut effects = Vec::new();
         for (group_id, group) in &mut self.groups {
-            if group.state == GroupState::PreparingRebalance {
-                if now_ms >= group.rebalance_deadline_ms {
-                    effects.extend(Self::complete_join(group_id, group, now_ms));
-                }
-                continue;
-            }
+            // A member parked in JoinGroup is alive by definition; any other
+            // member whose session lapsed is gone, in every state. (During a
+            // rebalance this is what lets it finish without waiting for the
+            // full rebalance timeout when a member crashed.)
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, m)| now_ms - m.last_heartbeat_ms > i64::from(m.session_timeout_ms))
+                .filter(|(_, m)| {
+                    m.join_waiter.is_none()
+                        && now_ms - m.last_heartbeat_ms > i64::from(m.session_timeout_ms)
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
-            if expired.is_empty() {
-                continue;
-            }
             for member_id in &expired {
                 tracing::info!(group_id, member_id, "member session expired");
                 let member = group.members.remove(member_id).expect("listed above");
@@ -631,7 +629,13 @@ impl GroupCoordinator {
                     ));
                 }
             }
-            effects.extend(Self::membership_changed(group_id, group, now_ms));
+            if group.state == GroupState::PreparingRebalance
+                && now_ms >= group.rebalance_deadline_ms
+            {
+                effects.extend(Self::complete_join(group_id, group, now_ms));
+            } else if !expired.is_empty() {
+                effects.extend(Self::membership_changed(group_id, group, now_ms));
+            }
         }
         effects
     }

@@ -125,10 +125,12 @@ fn a_member_that_does_not_rejoin_before_the_rebalance_timeout_is_removed() {
     let mut coordinator = GroupCoordinator::new(config());
     let first = stable_single_member(&mut coordinator);
     coordinator.join(10, 3, join_request(""));
-    assert!(
-        joins(&coordinator.tick(10 + 29_000)).is_empty(),
-        "deadline not reached"
-    );
+    // A slow consumer: its heartbeat thread keeps the session alive, but its
+    // application never polls, so it never rejoins.
+    for at in (1_000..29_000).step_by(1_000) {
+        coordinator.heartbeat(at, "g", 1, &first);
+        assert!(joins(&coordinator.tick(at)).is_empty(), "deadline not reached at {at}");
+    }
     let effects = coordinator.tick(10 + 30_000);
     let completed = joins(&effects);
     assert_eq!(completed.len(), 1);
@@ -246,4 +248,30 @@ fn the_initial_rebalance_delay_applies_whenever_the_group_leaves_empty() {
         coordinator.leave(start + 3001, "g", &[member]);
         assert_eq!(coordinator.describe("g").state, GroupState::Empty);
     }
+}
+
+#[test]
+fn a_member_that_dies_during_a_rebalance_expires_after_its_session_not_the_rebalance_timeout() {
+    let mut coordinator = GroupCoordinator::new(config());
+    let first = stable_single_member(&mut coordinator);
+    // A second member joins; the first must rejoin but has crashed.
+    coordinator.join(10, 3, join_request(""));
+    assert_eq!(
+        coordinator.describe("g").state,
+        GroupState::PreparingRebalance
+    );
+    // Its session (10 s) lapses long before the rebalance timeout (30 s).
+    let effects = coordinator.tick(10_001);
+    let completed = joins(&effects);
+    assert_eq!(
+        completed.len(),
+        1,
+        "the rebalance completes with the live member"
+    );
+    assert_ne!(completed[0].1.member_id, first);
+    assert!(coordinator
+        .describe("g")
+        .members
+        .iter()
+        .all(|m| m.member_id != first));
 }
