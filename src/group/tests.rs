@@ -129,7 +129,10 @@ fn a_member_that_does_not_rejoin_before_the_rebalance_timeout_is_removed() {
     // application never polls, so it never rejoins.
     for at in (1_000..29_000).step_by(1_000) {
         coordinator.heartbeat(at, "g", 1, &first);
-        assert!(joins(&coordinator.tick(at)).is_empty(), "deadline not reached at {at}");
+        assert!(
+            joins(&coordinator.tick(at)).is_empty(),
+            "deadline not reached at {at}"
+        );
     }
     let effects = coordinator.tick(10 + 30_000);
     let completed = joins(&effects);

@@ -6,8 +6,10 @@
 //! truncation that should not have happened, an offset assigned twice) or an
 //! ack reported the wrong offset. The only legitimate rewrite is after a
 //! broker power loss with `flush_on_ack` false: the unsynced tail is lost and
-//! its offsets are reused. So a value first seen before such a power loss and
-//! another seen after it is excused, and counted.
+//! its offsets are reused. So a value written before such a power loss and
+//! another seen after it is excused, and counted. "Written" is bounded by the
+//! send's invoke: an ack can arrive after the crash that erased its write,
+//! when the response was already on the wire.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +35,16 @@ impl Checker for InconsistentOffsets {
         let mut conflicts: BTreeMap<(Tp<'_>, i64), Anomaly> = BTreeMap::new();
         let mut excused = 0usize;
         let mut observations = 0usize;
+        // The earliest a value can have been written: its send's invoke.
+        let mut written_at: BTreeMap<&str, u64> = BTreeMap::new();
+        for entry in history {
+            if let Kind::Invoke {
+                op: Op::Send { value, .. },
+            } = &entry.kind
+            {
+                written_at.entry(value.as_str()).or_insert(entry.index);
+            }
+        }
 
         for entry in history {
             let Kind::Ok { op } = &entry.kind else {
@@ -58,9 +70,10 @@ impl Checker for InconsistentOffsets {
                 if known.iter().any(|&(v, _)| v == value) {
                     continue;
                 }
-                let unexcused = known
-                    .iter()
-                    .find(|&&(_, first)| !facts.loss_permitted_between(first, entry.index));
+                let unexcused = known.iter().find(|&&(other, first)| {
+                    let written = written_at.get(other).copied().unwrap_or(first).min(first);
+                    !facts.loss_permitted_between(written, entry.index)
+                });
                 match unexcused {
                     Some(&(other, first)) => {
                         // One anomaly per offset: later values there add
@@ -93,6 +106,51 @@ impl Checker for InconsistentOffsets {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ack_that_arrives_after_the_crash_that_erased_it_is_excused() {
+        use crate::history::{Builder, Event};
+        let mut b = Builder::new();
+        b.event(
+            0,
+            "nemesis",
+            Event::Meta {
+                scenario: "t".into(),
+                seed: 0,
+                flush_on_ack: false,
+                idempotence: true,
+                checkers: vec![],
+            },
+        );
+        let send = |value: &str, offset: Option<i64>| Op::Send {
+            topic: "t".into(),
+            key: None,
+            value: value.into(),
+            partition: offset.map(|_| 0),
+            offset,
+        };
+        let first = b.invoke(1, "producer-0", send("a", None));
+        b.event(
+            2,
+            "nemesis",
+            Event::Fault {
+                kind: "crash".into(),
+                target: "broker-0".into(),
+                power_loss: true,
+                healed: false,
+            },
+        );
+        b.ok(3, "producer-0", first, send("a", Some(0)));
+        let second = b.invoke(4, "producer-1", send("b", None));
+        b.ok(5, "producer-1", second, send("b", Some(0)));
+        let verdict = InconsistentOffsets.check(&b.build());
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(
+            verdict.summary.contains("1 rewrites excused"),
+            "{}",
+            verdict.summary
+        );
+    }
+
     use super::*;
     use crate::checkers::facts::build::{record, H};
 
