@@ -252,73 +252,70 @@ fn to_history_tp(tp: &TopicPartition) -> HistoryTp {
     }
 }
 
-/// Records what the consumer reports about its group. `record_commits` is
-/// false right after an explicit `commit_sync`, whose invoke/ok pair is
-/// already in the history.
-fn record_group_events(
-    consumer: &mut Consumer,
+/// Records a group event the consumer reports, at the moment it happens.
+/// `record_commits` is false for consumers that commit explicitly: their
+/// commit_sync invoke/ok pairs are already in the history.
+fn record_group_event(
     recorder: &Recorder,
     process: &str,
+    event: &GroupEvent,
     record_commits: bool,
 ) {
-    for event in consumer.drain_group_events() {
-        match event {
-            GroupEvent::Assigned {
-                group_id,
-                generation_id,
-                member_id,
-                partitions,
-            } => recorder.complete(
-                process,
-                Op::Assign {
-                    group: group_id,
-                    generation: generation_id,
-                    member: member_id,
-                    partitions: partitions.iter().map(to_history_tp).collect(),
-                },
-            ),
-            GroupEvent::Revoked {
-                group_id,
-                generation_id,
-                member_id,
-                partitions,
-            } => recorder.complete(
-                process,
-                Op::Revoke {
-                    group: group_id,
-                    generation: generation_id,
-                    member: member_id,
-                    partitions: partitions.iter().map(to_history_tp).collect(),
-                },
-            ),
-            // Automatic commits (and commits before a revocation) are reported
-            // after the fact, so when they were sent is unknown. They are
-            // recorded with generation -1, which keeps the stale-generation
-            // check (it needs the send time) off them; their offsets still
-            // count for every other check.
-            GroupEvent::Committed {
-                group_id,
-                member_id,
-                offsets,
-                ..
-            } if record_commits => recorder.complete(
-                process,
-                Op::Commit {
-                    group: group_id,
-                    generation: -1,
-                    member: member_id,
-                    offsets: offsets
-                        .iter()
-                        .map(|(tp, offset)| PartitionOffset {
-                            topic: tp.topic.clone(),
-                            partition: tp.partition,
-                            offset: *offset,
-                        })
-                        .collect(),
-                },
-            ),
-            GroupEvent::Committed { .. } => {}
-        }
+    match event {
+        GroupEvent::Assigned {
+            group_id,
+            generation_id,
+            member_id,
+            partitions,
+        } => recorder.complete(
+            process,
+            Op::Assign {
+                group: group_id.clone(),
+                generation: *generation_id,
+                member: member_id.clone(),
+                partitions: partitions.iter().map(to_history_tp).collect(),
+            },
+        ),
+        GroupEvent::Revoked {
+            group_id,
+            generation_id,
+            member_id,
+            partitions,
+        } => recorder.complete(
+            process,
+            Op::Revoke {
+                group: group_id.clone(),
+                generation: *generation_id,
+                member: member_id.clone(),
+                partitions: partitions.iter().map(to_history_tp).collect(),
+            },
+        ),
+        // Automatic commits are reported when their response arrives, so
+        // when they were sent is unknown. They are recorded with generation
+        // -1, which keeps the stale-generation check (it needs the send
+        // time) off them; their offsets still count for every other check.
+        GroupEvent::Committed {
+            group_id,
+            member_id,
+            offsets,
+            ..
+        } if record_commits => recorder.complete(
+            process,
+            Op::Commit {
+                group: group_id.clone(),
+                generation: -1,
+                member: member_id.clone(),
+                offsets: offsets
+                    .iter()
+                    .map(|(tp, offset)| PartitionOffset {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        offset: *offset,
+                    })
+                    .collect(),
+            },
+        ),
+        GroupEvent::Committed { .. } => {}
     }
 }
 
@@ -368,6 +365,13 @@ async fn run_consumer(
         Arc::new(SimConnector),
         Arc::new(SimClock),
     )?;
+    {
+        let (recorder, process) = (recorder.clone(), name.clone());
+        let record_commits = group.commit == CommitMode::Auto;
+        consumer.set_group_observer(Box::new(move |event| {
+            record_group_event(&recorder, &process, event, record_commits)
+        }));
+    }
     consumer.subscribe(vec![resolved.topic.clone()], None)?;
     let group_name = Some(group.group.clone());
     while !shared.stop.load(Ordering::Acquire) {
@@ -391,7 +395,9 @@ async fn run_consumer(
             },
         );
         let polled = consumer.poll(Duration::from_millis(500)).await;
-        record_group_events(&mut consumer, &recorder, &name, true);
+        // Group events were recorded by the observer as they happened; the
+        // queue is drained only to keep it from filling.
+        let _ = consumer.drain_group_events();
         let records = match polled {
             Ok(records) => records,
             Err(error) => {
@@ -472,7 +478,6 @@ async fn run_consumer(
         }
     }
     let _ = consumer.close().await;
-    record_group_events(&mut consumer, &recorder, &name, true);
     std::future::pending::<()>().await;
     Ok(())
 }

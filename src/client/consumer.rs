@@ -298,6 +298,9 @@ pub enum GroupEvent {
     },
 }
 
+/// A callback told of every [`GroupEvent`] when it happens.
+pub type GroupObserver = Box<dyn Fn(&GroupEvent) + Send>;
+
 /// Callbacks around a rebalance, as Java's `ConsumerRebalanceListener`.
 pub trait RebalanceListener: Send {
     /// Before rejoining: these partitions are no longer ours. With auto
@@ -336,6 +339,9 @@ struct GroupShared {
     /// Wakes the heartbeat task when membership changes.
     wake: Notify,
     /// Bounded by `GROUP_EVENTS_MAX`, oldest dropped.
+    /// Told of each event as it happens (the simulation records them into
+    /// its history at the true time; draining only shows them after poll).
+    observer: Mutex<Option<GroupObserver>>,
     events: Mutex<VecDeque<GroupEvent>>,
 }
 
@@ -380,6 +386,9 @@ impl GroupShared {
     }
 
     fn record(&self, event: GroupEvent) {
+        if let Some(observer) = lock(&self.observer).as_ref() {
+            observer(&event);
+        }
         let mut events = lock(&self.events);
         if events.len() >= GROUP_EVENTS_MAX {
             events.pop_front();
@@ -557,6 +566,7 @@ impl Consumer {
                     coordinator: Mutex::new(None),
                     wake: Notify::new(),
                     events: Mutex::new(VecDeque::new()),
+                    observer: Mutex::new(None),
                 });
                 let task = tokio::spawn(heartbeat_loop(shared.clone()));
                 (Some(shared), Some(task))
@@ -641,6 +651,14 @@ impl Consumer {
         match &self.group {
             Some(group) => lock(&group.events).drain(..).collect(),
             None => Vec::new(),
+        }
+    }
+
+    /// Calls `observer` with each group event as it happens, in addition to
+    /// queueing it for [`Consumer::drain_group_events`].
+    pub fn set_group_observer(&self, observer: GroupObserver) {
+        if let Some(group) = &self.group {
+            *lock(&group.observer) = Some(observer);
         }
     }
 

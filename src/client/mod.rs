@@ -31,7 +31,8 @@ use kafka_protocol::error::ResponseError;
 pub use assignor::AssignmentStrategy;
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{
-    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent, RebalanceListener,
+    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent, GroupObserver,
+    RebalanceListener,
 };
 pub use metadata::{
     Admin, Cluster, GroupDescription, GroupListing, GroupMember, PartitionInfo, TopicInfo,

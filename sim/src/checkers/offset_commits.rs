@@ -427,7 +427,10 @@ impl<'f, 'a> State<'f, 'a> {
                     .get(&key)
                     .is_some_and(|&seek| seek > previous.invoke);
                 if offset < previous.offset && !sought {
-                    if self.facts.loss_permitted_between(previous.ok, entry.index) {
+                    if self
+                        .facts
+                        .loss_permitted_between(previous.invoke, entry.index)
+                    {
                         self.counts.excused += 1;
                     } else {
                         self.anomalies.push(Anomaly {
@@ -548,7 +551,7 @@ impl<'f, 'a> State<'f, 'a> {
             }
             if self
                 .facts
-                .loss_permitted_between(owner.committed.ok, entry.index)
+                .loss_permitted_between(owner.committed.invoke, entry.index)
             {
                 self.counts.excused += 1;
                 continue;
