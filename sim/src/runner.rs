@@ -22,12 +22,33 @@ thread_local! {
 
 static SETUP: Once = Once::new();
 
+/// Log timestamps in simulated milliseconds.
+struct SimTimer;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTimer {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{:>8}ms", crate::recorder::now_ms())
+    }
+}
+
 /// Installs the process-wide panic hook and the tracing subscriber that feeds
 /// broker-side events into the running history. Idempotent.
 pub fn setup() {
     SETUP.call_once(|| {
         use tracing_subscriber::layer::SubscriberExt;
-        let subscriber = tracing_subscriber::registry().with(crate::recorder::HistoryLayer);
+        use tracing_subscriber::Layer;
+        // SLUICE_SIM_LOG=1 also prints sluice's own debug logs, stamped with
+        // simulated time: for following a run step by step.
+        let log = std::env::var_os("SLUICE_SIM_LOG").is_some().then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_timer(SimTimer)
+                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG)
+        });
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::recorder::HistoryLayer)
+            .with(log);
         let _ = tracing::subscriber::set_global_default(subscriber);
         let default_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {

@@ -591,6 +591,33 @@ fn consumer_hosts(resolved: &Resolved) -> Vec<String> {
         .collect()
 }
 
+/// Every host the target could have a connection to.
+fn peers_of(resolved: &Resolved, target: &str) -> Vec<String> {
+    let mut everyone: Vec<String> = (0..resolved.brokers).map(broker_name).collect();
+    everyone.extend(client_hosts(resolved));
+    everyone.push("controller".to_string());
+    everyone.retain(|host| host != target);
+    everyone
+}
+
+/// Cuts every link of `target`. Done before a crash or restart: tearing a
+/// host down drops its sockets in an order tokio derives from process-wide
+/// task ids, and each FIN or RST would draw from the simulation's random
+/// generator, so the run would depend on what ran before it in the process.
+/// A machine losing power sends nothing anyway; its peers find out by
+/// timeout, as in production.
+fn cut_links(sim: &mut turmoil::Sim<'_>, resolved: &Resolved, target: &str) {
+    for peer in peers_of(resolved, target) {
+        sim.partition(target, peer.as_str());
+    }
+}
+
+fn mend_links(sim: &mut turmoil::Sim<'_>, resolved: &Resolved, target: &str) {
+    for peer in peers_of(resolved, target) {
+        sim.repair(target, peer.as_str());
+    }
+}
+
 struct Nemesis {
     draw: Draw,
     next_fault_ms: u64,
@@ -672,9 +699,14 @@ impl Nemesis {
             FaultKind::Delay => sim.hold(target.as_str(), peer.as_deref().unwrap_or("broker-0")),
             FaultKind::CrashBroker | FaultKind::CrashClient => {
                 power_loss = kind == FaultKind::CrashBroker;
+                cut_links(sim, resolved, &target);
                 sim.crash(target.as_str());
             }
-            FaultKind::RestartBroker => sim.bounce(target.as_str()),
+            FaultKind::RestartBroker => {
+                cut_links(sim, resolved, &target);
+                sim.bounce(target.as_str());
+                mend_links(sim, resolved, &target);
+            }
             FaultKind::PauseConsumer => {
                 shared
                     .paused_until_ms
@@ -722,7 +754,10 @@ impl Nemesis {
                 }
             }
             FaultKind::Delay => sim.release(fault.target.as_str(), peer),
-            FaultKind::CrashBroker | FaultKind::CrashClient => sim.bounce(fault.target.as_str()),
+            FaultKind::CrashBroker | FaultKind::CrashClient => {
+                sim.bounce(fault.target.as_str());
+                mend_links(sim, resolved, &fault.target);
+            }
             FaultKind::RestartBroker => {}
             FaultKind::PauseConsumer => {
                 shared
