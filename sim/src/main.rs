@@ -227,6 +227,7 @@ fn sweep(
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, SeedOutcome)>> = Mutex::new(Vec::new());
     std::env::set_var("SLUICE_SIM_QUIET_PANICS", "1");
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| loop {
@@ -246,22 +247,29 @@ fn sweep(
                     .count();
                 let width = 30;
                 let filled = finished * width / work.len().max(1);
-                eprint!(
-                    "\r[{}{}] {finished}/{} runs, {failures} failing{}",
+                let line = format!(
+                    "[{}{}] {finished}/{} runs, {failures} failing{}",
                     "=".repeat(filled),
                     " ".repeat(width - filled),
                     work.len(),
-                    if failed {
-                        " (new failure)"
-                    } else {
-                        "              "
-                    }
+                    if failed { " (new failure)" } else { "" }
                 );
+                // Redraw in place on a terminal; in a log, a line per tenth.
+                if interactive {
+                    eprint!("\r{line:<70}");
+                } else if finished * 10 / work.len().max(1)
+                    != (finished - 1) * 10 / work.len().max(1)
+                    || failed
+                {
+                    eprintln!("{line}");
+                }
                 let _ = std::io::stderr().flush();
             });
         }
     });
-    eprintln!();
+    if interactive {
+        eprintln!();
+    }
     let mut results = results.into_inner().expect("results lock");
     results.sort_by_key(|(index, outcome)| (*index, outcome.seed));
     let mut stats: Vec<ScenarioStats> =
