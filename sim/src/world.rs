@@ -618,6 +618,13 @@ fn mend_links(sim: &mut turmoil::Sim<'_>, resolved: &Resolved, target: &str) {
     }
 }
 
+/// A fault to start: what, on whom (drawn when `None`), for how long.
+struct FaultPlan {
+    kind: FaultKind,
+    target: Option<String>,
+    duration_ms: u64,
+}
+
 struct Nemesis {
     draw: Draw,
     next_fault_ms: u64,
@@ -650,10 +657,13 @@ impl Nemesis {
         shared: &Shared,
         recorder: &Recorder,
         now_ms: u64,
-        kind: FaultKind,
-        target: Option<String>,
-        duration_ms: u64,
+        plan: FaultPlan,
     ) {
+        let FaultPlan {
+            kind,
+            target,
+            duration_ms,
+        } = plan;
         let brokers: Vec<String> = (0..resolved.brokers).map(broker_name).collect();
         let clients = client_hosts(resolved);
         let consumers = consumer_hosts(resolved);
@@ -810,9 +820,11 @@ impl Nemesis {
                 shared,
                 recorder,
                 now_ms,
-                fault.kind,
-                fault.target,
-                fault.duration_ms,
+                FaultPlan {
+                    kind: fault.kind,
+                    target: fault.target,
+                    duration_ms: fault.duration_ms,
+                },
             );
         }
         if resolved.schedule.is_empty()
@@ -824,7 +836,16 @@ impl Nemesis {
                 .draw
                 .range(resolved.fault_duration_ms[0], resolved.fault_duration_ms[1]);
             self.start(
-                sim, resolved, shared, recorder, now_ms, kind, None, duration,
+                sim,
+                resolved,
+                shared,
+                recorder,
+                now_ms,
+                FaultPlan {
+                    kind,
+                    target: None,
+                    duration_ms: duration,
+                },
             );
             self.next_fault_ms = now_ms
                 + self

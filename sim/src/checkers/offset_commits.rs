@@ -102,6 +102,14 @@ struct Committed {
 }
 
 /// A member newly given a partition, waiting for its first poll of it.
+/// A commit that may have reached the broker: its invoke, its offset for one
+/// partition, and the call (process, id) that completes it.
+struct PossibleCommit<'a> {
+    invoke: u64,
+    offset: i64,
+    call: (&'a str, u64),
+}
+
 struct NewOwner<'a> {
     group: &'a str,
     assign: u64,
@@ -139,7 +147,7 @@ struct State<'f, 'a> {
     /// Commits that may have been applied: invoked and not (yet) failed.
     /// An unfinished commit (its consumer crashed, or it timed out) may still
     /// have reached the broker, so a new owner may resume at its offset.
-    possibly_applied: BTreeMap<(&'a str, Tp<'a>), Vec<(u64, i64, (&'a str, u64))>>,
+    possibly_applied: BTreeMap<(&'a str, Tp<'a>), Vec<PossibleCommit<'a>>>,
     new_owners: BTreeMap<(&'a str, Tp<'a>), NewOwner<'a>>,
     /// Each (group, generation, partition)'s first assignee and its Assign.
     owners: BTreeMap<(&'a str, i32, Tp<'a>), (&'a str, u64)>,
@@ -185,7 +193,11 @@ impl<'f, 'a> State<'f, 'a> {
                     self.possibly_applied
                         .entry((group.as_str(), offset_tp(offset)))
                         .or_default()
-                        .push((entry.index, offset.offset, (process, entry.id)));
+                        .push(PossibleCommit {
+                            invoke: entry.index,
+                            offset: offset.offset,
+                            call: (process, entry.id),
+                        });
                 }
             }
             Kind::Fail {
@@ -198,7 +210,7 @@ impl<'f, 'a> State<'f, 'a> {
                         .possibly_applied
                         .get_mut(&(group.as_str(), offset_tp(offset)))
                     {
-                        candidates.retain(|(_, _, call)| *call != (process, entry.id));
+                        candidates.retain(|candidate| candidate.call != (process, entry.id));
                     }
                 }
             }
@@ -539,10 +551,10 @@ impl<'f, 'a> State<'f, 'a> {
                 self.possibly_applied
                     .get(&(owner.group, tp))
                     .is_some_and(|candidates| {
-                        candidates.iter().any(|&(invoke, offset, _)| {
-                            invoke > owner.committed.invoke
-                                && invoke < entry.index
-                                && offset == first
+                        candidates.iter().any(|candidate| {
+                            candidate.invoke > owner.committed.invoke
+                                && candidate.invoke < entry.index
+                                && candidate.offset == first
                         })
                     });
             if newer_commit {
