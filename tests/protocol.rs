@@ -469,3 +469,34 @@ proptest! {
         });
     }
 }
+
+/// A new generation is durable before any member hears of it: with a full
+/// disk the rebalance is refused (retriable), never answered with a
+/// generation that a restart could hand out again.
+#[tokio::test]
+async fn a_generation_that_cannot_be_persisted_is_never_handed_out() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    let test = start_broker(test_config()).await;
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(Bytes::from_static(b"m"))]);
+    test.storage.set_capacity_bytes(Some(0));
+    let refused: JoinGroupResponse = call(&test.broker, ApiKey::JoinGroup, 5, &join).await;
+    assert_eq!(refused.error_code, ResponseError::CoordinatorNotAvailable.code());
+    assert_eq!(refused.generation_id, -1);
+    // Once the disk has room again and the broker restarted (a storage
+    // error takes the offsets log offline until then), joining works, and
+    // with a generation no member has seen.
+    test.storage.set_capacity_bytes(None);
+    let storage = test.storage.clone();
+    drop(test);
+    let restarted = start_broker_on(test_config(), storage).await;
+    let joined: JoinGroupResponse = call(&restarted.broker, ApiKey::JoinGroup, 5, &join).await;
+    assert_eq!(joined.error_code, 0);
+    assert!(joined.generation_id >= 1);
+}

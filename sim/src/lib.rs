@@ -8,4 +8,5 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod seams;
+pub mod trace;
 pub mod world;

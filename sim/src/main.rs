@@ -42,6 +42,15 @@ enum Command {
         /// Write the history as JSON Lines.
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Write a readable trace, one line per event (diff two runs with it).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Keep only these hosts' lines in the trace (repeatable).
+        #[arg(long = "trace-host")]
+        trace_hosts: Vec<String>,
+        /// Keep only lines about these partitions, as topic-partition (repeatable).
+        #[arg(long = "trace-partition")]
+        trace_partitions: Vec<String>,
         /// Print the resolved knobs and the full report as JSON.
         #[arg(long)]
         json: bool,
@@ -90,12 +99,20 @@ fn print_verdicts(outcome: &SeedOutcome) {
     }
 }
 
-fn run_one(
-    scenario_arg: &str,
-    seed: u64,
-    history_path: Option<PathBuf>,
+struct RunOutputs {
+    history: Option<PathBuf>,
+    trace: Option<PathBuf>,
+    filter: sluice_sim::trace::TraceFilter,
     json: bool,
-) -> anyhow::Result<i32> {
+}
+
+fn run_one(scenario_arg: &str, seed: u64, outputs: RunOutputs) -> anyhow::Result<i32> {
+    let RunOutputs {
+        history: history_path,
+        trace,
+        filter,
+        json,
+    } = outputs;
     let path = runner::locate(scenario_arg);
     let scenario = Scenario::load(&path)?;
     println!("seed: {seed}");
@@ -109,6 +126,11 @@ fn run_one(
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
         history::write_jsonl(&outcome.history, &mut file)?;
         println!("history: {}", path.display());
+    }
+    if let Some(path) = trace {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        sluice_sim::trace::write(&outcome.history, &filter, &mut file)?;
+        println!("trace: {}", path.display());
     }
     print_verdicts(&outcome);
     if let Some(report) = &outcome.report {
@@ -357,8 +379,23 @@ fn main() -> ExitCode {
             scenario,
             seed,
             history,
+            trace,
+            trace_hosts,
+            trace_partitions,
             json,
-        }) => run_one(&scenario, seed, history, json),
+        }) => run_one(
+            &scenario,
+            seed,
+            RunOutputs {
+                history,
+                trace,
+                filter: sluice_sim::trace::TraceFilter {
+                    hosts: trace_hosts,
+                    partitions: trace_partitions,
+                },
+                json,
+            },
+        ),
         Some(Command::Sweep {
             scenarios,
             seeds,

@@ -141,6 +141,13 @@ pub enum FaultKind {
     CrashClient,
     /// A consumer stops the world (GC-like) for a while.
     PauseConsumer,
+    /// Latency on a client's link to the broker rises to seconds.
+    SlowNetwork,
+    /// The broker's disk is full (ENOSPC); healed by freeing space and
+    /// restarting the broker, as an operator would.
+    DiskFull,
+    /// The broker's disk returns I/O errors; healed by a restart.
+    DiskErrors,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

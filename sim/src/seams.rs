@@ -71,12 +71,81 @@ impl Clock for SimClock {
     }
 }
 
+/// A disk fault the nemesis can switch on for one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFault {
+    /// ENOSPC: appends and new files fail.
+    Full,
+    /// EIO: appends and syncs fail.
+    IoErrors,
+}
+
+/// Disk faults by host, shared by the nemesis and each host's storage.
+#[derive(Debug, Default)]
+pub struct DiskFaults {
+    by_host: Mutex<std::collections::BTreeMap<String, DiskFault>>,
+}
+
+impl DiskFaults {
+    pub fn set(&self, host: &str, fault: Option<DiskFault>) {
+        let mut by_host = self.by_host.lock().expect("disk faults lock");
+        match fault {
+            Some(fault) => by_host.insert(host.to_string(), fault),
+            None => by_host.remove(host),
+        };
+    }
+
+    fn get(&self, host: &str) -> Option<DiskFault> {
+        self.by_host
+            .lock()
+            .expect("disk faults lock")
+            .get(host)
+            .copied()
+    }
+
+    fn check(&self, host: &str, operation: Operation) -> io::Result<()> {
+        match (self.get(host), operation) {
+            (Some(DiskFault::Full), Operation::Write | Operation::Create) => Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device (simulated)",
+            )),
+            (Some(DiskFault::IoErrors), Operation::Write | Operation::Sync) => {
+                Err(io::Error::other("input/output error (simulated)"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Operation {
+    Create,
+    Write,
+    Sync,
+}
+
 /// turmoil's per-host filesystem. A crash of the host loses what was not
-/// synced, and tears writes by the configured block size.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SimStorage;
+/// synced, and tears writes by the configured block size. The nemesis can
+/// also make the disk full or failing through [`DiskFaults`].
+#[derive(Debug, Clone, Default)]
+pub struct SimStorage {
+    faults: Arc<DiskFaults>,
+    host: String,
+}
+
+impl SimStorage {
+    /// Storage for `host`, subject to the faults set for it in `faults`.
+    pub fn new(faults: Arc<DiskFaults>, host: &str) -> Self {
+        Self {
+            faults,
+            host: host.to_string(),
+        }
+    }
+}
 
 struct SimFile {
+    faults: Arc<DiskFaults>,
+    host: String,
     file: simfs::File,
     len: AtomicU64,
     /// Serialises appends so two never claim the same position.
@@ -86,6 +155,9 @@ struct SimFile {
 impl Storage for SimStorage {
     fn open<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<SharedFile>> {
         Box::pin(async move {
+            if !simfs::exists(path) {
+                self.faults.check(&self.host, Operation::Create)?;
+            }
             let file = simfs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -94,6 +166,8 @@ impl Storage for SimStorage {
                 .open(path)?;
             let len = file.metadata()?.len();
             Ok(Arc::new(SimFile {
+                faults: Arc::clone(&self.faults),
+                host: self.host.clone(),
                 file,
                 len: AtomicU64::new(len),
                 append_lock: Mutex::new(()),
@@ -162,6 +236,7 @@ impl StorageFile for SimFile {
 
     fn append(&self, data: Bytes) -> BoxFuture<'_, io::Result<u64>> {
         Box::pin(async move {
+            self.faults.check(&self.host, Operation::Write)?;
             let _serialised = self.append_lock.lock().map_err(lock_error)?;
             let position = self.len.load(Ordering::Acquire);
             self.file.write_all_at(&data, position)?;
@@ -172,7 +247,10 @@ impl StorageFile for SimFile {
     }
 
     fn sync(&self) -> BoxFuture<'_, io::Result<()>> {
-        Box::pin(async move { self.file.sync_data() })
+        Box::pin(async move {
+            self.faults.check(&self.host, Operation::Sync)?;
+            self.file.sync_data()
+        })
     }
 
     fn truncate(&self, len: u64) -> BoxFuture<'_, io::Result<()>> {

@@ -26,7 +26,7 @@ use crate::scenario::{
     child_seed, CommitMode, Draw, FaultKind, Resolved, ResolvedGroup, ResolvedProducer,
     ScheduledFault,
 };
-use crate::seams::{SimClock, SimConnector, SimListener, SimStorage};
+use crate::seams::{DiskFault, DiskFaults, SimClock, SimConnector, SimListener, SimStorage};
 
 /// The fixed calendar epoch of every run: 2024-01-01T00:00:00Z.
 const EPOCH_SECS: u64 = 1_704_067_200;
@@ -39,6 +39,10 @@ const SIMULATION_SLACK_MS: u64 = 120_000;
 /// Client request timeouts inside the simulation: short, so partitions are
 /// noticed within a fault phase.
 const CLIENT_REQUEST_TIMEOUT_MS: u64 = 3_000;
+/// turmoil's default upper bound on message latency.
+const LINK_MAX_LATENCY_MS: u64 = 100;
+/// A slow link: seconds, beyond the clients' request timeout.
+const SLOW_LINK_MAX_LATENCY_MS: u64 = 4_000;
 
 fn broker_name(index: u32) -> String {
     format!("broker-{index}")
@@ -65,6 +69,8 @@ pub struct Shared {
     incarnations: Mutex<BTreeMap<String, u32>>,
     /// Set when the final reads completed.
     finished: AtomicBool,
+    /// Disk faults the nemesis has switched on, by broker.
+    disks: Arc<DiskFaults>,
     final_reads_failed: AtomicU32,
 }
 
@@ -111,10 +117,11 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
     config
 }
 
-async fn run_broker(config: BrokerConfig, name: String) -> turmoil::Result {
+async fn run_broker(config: BrokerConfig, name: String, disks: Arc<DiskFaults>) -> turmoil::Result {
     let listener = SimListener::bind(&name, BROKER_PORT).await?;
+    let storage = SimStorage::new(disks, &name);
     let broker =
-        sluice::broker::Broker::open(config, Arc::new(SimStorage), Arc::new(SimClock)).await?;
+        sluice::broker::Broker::open(config, Arc::new(storage), Arc::new(SimClock)).await?;
     let _background = broker.spawn_background();
     sluice::server::serve(broker, Box::new(listener)).await?;
     Ok(())
@@ -672,9 +679,13 @@ impl Nemesis {
         };
         let target = match (&target, kind) {
             (Some(target), _) => Some(target.clone()),
-            (None, FaultKind::CrashBroker | FaultKind::RestartBroker) => {
-                pick(&mut self.draw, &brokers)
-            }
+            (
+                None,
+                FaultKind::CrashBroker
+                | FaultKind::RestartBroker
+                | FaultKind::DiskFull
+                | FaultKind::DiskErrors,
+            ) => pick(&mut self.draw, &brokers),
             (None, FaultKind::PauseConsumer) => pick(&mut self.draw, &consumers),
             (None, FaultKind::Isolate) => {
                 let mut everyone = brokers.clone();
@@ -724,6 +735,16 @@ impl Nemesis {
                     .expect("pause lock")
                     .insert(target.clone(), now_ms + duration_ms);
             }
+            FaultKind::SlowNetwork => {
+                let slow = Duration::from_millis(SLOW_LINK_MAX_LATENCY_MS);
+                sim.set_link_max_message_latency(
+                    target.as_str(),
+                    peer.as_deref().unwrap_or("broker-0"),
+                    slow,
+                );
+            }
+            FaultKind::DiskFull => shared.disks.set(&target, Some(DiskFault::Full)),
+            FaultKind::DiskErrors => shared.disks.set(&target, Some(DiskFault::IoErrors)),
         }
         self.faults += 1;
         recorder.event_at(
@@ -775,6 +796,18 @@ impl Nemesis {
                     .lock()
                     .expect("pause lock")
                     .remove(&fault.target);
+            }
+            FaultKind::SlowNetwork => {
+                let normal = Duration::from_millis(LINK_MAX_LATENCY_MS);
+                sim.set_link_max_message_latency(fault.target.as_str(), peer, normal);
+            }
+            FaultKind::DiskFull | FaultKind::DiskErrors => {
+                // A partition that hit a storage error stays offline until
+                // the broker restarts and recovers it, as in Kafka.
+                shared.disks.set(&fault.target, None);
+                cut_links(sim, resolved, &fault.target);
+                sim.bounce(fault.target.as_str());
+                mend_links(sim, resolved, &fault.target);
             }
         }
         recorder.event_at(
@@ -865,6 +898,9 @@ pub fn fault_name(kind: FaultKind) -> &'static str {
         FaultKind::RestartBroker => "restart",
         FaultKind::CrashClient => "crash",
         FaultKind::PauseConsumer => "pause-consumer",
+        FaultKind::SlowNetwork => "slow-network",
+        FaultKind::DiskFull => "disk-full",
+        FaultKind::DiskErrors => "disk-errors",
     }
 }
 
@@ -892,6 +928,7 @@ pub fn run(resolved: &Resolved) -> RunResult {
         .rng_seed(child_seed(resolved.seed, "turmoil"))
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .simulation_duration(Duration::from_millis(duration_ms))
+        .max_message_latency(Duration::from_millis(LINK_MAX_LATENCY_MS))
         .tcp_capacity(4096);
     if resolved.block_size > 0 {
         builder.fs().block_size(resolved.block_size);
@@ -901,8 +938,9 @@ pub fn run(resolved: &Resolved) -> RunResult {
         let config = broker_config(&resolved, index);
         let name = broker_name(index);
         let host = name.clone();
+        let disks = Arc::clone(&shared.disks);
         sim.host(host.as_str(), move || {
-            run_broker(config.clone(), name.clone())
+            run_broker(config.clone(), name.clone(), Arc::clone(&disks))
         });
     }
     for spec in resolved.producers.clone() {

@@ -29,8 +29,12 @@ fn run(seed: u64) -> Vec<String> {
             ..BrokerConfig::default()
         };
         let listener = SimListener::bind("broker", 9092).await?;
-        let broker =
-            sluice::broker::Broker::open(config, Arc::new(SimStorage), Arc::new(SimClock)).await?;
+        let broker = sluice::broker::Broker::open(
+            config,
+            Arc::new(SimStorage::default()),
+            Arc::new(SimClock),
+        )
+        .await?;
         let _tasks = broker.spawn_background();
         sluice::server::serve(broker, Box::new(listener)).await?;
         Ok(())

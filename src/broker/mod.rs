@@ -356,45 +356,78 @@ impl Broker {
         self.next_waiter.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Delivers coordinator effects: answers parked callers and persists
-    /// generation changes.
+    /// Delivers coordinator effects, in order: persists each generation
+    /// change, then answers the parked callers.
+    ///
+    /// A generation must be durable before any member hears of it: if it
+    /// were not, a restart would restore the previous generation and hand
+    /// out the same number again with a different assignment, and fencing
+    /// by generation would no longer fence. So when persisting fails (a
+    /// full or failing disk), the JoinGroup answers of that rebalance become
+    /// COORDINATOR_NOT_AVAILABLE and the members retry.
     async fn apply_effects(&self, effects: Vec<Effect>) {
-        let mut generations = Vec::new();
-        {
-            let mut waiters = self.waiters.lock().expect("waiters lock");
-            for effect in effects {
-                match effect {
-                    Effect::CompleteJoin(waiter, result) => {
-                        if let Some(sender) = waiters.joins.remove(&waiter) {
-                            // The caller may have timed out and gone: nothing to do.
-                            let _ = sender.send(result);
-                        }
-                    }
-                    Effect::CompleteSync(waiter, result) => {
-                        if let Some(sender) = waiters.syncs.remove(&waiter) {
-                            let _ = sender.send(result);
-                        }
-                    }
-                    Effect::GenerationChanged {
-                        group_id,
+        use kafka_protocol::error::ResponseError;
+        // The coordinator emits a group's GenerationChanged before the
+        // answers of that rebalance, so the latest one governs what follows.
+        let mut unpersisted_generation: Option<i32> = None;
+        for effect in effects {
+            match effect {
+                Effect::GenerationChanged {
+                    group_id,
+                    generation_id,
+                } => {
+                    tracing::info!(group_id, generation_id, "group generation changed");
+                    tracing::debug!(
+                        target: "sluice::history",
+                        event = "generation",
+                        node = self.config.node_id,
+                        group_id = %group_id,
                         generation_id,
-                    } => {
-                        tracing::info!(group_id, generation_id, "group generation changed");
-                        tracing::debug!(
-                            target: "sluice::history",
-                            event = "generation",
-                            node = self.config.node_id,
-                            group_id = %group_id,
-                            generation_id,
-                        );
-                        generations.push((group_id, generation_id));
+                    );
+                    unpersisted_generation = match offsets::persist_generation(
+                        self,
+                        &group_id,
+                        generation_id,
+                    )
+                    .await
+                    {
+                        Ok(()) => None,
+                        Err(error) => {
+                            tracing::error!(group_id, generation_id, %error, "persisting a group generation failed; its members must rejoin");
+                            Some(generation_id)
+                        }
+                    };
+                }
+                Effect::CompleteJoin(waiter, mut result) => {
+                    if unpersisted_generation
+                        .is_some_and(|generation| generation == result.generation_id)
+                    {
+                        result.error_code = ResponseError::CoordinatorNotAvailable.code();
+                        result.generation_id = crate::group::NO_GENERATION;
+                        result.members.clear();
+                    }
+                    if let Some(sender) = self
+                        .waiters
+                        .lock()
+                        .expect("waiters lock")
+                        .joins
+                        .remove(&waiter)
+                    {
+                        // The caller may have timed out and gone: nothing to do.
+                        let _ = sender.send(result);
                     }
                 }
-            }
-        }
-        for (group_id, generation_id) in generations {
-            if let Err(error) = offsets::persist_generation(self, &group_id, generation_id).await {
-                tracing::error!(group_id, %error, "persisting a group generation failed");
+                Effect::CompleteSync(waiter, result) => {
+                    if let Some(sender) = self
+                        .waiters
+                        .lock()
+                        .expect("waiters lock")
+                        .syncs
+                        .remove(&waiter)
+                    {
+                        let _ = sender.send(result);
+                    }
+                }
             }
         }
     }
