@@ -18,6 +18,11 @@ use sluice_sim::report::Outcome;
 use sluice_sim::runner::{self, SeedOutcome};
 use sluice_sim::scenario::Scenario;
 
+/// The simulated broker decodes frames like the real one; keep a malformed
+/// frame from aborting the process (see `sluice::alloc`).
+#[global_allocator]
+static ALLOC: sluice::alloc::LazyHugeAlloc = sluice::alloc::LazyHugeAlloc;
+
 /// Seeds the bare `sim` command sweeps per scenario.
 const DEFAULT_SEEDS: u64 = 10;
 
