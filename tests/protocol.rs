@@ -487,7 +487,10 @@ async fn a_generation_that_cannot_be_persisted_is_never_handed_out() {
             .with_metadata(Bytes::from_static(b"m"))]);
     test.storage.set_capacity_bytes(Some(0));
     let refused: JoinGroupResponse = call(&test.broker, ApiKey::JoinGroup, 5, &join).await;
-    assert_eq!(refused.error_code, ResponseError::CoordinatorNotAvailable.code());
+    assert_eq!(
+        refused.error_code,
+        ResponseError::CoordinatorNotAvailable.code()
+    );
     assert_eq!(refused.generation_id, -1);
     // Once the disk has room again and the broker restarted (a storage
     // error takes the offsets log offline until then), joining works, and
