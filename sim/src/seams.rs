@@ -213,25 +213,8 @@ fn lock_error(_: std::sync::PoisonError<std::sync::MutexGuard<'_, ()>>) -> io::E
 
 impl StorageFile for SimFile {
     fn read_at(&self, position: u64, len: usize) -> BoxFuture<'_, io::Result<Bytes>> {
-        Box::pin(async move {
-            let end = self.len.load(Ordering::Acquire);
-            let wanted = usize::try_from(end.saturating_sub(position))
-                .unwrap_or(usize::MAX)
-                .min(len);
-            let mut buffer = vec![0u8; wanted];
-            let mut filled = 0;
-            while filled < wanted {
-                let read = self
-                    .file
-                    .read_at(&mut buffer[filled..], position + filled as u64)?;
-                if read == 0 {
-                    break;
-                }
-                filled += read;
-            }
-            buffer.truncate(filled);
-            Ok(Bytes::from(buffer))
-        })
+        let file_len = self.len.load(Ordering::Acquire);
+        Box::pin(async move { sluice::storage::read_at_most(&self.file, position, len, file_len) })
     }
 
     fn append(&self, data: Bytes) -> BoxFuture<'_, io::Result<u64>> {

@@ -1068,6 +1068,38 @@ impl Broker {
         }
     }
 
+    /// A group's committed offsets for the wanted partitions (every
+    /// committed one when `None`), in the v8+ response shape.
+    fn committed_topics(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Vec<OffsetFetchResponseTopics> {
+        self.committed_for(group_id, wanted)
+            .into_iter()
+            .map(|(topic, partitions)| {
+                OffsetFetchResponseTopics::default()
+                    .with_name(TopicName(str_bytes(&topic)))
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|(index, committed)| {
+                                let (offset, epoch, metadata) = committed
+                                    .map_or((-1, -1, String::new()), |c| {
+                                        (c.offset, c.leader_epoch, c.metadata)
+                                    });
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(index)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(Some(str_bytes(&metadata)))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect()
+    }
+
     async fn offset_fetch(
         &self,
         request: OffsetFetchRequest,
@@ -1083,30 +1115,7 @@ impl Broker {
                         .map(|t| (t.name.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let topics = self
-                    .committed_for(&group.group_id, wanted)
-                    .into_iter()
-                    .map(|(topic, partitions)| {
-                        OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(str_bytes(&topic)))
-                            .with_partitions(
-                                partitions
-                                    .into_iter()
-                                    .map(|(index, committed)| {
-                                        let (offset, epoch, metadata) = committed
-                                            .map_or((-1, -1, String::new()), |c| {
-                                                (c.offset, c.leader_epoch, c.metadata)
-                                            });
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(index)
-                                            .with_committed_offset(offset)
-                                            .with_committed_leader_epoch(epoch)
-                                            .with_metadata(Some(str_bytes(&metadata)))
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                let topics = self.committed_topics(&group.group_id, wanted);
                 response.groups.push(
                     OffsetFetchResponseGroup::default()
                         .with_group_id(group.group_id)
@@ -1114,6 +1123,8 @@ impl Broker {
                 );
             }
         } else {
+            // Versions before 8 ask for one group and answer in the older,
+            // field-for-field identical shape.
             let wanted = request.topics.map(|topics| {
                 topics
                     .into_iter()
@@ -1121,24 +1132,21 @@ impl Broker {
                     .collect()
             });
             response.topics = self
-                .committed_for(&request.group_id, wanted)
+                .committed_topics(&request.group_id, wanted)
                 .into_iter()
-                .map(|(topic, partitions)| {
+                .map(|topic| {
                     OffsetFetchResponseTopic::default()
-                        .with_name(TopicName(str_bytes(&topic)))
+                        .with_name(topic.name)
                         .with_partitions(
-                            partitions
+                            topic
+                                .partitions
                                 .into_iter()
-                                .map(|(index, committed)| {
-                                    let (offset, epoch, metadata) = committed
-                                        .map_or((-1, -1, String::new()), |c| {
-                                            (c.offset, c.leader_epoch, c.metadata)
-                                        });
+                                .map(|p| {
                                     OffsetFetchResponsePartition::default()
-                                        .with_partition_index(index)
-                                        .with_committed_offset(offset)
-                                        .with_committed_leader_epoch(epoch)
-                                        .with_metadata(Some(str_bytes(&metadata)))
+                                        .with_partition_index(p.partition_index)
+                                        .with_committed_offset(p.committed_offset)
+                                        .with_committed_leader_epoch(p.committed_leader_epoch)
+                                        .with_metadata(p.metadata)
                                 })
                                 .collect(),
                         )

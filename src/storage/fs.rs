@@ -88,24 +88,8 @@ impl Storage for FsStorage {
 
 impl StorageFile for FsFile {
     fn read_at(&self, position: u64, len: usize) -> BoxFuture<'_, io::Result<Bytes>> {
-        Box::pin(async move {
-            let end = self.len.load(Ordering::Acquire);
-            let available = end.saturating_sub(position);
-            let wanted = usize::try_from(available).unwrap_or(usize::MAX).min(len);
-            let mut buffer = vec![0u8; wanted];
-            let mut filled = 0;
-            while filled < wanted {
-                let read = self
-                    .file
-                    .read_at(&mut buffer[filled..], position + filled as u64)?;
-                if read == 0 {
-                    break;
-                }
-                filled += read;
-            }
-            buffer.truncate(filled);
-            Ok(Bytes::from(buffer))
-        })
+        let file_len = self.len.load(Ordering::Acquire);
+        Box::pin(async move { super::read_at_most(self.file.as_ref(), position, len, file_len) })
     }
 
     fn append(&self, data: Bytes) -> BoxFuture<'_, io::Result<u64>> {

@@ -58,3 +58,27 @@ pub trait StorageFile: Send + Sync + 'static {
         self.len() == 0
     }
 }
+
+/// Reads up to `len` bytes at `position` from a file whose logical length is
+/// `file_len`, returning fewer only at the end. Shared by the file-backed
+/// implementations (real and simulated), whose files both offer `pread`.
+pub fn read_at_most(
+    file: &impl std::os::unix::fs::FileExt,
+    position: u64,
+    len: usize,
+    file_len: u64,
+) -> io::Result<Bytes> {
+    let available = file_len.saturating_sub(position);
+    let wanted = usize::try_from(available).unwrap_or(usize::MAX).min(len);
+    let mut buffer = vec![0u8; wanted];
+    let mut filled = 0;
+    while filled < wanted {
+        let read = file.read_at(&mut buffer[filled..], position + filled as u64)?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    buffer.truncate(filled);
+    Ok(Bytes::from(buffer))
+}
