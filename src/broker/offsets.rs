@@ -6,11 +6,8 @@
 //! with value `<generation>`. Replay applies them in log order, so the last
 //! write wins. The log is never compacted yet: it grows with every commit.
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
 
 use super::partition::PartitionError;
 use super::Broker;
@@ -21,36 +18,11 @@ use crate::log::{LogError, PartitionLog};
 const REPLAY_CHUNK_BYTES: usize = 1 << 20;
 
 fn encode(entries: Vec<(String, String)>, timestamp_ms: i64) -> Bytes {
-    let records: Vec<Record> = entries
-        .into_iter()
-        .enumerate()
-        .map(|(index, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            sequence: -1 + index as i32,
-            timestamp: timestamp_ms,
-            key: Some(Bytes::from(key)),
-            value: Some(Bytes::from(value)),
-            headers: IndexMap::new(),
-        })
+    let records: Vec<(Option<&[u8]>, &[u8])> = entries
+        .iter()
+        .map(|(key, value)| (Some(key.as_bytes()), value.as_bytes()))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encoding into memory cannot fail");
-    buf.freeze()
+    crate::log::batch::encode_uncompressed(&records, timestamp_ms, -1, -1, -1).freeze()
 }
 
 async fn append_durably(

@@ -268,6 +268,54 @@ pub fn split_batches(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchErr
     Ok(batches)
 }
 
+/// Encodes one uncompressed v2 batch of `(key, value)` records, all stamped
+/// `timestamp_ms`. `producer_id` -1 makes a non-idempotent batch. Used by the
+/// broker's internal offsets log, tests, benchmarks and simulated workloads.
+pub fn encode_uncompressed(
+    entries: &[(Option<&[u8]>, &[u8])],
+    timestamp_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> bytes::BytesMut {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = entries
+        .iter()
+        .enumerate()
+        .map(|(index, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: index as i64,
+            // The encoder starts a new batch whenever `offset - sequence`
+            // changes, so even a non-idempotent batch (base sequence -1)
+            // numbers its records on from the base.
+            sequence: base_sequence.wrapping_add(index as i32),
+            timestamp: timestamp_ms,
+            key: key.map(bytes::Bytes::copy_from_slice),
+            value: Some(bytes::Bytes::copy_from_slice(value)),
+            headers: indexmap::IndexMap::new(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding a batch into memory cannot fail");
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
