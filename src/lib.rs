@@ -11,6 +11,29 @@ pub mod config;
 pub mod group;
 pub mod log;
 pub mod net;
+#[cfg(feature = "planted-bugs")]
+pub mod plant;
 pub mod server;
 pub mod storage;
 pub mod testing;
+
+/// `planted!(BugName)`: whether the named planted bug is selected for this
+/// run. Always `false` unless the `planted-bugs` feature is on (only the
+/// simulation enables it), so the buggy branch is compiled out of the real
+/// broker and clients.
+#[cfg(feature = "planted-bugs")]
+#[macro_export]
+macro_rules! planted {
+    ($bug:ident) => {
+        $crate::plant::is_active($crate::plant::Bug::$bug)
+    };
+}
+
+/// `planted!(BugName)`: always `false` without the `planted-bugs` feature.
+#[cfg(not(feature = "planted-bugs"))]
+#[macro_export]
+macro_rules! planted {
+    ($bug:ident) => {
+        false
+    };
+}

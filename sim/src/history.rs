@@ -135,6 +135,13 @@ pub enum Event {
     },
     /// The fault phase ended and everything was repaired.
     Heal,
+    /// A consumer (the entry's process) fetched a batch that failed
+    /// validation: a CRC mismatch or broken framing.
+    CorruptRead {
+        topic: String,
+        partition: i32,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

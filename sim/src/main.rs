@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use clap::{Parser, Subcommand};
+use sluice::plant::Bug;
 use sluice_sim::history;
 use sluice_sim::report::Outcome;
 use sluice_sim::runner::{self, SeedOutcome};
@@ -44,6 +45,9 @@ enum Command {
         scenario: String,
         #[arg(long)]
         seed: u64,
+        /// Plant a named bug in sluice for this run (see `sim bugs`).
+        #[arg(long, value_parser = parse_bug)]
+        plant: Option<Bug>,
         /// Write the history as JSON Lines.
         #[arg(long)]
         history: Option<PathBuf>,
@@ -72,7 +76,12 @@ enum Command {
         /// Run only the K-th of N slices of the seed range (1-based), e.g. 2/4.
         #[arg(long)]
         shard: Option<String>,
+        /// Plant a named bug in sluice for every run (see `sim bugs`).
+        #[arg(long, value_parser = parse_bug)]
+        plant: Option<Bug>,
     },
+    /// List the bugs `--plant` can plant.
+    Bugs,
     /// Check a history file recorded elsewhere.
     Check { history: PathBuf },
 }
@@ -87,8 +96,16 @@ fn commit() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn repro(scenario: &str, seed: u64) -> String {
-    format!("cargo run -p sluice-sim --release -- run {scenario} --seed {seed}")
+fn parse_bug(name: &str) -> Result<Bug, String> {
+    Bug::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Bug::ALL.iter().map(|bug| bug.name()).collect();
+        format!("unknown bug {name:?}; one of: {}", names.join(", "))
+    })
+}
+
+fn repro(scenario: &str, seed: u64, plant: Option<Bug>) -> String {
+    let plant = plant.map_or(String::new(), |bug| format!(" --plant {bug}"));
+    format!("cargo run -p sluice-sim --release -- run {scenario} --seed {seed}{plant}")
 }
 
 fn print_verdicts(outcome: &SeedOutcome) {
@@ -111,7 +128,12 @@ struct RunOutputs {
     json: bool,
 }
 
-fn run_one(scenario_arg: &str, seed: u64, outputs: RunOutputs) -> anyhow::Result<i32> {
+fn run_one(
+    scenario_arg: &str,
+    seed: u64,
+    plant: Option<Bug>,
+    outputs: RunOutputs,
+) -> anyhow::Result<i32> {
     let RunOutputs {
         history: history_path,
         trace,
@@ -123,7 +145,10 @@ fn run_one(scenario_arg: &str, seed: u64, outputs: RunOutputs) -> anyhow::Result
     println!("seed: {seed}");
     println!("commit: {}", commit());
     println!("scenario: {} ({})", scenario.name, path.display());
-    let outcome = runner::run_seed(&scenario, seed);
+    if let Some(bug) = plant {
+        println!("plant: {bug}");
+    }
+    let outcome = runner::run_seed_planted(&scenario, seed, plant);
     if json {
         println!("resolved: {}", serde_json::to_string(&outcome.resolved)?);
     }
@@ -177,7 +202,7 @@ fn run_one(scenario_arg: &str, seed: u64, outputs: RunOutputs) -> anyhow::Result
     );
     println!("outcome: {:?}", outcome.outcome);
     if outcome.outcome != Outcome::Pass {
-        println!("repro: {}", repro(scenario_arg, seed));
+        println!("repro: {}", repro(scenario_arg, seed, plant));
     }
     println!("trace-hash: {}", outcome.trace_hash);
     Ok(outcome.outcome.exit_code())
@@ -207,7 +232,8 @@ fn parse_shard(text: &str) -> anyhow::Result<(u64, u64)> {
 #[derive(Default)]
 struct ScenarioStats {
     seeds: u64,
-    failures: Vec<(u64, Outcome)>,
+    /// Seed, outcome and the checkers that failed.
+    failures: Vec<(u64, Outcome, Vec<&'static str>)>,
     simulated_ms: u64,
     wall_ms: u64,
 }
@@ -217,6 +243,7 @@ fn sweep(
     seeds: &str,
     jobs: usize,
     shard: Option<String>,
+    plant: Option<Bug>,
 ) -> anyhow::Result<i32> {
     let (start, end) = parse_range(seeds)?;
     let (k, n) = shard
@@ -246,9 +273,10 @@ fn sweep(
     }
     println!("commit: {}", commit());
     println!(
-        "sweep: {} scenarios, seeds {start}..{end}, shard {k}/{n}, {} runs, {jobs} jobs",
+        "sweep: {} scenarios, seeds {start}..{end}, shard {k}/{n}, {} runs, {jobs} jobs{}",
         scenarios.len(),
-        work.len()
+        work.len(),
+        plant.map_or(String::new(), |bug| format!(", plant {bug}"))
     );
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -262,7 +290,7 @@ fn sweep(
                 let Some((index, seed)) = work.get(at).copied() else {
                     break;
                 };
-                let outcome = runner::run_seed(&scenarios[index].1, seed);
+                let outcome = runner::run_seed_planted(&scenarios[index].1, seed, plant);
                 let failed = outcome.outcome != Outcome::Pass;
                 results.lock().expect("results lock").push((index, outcome));
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -307,7 +335,9 @@ fn sweep(
         entry.simulated_ms += outcome.simulated_ms;
         entry.wall_ms += outcome.wall_ms;
         if outcome.outcome != Outcome::Pass {
-            entry.failures.push((outcome.seed, outcome.outcome));
+            entry
+                .failures
+                .push((outcome.seed, outcome.outcome, outcome.failed_checkers()));
         }
     }
     println!(
@@ -335,10 +365,12 @@ fn sweep(
     }
     let mut worst = Outcome::Pass;
     for ((name, _), entry) in scenarios.iter().zip(&stats) {
-        for (seed, outcome) in &entry.failures {
+        for (seed, outcome, checkers) in &entry.failures {
             println!(
-                "FAILED {name} seed {seed} ({outcome:?}): {}",
-                repro(name, *seed)
+                "FAILED {name} seed {seed} ({outcome:?}{}{}): {}",
+                if checkers.is_empty() { "" } else { " by " },
+                checkers.join(", "),
+                repro(name, *seed, plant)
             );
             if outcome.exit_code() > worst.exit_code() {
                 worst = *outcome;
@@ -383,6 +415,7 @@ fn main() -> ExitCode {
         Some(Command::Run {
             scenario,
             seed,
+            plant,
             history,
             trace,
             trace_hosts,
@@ -391,6 +424,7 @@ fn main() -> ExitCode {
         }) => run_one(
             &scenario,
             seed,
+            plant,
             RunOutputs {
                 history,
                 trace,
@@ -406,9 +440,16 @@ fn main() -> ExitCode {
             seeds,
             jobs,
             shard,
-        }) => sweep(scenarios, &seeds, jobs, shard),
+            plant,
+        }) => sweep(scenarios, &seeds, jobs, shard, plant),
+        Some(Command::Bugs) => {
+            for bug in Bug::ALL {
+                println!("{bug}");
+            }
+            Ok(0)
+        }
         Some(Command::Check { history }) => check(history),
-        None => sweep(Vec::new(), &format!("0..{DEFAULT_SEEDS}"), 2, None),
+        None => sweep(Vec::new(), &format!("0..{DEFAULT_SEEDS}"), 2, None, None),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -14,6 +14,7 @@ use crate::history::History;
 use crate::report::{self, Outcome, Report};
 use crate::scenario::{Resolved, Scenario};
 use crate::world;
+use sluice::plant::Bug;
 
 thread_local! {
     /// The first panic message seen on this thread during a run.
@@ -72,6 +73,9 @@ pub fn setup() {
 pub struct SeedOutcome {
     pub scenario: String,
     pub seed: u64,
+    /// The planted bug, if any.
+    #[serde(serialize_with = "serialize_plant")]
+    pub plant: Option<Bug>,
     pub outcome: Outcome,
     pub verdicts: Vec<Verdict>,
     pub report: Option<Report>,
@@ -85,6 +89,24 @@ pub struct SeedOutcome {
     pub history: History,
     #[serde(skip)]
     pub resolved: Option<Resolved>,
+}
+
+fn serialize_plant<S: serde::Serializer>(plant: &Option<Bug>, s: S) -> Result<S::Ok, S::Error> {
+    match plant {
+        Some(bug) => s.serialize_some(bug.name()),
+        None => s.serialize_none(),
+    }
+}
+
+impl SeedOutcome {
+    /// The names of the checkers that found a violation.
+    pub fn failed_checkers(&self) -> Vec<&'static str> {
+        self.verdicts
+            .iter()
+            .filter(|verdict| !verdict.valid)
+            .map(|verdict| verdict.checker)
+            .collect()
+    }
 }
 
 /// Finds a scenario by name in `scenarios/` (relative to the working
@@ -133,11 +155,19 @@ fn wall_clock() -> Instant {
 }
 
 pub fn run_seed(scenario: &Scenario, seed: u64) -> SeedOutcome {
+    run_seed_planted(scenario, seed, None)
+}
+
+/// Runs one seed with `plant` (if any) planted in sluice for the run.
+pub fn run_seed_planted(scenario: &Scenario, seed: u64, plant: Option<Bug>) -> SeedOutcome {
     setup();
     let started = wall_clock();
     PANICKED.with(|p| *p.borrow_mut() = None);
     let resolved = scenario.resolve(seed);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world::run(&resolved)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _planted = sluice::plant::activate(plant.as_slice());
+        world::run(&resolved)
+    }));
     let panic = PANICKED.with(|p| p.borrow_mut().take());
     let wall_ms = started.elapsed().as_millis() as u64;
     match result {
@@ -153,6 +183,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> SeedOutcome {
             SeedOutcome {
                 scenario: scenario.name.clone(),
                 seed,
+                plant,
                 outcome,
                 report: Some(report::build(&run.history)),
                 trace_hash: report::trace_hash(&run.history),
@@ -169,6 +200,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> SeedOutcome {
         Err(_) => SeedOutcome {
             scenario: scenario.name.clone(),
             seed,
+            plant,
             outcome: Outcome::Crash,
             verdicts: Vec::new(),
             report: None,

@@ -15,6 +15,11 @@ use sluice::net::{BoxFuture, BoxStream, Connector, Listener};
 use sluice::storage::{SharedFile, Storage, StorageFile};
 use turmoil::fs::shim::std::fs as simfs;
 
+/// How long an fsync takes on the simulated disk: a few milliseconds, as on
+/// an SSD under load. Long enough that acknowledging before the flush, or
+/// serving records above the high watermark, is a window the nemesis can hit.
+const FSYNC_LATENCY: std::time::Duration = std::time::Duration::from_millis(3);
+
 /// Dials through turmoil's simulated network.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SimConnector;
@@ -232,6 +237,9 @@ impl StorageFile for SimFile {
     fn sync(&self) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(async move {
             self.faults.check(&self.host, Operation::Sync)?;
+            // A flush to stable storage takes time; while it runs, the data
+            // is written but not durable, and a power loss still loses it.
+            tokio::time::sleep(FSYNC_LATENCY).await;
             self.file.sync_data()
         })
     }

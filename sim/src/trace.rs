@@ -190,6 +190,11 @@ fn describe_event(event: &Event) -> String {
             )
         }
         Event::Heal => "heal everything".to_string(),
+        Event::CorruptRead {
+            topic,
+            partition,
+            detail,
+        } => format!("corrupt batch fetched from {topic}-{partition}: {detail}"),
     }
 }
 

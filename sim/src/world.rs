@@ -8,7 +8,7 @@
 //! final reads. The nemesis acts between simulation steps, from the seed or a
 //! scripted schedule.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -381,6 +381,7 @@ async fn run_consumer(
     }
     consumer.subscribe(vec![resolved.topic.clone()], None)?;
     let group_name = Some(group.group.clone());
+    let mut corrupt_partitions = BTreeSet::new();
     while !shared.stop.load(Ordering::Acquire) {
         let pause_until = shared
             .paused_until_ms
@@ -408,6 +409,9 @@ async fn run_consumer(
         let records = match polled {
             Ok(records) => records,
             Err(error) => {
+                if corrupt_partitions.len() < CORRUPT_PARTITIONS_RECORDED_MAX {
+                    record_corrupt_read(&recorder, &name, &error, &mut corrupt_partitions);
+                }
                 recorder.fail(
                     &name,
                     id,
@@ -489,6 +493,39 @@ async fn run_consumer(
     Ok(())
 }
 
+/// A consumer records each partition it found corrupt at most once per
+/// incarnation (a corrupt batch stays put, so every poll trips over it), and
+/// at most this many partitions.
+const CORRUPT_PARTITIONS_RECORDED_MAX: usize = 64;
+
+/// Records a `CorruptRead` event if `error` says a fetched batch was corrupt
+/// and `seen` does not yet hold its partition.
+fn record_corrupt_read(
+    recorder: &Recorder,
+    process: &str,
+    error: &sluice::client::ClientError,
+    seen: &mut BTreeSet<(String, i32)>,
+) {
+    if let sluice::client::ClientError::CorruptRecords {
+        topic,
+        partition,
+        message,
+    } = error
+    {
+        if seen.insert((topic.clone(), *partition)) {
+            recorder.event_at(
+                recorder::now_ms(),
+                process,
+                Event::CorruptRead {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    detail: message.clone(),
+                },
+            );
+        }
+    }
+}
+
 /// Reads every partition from its log start to its end with a fresh consumer.
 async fn final_reads(resolved: &Resolved, recorder: &Recorder) -> bool {
     let process = "final-reader";
@@ -541,7 +578,10 @@ async fn final_reads(resolved: &Resolved, recorder: &Recorder) -> bool {
                 let polled = consumer
                     .poll(Duration::from_millis(500))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| {
+                        record_corrupt_read(recorder, process, &e, &mut BTreeSet::new());
+                        e.to_string()
+                    })?;
                 for record in &polled {
                     position = position.max(record.offset + 1);
                     records.push(to_record(record));

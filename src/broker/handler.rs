@@ -396,6 +396,10 @@ impl Broker {
             tracing::debug!(topic = %partition.topic, partition = partition.index, %error, "produce rejected");
             error.code()
         })?;
+        if crate::planted!(FetchBeyondHighWatermark) {
+            // Planted: the log end is what fetches may see, so wake them now.
+            self.notify_data_arrived();
+        }
         if self.config.log.flush_on_ack && acks != 0 {
             match tokio::time::timeout(timeout, partition.sync_to(outcome.last_offset + 1)).await {
                 Ok(Ok(())) => {}
@@ -404,7 +408,6 @@ impl Broker {
             }
         }
         self.notify_data_arrived();
-        self.report_high_watermark(partition).await;
         let log_start_offset = partition
             .offsets()
             .await

@@ -154,7 +154,12 @@ impl Broker {
                     partition = index,
                     log_end_offset = log.log_end_offset(),
                 );
-                opened.push(Arc::new(Partition::new(name.clone(), index, log)));
+                opened.push(Arc::new(Partition::new(
+                    name.clone(),
+                    index,
+                    log,
+                    Some(config.node_id),
+                )));
             }
             tracing::info!(topic = %name, partitions = count, "loaded topic");
             topics.insert(
@@ -202,7 +207,12 @@ impl Broker {
             coordinator: Mutex::new(coordinator),
             waiters: Mutex::new(Waiters::default()),
             next_waiter: AtomicU64::new(1),
-            offsets_log: Arc::new(Partition::new(OFFSETS_TOPIC.to_string(), 0, offsets_log)),
+            offsets_log: Arc::new(Partition::new(
+                OFFSETS_TOPIC.to_string(),
+                0,
+                offsets_log,
+                None,
+            )),
             producer_ids: tokio::sync::Mutex::new(ProducerIds {
                 next,
                 block_end: next,
@@ -281,7 +291,12 @@ impl Broker {
                         tracing::error!(topic = name, %error, "creating a partition failed");
                         ResponseError::KafkaStorageError.code()
                     })?;
-            partitions.push(Arc::new(Partition::new(name.to_string(), index, log)));
+            partitions.push(Arc::new(Partition::new(
+                name.to_string(),
+                index,
+                log,
+                Some(self.config.node_id),
+            )));
         }
         if let Err(error) = self.storage.sync_dir(&self.config.log_dirs).await {
             tracing::error!(topic = name, %error, "syncing the data directory failed");
@@ -334,19 +349,6 @@ impl Broker {
 
     /// Reports a partition's high watermark as a `sluice::history` event, the
     /// broker-side fact the simulation's checkers compare commits against.
-    async fn report_high_watermark(&self, partition: &Partition) {
-        if let Ok(offsets) = partition.offsets().await {
-            tracing::debug!(
-                target: "sluice::history",
-                event = "high_watermark",
-                node = self.config.node_id,
-                topic = %partition.topic,
-                partition = partition.index,
-                high_watermark = offsets.high_watermark,
-            );
-        }
-    }
-
     fn notify_data_arrived(&self) {
         self.data_arrived
             .send_modify(|count| *count = count.wrapping_add(1));
@@ -503,7 +505,6 @@ impl Broker {
                 .await;
             if matches!(result, Ok(true)) {
                 moved = true;
-                self.report_high_watermark(&partition).await;
             }
         }
         if moved {

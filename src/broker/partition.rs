@@ -60,6 +60,9 @@ pub struct PartitionOffsets {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// The broker's node id, for the `sluice::history` high-watermark events;
+    /// `None` for internal logs, whose high watermark no client reads.
+    history_node: Option<i32>,
     log: tokio::sync::Mutex<Option<PartitionLog>>,
     leader_epoch: AtomicI32,
     /// Set after a storage error: the in-memory state may no longer match the
@@ -70,10 +73,11 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, log: PartitionLog) -> Self {
+    pub fn new(topic: String, index: i32, log: PartitionLog, history_node: Option<i32>) -> Self {
         Self {
             topic,
             index,
+            history_node,
             log: tokio::sync::Mutex::new(Some(log)),
             leader_epoch: AtomicI32::new(0),
             offline: AtomicBool::new(false),
@@ -109,7 +113,23 @@ impl Partition {
         self.check_online()?;
         let mut guard = self.log.lock().await;
         let log = guard.as_mut().ok_or(PartitionError::Deleted)?;
-        f(log).await.map_err(|error| self.take_offline_on_io(error))
+        let high_watermark = log.high_watermark();
+        let result = f(log).await.map_err(|error| self.take_offline_on_io(error));
+        if let Some(node) = self.history_node {
+            // Reported under the lock, so the event precedes every fetch
+            // that can see the new high watermark.
+            if log.high_watermark() != high_watermark {
+                tracing::debug!(
+                    target: "sluice::history",
+                    event = "high_watermark",
+                    node,
+                    topic = %self.topic,
+                    partition = self.index,
+                    high_watermark = log.high_watermark(),
+                );
+            }
+        }
+        result
     }
 
     pub async fn offsets(&self) -> Result<PartitionOffsets, PartitionError> {
@@ -138,6 +158,10 @@ impl Partition {
     /// Waits until everything below `offset` is durable, sharing fsyncs with
     /// concurrent callers (group commit).
     pub async fn sync_to(&self, offset: i64) -> Result<(), PartitionError> {
+        if crate::planted!(AckBeforeFsync) {
+            // Planted: the write reached the page cache, call it durable.
+            return Ok(());
+        }
         loop {
             if self.with_log(async |log| Ok(log.durable_offset())).await? >= offset {
                 return Ok(());
@@ -174,7 +198,12 @@ impl Partition {
                 high_watermark: log.high_watermark(),
                 log_end_offset: log.log_end_offset(),
             };
-            let bytes = log.read(offset, max_bytes, offsets.high_watermark).await?;
+            let max_offset = if crate::planted!(FetchBeyondHighWatermark) {
+                offsets.log_end_offset
+            } else {
+                offsets.high_watermark
+            };
+            let bytes = log.read(offset, max_bytes, max_offset).await?;
             Ok((bytes, offsets))
         })
         .await

@@ -707,6 +707,12 @@ impl Consumer {
             };
             let records = self.drain_buffers();
             if !records.is_empty() {
+                if crate::planted!(CommitBeforeProcess) && self.group.is_some() {
+                    // Planted: the records are "consumed" once returned.
+                    if let Err(e) = self.commit_sync(None).await {
+                        tracing::debug!(error = %e, "offset commit in poll failed");
+                    }
+                }
                 return Ok(records);
             }
             let now = Instant::now();
@@ -760,6 +766,8 @@ impl Consumer {
         group: &Arc<GroupShared>,
         deadline: Instant,
     ) -> Result<(), ClientError> {
+        // Only filled by the planted bug KeepRevokedPartitions.
+        let mut revoked_states = BTreeMap::new();
         if !self.assignment.is_empty() {
             if self.config.enable_auto_commit {
                 if let Err(e) = self.commit_sync(None).await {
@@ -770,6 +778,9 @@ impl Consumer {
             group.record_revoked(&revoked);
             if let Some(listener) = &self.listener {
                 lock(listener).on_partitions_revoked(&revoked);
+            }
+            if crate::planted!(KeepRevokedPartitions) {
+                revoked_states = std::mem::take(&mut self.partitions);
             }
             self.partitions.clear();
         }
@@ -924,6 +935,12 @@ impl Consumer {
                 partitions: assigned.clone(),
             });
             self.set_assignment(assigned.clone());
+            if crate::planted!(KeepRevokedPartitions) {
+                // Planted: partitions the group took away keep being fetched.
+                for (tp, state) in std::mem::take(&mut revoked_states) {
+                    self.partitions.entry(tp).or_insert(state);
+                }
+            }
             if let Some(listener) = &self.listener {
                 lock(listener).on_partitions_assigned(&assigned);
             }
@@ -1086,9 +1103,17 @@ impl Consumer {
 
     /// The positions of all assigned partitions that have one.
     fn consumed_offsets(&self) -> BTreeMap<TopicPartition, i64> {
+        let last_returned_instead_of_next = crate::planted!(OffByOneCommit);
         self.partitions
             .iter()
             .filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), p)))
+            .map(|(tp, position)| {
+                if last_returned_instead_of_next && position > 0 {
+                    (tp, position - 1)
+                } else {
+                    (tp, position)
+                }
+            })
             .collect()
     }
 
@@ -1533,10 +1558,12 @@ impl Consumer {
                 }
                 state.high_watermark = Some(p.high_watermark);
                 let Some(bytes) = p.records else { continue };
-                let batches = decode_fetched(bytes).map_err(|message| ClientError::Protocol {
-                    addr: format!("leader of {tp}"),
-                    message,
-                })?;
+                let batches =
+                    decode_fetched(bytes).map_err(|message| ClientError::CorruptRecords {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        message,
+                    })?;
                 let mut end = fetched_at;
                 for batch in batches {
                     end = end.max(batch.last_offset.saturating_add(1));

@@ -90,6 +90,7 @@ pub fn recovery_for_error(error: &ClientError) -> Recovery {
         }
         ClientError::Protocol { .. } => Recovery::FindCoordinator,
         ClientError::UnsupportedVersion { .. }
+        | ClientError::CorruptRecords { .. }
         | ClientError::Invalid(_)
         | ClientError::Config(_)
         | ClientError::Closed => Recovery::Fatal,

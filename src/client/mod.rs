@@ -89,6 +89,15 @@ pub enum ClientError {
     /// protocol (wrong correlation id, oversized frame).
     #[error("protocol error from {addr}: {message}")]
     Protocol { addr: String, message: String },
+    /// A fetched record batch failed validation (CRC, framing): the broker
+    /// served corrupt data. Like Java's `CorruptRecordException` with
+    /// `check.crcs`, this is not retried; the position stays put.
+    #[error("corrupt records in {topic}-{partition}: {message}")]
+    CorruptRecords {
+        topic: String,
+        partition: i32,
+        message: String,
+    },
     /// The broker supports no version of an API in the range this client speaks.
     #[error("broker {addr} supports no version of api key {api_key} in {min}..={max}")]
     UnsupportedVersion {
@@ -124,6 +133,7 @@ impl ClientError {
             | ClientError::Metadata(_) => true,
             ClientError::Broker(e) => e.is_retriable() || is_coordinator_error(e.code()),
             ClientError::Protocol { .. }
+            | ClientError::CorruptRecords { .. }
             | ClientError::UnsupportedVersion { .. }
             | ClientError::Invalid(_)
             | ClientError::Config(_)

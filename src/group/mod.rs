@@ -667,6 +667,10 @@ impl GroupCoordinator {
                 Err(code(ResponseError::UnknownMemberId))
             };
         }
+        if crate::planted!(StaleGenerationCommit) && generation_id >= 0 {
+            // Planted: any member id and generation will do.
+            return Ok(());
+        }
         if !group.members.contains_key(member_id) {
             return Err(code(ResponseError::UnknownMemberId));
         }

@@ -293,6 +293,9 @@ impl PartitionLog {
         for (_, header) in &batches {
             match tentative.check(header)? {
                 SequenceCheck::Append => tentative.record(header),
+                SequenceCheck::Duplicate(_) if crate::planted!(NoIdempotentDedup) => {
+                    tentative.record(header)
+                }
                 SequenceCheck::Duplicate(original) => {
                     duplicate_of = Some(original);
                 }

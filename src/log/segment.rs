@@ -177,6 +177,13 @@ impl Segment {
     pub fn lookup_position(&self, offset: i64) -> u64 {
         let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let at = self.offset_entries.partition_point(|e| e.0 <= relative);
+        if crate::planted!(SegmentRollLosesIndex)
+            && self.base_offset > 0
+            && at < self.offset_entries.len()
+        {
+            // Planted: in a rolled segment, round up to the next entry.
+            return u64::from(self.offset_entries[at].1);
+        }
         if at == 0 {
             0
         } else {
@@ -255,6 +262,17 @@ impl Segment {
             let Ok(header) = batch::parse_header_prefix(&head) else {
                 break;
             };
+            if crate::planted!(RecoveryKeepsTornTail)
+                && validate_crc
+                && header.base_offset >= next_offset
+            {
+                // Planted: trust the header, keep whatever bytes the batch
+                // has, and carry on after it.
+                headers.push(header);
+                next_offset = header.next_offset();
+                position = (position + header.size_bytes as u64).min(file_len);
+                continue;
+            }
             if position + header.size_bytes as u64 > file_len || header.base_offset < next_offset {
                 break;
             }

@@ -1,12 +1,15 @@
 //! `at-least-once` (safety): a consumer group's committed offset claims that
-//! every record before it was delivered to the group. So for each group and
+//! every record before it was handled by the group. So for each group and
 //! partition, every offset from the log start up to the group's final ok
-//! commit must appear in some poll by a member of that group.
+//! commit must have been processed (an ok `Process`) by a member of that
+//! group. A poll alone is not enough: a member that crashes between a poll and
+//! processing has delivered nothing, and a commit covering those records
+//! loses them.
 //!
 //! This is the end-to-end form of the `offset-commits` sub-checks: whatever
-//! went wrong (a commit running ahead, a new owner skipping forward, a reset to
-//! the log end), a record the group skipped shows up here as an offset no
-//! member ever polled. Offsets below the final `log_start_offset` are exempt:
+//! went wrong (a commit running ahead, a commit before processing, a new owner
+//! skipping forward, a reset to the log end), a record the group skipped shows
+//! up here as an offset no member ever processed. Offsets below the final `log_start_offset` are exempt:
 //! retention may remove them before anyone reads them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,7 +40,7 @@ impl Checker for AtLeastOnce {
         // Each process's group, from its latest Assign, for polls that do not
         // name their group.
         let mut group_of: BTreeMap<&str, &str> = BTreeMap::new();
-        let mut polls_without_group = 0usize;
+        let mut processed_without_group = 0usize;
 
         for entry in history {
             let Kind::Ok { op } = &entry.kind else {
@@ -48,17 +51,15 @@ impl Checker for AtLeastOnce {
                 Op::Assign { group, .. } => {
                     group_of.insert(process, group.as_str());
                 }
-                Op::Poll { group, records } => {
+                Op::Process { group, record } => {
                     let Some(group) = group.as_deref().or(group_of.get(process).copied()) else {
-                        polls_without_group += 1;
+                        processed_without_group += 1;
                         continue;
                     };
-                    for record in records {
-                        delivered
-                            .entry((group, record_tp(record)))
-                            .or_default()
-                            .insert(record.offset);
-                    }
+                    delivered
+                        .entry((group, record_tp(record)))
+                        .or_default()
+                        .insert(record.offset);
                 }
                 Op::Commit { group, offsets, .. } => {
                     for commit in offsets.iter().filter(|commit| commit.offset >= 0) {
@@ -101,7 +102,7 @@ impl Checker for AtLeastOnce {
             anomalies.push(Anomaly {
                 description: format!(
                     "{group} committed {}@{committed} but {count} offsets below it were never \
-                     polled by the group: {}",
+                     processed by the group: {}",
                     show(tp),
                     shown.join(", ")
                 ),
@@ -111,7 +112,7 @@ impl Checker for AtLeastOnce {
 
         let summary = format!(
             "{} group-partitions with commits, {offsets_checked} offsets between log start and \
-             final commit; {polls_without_group} polls without a known group",
+             final commit; {processed_without_group} records processed without a known group",
             final_commits.len()
         );
         verdict(self, anomalies, summary)
@@ -140,13 +141,16 @@ mod tests {
     use crate::checkers::facts::build::{record, H};
 
     #[test]
-    fn a_committed_offset_the_group_never_polled_is_reported() {
+    fn a_committed_offset_the_group_never_processed_is_reported() {
         let mut h = H::new(true, true);
         h.assign("consumer-0", "g", 1, &[0]);
         h.poll("consumer-0", "g", vec![record(0, 0, None, "a")]);
-        // Polled by another group: does not count for g.
-        h.poll("consumer-9", "other", vec![record(0, 1, None, "b")]);
-        h.poll("consumer-0", "g", vec![record(0, 2, None, "c")]);
+        h.process("consumer-0", "g", record(0, 0, None, "a"));
+        // Processed by another group: does not count for g.
+        h.process("consumer-9", "other", record(0, 1, None, "b"));
+        // Polled but never processed (the member crashed in between).
+        h.poll("consumer-0", "g", vec![record(0, 1, None, "b")]);
+        h.process("consumer-0", "g", record(0, 2, None, "c"));
         let (_, commit) = h.commit("consumer-0", "g", 1, &[(0, 3)]);
         let verdict = AtLeastOnce.check(&h.build());
         assert!(!verdict.valid);
@@ -154,7 +158,7 @@ mod tests {
         assert_eq!(verdict.anomalies[0].entries, vec![commit]);
         assert!(verdict.anomalies[0]
             .description
-            .ends_with("polled by the group: @1"));
+            .ends_with("processed by the group: @1"));
     }
 
     #[test]
@@ -163,9 +167,11 @@ mod tests {
         h.assign("consumer-0", "g", 1, &[0]);
         // Offset 0 fell to retention; 1 and 2 were polled by two members.
         h.poll("consumer-0", "g", vec![record(0, 1, None, "b")]);
+        h.process("consumer-0", "g", record(0, 1, None, "b"));
         h.commit("consumer-0", "g", 1, &[(0, 2)]);
         h.assign("consumer-1", "g", 2, &[0]);
         h.poll("consumer-1", "g", vec![record(0, 2, None, "c")]);
+        h.process("consumer-1", "g", record(0, 2, None, "c"));
         h.commit("consumer-1", "g", 2, &[(0, 3)]);
         h.final_read(0, 1, vec![record(0, 1, None, "b"), record(0, 2, None, "c")]);
         let verdict = AtLeastOnce.check(&h.build());

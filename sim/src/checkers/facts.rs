@@ -77,6 +77,10 @@ pub(crate) struct Facts<'a> {
     pub final_reads: BTreeMap<Tp<'a>, FinalRead<'a>>,
     /// Indices of power-loss crashes of brokers, ascending.
     pub power_losses: Vec<u64>,
+    /// Per producer process, the entries after which it may be a new
+    /// idempotent session (a new producer id): a send that failed or whose
+    /// outcome is unknown, or a crash or restart of the process. Ascending.
+    pub session_breaks: BTreeMap<&'a str, Vec<u64>>,
 }
 
 impl<'a> Facts<'a> {
@@ -93,6 +97,7 @@ impl<'a> Facts<'a> {
         let mut crashes = Vec::new();
         let mut acked = Vec::new();
         let mut acked_sends_without_offset = 0;
+        let mut session_breaks: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
 
         for entry in history {
             match &entry.kind {
@@ -115,7 +120,24 @@ impl<'a> Facts<'a> {
                         target,
                         power_loss: true,
                         healed: false,
-                    } if kind == "crash" => crashes.push((entry.index, target.as_str())),
+                    } if kind == "crash" => {
+                        crashes.push((entry.index, target.as_str()));
+                        session_breaks
+                            .entry(target.as_str())
+                            .or_default()
+                            .push(entry.index);
+                    }
+                    Event::Fault {
+                        kind,
+                        target,
+                        healed: false,
+                        ..
+                    } if kind == "crash" || kind == "restart" => {
+                        session_breaks
+                            .entry(target.as_str())
+                            .or_default()
+                            .push(entry.index);
+                    }
                     _ => {}
                 },
                 Kind::Invoke { op } => {
@@ -165,8 +187,14 @@ impl<'a> Facts<'a> {
                         _ => {}
                     }
                 }
-                Kind::Fail { .. } | Kind::Info { .. } => {
+                Kind::Fail { op, .. } | Kind::Info { op, .. } => {
                     client_processes.insert(entry.process.as_str());
+                    if matches!(op, Op::Send { .. }) {
+                        session_breaks
+                            .entry(entry.process.as_str())
+                            .or_default()
+                            .push(entry.index);
+                    }
                 }
             }
         }
@@ -203,7 +231,16 @@ impl<'a> Facts<'a> {
             send_invokes,
             final_reads,
             power_losses,
+            session_breaks,
         }
+    }
+
+    /// Whether `process` may have started a new idempotent session strictly
+    /// between two entries.
+    pub fn session_break_between(&self, process: &str, after: u64, before: u64) -> bool {
+        self.session_breaks
+            .get(process)
+            .is_some_and(|breaks| breaks.iter().any(|&at| after < at && at < before))
     }
 
     /// The invoke paired with a completion, or the completion itself when the
@@ -371,7 +408,12 @@ pub(crate) mod build {
         }
 
         pub fn event(&mut self, event: Event) -> u64 {
-            self.builder.event(0, "broker-0", event);
+            self.event_by("broker-0", event)
+        }
+
+        /// Logs an event as `process` saw it.
+        pub fn event_by(&mut self, process: &str, event: Event) -> u64 {
+            self.builder.event(0, process, event);
             self.bump()
         }
 

@@ -13,8 +13,17 @@
 //! cache", so a broker power loss after the send's invoke may legitimately
 //! lose it (counted as a permitted loss); and offsets below the final
 //! `log_start_offset` were removed by retention.
+//!
+//! A permitted loss must not be silent, though (`silent-gap`): with
+//! idempotent producers, the broker tracks each producer's sequence numbers,
+//! so after losing a producer's acked batches it must refuse that producer's
+//! next batch (OUT_OF_ORDER_SEQUENCE_NUMBER) rather than append it over the
+//! gap. So when an acked send was lost, no later acked send of the same
+//! producer to the same partition may survive unless the producer may have
+//! started a new session in between (one of its sends failed or timed out, or
+//! it crashed).
 
-use super::facts::{show, verdict, Facts};
+use super::facts::{show, verdict, AckedSend, Facts};
 use super::{Anomaly, Checker, Property, Verdict};
 use crate::history::Entry;
 
@@ -37,6 +46,10 @@ impl Checker for LostWrite {
         let mut retained = 0usize;
         let mut beyond_end = 0usize;
         let mut without_final_read = 0usize;
+        // Per (producer, partition): the earliest permitted loss.
+        let mut first_permitted_loss: std::collections::BTreeMap<_, &AckedSend<'_>> =
+            std::collections::BTreeMap::new();
+        let mut survivors: Vec<&AckedSend<'_>> = Vec::new();
 
         for send in &facts.acked_sends {
             let Some(read) = facts.final_reads.get(&send.tp) else {
@@ -64,9 +77,15 @@ impl Checker for LostWrite {
                 },
             };
             checked += 1;
-            let Some(loss) = loss else { continue };
+            let Some(loss) = loss else {
+                survivors.push(send);
+                continue;
+            };
             if facts.loss_permitted_after(send.invoke_index) {
                 permitted += 1;
+                first_permitted_loss
+                    .entry((send.process, send.tp))
+                    .or_insert(send);
                 continue;
             }
             anomalies.push(Anomaly {
@@ -78,6 +97,34 @@ impl Checker for LostWrite {
                 ),
                 entries: vec![send.invoke_index, send.ok_index, read.index],
             });
+        }
+
+        if facts.settings.idempotence {
+            for later in survivors {
+                let Some(lost) = first_permitted_loss.get(&(later.process, later.tp)) else {
+                    continue;
+                };
+                if later.invoke_index <= lost.invoke_index
+                    || facts.session_break_between(later.process, lost.ok_index, later.ok_index)
+                {
+                    continue;
+                }
+                anomalies.push(Anomaly {
+                    description: format!(
+                        "silent-gap: {} acked at {}@{} was lost, yet the broker accepted {}'s \
+                         later {} at @{} without a sequence error",
+                        lost.value,
+                        show(lost.tp),
+                        lost.offset,
+                        later.process,
+                        later.value,
+                        later.offset
+                    ),
+                    entries: vec![lost.invoke_index, lost.ok_index, later.ok_index],
+                });
+                // One finding per producer and partition is enough.
+                first_permitted_loss.remove(&(later.process, later.tp));
+            }
         }
 
         let summary = format!(
@@ -134,8 +181,8 @@ mod tests {
             let mut h = H::new(flush_on_ack, true);
             h.send("producer-0", None, "producer-0-1", 0, 0);
             h.fault("crash", "broker-0", true);
-            h.send("producer-0", None, "producer-0-2", 0, 0);
-            h.final_read(0, 0, vec![record(0, 0, None, "producer-0-2")]);
+            h.send("producer-1", None, "producer-1-1", 0, 0);
+            h.final_read(0, 0, vec![record(0, 0, None, "producer-1-1")]);
             let verdict = LostWrite.check(&h.build());
             assert_eq!(verdict.valid, !flush_on_ack, "{verdict:?}");
             if !flush_on_ack {
@@ -146,6 +193,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_write_accepted_over_a_permitted_loss_is_a_silent_gap() {
+        let mut h = H::new(false, true);
+        let lost = h.send("producer-0", None, "producer-0-1", 0, 0);
+        h.fault("crash", "broker-0", true);
+        // The broker lost offset 0, then took the producer's next batch.
+        let later = h.send("producer-0", None, "producer-0-2", 0, 0);
+        h.final_read(0, 0, vec![record(0, 0, None, "producer-0-2")]);
+        let verdict = LostWrite.check(&h.build());
+        assert!(!verdict.valid, "{verdict:?}");
+        assert_eq!(verdict.anomalies.len(), 1);
+        assert!(verdict.anomalies[0].description.starts_with("silent-gap"));
+        assert_eq!(verdict.anomalies[0].entries, vec![lost.0, lost.1, later.1]);
+
+        // The same history with a failed send in between is a new session.
+        let mut h = H::new(false, true);
+        h.send("producer-0", None, "producer-0-1", 0, 0);
+        h.fault("crash", "broker-0", true);
+        let op = crate::history::Op::Send {
+            topic: crate::checkers::facts::build::TOPIC.into(),
+            key: None,
+            value: "producer-0-2".into(),
+            partition: None,
+            offset: None,
+        };
+        let (_, id) = h.invoke("producer-0", op.clone());
+        h.fail("producer-0", id, op);
+        h.send("producer-0", None, "producer-0-3", 0, 0);
+        h.final_read(0, 0, vec![record(0, 0, None, "producer-0-3")]);
+        let verdict = LostWrite.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
     }
 
     #[test]

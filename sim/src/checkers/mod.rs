@@ -12,6 +12,7 @@ mod at_least_once;
 mod duplicate;
 mod facts;
 mod inconsistent_offsets;
+mod intact_reads;
 mod lost_write;
 mod offset_commits;
 mod ordering;
@@ -20,6 +21,7 @@ mod unseen;
 pub use at_least_once::AtLeastOnce;
 pub use duplicate::Duplicate;
 pub use inconsistent_offsets::InconsistentOffsets;
+pub use intact_reads::IntactReads;
 pub use lost_write::LostWrite;
 pub use offset_commits::OffsetCommits;
 pub use ordering::Ordering;
@@ -71,6 +73,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(Unseen),
         Box::new(Duplicate),
         Box::new(InconsistentOffsets),
+        Box::new(IntactReads),
         Box::new(Ordering),
         Box::new(OffsetCommits),
         Box::new(AtLeastOnce),
@@ -154,6 +157,7 @@ mod tests {
                 "unseen",
                 "duplicate",
                 "inconsistent-offsets",
+                "intact-reads",
                 "ordering",
                 "offset-commits",
                 "at-least-once"

@@ -14,6 +14,17 @@
 //! - `commit-unprocessed`: commit-before-process: the commit covers an offset
 //!   the member polled since its last Assign or Seek but had not processed
 //!   when it invoked the commit.
+//! - `commit-behind`: the committed offset is the next one to read, so a
+//!   member never commits an offset it has itself processed since its last
+//!   Assign or Seek (that record would be delivered again: an off-by-one).
+//! - `poll-unowned`: a group member's poll returns only partitions it holds
+//!   (assigned and not revoked since); anything else is a partition another
+//!   member may be processing at the same time.
+//! - `poll-above-high-watermark`: consumers see only records below the high
+//!   watermark (what is durable, and later what is replicated), so a poll
+//!   returning an offset at or above the latest `HighWatermark` event before
+//!   its completion read data that may yet vanish. Skipped for partitions
+//!   without such events.
 //! - `commit-went-back`: a group's successive ok commits for a partition, in
 //!   completion order, never decrease unless the group sought that partition
 //!   in between (after the earlier commit's invoke).
@@ -80,6 +91,8 @@ struct PartitionState {
     /// the latest poll. Processed offsets leave at once, so a commit's check
     /// costs a range lookup, not a scan of everything the consumer read.
     unprocessed: BTreeMap<i64, u64>,
+    /// The highest offset processed since the reset, and its entry.
+    processed_max: Option<(i64, u64)>,
 }
 
 #[derive(Default)]
@@ -254,7 +267,7 @@ impl<'f, 'a> State<'f, 'a> {
                     tp,
                     PartitionState {
                         start: Some(target.offset),
-                        unprocessed: BTreeMap::new(),
+                        ..PartitionState::default()
                     },
                 );
                 self.new_owners.remove(&(process, tp));
@@ -266,6 +279,12 @@ impl<'f, 'a> State<'f, 'a> {
                 consumer.processed.insert((tp, record.offset));
                 if let Some(partition) = consumer.partitions.get_mut(&tp) {
                     partition.unprocessed.remove(&record.offset);
+                    if partition
+                        .processed_max
+                        .is_none_or(|(max, _)| record.offset > max)
+                    {
+                        partition.processed_max = Some((record.offset, entry.index));
+                    }
                 }
             }
             _ => {}
@@ -364,6 +383,20 @@ impl<'f, 'a> State<'f, 'a> {
                             start.map_or("an unknown offset".to_string(), |s| format!("@{s}"))
                         ),
                         entries: vec![invoke],
+                    });
+                }
+            }
+            if let Some(&(processed, process_entry)) =
+                partition.and_then(|partition| partition.processed_max.as_ref())
+            {
+                if offset <= processed {
+                    findings.push(Anomaly {
+                        description: format!(
+                            "commit-behind: {member} committed {}@{offset} after {process} had                              processed up to @{processed}; the next offset to read is @{}",
+                            show(tp),
+                            processed + 1
+                        ),
+                        entries: vec![process_entry, invoke],
                     });
                 }
             }
@@ -525,8 +558,45 @@ impl<'f, 'a> State<'f, 'a> {
         let process = entry.process.as_str();
         let consumer = self.consumers.entry(process).or_default();
         let mut firsts: BTreeMap<Tp<'a>, i64> = BTreeMap::new();
+        let mut unowned_reported = BTreeSet::new();
+        let mut above_reported = BTreeSet::new();
         for record in records {
             let tp = record_tp(record);
+            if let Some(hw) = self.high_watermarks.get(&tp) {
+                if record.offset >= hw.latest && above_reported.insert(tp) {
+                    if record.offset < hw.max
+                        && self.facts.loss_permitted_between(hw.max_index, entry.index)
+                    {
+                        self.counts.excused += 1;
+                    } else {
+                        self.anomalies.push(Anomaly {
+                            description: format!(
+                                "poll-above-high-watermark: {process} polled {}@{} at or above \
+                                 the high watermark {}",
+                                show(tp),
+                                record.offset,
+                                hw.latest
+                            ),
+                            entries: vec![hw.latest_index, entry.index],
+                        });
+                    }
+                }
+            }
+            // Only group members hold partitions; a consumer that assigns
+            // partitions itself has no Assign.
+            if consumer.group.is_some()
+                && !consumer.owned.contains(&tp)
+                && unowned_reported.insert(tp)
+            {
+                self.anomalies.push(Anomaly {
+                    description: format!(
+                        "poll-unowned: {process} polled {}@{} without holding the partition",
+                        show(tp),
+                        record.offset
+                    ),
+                    entries: vec![entry.index],
+                });
+            }
             firsts.entry(tp).or_insert(record.offset);
             let partition = consumer.partitions.entry(tp).or_default();
             partition.start.get_or_insert(record.offset);
@@ -678,10 +748,52 @@ mod tests {
             h.process(C0, G, record(0, offset, None, value));
         }
         let high = h.commit(C0, G, 1, &[(0, 3)]);
-        let low = h.commit(C0, G, 1, &[(0, 2)]);
+        // A second process, behind the first, commits what it handled.
+        h.poll(C1, G, vec![record(0, 1, None, "b")]);
+        h.process(C1, G, record(0, 1, None, "b"));
+        let low = h.commit(C1, G, 1, &[(0, 2)]);
         let verdict = OffsetCommits.check(&h.build());
         assert_eq!(prefixes(&verdict), vec!["commit-went-back"]);
         assert_eq!(verdict.anomalies[0].entries, vec![high.1, low.1]);
+    }
+
+    #[test]
+    fn committing_the_last_processed_offset_is_behind() {
+        let (mut h, _) = started();
+        h.process(C0, G, record(0, 0, None, "a"));
+        let last = h.process(C0, G, record(0, 1, None, "b"));
+        let commit = h.commit(C0, G, 1, &[(0, 1)]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["commit-behind"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![last, commit.0, commit.1]);
+    }
+
+    #[test]
+    fn polling_above_the_high_watermark_is_reported() {
+        let mut h = H::new(true, true);
+        h.generation(G, 1);
+        h.assign(C0, G, 1, &[0]);
+        let hw = h.high_watermark(0, 1);
+        let poll = h.poll(
+            C0,
+            G,
+            vec![record(0, 0, None, "a"), record(0, 1, None, "b")],
+        );
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["poll-above-high-watermark"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![hw, poll]);
+    }
+
+    #[test]
+    fn polling_a_revoked_partition_is_reported() {
+        let (mut h, _) = started();
+        h.revoke(C0, G, 1, &[0]);
+        h.generation(G, 2);
+        h.assign(C0, G, 2, &[1]);
+        let poll = h.poll(C0, G, vec![record(0, 3, None, "d")]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["poll-unowned"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![poll]);
     }
 
     #[test]

@@ -1,0 +1,149 @@
+//! Planted bugs: named, realistic mistakes the simulation must be able to
+//! catch (see `reports/harness-power.md`).
+//!
+//! This module exists only with the `planted-bugs` Cargo feature, which only
+//! the `sluice-sim` crate enables; `cargo build -p sluice` never compiles it.
+//! Without the feature, [`planted!`](crate::planted) expands to `false`, so a
+//! planted branch is dead code the compiler removes.
+//!
+//! With the feature, every bug is still inert until a simulation run selects
+//! it with [`activate`]. The selection is per thread: a simulation runs all of
+//! its hosts on the thread that drives it, and `sim sweep` runs one seed per
+//! thread at a time, so parallel runs never see each other's bugs.
+
+use std::cell::Cell;
+
+/// The bugs that can be planted. Each names the code it breaks and the
+/// property a checker should find broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Bug {
+    /// Under `log.flush.on.ack`, a produce is acknowledged once written to
+    /// the page cache, before the fsync that makes it durable.
+    AckBeforeFsync,
+    /// Recovery trusts the last segment's tail: a batch torn by a power loss
+    /// is kept (and served) instead of cut off.
+    RecoveryKeepsTornTail,
+    /// Fetch reads up to the log end instead of the high watermark, serving
+    /// records that are not yet durable.
+    FetchBeyondHighWatermark,
+    /// The broker appends a retried idempotent batch again instead of
+    /// answering with the offsets of the copy it already has.
+    NoIdempotentDedup,
+    /// The group coordinator accepts offset commits from an old generation or
+    /// from a member it has removed.
+    StaleGenerationCommit,
+    /// The consumer commits the positions of the records a poll returns
+    /// before the application has processed them.
+    CommitBeforeProcess,
+    /// The consumer keeps fetching and returning partitions a rebalance
+    /// revoked from it.
+    KeepRevokedPartitions,
+    /// The consumer commits the offset of the last record it returned instead
+    /// of the next offset to read.
+    OffByOneCommit,
+    /// The broker accepts an idempotent batch whose sequence number leaves a
+    /// gap, so a producer never learns that the broker lost its earlier
+    /// batches.
+    SequenceGapAccepted,
+    /// After a segment roll, the index lookup in the new segment rounds up
+    /// instead of down, so a fetch starts at a later batch than the one that
+    /// holds the requested offset.
+    SegmentRollLosesIndex,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 10] = [
+        Bug::AckBeforeFsync,
+        Bug::RecoveryKeepsTornTail,
+        Bug::FetchBeyondHighWatermark,
+        Bug::NoIdempotentDedup,
+        Bug::StaleGenerationCommit,
+        Bug::CommitBeforeProcess,
+        Bug::KeepRevokedPartitions,
+        Bug::OffByOneCommit,
+        Bug::SequenceGapAccepted,
+        Bug::SegmentRollLosesIndex,
+    ];
+
+    /// The kebab-case name `sim --plant` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeFsync => "ack-before-fsync",
+            Bug::RecoveryKeepsTornTail => "recovery-keeps-torn-tail",
+            Bug::FetchBeyondHighWatermark => "fetch-beyond-high-watermark",
+            Bug::NoIdempotentDedup => "no-idempotent-dedup",
+            Bug::StaleGenerationCommit => "stale-generation-commit",
+            Bug::CommitBeforeProcess => "commit-before-process",
+            Bug::KeepRevokedPartitions => "keep-revoked-partitions",
+            Bug::OffByOneCommit => "off-by-one-commit",
+            Bug::SequenceGapAccepted => "sequence-gap-accepted",
+            Bug::SegmentRollLosesIndex => "segment-roll-loses-index",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Bug> {
+        Self::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+impl std::fmt::Display for Bug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+thread_local! {
+    static ACTIVE: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether `bug` is planted on this thread. Call sites use
+/// [`planted!`](crate::planted), which is `false` without the feature.
+pub fn is_active(bug: Bug) -> bool {
+    ACTIVE.with(|active| active.get() & bug.bit() != 0)
+}
+
+/// Plants `bugs` on this thread until the guard drops.
+pub fn activate(bugs: &[Bug]) -> Planted {
+    let previous = ACTIVE.with(|active| {
+        let previous = active.get();
+        active.set(bugs.iter().fold(0, |set, bug| set | bug.bit()));
+        previous
+    });
+    Planted { previous }
+}
+
+/// Restores the previous selection when dropped.
+#[must_use = "the bugs are planted only while the guard lives"]
+pub struct Planted {
+    previous: u32,
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        ACTIVE.with(|active| active.set(self.previous));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_selection_is_scoped() {
+        for bug in Bug::ALL {
+            assert_eq!(Bug::parse(bug.name()), Some(bug));
+            assert!(!is_active(bug));
+        }
+        {
+            let _planted = activate(&[Bug::OffByOneCommit]);
+            assert!(is_active(Bug::OffByOneCommit));
+            assert!(!is_active(Bug::AckBeforeFsync));
+        }
+        assert!(!is_active(Bug::OffByOneCommit));
+        assert_eq!(Bug::parse("no-such-bug"), None);
+    }
+}
