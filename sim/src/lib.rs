@@ -3,10 +3,12 @@
 
 pub mod checkers;
 pub mod history;
+pub mod power;
 pub mod recorder;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod seams;
+pub mod shrink;
 pub mod trace;
 pub mod world;

@@ -82,6 +82,40 @@ enum Command {
     },
     /// List the bugs `--plant` can plant.
     Bugs,
+    /// Measure how fast each planted bug is caught, and write the report.
+    Power {
+        /// Seed ranges, each searched from its start until the bug is caught.
+        #[arg(long, default_value = "0..10,1000..1010,2000..2010")]
+        ranges: String,
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Shrink budget per bug, in runs.
+        #[arg(long, default_value_t = sluice_sim::shrink::RUNS_MAX_DEFAULT)]
+        runs_max: usize,
+        #[arg(long, default_value = "reports/harness-power.md")]
+        out: PathBuf,
+    },
+    /// Shrink a failing seed to a minimal scripted scenario that still fails
+    /// the same checker, and write it for scenarios/regressions/.
+    Shrink {
+        /// A scenario name (in scenarios/) or a path to a .toml file.
+        scenario: String,
+        #[arg(long)]
+        seed: u64,
+        /// The bug planted in the failing run.
+        #[arg(long, value_parser = parse_bug)]
+        plant: Option<Bug>,
+        /// The checker that must keep failing; by default the first that failed.
+        #[arg(long)]
+        checker: Option<String>,
+        /// Give up shrinking after this many runs.
+        #[arg(long, default_value_t = sluice_sim::shrink::RUNS_MAX_DEFAULT)]
+        runs_max: usize,
+        /// Where to write the scenario; by default
+        /// scenarios/regressions/<bug>-<scenario>-<seed>.toml.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Check a history file recorded elsewhere.
     Check { history: PathBuf },
 }
@@ -380,6 +414,114 @@ fn sweep(
     Ok(worst.exit_code())
 }
 
+fn shrink(
+    scenario_arg: &str,
+    seed: u64,
+    plant: Option<Bug>,
+    checker: Option<&str>,
+    runs_max: usize,
+    out: Option<PathBuf>,
+) -> anyhow::Result<i32> {
+    let path = runner::locate(scenario_arg);
+    let scenario = Scenario::load(&path)?;
+    let source = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| scenario.name.clone());
+    println!("seed: {seed}");
+    println!("scenario: {} ({})", scenario.name, path.display());
+    if let Some(bug) = plant {
+        println!("plant: {bug}");
+    }
+    std::env::set_var("SLUICE_SIM_QUIET_PANICS", "1");
+    let shrunk =
+        sluice_sim::shrink::shrink(&scenario, seed, plant, checker, runs_max, &mut |line| {
+            println!("  {line}")
+        })?;
+    let text = sluice_sim::shrink::regression_file(&shrunk, &source, plant)?;
+    let out = out.unwrap_or_else(|| {
+        let guards = plant.map_or(shrunk.checker.to_string(), |bug| bug.name().to_string());
+        runner::regressions_dir().join(format!("{guards}-{source}-{seed}.toml"))
+    });
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, text)?;
+    println!(
+        "shrunk in {} runs: {} -> {}",
+        shrunk.runs, shrunk.original, shrunk.shrunk
+    );
+    println!("wrote: {}", out.display());
+    Ok(0)
+}
+
+fn power(ranges_arg: &str, jobs: usize, runs_max: usize, out: PathBuf) -> anyhow::Result<i32> {
+    use sluice_sim::power;
+    let ranges: Vec<std::ops::Range<u64>> = ranges_arg
+        .split(',')
+        .map(|text| parse_range(text).map(|(a, b)| a..b))
+        .collect::<anyhow::Result<_>>()?;
+    std::env::set_var("SLUICE_SIM_QUIET_PANICS", "1");
+    println!("commit: {}", commit());
+    println!(
+        "power: {} bugs over seed ranges {ranges_arg}, {jobs} jobs",
+        power::TARGETS.len()
+    );
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, power::BugPower)>> = Mutex::new(Vec::new());
+    let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let at = next.fetch_add(1, Ordering::Relaxed);
+                let Some(target) = power::TARGETS.get(at).copied() else {
+                    break;
+                };
+                match power::measure(target, &ranges, runs_max) {
+                    Ok(result) => {
+                        let detected = result.ranges.iter().filter(|(_, d)| d.is_some()).count();
+                        eprintln!(
+                            "{:<28} {} in {}/{} ranges",
+                            target.bug.name(),
+                            target.checker,
+                            detected,
+                            ranges.len()
+                        );
+                        results.lock().expect("results lock").push((at, result));
+                    }
+                    Err(error) => errors
+                        .lock()
+                        .expect("errors lock")
+                        .push(format!("{}: {error:#}", target.bug)),
+                }
+            });
+        }
+    });
+    let errors = errors.into_inner().expect("errors lock");
+    anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by_key(|(at, _)| *at);
+    let results: Vec<power::BugPower> = results.into_iter().map(|(_, r)| r).collect();
+    let command = if ranges_arg == "0..10,1000..1010,2000..2010" {
+        "cargo sim power".to_string()
+    } else {
+        format!("cargo sim power --ranges {ranges_arg}")
+    };
+    let text = power::render(&results, &ranges, &command);
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, &text)?;
+    println!("{text}");
+    println!("wrote: {}", out.display());
+    let undetected = results
+        .iter()
+        .filter(|r| r.ranges.iter().all(|(_, d)| d.is_none()))
+        .count();
+    let unclean = results.iter().filter(|r| !r.clean.1.is_empty()).count();
+    Ok(if undetected + unclean > 0 { 3 } else { 0 })
+}
+
 fn check(path: PathBuf) -> anyhow::Result<i32> {
     let file =
         std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -442,6 +584,20 @@ fn main() -> ExitCode {
             shard,
             plant,
         }) => sweep(scenarios, &seeds, jobs, shard, plant),
+        Some(Command::Shrink {
+            scenario,
+            seed,
+            plant,
+            checker,
+            runs_max,
+            out,
+        }) => shrink(&scenario, seed, plant, checker.as_deref(), runs_max, out),
+        Some(Command::Power {
+            ranges,
+            jobs,
+            runs_max,
+            out,
+        }) => power(&ranges, jobs, runs_max, out),
         Some(Command::Bugs) => {
             for bug in Bug::ALL {
                 println!("{bug}");

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::checkers::{self, Verdict};
 use crate::history::History;
 use crate::report::{self, Outcome, Report};
-use crate::scenario::{Resolved, Scenario};
+use crate::scenario::{Resolved, Scenario, ScheduledFault};
 use crate::world;
 use sluice::plant::Bug;
 
@@ -89,6 +89,9 @@ pub struct SeedOutcome {
     pub history: History,
     #[serde(skip)]
     pub resolved: Option<Resolved>,
+    /// The faults the run started, as a replayable schedule.
+    #[serde(skip)]
+    pub faults_started: Vec<ScheduledFault>,
 }
 
 fn serialize_plant<S: serde::Serializer>(plant: &Option<Bug>, s: S) -> Result<S::Ok, S::Error> {
@@ -127,6 +130,32 @@ pub fn locate(scenario: &str) -> PathBuf {
         }
     }
     PathBuf::from("scenarios").join(file)
+}
+
+/// `scenarios/regressions/`: in the working directory if it has a
+/// `scenarios/`, else in the source tree.
+pub fn regressions_dir() -> PathBuf {
+    let local = PathBuf::from("scenarios");
+    let base = if local.is_dir() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+    };
+    base.join("regressions")
+}
+
+/// Every regression scenario in `scenarios/regressions/`, sorted.
+pub fn regression_scenarios() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(regressions_dir())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    paths
 }
 
 /// Every scenario file directly in `scenarios/`, sorted.
@@ -195,6 +224,7 @@ pub fn run_seed_planted(scenario: &Scenario, seed: u64, plant: Option<Bug>) -> S
                 wall_ms,
                 history: run.history,
                 resolved: Some(resolved),
+                faults_started: run.faults_started,
             }
         }
         Err(_) => SeedOutcome {
@@ -212,6 +242,7 @@ pub fn run_seed_planted(scenario: &Scenario, seed: u64, plant: Option<Bug>) -> S
             wall_ms,
             history: Vec::new(),
             resolved: Some(resolved),
+            faults_started: Vec::new(),
         },
     }
 }

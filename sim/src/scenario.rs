@@ -31,9 +31,23 @@ pub struct Scenario {
     /// Checker names; empty runs them all.
     #[serde(default)]
     pub checkers: Vec<String>,
-    /// For files under scenarios/regressions/: the bug this file guards against.
-    #[serde(default)]
-    pub guards: Option<String>,
+    /// Set in files under `scenarios/regressions/`, which `sim shrink` writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression: Option<Regression>,
+}
+
+/// What a regression scenario guards against, and how it was found.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Regression {
+    /// The planted bug this run catches (a `sim bugs` name).
+    pub guards: String,
+    /// The seed the schedule was shrunk at; the file is run with it.
+    pub seed: u64,
+    /// The checker that must fail when the bug is planted.
+    pub checker: String,
+    /// The failing run it was shrunk from, for the record.
+    pub shrunk_from: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -90,6 +90,8 @@ pub struct RunResult {
     /// The run ended because simulated time ran out before the final reads.
     pub stuck: bool,
     pub faults: u32,
+    /// The faults the nemesis started, as a schedule that replays them.
+    pub faults_started: Vec<ScheduledFault>,
 }
 
 fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
@@ -679,6 +681,8 @@ struct Nemesis {
     active: Vec<ActiveFault>,
     healed: bool,
     faults: u32,
+    /// Every fault started, as a script that replays it.
+    started: Vec<ScheduledFault>,
 }
 
 impl Nemesis {
@@ -694,6 +698,7 @@ impl Nemesis {
             active: Vec::new(),
             healed: false,
             faults: 0,
+            started: Vec::new(),
         }
     }
 
@@ -787,6 +792,12 @@ impl Nemesis {
             FaultKind::DiskErrors => shared.disks.set(&target, Some(DiskFault::IoErrors)),
         }
         self.faults += 1;
+        self.started.push(ScheduledFault {
+            at_ms: now_ms,
+            kind,
+            target: Some(target.clone()),
+            duration_ms,
+        });
         recorder.event_at(
             now_ms,
             "nemesis",
@@ -1052,5 +1063,6 @@ pub fn run(resolved: &Resolved) -> RunResult {
         simulated_ms: sim.elapsed().as_millis() as u64,
         stuck: stuck || shared.final_reads_failed.load(Ordering::Relaxed) > 0,
         faults: nemesis.faults,
+        faults_started: nemesis.started,
     }
 }

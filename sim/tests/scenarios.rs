@@ -118,4 +118,5 @@ scenario_tests! {
     fanout_passes, fanout_is_deterministic => "fanout", CI_SEEDS;
     slow_consumer_passes, slow_consumer_is_deterministic => "slow-consumer", CI_SEEDS;
     ingest_passes, ingest_is_deterministic => "ingest", CI_SEEDS;
+    power_loss_passes, power_loss_is_deterministic => "power-loss", CI_SEEDS;
 }
