@@ -135,6 +135,19 @@ pub enum Event {
     },
     /// The fault phase ended and everything was repaired.
     Heal,
+    /// A request the broker (the entry's process) received, or its response.
+    /// Recorded only for `sim run --trace`; the trace hash leaves it out.
+    Wire {
+        /// "request" or "response".
+        direction: String,
+        /// The client id, which the harness sets to the client's host name.
+        client: String,
+        api: String,
+        correlation_id: i32,
+        summary: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        partitions: Vec<String>,
+    },
     /// A consumer (the entry's process) fetched a batch that failed
     /// validation: a CRC mismatch or broken framing.
     CorruptRead {

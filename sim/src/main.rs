@@ -43,8 +43,9 @@ enum Command {
     Run {
         /// A scenario name (in scenarios/) or a path to a .toml file.
         scenario: String,
+        /// Required, except for regression scenarios, which pin their seed.
         #[arg(long)]
-        seed: u64,
+        seed: Option<u64>,
         /// Plant a named bug in sluice for this run (see `sim bugs`).
         #[arg(long, value_parser = parse_bug)]
         plant: Option<Bug>,
@@ -164,7 +165,7 @@ struct RunOutputs {
 
 fn run_one(
     scenario_arg: &str,
-    seed: u64,
+    seed: Option<u64>,
     plant: Option<Bug>,
     outputs: RunOutputs,
 ) -> anyhow::Result<i32> {
@@ -176,13 +177,16 @@ fn run_one(
     } = outputs;
     let path = runner::locate(scenario_arg);
     let scenario = Scenario::load(&path)?;
+    let seed = seed
+        .or(scenario.regression.as_ref().map(|r| r.seed))
+        .ok_or_else(|| anyhow::anyhow!("--seed is required for {}", path.display()))?;
     println!("seed: {seed}");
     println!("commit: {}", commit());
     println!("scenario: {} ({})", scenario.name, path.display());
     if let Some(bug) = plant {
         println!("plant: {bug}");
     }
-    let outcome = runner::run_seed_planted(&scenario, seed, plant);
+    let outcome = runner::run_seed_with(&scenario, seed, plant, trace.is_some());
     if json {
         println!("resolved: {}", serde_json::to_string(&outcome.resolved)?);
     }
@@ -193,7 +197,7 @@ fn run_one(
     }
     if let Some(path) = trace {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        sluice_sim::trace::write(&outcome.history, &filter, &mut file)?;
+        sluice_sim::trace::write(&outcome.history, &outcome.verdicts, &filter, &mut file)?;
         println!("trace: {}", path.display());
     }
     print_verdicts(&outcome);
@@ -507,7 +511,7 @@ fn power(ranges_arg: &str, jobs: usize, runs_max: usize, out: PathBuf) -> anyhow
     } else {
         format!("cargo sim power --ranges {ranges_arg}")
     };
-    let text = power::render(&results, &ranges, &command);
+    let text = power::render(&results, &ranges, &command, &commit());
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }

@@ -184,7 +184,12 @@ fn median(values: &mut [u64]) -> Option<u64> {
 }
 
 /// Renders the report. `command` is the command that regenerates it.
-pub fn render(results: &[BugPower], ranges: &[Range<u64>], command: &str) -> String {
+pub fn render(
+    results: &[BugPower],
+    ranges: &[Range<u64>],
+    command: &str,
+    commit: &str,
+) -> String {
     let mut out = String::new();
     let ranges_text: Vec<String> = ranges
         .iter()
@@ -194,7 +199,7 @@ pub fn render(results: &[BugPower], ranges: &[Range<u64>], command: &str) -> Str
     let _ = writeln!(
         out,
         "Regenerate with `{command}` (release build; the numbers are deterministic: \
-         the same commit gives the same report).\n"
+         the same commit gives the same report). Measured at commit `{commit}`.\n"
     );
     let _ = writeln!(
         out,

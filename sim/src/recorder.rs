@@ -18,6 +18,8 @@ use crate::history::{Entry, Event, Kind, Op};
 struct Inner {
     entries: Vec<Entry>,
     next_id: u64,
+    /// Record the broker's `sluice::wire` request and response events.
+    wire: bool,
 }
 
 #[derive(Clone, Default)]
@@ -31,6 +33,17 @@ pub fn now_ms() -> u64 {
 }
 
 impl Recorder {
+    /// A recorder that also keeps every request and response the broker sees.
+    pub fn with_wire(wire: bool) -> Self {
+        let recorder = Self::default();
+        recorder.inner.lock().expect("recorder lock").wire = wire;
+        recorder
+    }
+
+    fn wants_wire(&self) -> bool {
+        self.inner.lock().expect("recorder lock").wire
+    }
+
     fn push(&self, time_ms: u64, process: &str, id: u64, kind: Kind) {
         let mut inner = self.inner.lock().expect("recorder lock");
         let index = inner.entries.len() as u64;
@@ -111,6 +124,11 @@ struct Fields {
     partition: i64,
     value: i64,
     group: String,
+    direction: String,
+    client_id: String,
+    api: String,
+    summary: String,
+    partitions: String,
 }
 
 impl Visit for Fields {
@@ -118,7 +136,9 @@ impl Visit for Fields {
         match field.name() {
             "node" => self.node = value,
             "partition" => self.partition = value,
-            "high_watermark" | "generation_id" | "log_end_offset" => self.value = value,
+            "high_watermark" | "generation_id" | "log_end_offset" | "correlation_id" => {
+                self.value = value
+            }
             _ => {}
         }
     }
@@ -130,6 +150,11 @@ impl Visit for Fields {
             "event" => self.event = value.to_string(),
             "topic" => self.topic = value.to_string(),
             "group_id" => self.group = value.to_string(),
+            "direction" => self.direction = value.to_string(),
+            "client_id" => self.client_id = value.to_string(),
+            "api" => self.api = value.to_string(),
+            "summary" => self.summary = value.to_string(),
+            "partitions" => self.partitions = value.to_string(),
             _ => {}
         }
     }
@@ -139,17 +164,63 @@ impl Visit for Fields {
     }
 }
 
-/// Captures `sluice::history` events from the broker into the history.
+const WIRE_TARGET: &str = "sluice::wire";
+
+fn current_wants_wire() -> bool {
+    CURRENT.with(|current| current.borrow().as_ref().is_some_and(Recorder::wants_wire))
+}
+
+/// Captures `sluice::history` events from the broker into the history, and
+/// `sluice::wire` events when the run's recorder asks for them.
 pub struct HistoryLayer;
 
 impl<S: tracing::Subscriber> Layer<S> for HistoryLayer {
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if metadata.target() == WIRE_TARGET {
+            // Decided per run: ask `enabled` every time.
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::always()
+        }
+    }
+
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+        // Summarising every request costs; only a traced run pays for it.
+        metadata.target() != WIRE_TARGET || current_wants_wire()
+    }
+
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != "sluice::history" {
+        let target = event.metadata().target();
+        if target != "sluice::history" && target != WIRE_TARGET {
             return;
         }
         let mut fields = Fields::default();
         event.record(&mut fields);
         let broker = format!("broker-{}", fields.node);
+        if target == WIRE_TARGET {
+            let recorded = Event::Wire {
+                direction: fields.direction,
+                client: fields.client_id,
+                api: fields.api,
+                correlation_id: fields.value as i32,
+                summary: fields.summary,
+                partitions: fields
+                    .partitions
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            };
+            CURRENT.with(|current| {
+                if let Some(recorder) = current.borrow().as_ref().filter(|r| r.wants_wire()) {
+                    recorder.event(&broker, recorded);
+                }
+            });
+            return;
+        }
         let recorded = match fields.event.as_str() {
             "high_watermark" => Event::HighWatermark {
                 broker: broker.clone(),

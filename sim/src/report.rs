@@ -14,8 +14,25 @@ use crate::history::{Entry, Event, Kind, Op};
 /// one seed on one commit must produce the same hash.
 pub fn trace_hash(history: &[Entry]) -> String {
     let mut hasher = fnv::FnvHasher::default();
+    // Request and response events are only there when tracing; leave them
+    // out, and number the rest as if they had never been recorded, so a
+    // traced run hashes like an untraced one.
+    let mut index = 0;
     for entry in history {
-        let line = serde_json::to_vec(entry).expect("history entries serialise");
+        if matches!(
+            &entry.kind,
+            crate::history::Kind::Event {
+                event: crate::history::Event::Wire { .. }
+            }
+        ) {
+            continue;
+        }
+        let renumbered = Entry {
+            index,
+            ..entry.clone()
+        };
+        index += 1;
+        let line = serde_json::to_vec(&renumbered).expect("history entries serialise");
         hasher.write(&line);
         hasher.write_u8(b'\n');
     }

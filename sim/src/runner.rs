@@ -189,13 +189,24 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> SeedOutcome {
 
 /// Runs one seed with `plant` (if any) planted in sluice for the run.
 pub fn run_seed_planted(scenario: &Scenario, seed: u64, plant: Option<Bug>) -> SeedOutcome {
+    run_seed_with(scenario, seed, plant, false)
+}
+
+/// Runs one seed with `plant` planted; with `wire`, the history also records
+/// every request and response (for `sim run --trace`).
+pub fn run_seed_with(
+    scenario: &Scenario,
+    seed: u64,
+    plant: Option<Bug>,
+    wire: bool,
+) -> SeedOutcome {
     setup();
     let started = wall_clock();
     PANICKED.with(|p| *p.borrow_mut() = None);
     let resolved = scenario.resolve(seed);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _planted = sluice::plant::activate(plant.as_slice());
-        world::run(&resolved)
+        world::run(&resolved, wire)
     }));
     let panic = PANICKED.with(|p| p.borrow_mut().take());
     let wall_ms = started.elapsed().as_millis() as u64;

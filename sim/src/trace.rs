@@ -1,9 +1,13 @@
 //! Readable traces: one line per history entry, `time host what`, so two
-//! runs can be compared with `diff`. Filters keep the lines of some hosts or
-//! some partitions.
+//! runs can be compared with `diff`: client operations, the broker's requests
+//! and responses (`<-` in, `->` out), faults, high-watermark and generation
+//! changes, and each checker finding after the entry that completes it.
+//! Filters keep the lines of some hosts or some partitions.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
+use crate::checkers::Verdict;
 use crate::history::{Entry, Event, Kind, Op};
 
 /// Which lines to keep; empty lists keep everything.
@@ -24,9 +28,13 @@ fn partitions_of(entry: &Entry) -> Vec<String> {
                 }
                 | Event::Truncate {
                     topic, partition, ..
+                }
+                | Event::CorruptRead {
+                    topic, partition, ..
                 } => {
                     vec![format!("{topic}-{partition}")]
                 }
+                Event::Wire { partitions, .. } => partitions.clone(),
                 _ => Vec::new(),
             }
         }
@@ -190,6 +198,19 @@ fn describe_event(event: &Event) -> String {
             )
         }
         Event::Heal => "heal everything".to_string(),
+        Event::Wire {
+            direction,
+            client,
+            api,
+            correlation_id,
+            summary,
+            ..
+        } => {
+            let arrow = if direction == "request" { "<-" } else { "->" };
+            format!("{arrow} {client} {api}#{correlation_id} {summary}")
+                .trim_end()
+                .to_string()
+        }
         Event::CorruptRead {
             topic,
             partition,
@@ -209,19 +230,47 @@ pub fn line(entry: &Entry) -> String {
     format!("{:>9}ms {:<14} {what}", entry.time_ms, entry.process)
 }
 
-pub fn write(history: &[Entry], filter: &TraceFilter, out: &mut dyn Write) -> std::io::Result<()> {
+/// Writes the trace: one line per entry that passes `filter`, and after the
+/// last entry each checker anomaly names, a `checker` line with the finding
+/// (kept by a partition filter only if it names one of the partitions).
+pub fn write(
+    history: &[Entry],
+    verdicts: &[Verdict],
+    filter: &TraceFilter,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let mut observations: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for verdict in verdicts {
+        for anomaly in &verdict.anomalies {
+            let at = anomaly.entries.iter().copied().max().unwrap_or(0);
+            observations
+                .entry(at)
+                .or_default()
+                .push(format!("{}: {}", verdict.checker, anomaly.description));
+        }
+    }
     for entry in history {
-        if !filter.hosts.is_empty() && !filter.hosts.contains(&entry.process) {
-            continue;
+        let shown = (filter.hosts.is_empty() || filter.hosts.contains(&entry.process))
+            && (filter.partitions.is_empty()
+                || partitions_of(entry)
+                    .iter()
+                    .any(|p| filter.partitions.contains(p)));
+        if shown {
+            writeln!(out, "{}", line(entry))?;
         }
-        if !filter.partitions.is_empty()
-            && !partitions_of(entry)
-                .iter()
-                .any(|p| filter.partitions.contains(p))
-        {
-            continue;
+        for observation in observations.get(&entry.index).into_iter().flatten() {
+            let named = filter.partitions.is_empty()
+                || filter.partitions.iter().any(|p| {
+                    observation.contains(&format!("{p}@")) || observation.contains(&format!("{p} "))
+                });
+            if named {
+                writeln!(
+                    out,
+                    "{:>9}ms {:<14} check  {observation}",
+                    entry.time_ms, "checker"
+                )?;
+            }
         }
-        writeln!(out, "{}", line(entry))?;
     }
     Ok(())
 }
@@ -266,7 +315,7 @@ mod tests {
         );
         let history = b.build();
         let mut all = Vec::new();
-        write(&history, &TraceFilter::default(), &mut all).unwrap();
+        write(&history, &[], &TraceFilter::default(), &mut all).unwrap();
         let text = String::from_utf8(all).unwrap();
         assert_eq!(
             text,
@@ -277,6 +326,7 @@ mod tests {
         let mut only = Vec::new();
         write(
             &history,
+            &[],
             &TraceFilter {
                 hosts: vec![],
                 partitions: vec!["t-2".into()],
@@ -285,5 +335,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(String::from_utf8(only).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn checker_findings_follow_the_entry_that_completes_them() {
+        let mut b = Builder::new();
+        b.event(3, "broker-0", Event::Heal);
+        b.event(8, "nemesis", Event::Heal);
+        let history = b.build();
+        let verdict = crate::checkers::Verdict {
+            checker: "lost-write",
+            property: crate::checkers::Property::Safety,
+            valid: false,
+            anomalies: vec![crate::checkers::Anomaly {
+                description: "v acked at t-0@4 was lost".into(),
+                entries: vec![0, 1],
+            }],
+            summary: String::new(),
+        };
+        let mut out = Vec::new();
+        write(&history, &[verdict], &TraceFilter::default(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[2],
+            "        8ms checker        check  lost-write: v acked at t-0@4 was lost"
+        );
     }
 }

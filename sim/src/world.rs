@@ -955,9 +955,10 @@ pub fn fault_name(kind: FaultKind) -> &'static str {
     }
 }
 
-/// Runs one seed of a resolved scenario to completion.
-pub fn run(resolved: &Resolved) -> RunResult {
-    let recorder = Recorder::default();
+/// Runs one seed of a resolved scenario to completion. With `wire`, the
+/// history also holds every request and response the brokers saw.
+pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
+    let recorder = Recorder::with_wire(wire);
     let _installed = recorder::install(&recorder);
     let shared = Arc::new(Shared::default());
     let resolved = Arc::new(resolved.clone());

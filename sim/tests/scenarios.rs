@@ -85,6 +85,46 @@ fn assert_deterministic(name: &str, seed: u64) {
     );
 }
 
+/// `sim run --trace` records every request and response, without changing
+/// the run: the trace hash is the untraced one.
+#[test]
+fn tracing_records_requests_and_keeps_the_trace_hash() {
+    use sluice_sim::history::{Event, Kind};
+    let scenario = load("balances");
+    let plain = runner::run_seed(&scenario, 1);
+    let traced = runner::run_seed_with(&scenario, 1, None, true);
+    assert_eq!(plain.trace_hash, traced.trace_hash);
+    let wire = |outcome: &runner::SeedOutcome, api: &str| {
+        outcome
+            .history
+            .iter()
+            .filter(|entry| {
+                matches!(&entry.kind, Kind::Event { event: Event::Wire { api: a, .. } } if a == api)
+            })
+            .count()
+    };
+    assert_eq!(wire(&plain, "Produce"), 0);
+    assert!(
+        wire(&traced, "Produce") > 0,
+        "no Produce requests in the trace"
+    );
+    assert!(wire(&traced, "Fetch") > 0, "no Fetch requests in the trace");
+    let mut text = Vec::new();
+    sluice_sim::trace::write(
+        &traced.history,
+        &traced.verdicts,
+        &sluice_sim::trace::TraceFilter::default(),
+        &mut text,
+    )
+    .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("<- producer-0 Produce#"),
+        "{}",
+        &text[..2000.min(text.len())]
+    );
+}
+
 macro_rules! scenario_tests {
     ($($test:ident, $determinism:ident => $name:literal, $seeds:expr;)*) => {
         $(

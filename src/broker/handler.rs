@@ -36,6 +36,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use super::wire::Summarise;
 use super::Broker;
 use crate::group::{CommittedOffset, JoinRequest};
 
@@ -157,8 +158,12 @@ macro_rules! dispatch {
                             return HandleOutcome::Close(format!("undecodable {:?} v{} request: {error}", $api_key, $version));
                         }
                     };
+                    $self.wire_event("request", $api_key, $version, $correlation_id, &$context, &request);
                     match $self.$method(request, $version, &$context).await {
-                        Some(response) => match frame($api_key, $version, $correlation_id, &response) {
+                        Some(response) => match {
+                            $self.wire_event("response", $api_key, $version, $correlation_id, &$context, &response);
+                            frame($api_key, $version, $correlation_id, &response)
+                        } {
                             Ok(bytes) => HandleOutcome::Respond(bytes),
                             Err(error) => HandleOutcome::Close(error),
                         },
@@ -172,6 +177,34 @@ macro_rules! dispatch {
 }
 
 impl Broker {
+    /// A `sluice::wire` debug event for a request or response, summarised
+    /// only when someone listens (the simulation's `--trace`).
+    fn wire_event(
+        &self,
+        direction: &'static str,
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        context: &RequestContext,
+        message: &dyn Summarise,
+    ) {
+        if !tracing::enabled!(target: "sluice::wire", tracing::Level::DEBUG) {
+            return;
+        }
+        let summary = message.summary();
+        tracing::debug!(
+            target: "sluice::wire",
+            node = self.config.node_id,
+            direction,
+            client_id = %context.client_id,
+            api = ?api_key,
+            version,
+            correlation_id,
+            summary = %summary.text,
+            partitions = %summary.partitions.join(","),
+        );
+    }
+
     /// Handles one request frame (without its 4-byte size prefix).
     pub async fn handle(&self, frame_bytes: Bytes, client_host: &str) -> HandleOutcome {
         if frame_bytes.len() < 8 {

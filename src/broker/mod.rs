@@ -8,6 +8,7 @@
 mod handler;
 mod offsets;
 pub mod partition;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::io;

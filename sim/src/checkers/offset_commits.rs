@@ -392,7 +392,8 @@ impl<'f, 'a> State<'f, 'a> {
                 if offset <= processed {
                     findings.push(Anomaly {
                         description: format!(
-                            "commit-behind: {member} committed {}@{offset} after {process} had                              processed up to @{processed}; the next offset to read is @{}",
+                            "commit-behind: {member} committed {}@{offset} after {process} had \
+                             processed up to @{processed}; the next offset to read is @{}",
                             show(tp),
                             processed + 1
                         ),
