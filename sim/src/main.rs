@@ -86,7 +86,10 @@ enum Command {
     /// Measure how fast each planted bug is caught, and write the report.
     Power {
         /// Seed ranges, each searched from its start until the bug is caught.
-        #[arg(long, default_value = "0..10,1000..1010,2000..2010")]
+        #[arg(
+            long,
+            default_value = "0..10,1000..1010,2000..2010,3000..3010,4000..4010"
+        )]
         ranges: String,
         #[arg(long, default_value_t = 2)]
         jobs: usize,
@@ -506,7 +509,7 @@ fn power(ranges_arg: &str, jobs: usize, runs_max: usize, out: PathBuf) -> anyhow
     let mut results = results.into_inner().expect("results lock");
     results.sort_by_key(|(at, _)| *at);
     let results: Vec<power::BugPower> = results.into_iter().map(|(_, r)| r).collect();
-    let command = if ranges_arg == "0..10,1000..1010,2000..2010" {
+    let command = if ranges_arg == "0..10,1000..1010,2000..2010,3000..3010,4000..4010" {
         "cargo sim power".to_string()
     } else {
         format!("cargo sim power --ranges {ranges_arg}")

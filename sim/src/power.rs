@@ -184,12 +184,7 @@ fn median(values: &mut [u64]) -> Option<u64> {
 }
 
 /// Renders the report. `command` is the command that regenerates it.
-pub fn render(
-    results: &[BugPower],
-    ranges: &[Range<u64>],
-    command: &str,
-    commit: &str,
-) -> String {
+pub fn render(results: &[BugPower], ranges: &[Range<u64>], command: &str, commit: &str) -> String {
     let mut out = String::new();
     let ranges_text: Vec<String> = ranges
         .iter()
@@ -297,6 +292,35 @@ pub fn render(
                 );
             }
         }
+    }
+    let regressions = runner::regression_scenarios();
+    let _ = writeln!(out, "\n## Committed regression scenarios\n");
+    let _ = writeln!(
+        out,
+        "Shrunk by `sim shrink` and run by `cargo test` (`sim/tests/regressions.rs`): each \
+         passes as it is and fails its checker with its bug planted.\n"
+    );
+    let _ = writeln!(out, "| file | guards | checker | shrunk to | from |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+    for path in regressions {
+        let Ok(scenario) = Scenario::load(&path) else {
+            continue;
+        };
+        let Some(regression) = &scenario.regression else {
+            continue;
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| `scenarios/regressions/{name}` | `{}` | `{}` | {} | {} |",
+            regression.guards,
+            regression.checker,
+            shrink::size(&scenario),
+            regression.shrunk_from
+        );
     }
     out
 }

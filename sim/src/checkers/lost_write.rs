@@ -11,8 +11,9 @@
 //!
 //! Exceptions: with `flush_on_ack` false an ack only means "in the page
 //! cache", so a broker power loss after the send's invoke may legitimately
-//! lose it (counted as a permitted loss); and offsets below the final
-//! `log_start_offset` were removed by retention.
+//! lose it (counted as a permitted loss), unless the final read skips its
+//! offset: a power loss truncates the log, so it never leaves a hole; and
+//! offsets below the final `log_start_offset` were removed by retention.
 //!
 //! A permitted loss must not be silent, though (`silent-gap`): with
 //! idempotent producers, the broker tracks each producer's sequence numbers,
@@ -60,11 +61,16 @@ impl Checker for LostWrite {
                 retained += 1;
                 continue;
             }
+            // A power loss truncates the log and later writes reuse the
+            // offsets, so a permitted loss shows as another value or a
+            // shorter log, never as a hole: offsets are dense.
+            let mut hole = false;
             let loss = match read.values.get(&send.offset) {
                 Some(&value) if value == send.value => None,
                 Some(&value) => Some(format!("the final read holds {value} there")),
                 None => match read.last_offset() {
                     Some(last) if last > send.offset => {
+                        hole = true;
                         Some(format!("the final read skips it but reaches offset {last}"))
                     }
                     last => {
@@ -81,7 +87,7 @@ impl Checker for LostWrite {
                 survivors.push(send);
                 continue;
             };
-            if facts.loss_permitted_after(send.invoke_index) {
+            if !hole && facts.loss_permitted_after(send.invoke_index) {
                 permitted += 1;
                 first_permitted_loss
                     .entry((send.process, send.tp))
@@ -226,6 +232,19 @@ mod tests {
         h.final_read(0, 0, vec![record(0, 0, None, "producer-0-3")]);
         let verdict = LostWrite.check(&h.build());
         assert!(verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
+    fn a_power_loss_does_not_excuse_a_hole() {
+        let mut h = H::new(false, true);
+        let lost = h.send("producer-0", None, "producer-0-1", 0, 0);
+        h.fault("crash", "broker-0", true);
+        h.send("producer-1", None, "producer-1-1", 0, 1);
+        let read = h.final_read(0, 0, vec![record(0, 1, None, "producer-1-1")]);
+        let verdict = LostWrite.check(&h.build());
+        assert!(!verdict.valid, "{verdict:?}");
+        assert_eq!(verdict.anomalies[0].entries, vec![lost.0, lost.1, read]);
+        assert!(verdict.anomalies[0].description.contains("skips it"));
     }
 
     #[test]
