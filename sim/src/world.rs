@@ -262,8 +262,9 @@ fn to_history_tp(tp: &TopicPartition) -> HistoryTp {
 }
 
 /// Records a group event the consumer reports, at the moment it happens.
-/// `record_commits` is false for consumers that commit explicitly: their
-/// commit_sync invoke/ok pairs are already in the history.
+/// `record_commits` is false while the workload's own commit_sync runs: its
+/// invoke/ok pair is already in the history. Any other commit (automatic, or
+/// one the consumer makes on its own) is recorded here.
 fn record_group_event(
     recorder: &Recorder,
     process: &str,
@@ -374,10 +375,13 @@ async fn run_consumer(
         Arc::new(SimConnector),
         Arc::new(SimClock),
     )?;
+    // Set while the workload's explicit commit_sync runs.
+    let explicit_commit = Arc::new(AtomicBool::new(false));
     {
         let (recorder, process) = (recorder.clone(), name.clone());
-        let record_commits = group.commit == CommitMode::Auto;
+        let explicit_commit = Arc::clone(&explicit_commit);
         consumer.set_group_observer(Box::new(move |event| {
+            let record_commits = !explicit_commit.load(Ordering::Acquire);
             record_group_event(&recorder, &process, event, record_commits)
         }));
     }
@@ -473,7 +477,10 @@ async fn run_consumer(
                 offsets,
             };
             let id = recorder.invoke(&name, op.clone());
-            match consumer.commit_sync(Some(next_offsets)).await {
+            explicit_commit.store(true, Ordering::Release);
+            let committed = consumer.commit_sync(Some(next_offsets)).await;
+            explicit_commit.store(false, Ordering::Release);
+            match committed {
                 Ok(()) => recorder.ok(&name, id, op),
                 // Indeterminate whatever the error: commit_sync retries, and an
                 // earlier attempt may have been applied before its response
