@@ -250,7 +250,16 @@ pub fn write(
         }
     }
     for entry in history {
-        let shown = (filter.hosts.is_empty() || filter.hosts.contains(&entry.process))
+        // A request or response belongs to the broker and to its client.
+        let client = match &entry.kind {
+            Kind::Event {
+                event: Event::Wire { client, .. },
+            } => Some(client),
+            _ => None,
+        };
+        let shown = (filter.hosts.is_empty()
+            || filter.hosts.contains(&entry.process)
+            || client.is_some_and(|client| filter.hosts.contains(client)))
             && (filter.partitions.is_empty()
                 || partitions_of(entry)
                     .iter()
@@ -335,6 +344,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(String::from_utf8(only).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn a_host_filter_keeps_the_requests_its_host_sent() {
+        let mut b = Builder::new();
+        let wire = |client: &str| Event::Wire {
+            direction: "request".into(),
+            client: client.into(),
+            api: "Produce".into(),
+            correlation_id: 4,
+            summary: "acks=-1 t-0 83 bytes".into(),
+            partitions: vec!["t-0".into()],
+        };
+        b.event(1, "broker-0", wire("producer-0"));
+        b.event(2, "broker-0", wire("producer-1"));
+        let history = b.build();
+        let mut out = Vec::new();
+        let filter = TraceFilter {
+            hosts: vec!["producer-0".into()],
+            partitions: vec![],
+        };
+        write(&history, &[], &filter, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "        1ms broker-0       event  <- producer-0 Produce#4 acks=-1 t-0 83 bytes\n"
+        );
     }
 
     #[test]
