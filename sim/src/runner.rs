@@ -132,21 +132,25 @@ pub fn locate(scenario: &str) -> PathBuf {
     PathBuf::from("scenarios").join(file)
 }
 
-/// `scenarios/regressions/`: in the working directory if it has a
-/// `scenarios/`, else in the source tree.
-pub fn regressions_dir() -> PathBuf {
+/// `scenarios/`: in the working directory if there is one, else in the
+/// source tree.
+fn scenarios_dir() -> PathBuf {
     let local = PathBuf::from("scenarios");
-    let base = if local.is_dir() {
+    if local.is_dir() {
         local
     } else {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
-    };
-    base.join("regressions")
+    }
 }
 
-/// Every regression scenario in `scenarios/regressions/`, sorted.
-pub fn regression_scenarios() -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(regressions_dir())
+/// `scenarios/regressions/`, where `sim shrink` writes.
+pub fn regressions_dir() -> PathBuf {
+    scenarios_dir().join("regressions")
+}
+
+/// The `.toml` files directly in `dir`, sorted; none if it cannot be read.
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -158,22 +162,14 @@ pub fn regression_scenarios() -> Vec<PathBuf> {
     paths
 }
 
+/// Every regression scenario in `scenarios/regressions/`, sorted.
+pub fn regression_scenarios() -> Vec<PathBuf> {
+    toml_files(&regressions_dir())
+}
+
 /// Every scenario file directly in `scenarios/`, sorted.
 pub fn all_scenarios() -> Vec<PathBuf> {
-    for base in [
-        PathBuf::from("scenarios"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"),
-    ] {
-        if let Ok(entries) = std::fs::read_dir(&base) {
-            let mut paths: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            paths.sort();
-            return paths;
-        }
-    }
-    Vec::new()
+    toml_files(&scenarios_dir())
 }
 
 /// Wall-clock time of the harness itself, for the report's wall time and

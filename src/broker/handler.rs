@@ -457,6 +457,7 @@ impl Broker {
     ) -> Option<FetchResponse> {
         let max_wait =
             Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_LIMIT) as u64);
+        // tokio's clock (virtual under the simulation), as every wait here.
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut arrivals = self.data_arrived.subscribe();
         loop {

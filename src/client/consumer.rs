@@ -31,6 +31,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+// tokio's clock, not the OS's: virtual under the simulation.
 use tokio::time::Instant;
 
 use super::assignor::{

@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
+// tokio's clock, not the OS's: virtual under the simulation.
 use tokio::time::Instant;
 
 use super::assignor::decode_assignment;

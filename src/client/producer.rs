@@ -35,6 +35,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
+// tokio's clock, not the OS's: virtual under the simulation.
 use tokio::time::Instant;
 
 use super::connection::ConnectionConfig;
