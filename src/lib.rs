@@ -11,6 +11,7 @@ pub mod config;
 pub mod group;
 pub mod log;
 pub mod net;
+pub mod observe;
 #[cfg(feature = "planted-bugs")]
 pub mod plant;
 pub mod server;

@@ -49,10 +49,17 @@ pub enum Bug {
     /// instead of down, so a fetch starts at a later batch than the one that
     /// holds the requested offset.
     SegmentRollLosesIndex,
+    /// The group coordinator computes a rebalance's deadline as `now *
+    /// timeout` instead of `now + timeout`, so a rebalance waiting for a
+    /// member that neither rejoins nor expires never ends.
+    RebalanceDeadlineIgnored,
+    /// The group coordinator never expires a member whose session lapsed,
+    /// so a crashed consumer keeps its partitions for ever.
+    SessionExpirySkipped,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 12] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -63,6 +70,8 @@ impl Bug {
         Bug::OffByOneCommit,
         Bug::SequenceGapAccepted,
         Bug::SegmentRollLosesIndex,
+        Bug::RebalanceDeadlineIgnored,
+        Bug::SessionExpirySkipped,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -78,6 +87,26 @@ impl Bug {
             Bug::OffByOneCommit => "off-by-one-commit",
             Bug::SequenceGapAccepted => "sequence-gap-accepted",
             Bug::SegmentRollLosesIndex => "segment-roll-loses-index",
+            Bug::RebalanceDeadlineIgnored => "rebalance-deadline-ignored",
+            Bug::SessionExpirySkipped => "session-expiry-skipped",
+        }
+    }
+
+    /// One line on what the bug breaks, for `sim bugs`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Bug::AckBeforeFsync => "acks=all answered before the fsync under log.flush.on.ack",
+            Bug::RecoveryKeepsTornTail => "recovery keeps a batch torn by power loss and serves it",
+            Bug::FetchBeyondHighWatermark => "fetch serves records above the high watermark",
+            Bug::NoIdempotentDedup => "a retried idempotent batch is appended a second time",
+            Bug::StaleGenerationCommit => "offset commits from an old generation are accepted",
+            Bug::CommitBeforeProcess => "the consumer commits what poll returned before processing",
+            Bug::KeepRevokedPartitions => "the consumer keeps fetching partitions it lost",
+            Bug::OffByOneCommit => "the consumer commits the last offset read, not the next",
+            Bug::SequenceGapAccepted => "the broker accepts an idempotent batch after a sequence gap",
+            Bug::SegmentRollLosesIndex => "after a roll the index lookup skips to a later batch",
+            Bug::RebalanceDeadlineIgnored => "a rebalance deadline is now * timeout, not now + timeout",
+            Bug::SessionExpirySkipped => "members whose session lapsed are never expired",
         }
     }
 

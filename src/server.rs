@@ -33,6 +33,7 @@ pub async fn serve_connection(
     mut stream: BoxStream,
     peer: String,
 ) -> ConnectionEnd {
+    let connection = broker.number_connection();
     let idle = Duration::from_millis(broker.config().connections_max_idle_ms);
     let max_request_bytes = broker.config().socket_request_max_bytes;
     let client_host = format!(
@@ -61,7 +62,10 @@ pub async fn serve_connection(
             Ok(Err(error)) => return ConnectionEnd::Io(error.to_string()),
             Ok(Ok(_)) => {}
         }
-        match broker.handle(frame.freeze(), &client_host).await {
+        match broker
+            .handle_on(frame.freeze(), &client_host, connection)
+            .await
+        {
             HandleOutcome::Respond(response) => {
                 if let Err(error) = write_all(&mut stream, response).await {
                     return ConnectionEnd::Io(error.to_string());

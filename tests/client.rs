@@ -874,9 +874,12 @@ async fn auto_commit_happens_before_partitions_are_revoked() {
                     assert!(generation < Some(*generation_id), "{events:?}");
                     generation = Some(*generation_id);
                 }
-                GroupEvent::Committed { generation_id, .. }
+                GroupEvent::CommitSent { generation_id, .. }
                 | GroupEvent::Revoked { generation_id, .. } => {
                     assert_eq!(Some(*generation_id), generation, "{events:?}");
+                }
+                GroupEvent::CommitDone { outcome, .. } => {
+                    assert_eq!(*outcome, sluice::client::CommitOutcome::Applied, "{events:?}");
                 }
             }
         }

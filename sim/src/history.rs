@@ -94,6 +94,85 @@ pub enum Op {
     },
 }
 
+/// What the nemesis did to a host. In a history, a fault's `kind` says what
+/// happened to whom, so checkers never infer it from host names: a broker
+/// crash (`crash-broker`, a power loss that drops unsynced writes) and a
+/// client crash (`crash-client`) are different kinds.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Cut a client from the broker, both ways.
+    Partition,
+    /// Cut one direction only.
+    PartitionOneway,
+    /// Cut a host from everyone.
+    Isolate,
+    /// Hold messages on a link, then release them.
+    Delay,
+    /// Broker power loss: unsynced data is lost; restarted later.
+    CrashBroker,
+    /// Broker process restart without power loss.
+    RestartBroker,
+    /// A producer or consumer crashes and restarts.
+    CrashClient,
+    /// A consumer stops the world (GC-like) for a while.
+    PauseConsumer,
+    /// Latency on a client's link to the broker rises to seconds.
+    SlowNetwork,
+    /// The broker's disk is full (ENOSPC); healed by freeing space and
+    /// restarting the broker, as an operator would.
+    DiskFull,
+    /// The broker's disk returns I/O errors; healed by a restart.
+    DiskErrors,
+}
+
+impl FaultKind {
+    /// The kebab-case name scenario files and histories use.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::PartitionOneway => "partition-oneway",
+            FaultKind::Isolate => "isolate",
+            FaultKind::Delay => "delay",
+            FaultKind::CrashBroker => "crash-broker",
+            FaultKind::RestartBroker => "restart-broker",
+            FaultKind::CrashClient => "crash-client",
+            FaultKind::PauseConsumer => "pause-consumer",
+            FaultKind::SlowNetwork => "slow-network",
+            FaultKind::DiskFull => "disk-full",
+            FaultKind::DiskErrors => "disk-errors",
+        }
+    }
+
+    /// A broker stops (and its group coordinator forgets its members): a
+    /// crash, a restart, or the restart that heals a disk fault.
+    pub fn restarts_broker(self) -> bool {
+        matches!(
+            self,
+            FaultKind::CrashBroker
+                | FaultKind::RestartBroker
+                | FaultKind::DiskFull
+                | FaultKind::DiskErrors
+        )
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why the coordinator removed a member (`member_removed`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemovalReason {
+    Left,
+    SessionExpired,
+    RebalanceTimeout,
+    Replaced,
+}
+
 /// A broker-side fact or a fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "e", rename_all = "snake_case")]
@@ -115,20 +194,47 @@ pub enum Event {
         partition: i32,
         high_watermark: i64,
     },
-    Truncate {
+    /// A broker opened a partition's log on start: what recovery kept.
+    Recovered {
         broker: String,
         topic: String,
         partition: i32,
         log_end_offset: i64,
+        high_watermark: i64,
     },
     Generation {
         broker: String,
         group: String,
         generation: i32,
     },
+    /// A group began a rebalance; it must end (a `generation` event) within
+    /// `rebalance_timeout_ms`, the coordinator's own deadline.
+    RebalanceStarted {
+        broker: String,
+        group: String,
+        generation: i32,
+        rebalance_timeout_ms: i64,
+    },
+    /// A member joined or rejoined its group with these timeouts.
+    MemberJoined {
+        broker: String,
+        group: String,
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+        session_timeout_ms: i64,
+        rebalance_timeout_ms: i64,
+    },
+    /// The coordinator removed a member from its group.
+    MemberRemoved {
+        broker: String,
+        group: String,
+        member: String,
+        reason: RemovalReason,
+    },
     /// A fault began or ended; `power_loss` marks crashes that lose unsynced data.
     Fault {
-        kind: String,
+        kind: FaultKind,
         target: String,
         power_loss: bool,
         healed: bool,

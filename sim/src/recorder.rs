@@ -2,17 +2,15 @@
 //!
 //! Hosts and the nemesis share one recorder. turmoil runs the whole world on
 //! one thread, so the order of entries is the order of events and is the
-//! same on every run of a seed. Broker-side facts arrive as `tracing` events
-//! with target `sluice::history`, captured by [`HistoryLayer`] into the
-//! recorder of the run on the current thread.
+//! same on every run of a seed. Broker-side facts arrive as typed
+//! [`Fact`]s through a [`BrokerObserver`] each simulated broker is opened
+//! with; clients' group events through the consumer's group observer.
 
-use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, Layer};
+use sluice::observe::{Direction, Fact, Observer};
 
-use crate::history::{Entry, Event, Kind, Op};
+use crate::history::{Entry, Event, Kind, Op, RemovalReason};
 
 #[derive(Default)]
 struct Inner {
@@ -97,154 +95,128 @@ impl Recorder {
     }
 }
 
-thread_local! {
-    static CURRENT: RefCell<Option<Recorder>> = const { RefCell::new(None) };
+/// What one broker reports, recorded as history events under the broker's
+/// host name. The broker calls it synchronously, in the critical section
+/// that made each fact true, so the event lands before anything that
+/// depends on it.
+pub struct BrokerObserver {
+    recorder: Recorder,
+    broker: String,
 }
 
-/// Makes `recorder` the target of broker-side events on this thread until
-/// the guard drops.
-pub fn install(recorder: &Recorder) -> InstallGuard {
-    CURRENT.with(|current| *current.borrow_mut() = Some(recorder.clone()));
-    InstallGuard
-}
-
-pub struct InstallGuard;
-
-impl Drop for InstallGuard {
-    fn drop(&mut self) {
-        CURRENT.with(|current| *current.borrow_mut() = None);
-    }
-}
-
-#[derive(Default)]
-struct Fields {
-    event: String,
-    node: i64,
-    topic: String,
-    partition: i64,
-    value: i64,
-    group: String,
-    direction: String,
-    client_id: String,
-    api: String,
-    summary: String,
-    partitions: String,
-}
-
-impl Visit for Fields {
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        match field.name() {
-            "node" => self.node = value,
-            "partition" => self.partition = value,
-            "high_watermark" | "generation_id" | "log_end_offset" | "correlation_id" => {
-                self.value = value
-            }
-            _ => {}
+impl BrokerObserver {
+    pub fn new(recorder: &Recorder, broker: &str) -> Self {
+        Self {
+            recorder: recorder.clone(),
+            broker: broker.to_string(),
         }
     }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record_i64(field, value as i64);
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "event" => self.event = value.to_string(),
-            "topic" => self.topic = value.to_string(),
-            "group_id" => self.group = value.to_string(),
-            "direction" => self.direction = value.to_string(),
-            "client_id" => self.client_id = value.to_string(),
-            "api" => self.api = value.to_string(),
-            "summary" => self.summary = value.to_string(),
-            "partitions" => self.partitions = value.to_string(),
-            _ => {}
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let text = format!("{value:?}");
-        self.record_str(field, text.trim_matches('"'));
-    }
 }
 
-const WIRE_TARGET: &str = "sluice::wire";
-
-fn current_wants_wire() -> bool {
-    CURRENT.with(|current| current.borrow().as_ref().is_some_and(Recorder::wants_wire))
-}
-
-/// Captures `sluice::history` events from the broker into the history, and
-/// `sluice::wire` events when the run's recorder asks for them.
-pub struct HistoryLayer;
-
-impl<S: tracing::Subscriber> Layer<S> for HistoryLayer {
-    fn register_callsite(
-        &self,
-        metadata: &'static tracing::Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        if metadata.target() == WIRE_TARGET {
-            // Decided per run: ask `enabled` every time.
-            tracing::subscriber::Interest::sometimes()
-        } else {
-            tracing::subscriber::Interest::always()
-        }
+impl Observer for BrokerObserver {
+    fn wants_wire(&self) -> bool {
+        self.recorder.wants_wire()
     }
 
-    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
-        // Summarising every request costs; only a traced run pays for it.
-        metadata.target() != WIRE_TARGET || current_wants_wire()
-    }
-
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let target = event.metadata().target();
-        if target != "sluice::history" && target != WIRE_TARGET {
-            return;
-        }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let broker = format!("broker-{}", fields.node);
-        if target == WIRE_TARGET {
-            let recorded = Event::Wire {
-                direction: fields.direction,
-                client: fields.client_id,
-                api: fields.api,
-                correlation_id: fields.value as i32,
-                summary: fields.summary,
-                partitions: fields
-                    .partitions
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            };
-            CURRENT.with(|current| {
-                if let Some(recorder) = current.borrow().as_ref().filter(|r| r.wants_wire()) {
-                    recorder.event(&broker, recorded);
+    fn fact(&self, fact: Fact) {
+        let broker = self.broker.clone();
+        let event = match fact {
+            Fact::HighWatermark {
+                topic,
+                partition,
+                high_watermark,
+            } => Event::HighWatermark {
+                broker,
+                topic,
+                partition,
+                high_watermark,
+            },
+            Fact::Recovered {
+                topic,
+                partition,
+                log_end_offset,
+                high_watermark,
+            } => Event::Recovered {
+                broker,
+                topic,
+                partition,
+                log_end_offset,
+                high_watermark,
+            },
+            Fact::RebalanceStarted {
+                group,
+                generation,
+                rebalance_timeout_ms,
+                ..
+            } => Event::RebalanceStarted {
+                broker,
+                group,
+                generation,
+                rebalance_timeout_ms,
+            },
+            Fact::Generation { group, generation } => Event::Generation {
+                broker,
+                group,
+                generation,
+            },
+            Fact::MemberJoined {
+                group,
+                member,
+                instance,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+            } => Event::MemberJoined {
+                broker,
+                group,
+                member,
+                instance,
+                session_timeout_ms: i64::from(session_timeout_ms),
+                rebalance_timeout_ms: i64::from(rebalance_timeout_ms),
+            },
+            Fact::MemberRemoved {
+                group,
+                member,
+                reason,
+            } => Event::MemberRemoved {
+                broker,
+                group,
+                member,
+                reason: match reason {
+                    sluice::observe::RemovalReason::Left => RemovalReason::Left,
+                    sluice::observe::RemovalReason::SessionExpired => {
+                        RemovalReason::SessionExpired
+                    }
+                    sluice::observe::RemovalReason::RebalanceTimeout => {
+                        RemovalReason::RebalanceTimeout
+                    }
+                    sluice::observe::RemovalReason::Replaced => RemovalReason::Replaced,
+                },
+            },
+            Fact::Wire {
+                direction,
+                client_id,
+                api,
+                correlation_id,
+                summary,
+                partitions,
+            } => {
+                if !self.recorder.wants_wire() {
+                    return;
                 }
-            });
-            return;
-        }
-        let recorded = match fields.event.as_str() {
-            "high_watermark" => Event::HighWatermark {
-                broker: broker.clone(),
-                topic: fields.topic,
-                partition: fields.partition as i32,
-                high_watermark: fields.value,
-            },
-            "generation" => Event::Generation {
-                broker: broker.clone(),
-                group: fields.group,
-                generation: fields.value as i32,
-            },
-            "truncate" => Event::Truncate {
-                broker: broker.clone(),
-                topic: fields.topic,
-                partition: fields.partition as i32,
-                log_end_offset: fields.value,
-            },
-            _ => return,
-        };
-        CURRENT.with(|current| {
-            if let Some(recorder) = current.borrow().as_ref() {
-                recorder.event(&broker, recorded);
+                Event::Wire {
+                    direction: match direction {
+                        Direction::Request => "request",
+                        Direction::Response => "response",
+                    }
+                    .to_string(),
+                    client: client_id,
+                    api,
+                    correlation_id,
+                    summary,
+                    partitions,
+                }
             }
-        });
+        };
+        self.recorder.event(&self.broker, event);
     }
 }

@@ -32,8 +32,8 @@ impl tracing_subscriber::fmt::time::FormatTime for SimTimer {
     }
 }
 
-/// Installs the process-wide panic hook and the tracing subscriber that feeds
-/// broker-side events into the running history. Idempotent.
+/// Installs the process-wide panic hook, and with `SLUICE_SIM_LOG` a log
+/// subscriber. Idempotent.
 pub fn setup() {
     SETUP.call_once(|| {
         use tracing_subscriber::layer::SubscriberExt;
@@ -47,10 +47,14 @@ pub fn setup() {
                 .with_timer(SimTimer)
                 .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG)
         });
-        let subscriber = tracing_subscriber::registry()
-            .with(crate::recorder::HistoryLayer)
-            .with(log);
-        let _ = tracing::subscriber::set_global_default(subscriber);
+        // Without SLUICE_SIM_LOG no subscriber is installed, so sluice's log
+        // calls cost a branch each (broker facts come through the typed
+        // observer, not through tracing).
+        if let Some(log) = log {
+            let _ = tracing::subscriber::set_global_default(
+                tracing_subscriber::registry().with(log),
+            );
+        }
         let default_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let message = info.to_string();

@@ -134,35 +134,13 @@ pub struct ConsumerGroupSpec {
     pub session_timeout_ms: Option<u64>,
     pub heartbeat_interval_ms: Option<u64>,
     pub max_poll_records: Option<usize>,
+    /// Members set `group.instance.id` (KIP-345 static membership).
+    pub static_members: Option<bool>,
+    /// Members share one `client.id`, as replicas of one service do.
+    pub shared_client_id: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultKind {
-    /// Cut a client from the broker, both ways.
-    Partition,
-    /// Cut one direction only.
-    PartitionOneway,
-    /// Cut a host from everyone.
-    Isolate,
-    /// Hold messages on a link, then release them.
-    Delay,
-    /// Broker power loss: unsynced data is lost; restarted later.
-    CrashBroker,
-    /// Broker process restart without power loss.
-    RestartBroker,
-    /// A producer or consumer crashes and restarts.
-    CrashClient,
-    /// A consumer stops the world (GC-like) for a while.
-    PauseConsumer,
-    /// Latency on a client's link to the broker rises to seconds.
-    SlowNetwork,
-    /// The broker's disk is full (ENOSPC); healed by freeing space and
-    /// restarting the broker, as an operator would.
-    DiskFull,
-    /// The broker's disk returns I/O errors; healed by a restart.
-    DiskErrors,
-}
+pub use crate::history::FaultKind;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -205,14 +183,31 @@ impl Scenario {
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let scenario: Scenario = toml::from_str(text)?;
+        // A setting the world would not honour is refused, never ignored: a
+        // scenario that asks for three brokers must not quietly test one.
         anyhow::ensure!(
-            scenario.topology.brokers >= 1,
-            "topology.brokers must be at least 1"
+            scenario.topology.brokers == 1,
+            "topology.brokers = {}: the simulation runs a single broker until replication \
+             exists",
+            scenario.topology.brokers
+        );
+        anyhow::ensure!(
+            scenario.topology.replication_factor == 1,
+            "topology.replication_factor = {}: a single broker holds one replica",
+            scenario.topology.replication_factor
         );
         anyhow::ensure!(
             !scenario.producers.is_empty(),
             "a scenario needs at least one [[producers]] entry"
         );
+        let known = crate::checkers::names();
+        for name in &scenario.checkers {
+            anyhow::ensure!(
+                known.contains(&name.as_str()),
+                "unknown checker {name:?}; the checkers are: {}",
+                known.join(", ")
+            );
+        }
         Ok(scenario)
     }
 }
@@ -298,6 +293,8 @@ pub struct ResolvedGroup {
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub max_poll_records: usize,
+    pub static_members: bool,
+    pub shared_client_id: bool,
 }
 
 impl Scenario {
@@ -379,7 +376,20 @@ impl Scenario {
                 max_poll_records: spec
                     .max_poll_records
                     .unwrap_or_else(|| *draw.pick(&[1, 10, 500])),
+                static_members: false,
+                shared_client_id: false,
             });
+        }
+        // Knobs added later draw from their own stream, so the draws above
+        // (and every seed's earlier configuration) stay as they were.
+        let mut identity = Draw::new(child_seed(seed, "group-identity"));
+        for (group, spec) in groups.iter_mut().zip(&self.consumers) {
+            group.static_members = spec
+                .static_members
+                .unwrap_or_else(|| identity.chance(1, 3));
+            group.shared_client_id = spec
+                .shared_client_id
+                .unwrap_or_else(|| identity.chance(1, 3));
         }
         let fault_interval_ms = self.faults.interval_ms.unwrap_or_else(|| {
             let low = draw.range(500, 5_000);

@@ -111,6 +111,8 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
                 session_timeout_ms: Some(g.session_timeout_ms),
                 heartbeat_interval_ms: Some(g.heartbeat_interval_ms),
                 max_poll_records: Some(g.max_poll_records),
+                static_members: Some(g.static_members),
+                shared_client_id: Some(g.shared_client_id),
             })
             .collect(),
         // No kinds: with an empty schedule the nemesis does nothing.

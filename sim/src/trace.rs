@@ -26,7 +26,7 @@ fn partitions_of(entry: &Entry) -> Vec<String> {
                 Event::HighWatermark {
                     topic, partition, ..
                 }
-                | Event::Truncate {
+                | Event::Recovered {
                     topic, partition, ..
                 }
                 | Event::CorruptRead {
@@ -176,15 +176,44 @@ fn describe_event(event: &Event) -> String {
             high_watermark,
             ..
         } => format!("high-watermark {topic}-{partition} = {high_watermark}"),
-        Event::Truncate {
+        Event::Recovered {
             topic,
             partition,
             log_end_offset,
+            high_watermark,
             ..
-        } => format!("recovered {topic}-{partition} log-end = {log_end_offset}"),
+        } => format!(
+            "recovered {topic}-{partition} log-end = {log_end_offset} high-watermark = {high_watermark}"
+        ),
         Event::Generation {
             group, generation, ..
         } => format!("generation {group} = {generation}"),
+        Event::RebalanceStarted {
+            group,
+            generation,
+            rebalance_timeout_ms,
+            ..
+        } => format!(
+            "rebalance {group} from generation {generation}, deadline in {rebalance_timeout_ms} ms"
+        ),
+        Event::MemberJoined {
+            group,
+            member,
+            instance,
+            session_timeout_ms,
+            ..
+        } => format!(
+            "joined {group} {member}{} session {session_timeout_ms} ms",
+            instance
+                .as_ref()
+                .map_or(String::new(), |i| format!(" (instance {i})"))
+        ),
+        Event::MemberRemoved {
+            group,
+            member,
+            reason,
+            ..
+        } => format!("removed {group} {member} ({reason:?})"),
         Event::Fault {
             kind,
             target,
@@ -316,7 +345,7 @@ mod tests {
             10,
             "nemesis",
             Event::Fault {
-                kind: "crash".into(),
+                kind: crate::history::FaultKind::CrashBroker,
                 target: "broker-0".into(),
                 power_loss: true,
                 healed: false,
@@ -330,7 +359,7 @@ mod tests {
             text,
             "        5ms producer-0     invoke send producer-0-1 key=k to t\n\
              \x20       9ms producer-0     ok     send producer-0-1 key=k -> t-2@7\n\
-             \x20      10ms nemesis        event  fault crash broker-0 (power loss)\n"
+             \x20      10ms nemesis        event  fault crash-broker broker-0 (power loss)\n"
         );
         let mut only = Vec::new();
         write(

@@ -15,13 +15,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sluice::client::{
-    Acks, Admin, AutoOffsetReset, ConnectionConfig, Consumer, ConsumerConfig, GroupEvent, Producer,
-    ProducerConfig, ProducerRecord, TopicPartition,
+    Acks, Admin, AutoOffsetReset, CommitOutcome, ConnectionConfig, Consumer, ConsumerConfig,
+    GroupEvent, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
+use sluice::observe::Observed;
 use sluice::config::BrokerConfig;
 
 use crate::history::{Event, History, Op, PartitionOffset, Record, TopicPartition as HistoryTp};
-use crate::recorder::{self, Recorder};
+use crate::recorder::{self, BrokerObserver, Recorder};
 use crate::scenario::{
     child_seed, CommitMode, Draw, FaultKind, Resolved, ResolvedGroup, ResolvedProducer,
     ScheduledFault,
@@ -119,11 +120,22 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
     config
 }
 
-async fn run_broker(config: BrokerConfig, name: String, disks: Arc<DiskFaults>) -> turmoil::Result {
+async fn run_broker(
+    config: BrokerConfig,
+    name: String,
+    disks: Arc<DiskFaults>,
+    recorder: Recorder,
+) -> turmoil::Result {
     let listener = SimListener::bind(&name, BROKER_PORT).await?;
     let storage = SimStorage::new(disks, &name);
-    let broker =
-        sluice::broker::Broker::open(config, Arc::new(storage), Arc::new(SimClock)).await?;
+    let observed = Observed::new(Some(Arc::new(BrokerObserver::new(&recorder, &name))));
+    let broker = sluice::broker::Broker::open_observed(
+        config,
+        Arc::new(storage),
+        Arc::new(SimClock),
+        observed,
+    )
+    .await?;
     let _background = broker.spawn_background();
     sluice::server::serve(broker, Box::new(listener)).await?;
     Ok(())
@@ -262,14 +274,17 @@ fn to_history_tp(tp: &TopicPartition) -> HistoryTp {
 }
 
 /// Records a group event the consumer reports, at the moment it happens.
-/// `record_commits` is false while the workload's own commit_sync runs: its
-/// invoke/ok pair is already in the history. Any other commit (automatic, or
-/// one the consumer makes on its own) is recorded here.
+/// Every offset commit the consumer makes, whoever asked for it (the
+/// workload's `commit_sync`, an automatic commit, the commit before a
+/// revocation or on close), is an invoke when its request is sent, with the
+/// generation it carries, and a completion when its fate is known: `ok`
+/// (applied), `fail` (refused) or `info` (unknown). A consumer that dies in
+/// between leaves the commit unfinished, which the checkers allow for.
 fn record_group_event(
     recorder: &Recorder,
     process: &str,
+    commits: &Mutex<BTreeMap<u64, (u64, Op)>>,
     event: &GroupEvent,
-    record_commits: bool,
 ) {
     match event {
         GroupEvent::Assigned {
@@ -300,20 +315,16 @@ fn record_group_event(
                 partitions: partitions.iter().map(to_history_tp).collect(),
             },
         ),
-        // Automatic commits are reported when their response arrives, so
-        // when they were sent is unknown. They are recorded with generation
-        // -1, which keeps the stale-generation check (it needs the send
-        // time) off them; their offsets still count for every other check.
-        GroupEvent::Committed {
+        GroupEvent::CommitSent {
+            attempt,
             group_id,
+            generation_id,
             member_id,
             offsets,
-            ..
-        } if record_commits => recorder.complete(
-            process,
-            Op::Commit {
+        } => {
+            let op = Op::Commit {
                 group: group_id.clone(),
-                generation: -1,
+                generation: *generation_id,
                 member: member_id.clone(),
                 offsets: offsets
                     .iter()
@@ -323,9 +334,23 @@ fn record_group_event(
                         offset: *offset,
                     })
                     .collect(),
-            },
-        ),
-        GroupEvent::Committed { .. } => {}
+            };
+            let id = recorder.invoke(process, op.clone());
+            commits
+                .lock()
+                .expect("commits lock")
+                .insert(*attempt, (id, op));
+        }
+        GroupEvent::CommitDone { attempt, outcome } => {
+            let Some((id, op)) = commits.lock().expect("commits lock").remove(attempt) else {
+                return;
+            };
+            match outcome {
+                CommitOutcome::Applied => recorder.ok(process, id, op),
+                CommitOutcome::Rejected(error) => recorder.fail(process, id, op, error.clone()),
+                CommitOutcome::Unknown(error) => recorder.info(process, id, op, error.clone()),
+            }
+        }
     }
 }
 
@@ -359,8 +384,17 @@ async fn run_consumer(
     let mut consumer = Consumer::new(
         ConsumerConfig {
             bootstrap_servers: bootstrap(&resolved),
-            client_id: name.clone(),
+            // Members may share one client.id, as replicas of one service do;
+            // member ids must still be unique.
+            client_id: if group.shared_client_id {
+                group.group.clone()
+            } else {
+                name.clone()
+            },
             group_id: Some(group.group.clone()),
+            // A static member's identity is its host: a restarted consumer
+            // comes back as the same instance.
+            group_instance_id: group.static_members.then(|| name.clone()),
             auto_offset_reset: AutoOffsetReset::Earliest,
             enable_auto_commit: group.commit == CommitMode::Auto,
             auto_commit_interval_ms: 1_000,
@@ -375,14 +409,12 @@ async fn run_consumer(
         Arc::new(SimConnector),
         Arc::new(SimClock),
     )?;
-    // Set while the workload's explicit commit_sync runs.
-    let explicit_commit = Arc::new(AtomicBool::new(false));
     {
         let (recorder, process) = (recorder.clone(), name.clone());
-        let explicit_commit = Arc::clone(&explicit_commit);
+        // Commit attempts in flight: attempt -> (history id, op).
+        let commits = Mutex::new(BTreeMap::new());
         consumer.set_group_observer(Box::new(move |event| {
-            let record_commits = !explicit_commit.load(Ordering::Acquire);
-            record_group_event(&recorder, &process, event, record_commits)
+            record_group_event(&recorder, &process, &commits, event)
         }));
     }
     consumer.subscribe(vec![resolved.topic.clone()], None)?;
@@ -459,43 +491,12 @@ async fn run_consumer(
             );
         }
         if group.commit == CommitMode::Manual && !next_offsets.is_empty() {
-            let (member, generation) = consumer
-                .group_generation()
-                .map_or((String::new(), -1), |(m, g)| (m, g));
-            let offsets: Vec<PartitionOffset> = next_offsets
-                .iter()
-                .map(|(tp, offset)| PartitionOffset {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    offset: *offset,
-                })
-                .collect();
-            let op = Op::Commit {
-                group: group.group.clone(),
-                generation,
-                member,
-                offsets,
-            };
-            let id = recorder.invoke(&name, op.clone());
-            explicit_commit.store(true, Ordering::Release);
-            let committed = consumer.commit_sync(Some(next_offsets)).await;
-            explicit_commit.store(false, Ordering::Release);
-            match committed {
-                Ok(()) => recorder.ok(&name, id, op),
-                // Indeterminate whatever the error: commit_sync retries, and an
-                // earlier attempt may have been applied before its response
-                // was lost (seen: applied, broker restarted, the retry got
-                // UNKNOWN_MEMBER_ID from the fresh coordinator).
-                Err(error) => recorder.info(&name, id, op, error.to_string()),
+            // Each attempt is recorded by the group observer when it is sent.
+            if let Err(error) = consumer.commit_sync(Some(next_offsets)).await {
+                tracing::debug!(%error, "commit_sync failed");
             }
-            // The commit also shows up as a group event; the explicit
-            // invoke/ok pair above is the one the checkers use.
-            let _ = consumer
-                .drain_group_events()
-                .into_iter()
-                .filter(|e| !matches!(e, GroupEvent::Committed { .. }))
-                .count();
         }
+        let _ = consumer.drain_group_events();
     }
     let _ = consumer.close().await;
     std::future::pending::<()>().await;
@@ -809,7 +810,7 @@ impl Nemesis {
             now_ms,
             "nemesis",
             Event::Fault {
-                kind: fault_name(kind).to_string(),
+                kind,
                 target: target.clone(),
                 power_loss,
                 healed: false,
@@ -872,7 +873,7 @@ impl Nemesis {
             now_ms,
             "nemesis",
             Event::Fault {
-                kind: fault_name(fault.kind).to_string(),
+                kind: fault.kind,
                 target: fault.target,
                 power_loss: false,
                 healed: true,
@@ -946,27 +947,10 @@ impl Nemesis {
     }
 }
 
-pub fn fault_name(kind: FaultKind) -> &'static str {
-    match kind {
-        FaultKind::Partition => "partition",
-        FaultKind::PartitionOneway => "partition-oneway",
-        FaultKind::Isolate => "isolate",
-        FaultKind::Delay => "delay",
-        FaultKind::CrashBroker => "crash",
-        FaultKind::RestartBroker => "restart",
-        FaultKind::CrashClient => "crash",
-        FaultKind::PauseConsumer => "pause-consumer",
-        FaultKind::SlowNetwork => "slow-network",
-        FaultKind::DiskFull => "disk-full",
-        FaultKind::DiskErrors => "disk-errors",
-    }
-}
-
 /// Runs one seed of a resolved scenario to completion. With `wire`, the
 /// history also holds every request and response the brokers saw.
 pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
     let recorder = Recorder::with_wire(wire);
-    let _installed = recorder::install(&recorder);
     let shared = Arc::new(Shared::default());
     let resolved = Arc::new(resolved.clone());
     recorder.event_at(
@@ -998,8 +982,14 @@ pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
         let name = broker_name(index);
         let host = name.clone();
         let disks = Arc::clone(&shared.disks);
+        let recorder = recorder.clone();
         sim.host(host.as_str(), move || {
-            run_broker(config.clone(), name.clone(), Arc::clone(&disks))
+            run_broker(
+                config.clone(),
+                name.clone(),
+                Arc::clone(&disks),
+                recorder.clone(),
+            )
         });
     }
     for spec in resolved.producers.clone() {

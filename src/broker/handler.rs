@@ -38,7 +38,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::wire::Summarise;
 use super::Broker;
-use crate::group::{CommittedOffset, JoinRequest};
+use crate::group::{CommitRequest, CommittedOffset, JoinRequest, LeavingMember, NO_CONNECTION};
+use crate::observe::{Direction, Fact};
 
 /// The versions this broker implements, and advertises in ApiVersions.
 /// Topics are identified by name, so Produce and Fetch stop before the
@@ -111,7 +112,17 @@ fn str_bytes(text: &str) -> StrBytes {
 pub struct RequestContext {
     pub client_id: String,
     pub client_host: String,
+    /// The connection's number, in accept order ([`NO_CONNECTION`] when
+    /// unknown): the group coordinator fences commits from a connection a
+    /// member has since replaced.
+    pub connection: u64,
 }
+
+/// How long an OffsetCommit waits for its write to become durable before
+/// the broker answers REQUEST_TIMED_OUT (the write may still land; the
+/// client treats the outcome as unknown). Kafka's own default
+/// `offsets.commit.timeout.ms`.
+const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
 
 fn frame<R: Encodable>(
     api_key: ApiKey,
@@ -158,10 +169,10 @@ macro_rules! dispatch {
                             return HandleOutcome::Close(format!("undecodable {:?} v{} request: {error}", $api_key, $version));
                         }
                     };
-                    $self.wire_event("request", $api_key, $version, $correlation_id, &$context, &request);
+                    $self.wire_event(Direction::Request, $api_key, $version, $correlation_id, &$context, &request);
                     match $self.$method(request, $version, &$context).await {
                         Some(response) => match {
-                            $self.wire_event("response", $api_key, $version, $correlation_id, &$context, &response);
+                            $self.wire_event(Direction::Response, $api_key, $version, $correlation_id, &$context, &response);
                             frame($api_key, $version, $correlation_id, &response)
                         } {
                             Ok(bytes) => HandleOutcome::Respond(bytes),
@@ -177,36 +188,63 @@ macro_rules! dispatch {
 }
 
 impl Broker {
-    /// A `sluice::wire` debug event for a request or response, summarised
-    /// only when someone listens (the simulation's `--trace`).
+    /// Reports a request or response as a [`Fact::Wire`] when the observer
+    /// asks for them (the simulation's `--trace`), and as a `sluice::wire`
+    /// debug log line when that is enabled. Summarised only then.
     fn wire_event(
         &self,
-        direction: &'static str,
+        direction: Direction,
         api_key: ApiKey,
         version: i16,
         correlation_id: i32,
         context: &RequestContext,
         message: &dyn Summarise,
     ) {
-        if !tracing::enabled!(target: "sluice::wire", tracing::Level::DEBUG) {
+        let observe = self.observed().wants_wire();
+        let log = tracing::enabled!(target: "sluice::wire", tracing::Level::DEBUG);
+        if !observe && !log {
             return;
         }
         let summary = message.summary();
-        tracing::debug!(
-            target: "sluice::wire",
-            node = self.config.node_id,
-            direction,
-            client_id = %context.client_id,
-            api = ?api_key,
-            version,
-            correlation_id,
-            summary = %summary.text,
-            partitions = %summary.partitions.join(","),
-        );
+        if log {
+            tracing::debug!(
+                target: "sluice::wire",
+                node = self.config.node_id,
+                ?direction,
+                client_id = %context.client_id,
+                api = ?api_key,
+                version,
+                correlation_id,
+                summary = %summary.text,
+                partitions = %summary.partitions.join(","),
+            );
+        }
+        if observe {
+            self.observed().report(|| Fact::Wire {
+                direction,
+                client_id: context.client_id.clone(),
+                api: format!("{api_key:?}"),
+                correlation_id,
+                summary: summary.text,
+                partitions: summary.partitions,
+            });
+        }
     }
 
-    /// Handles one request frame (without its 4-byte size prefix).
+    /// Handles one request frame (without its 4-byte size prefix) from an
+    /// unnumbered connection.
     pub async fn handle(&self, frame_bytes: Bytes, client_host: &str) -> HandleOutcome {
+        self.handle_on(frame_bytes, client_host, NO_CONNECTION).await
+    }
+
+    /// Handles one request frame (without its 4-byte size prefix) that
+    /// arrived on connection number `connection`.
+    pub async fn handle_on(
+        &self,
+        frame_bytes: Bytes,
+        client_host: &str,
+        connection: u64,
+    ) -> HandleOutcome {
         if frame_bytes.len() < 8 {
             return HandleOutcome::Close(format!(
                 "request of {} bytes has no header",
@@ -253,6 +291,7 @@ impl Broker {
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
             client_host: client_host.to_string(),
+            connection,
         };
         dispatch!(self, body, api_key, version, correlation_id, context,
             ApiVersions => ApiVersionsRequest => api_versions,
@@ -745,14 +784,21 @@ impl Broker {
         version: i16,
         _: &RequestContext,
     ) -> Option<FindCoordinatorResponse> {
-        /// FindCoordinator key type for consumer groups (1 is transactions).
+        /// FindCoordinator key types: consumer groups, transactions.
         const GROUP_KEY_TYPE: i8 = 0;
+        const TRANSACTION_KEY_TYPE: i8 = 1;
         let (host, port) = self.advertised();
         let node_id = BrokerId(self.config.node_id);
-        let error_code = if request.key_type == GROUP_KEY_TYPE {
-            0
-        } else {
-            ResponseError::CoordinatorNotAvailable.code()
+        // Transactions are not implemented. A retryable code would have
+        // transactional clients wait out their timeouts; this fatal one
+        // (the one InitProducerId answers) fails them at once.
+        let (error_code, message) = match request.key_type {
+            GROUP_KEY_TYPE => (0, None),
+            TRANSACTION_KEY_TYPE => (
+                ResponseError::TransactionalIdAuthorizationFailed.code(),
+                Some("sluice does not implement transactions"),
+            ),
+            _ => (ResponseError::InvalidRequest.code(), Some("unknown key type")),
         };
         let mut response = FindCoordinatorResponse::default();
         if version >= 4 {
@@ -766,15 +812,35 @@ impl Broker {
                         .with_host(str_bytes(&host))
                         .with_port(port)
                         .with_error_code(error_code)
+                        .with_error_message(message.map(StrBytes::from_static_str))
                 })
                 .collect();
         } else {
             response.error_code = error_code;
+            response.error_message = message.map(StrBytes::from_static_str);
             response.node_id = node_id;
             response.host = str_bytes(&host);
             response.port = port;
         }
         Some(response)
+    }
+
+    /// Parks a caller until the coordinator answers `waiter`, or `wait`
+    /// passes (then `timed_out`).
+    async fn await_answer<T>(
+        &self,
+        receiver: tokio::sync::oneshot::Receiver<T>,
+        wait: Duration,
+        forget: impl FnOnce(&mut super::Waiters),
+        timed_out: T,
+    ) -> T {
+        match tokio::time::timeout(wait, receiver).await {
+            Ok(Ok(result)) => result,
+            _ => {
+                forget(&mut self.waiters.lock().expect("waiters lock"));
+                timed_out
+            }
+        }
     }
 
     async fn join_group(
@@ -791,6 +857,7 @@ impl Broker {
         let join = JoinRequest {
             group_id: request.group_id.to_string(),
             member_id: request.member_id.to_string(),
+            group_instance_id: request.group_instance_id.as_ref().map(|id| id.to_string()),
             client_id: context.client_id.clone(),
             client_host: context.client_host.clone(),
             session_timeout_ms: request.session_timeout_ms,
@@ -801,6 +868,7 @@ impl Broker {
                 .iter()
                 .map(|p| (p.name.to_string(), p.metadata.clone()))
                 .collect(),
+            connection: context.connection,
         };
         let waiter = self.new_waiter();
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -809,21 +877,15 @@ impl Broker {
             .expect("waiters lock")
             .joins
             .insert(waiter, sender);
-        let effects = self.coordinator.lock().expect("coordinator lock").join(
-            self.clock.now_ms(),
-            waiter,
-            join,
-        );
-        self.apply_effects(effects).await;
+        self.coordinate(|coordinator, now_ms| coordinator.join(now_ms, waiter, join));
         let wait = Duration::from_millis(rebalance_timeout_ms.max(0) as u64 + GROUP_WAIT_MARGIN_MS);
-        let result = match tokio::time::timeout(wait, receiver).await {
-            Ok(Ok(result)) => result,
-            _ => {
-                self.waiters
-                    .lock()
-                    .expect("waiters lock")
-                    .joins
-                    .remove(&waiter);
+        let result = self
+            .await_answer(
+                receiver,
+                wait,
+                |waiters| {
+                    waiters.joins.remove(&waiter);
+                },
                 crate::group::JoinResult {
                     error_code: ResponseError::RebalanceInProgress.code(),
                     generation_id: -1,
@@ -832,9 +894,9 @@ impl Broker {
                     leader: String::new(),
                     member_id: request.member_id.to_string(),
                     members: Vec::new(),
-                }
-            }
-        };
+                },
+            )
+            .await;
         Some(
             JoinGroupResponse::default()
                 .with_error_code(result.error_code)
@@ -847,9 +909,10 @@ impl Broker {
                     result
                         .members
                         .into_iter()
-                        .map(|(id, metadata)| {
+                        .map(|(id, instance, metadata)| {
                             JoinGroupResponseMember::default()
                                 .with_member_id(str_bytes(&id))
+                                .with_group_instance_id(instance.map(|i| str_bytes(&i)))
                                 .with_metadata(metadata)
                         })
                         .collect(),
@@ -875,35 +938,37 @@ impl Broker {
             .iter()
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect();
-        let effects = self.coordinator.lock().expect("coordinator lock").sync(
-            self.clock.now_ms(),
-            waiter,
-            &request.group_id,
-            request.generation_id,
-            &request.member_id,
-            assignments,
-        );
-        self.apply_effects(effects).await;
+        let instance = request.group_instance_id.as_ref().map(|id| id.to_string());
+        self.coordinate(|coordinator, now_ms| {
+            coordinator.sync(
+                now_ms,
+                waiter,
+                &request.group_id,
+                request.generation_id,
+                &request.member_id,
+                instance.as_deref(),
+                assignments,
+            )
+        });
         // A follower waits for the leader, which must sync within its session.
         let wait = Duration::from_millis(
             self.config.group_max_session_timeout_ms.max(0) as u64 + GROUP_WAIT_MARGIN_MS,
         );
-        let result = match tokio::time::timeout(wait, receiver).await {
-            Ok(Ok(result)) => result,
-            _ => {
-                self.waiters
-                    .lock()
-                    .expect("waiters lock")
-                    .syncs
-                    .remove(&waiter);
+        let result = self
+            .await_answer(
+                receiver,
+                wait,
+                |waiters| {
+                    waiters.syncs.remove(&waiter);
+                },
                 crate::group::SyncResult {
                     error_code: ResponseError::RebalanceInProgress.code(),
                     protocol_type: None,
                     protocol_name: None,
                     assignment: Bytes::new(),
-                }
-            }
-        };
+                },
+            )
+            .await;
         Some(
             SyncGroupResponse::default()
                 .with_error_code(result.error_code)
@@ -919,15 +984,18 @@ impl Broker {
         _: i16,
         _: &RequestContext,
     ) -> Option<HeartbeatResponse> {
+        let instance = request.group_instance_id.as_ref().map(|id| id.to_string());
+        let now_ms = self.clock.now_ms();
         let error_code = self
             .coordinator
             .lock()
             .expect("coordinator lock")
             .heartbeat(
-                self.clock.now_ms(),
+                now_ms,
                 &request.group_id,
                 request.generation_id,
                 &request.member_id,
+                instance.as_deref(),
             );
         Some(HeartbeatResponse::default().with_error_code(error_code))
     }
@@ -938,29 +1006,38 @@ impl Broker {
         version: i16,
         _: &RequestContext,
     ) -> Option<LeaveGroupResponse> {
-        let member_ids: Vec<String> = if version >= 3 {
+        let leaving: Vec<LeavingMember> = if version >= 3 {
             request
                 .members
                 .iter()
-                .map(|m| m.member_id.to_string())
+                .map(|m| LeavingMember {
+                    member_id: m.member_id.to_string(),
+                    group_instance_id: m.group_instance_id.as_ref().map(|id| id.to_string()),
+                })
                 .collect()
         } else {
-            vec![request.member_id.to_string()]
+            vec![LeavingMember {
+                member_id: request.member_id.to_string(),
+                group_instance_id: None,
+            }]
         };
-        let (codes, effects) = self.coordinator.lock().expect("coordinator lock").leave(
-            self.clock.now_ms(),
-            &request.group_id,
-            &member_ids,
-        );
-        self.apply_effects(effects).await;
+        let mut codes = Vec::new();
+        self.coordinate(|coordinator, now_ms| {
+            let (answered, effects) = coordinator.leave(now_ms, &request.group_id, &leaving);
+            codes = answered;
+            effects
+        });
         let mut response = LeaveGroupResponse::default();
         if version >= 3 {
-            response.members = member_ids
+            response.members = leaving
                 .iter()
                 .zip(&codes)
-                .map(|(id, code)| {
+                .map(|(member, code)| {
                     MemberResponse::default()
-                        .with_member_id(str_bytes(id))
+                        .with_member_id(str_bytes(&member.member_id))
+                        .with_group_instance_id(
+                            member.group_instance_id.as_deref().map(str_bytes),
+                        )
                         .with_error_code(*code)
                 })
                 .collect();
@@ -974,69 +1051,70 @@ impl Broker {
         &self,
         request: OffsetCommitRequest,
         _: i16,
-        _: &RequestContext,
+        context: &RequestContext,
     ) -> Option<OffsetCommitResponse> {
-        let group_id = request.group_id.to_string();
-        let verdict = self
-            .coordinator
-            .lock()
-            .expect("coordinator lock")
-            .validate_offset_commit(
-                &group_id,
-                request.generation_id_or_member_epoch,
-                &request.member_id,
-            );
+        // Partitions of unknown topics are answered here; the rest go to the
+        // coordinator together, so they are validated, persisted and applied
+        // as one.
         let mut accepted = Vec::new();
-        let mut codes: Vec<Vec<i16>> = Vec::new();
+        let mut codes: Vec<Vec<Option<i16>>> = Vec::new();
         for topic in &request.topics {
             let name = topic.name.to_string();
             let known = self.topic(&name);
             let mut topic_codes = Vec::new();
             for partition in &topic.partitions {
-                let code = match (&verdict, &known) {
-                    (Err(code), _) => *code,
-                    (Ok(()), None) => ResponseError::UnknownTopicOrPartition.code(),
-                    (Ok(()), Some(t))
-                        if partition.partition_index < 0
-                            || partition.partition_index as usize >= t.partitions.len() =>
-                    {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    }
-                    (Ok(()), Some(_)) => {
-                        accepted.push((
-                            name.clone(),
-                            partition.partition_index,
-                            CommittedOffset {
-                                offset: partition.committed_offset,
-                                leader_epoch: partition.committed_leader_epoch,
-                                metadata: partition
-                                    .committed_metadata
-                                    .as_deref()
-                                    .unwrap_or_default()
-                                    .to_string(),
-                            },
-                        ));
-                        0
-                    }
-                };
-                topic_codes.push(code);
+                let exists = known.as_ref().is_some_and(|t| {
+                    usize::try_from(partition.partition_index)
+                        .is_ok_and(|index| index < t.partitions.len())
+                });
+                if exists {
+                    accepted.push((
+                        name.clone(),
+                        partition.partition_index,
+                        CommittedOffset {
+                            offset: partition.committed_offset,
+                            leader_epoch: partition.committed_leader_epoch,
+                            metadata: partition
+                                .committed_metadata
+                                .as_deref()
+                                .unwrap_or_default()
+                                .to_string(),
+                        },
+                    ));
+                    topic_codes.push(None);
+                } else {
+                    topic_codes.push(Some(ResponseError::UnknownTopicOrPartition.code()));
+                }
             }
             codes.push(topic_codes);
         }
-        let mut persist_error = None;
-        if !accepted.is_empty() {
-            match super::offsets::persist_commits(self, &group_id, &accepted).await {
-                Ok(()) => self
-                    .coordinator
-                    .lock()
-                    .expect("coordinator lock")
-                    .apply_offset_commit(&group_id, accepted),
-                Err(error) => {
-                    tracing::error!(group_id, %error, "persisting offsets failed");
-                    persist_error = Some(ResponseError::CoordinatorNotAvailable.code());
-                }
-            }
-        }
+        let commit = CommitRequest {
+            group_id: request.group_id.to_string(),
+            generation_id: request.generation_id_or_member_epoch,
+            member_id: request.member_id.to_string(),
+            group_instance_id: request.group_instance_id.as_ref().map(|id| id.to_string()),
+            connection: context.connection,
+            offsets: accepted,
+        };
+        let waiter = self.new_waiter();
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiters lock")
+            .commits
+            .insert(waiter, sender);
+        self.coordinate(|coordinator, _| coordinator.offset_commit(waiter, commit));
+        let outcome = self
+            .await_answer(
+                receiver,
+                Duration::from_millis(OFFSET_COMMIT_TIMEOUT_MS),
+                |waiters| {
+                    waiters.commits.remove(&waiter);
+                },
+                Err(ResponseError::RequestTimedOut.code()),
+            )
+            .await;
+        let shared_code = outcome.err().unwrap_or(0);
         let topics = request
             .topics
             .iter()
@@ -1050,14 +1128,9 @@ impl Broker {
                             .iter()
                             .zip(topic_codes)
                             .map(|(p, code)| {
-                                let code = if code == 0 {
-                                    persist_error.unwrap_or(0)
-                                } else {
-                                    code
-                                };
                                 OffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
-                                    .with_error_code(code)
+                                    .with_error_code(code.unwrap_or(shared_code))
                             })
                             .collect(),
                     )
@@ -1217,6 +1290,9 @@ impl Broker {
                             .map(|m| {
                                 DescribedGroupMember::default()
                                     .with_member_id(str_bytes(&m.member_id))
+                                    .with_group_instance_id(
+                                        m.group_instance_id.as_deref().map(str_bytes),
+                                    )
                                     .with_client_id(str_bytes(&m.client_id))
                                     .with_client_host(str_bytes(&m.client_host))
                                     .with_member_metadata(m.metadata)

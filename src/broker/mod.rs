@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
 use crate::group::{Effect, GroupConfig, GroupCoordinator, JoinResult, SyncResult, WaiterId};
 use crate::log::{LogConfig, PartitionLog};
+use crate::observe::{Fact, Observed};
 use crate::storage::SharedStorage;
 
 pub use handler::HandleOutcome;
@@ -35,6 +36,11 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// any id in it is handed out, so ids never repeat across restarts.
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 const PRODUCER_ID_BLOCK_FILE: &str = "producer_id_block";
+
+/// Counts the broker's starts; each start persists the next number before
+/// serving, and group member ids carry it, so no member id handed out after
+/// a restart can equal one handed out before.
+const INCARNATION_FILE: &str = "broker_incarnation";
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_MAX_LEN: usize = 249;
@@ -52,11 +58,15 @@ pub struct Topic {
     pub partitions: Vec<Arc<Partition>>,
 }
 
-/// Parked JoinGroup and SyncGroup callers.
+/// Callers parked until the coordinator answers them: JoinGroup,
+/// SyncGroup, OffsetCommit (until durable) and topic deletion (until the
+/// offsets' tombstones are durable).
 #[derive(Default)]
 struct Waiters {
     joins: BTreeMap<WaiterId, oneshot::Sender<JoinResult>>,
     syncs: BTreeMap<WaiterId, oneshot::Sender<SyncResult>>,
+    commits: BTreeMap<WaiterId, oneshot::Sender<Result<(), i16>>>,
+    persists: BTreeMap<WaiterId, oneshot::Sender<Result<(), i16>>>,
 }
 
 struct ProducerIds {
@@ -74,12 +84,19 @@ pub struct Broker {
     coordinator: Mutex<GroupCoordinator>,
     waiters: Mutex<Waiters>,
     next_waiter: AtomicU64,
+    /// Numbers connections in accept order, from 1.
+    next_connection: AtomicU64,
     offsets_log: Arc<Partition>,
+    /// The coordinator's writes, in its order, for [`offsets::persist_loop`].
+    persist_queue: mpsc::Sender<offsets::PersistRequest>,
     producer_ids: tokio::sync::Mutex<ProducerIds>,
     /// Bumped whenever a high watermark moves, to wake long-polling fetches.
     data_arrived: watch::Sender<u64>,
     /// The address Metadata advertises, set once the listener is bound.
     advertised: RwLock<(String, i32)>,
+    /// Who hears the broker's facts (the simulation's recorder); nobody in
+    /// the real binary.
+    observed: Observed,
 }
 
 /// Splits `topic-3` into ("topic", 3).
@@ -120,8 +137,21 @@ impl Broker {
         storage: SharedStorage,
         clock: SharedClock,
     ) -> io::Result<Arc<Self>> {
+        Self::open_observed(config, storage, clock, Observed::none()).await
+    }
+
+    /// [`Broker::open`], reporting facts to `observed`.
+    pub async fn open_observed(
+        config: BrokerConfig,
+        storage: SharedStorage,
+        clock: SharedClock,
+        observed: Observed,
+    ) -> io::Result<Arc<Self>> {
         let data_dir = config.log_dirs.clone();
-        storage.create_dir(&data_dir).await?;
+        storage
+            .create_dir(&data_dir)
+            .await
+            .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", data_dir.display())))?;
         let now_ms = clock.now_ms();
         let mut found: BTreeMap<String, BTreeMap<i32, PathBuf>> = BTreeMap::new();
         for name in storage.list(&data_dir).await? {
@@ -147,19 +177,24 @@ impl Broker {
                         io::Error::other(format!("opening {}: {error}", dir.display()))
                     })?;
                 max_producer_id = max_producer_id.max(log.max_producer_id().unwrap_or(-1));
-                tracing::debug!(
-                    target: "sluice::history",
-                    event = "truncate",
-                    node = config.node_id,
-                    topic = %name,
-                    partition = index,
-                    log_end_offset = log.log_end_offset(),
-                );
+                // Recovery sets the high watermark too (to what it kept), so
+                // both facts are reported before anything can be fetched.
+                observed.report(|| Fact::Recovered {
+                    topic: name.clone(),
+                    partition: index,
+                    log_end_offset: log.log_end_offset(),
+                    high_watermark: log.high_watermark(),
+                });
+                observed.report(|| Fact::HighWatermark {
+                    topic: name.clone(),
+                    partition: index,
+                    high_watermark: log.high_watermark(),
+                });
                 opened.push(Arc::new(Partition::new(
                     name.clone(),
                     index,
                     log,
-                    Some(config.node_id),
+                    observed.clone(),
                 )));
             }
             tracing::info!(topic = %name, partitions = count, "loaded topic");
@@ -183,15 +218,19 @@ impl Broker {
         let offsets_log = PartitionLog::open(storage.clone(), &offsets_dir, offsets_config, now_ms)
             .await
             .map_err(|error| io::Error::other(format!("opening the offsets log: {error}")))?;
+        let incarnation = read_number_file(storage.as_ref(), &data_dir, INCARNATION_FILE).await? + 1;
+        write_number_file(storage.as_ref(), &data_dir, INCARNATION_FILE, incarnation).await?;
         let mut coordinator = GroupCoordinator::new(GroupConfig {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
             min_session_timeout_ms: config.group_min_session_timeout_ms,
             max_session_timeout_ms: config.group_max_session_timeout_ms,
+            member_id_epoch: incarnation as u64,
         });
         offsets::replay(&offsets_log, &mut coordinator)
             .await
             .map_err(|error| io::Error::other(format!("replaying the offsets log: {error}")))?;
-        let persisted_block_end = read_producer_id_block(storage.as_ref(), &data_dir).await?;
+        let persisted_block_end =
+            read_number_file(storage.as_ref(), &data_dir, PRODUCER_ID_BLOCK_FILE).await?;
         let next = persisted_block_end.max(max_producer_id + 1);
         let (data_arrived, _) = watch::channel(0);
         let advertised = split_host_port(
@@ -200,7 +239,8 @@ impl Broker {
                 .as_deref()
                 .unwrap_or(&config.listener),
         );
-        Ok(Arc::new(Self {
+        let (persist_queue, persist_requests) = mpsc::channel(offsets::PERSIST_QUEUE_MAX);
+        let broker = Arc::new(Self {
             storage,
             clock,
             topics: RwLock::new(topics),
@@ -208,12 +248,14 @@ impl Broker {
             coordinator: Mutex::new(coordinator),
             waiters: Mutex::new(Waiters::default()),
             next_waiter: AtomicU64::new(1),
+            next_connection: AtomicU64::new(1),
             offsets_log: Arc::new(Partition::new(
                 OFFSETS_TOPIC.to_string(),
                 0,
                 offsets_log,
-                None,
+                Observed::none(),
             )),
+            persist_queue,
             producer_ids: tokio::sync::Mutex::new(ProducerIds {
                 next,
                 block_end: next,
@@ -221,7 +263,18 @@ impl Broker {
             data_arrived,
             advertised: RwLock::new(advertised),
             config,
-        }))
+            observed,
+        });
+        tokio::spawn(offsets::persist_loop(
+            Arc::downgrade(&broker),
+            persist_requests,
+        ));
+        Ok(broker)
+    }
+
+    /// The facts' destination, for the request handlers.
+    pub(crate) fn observed(&self) -> &Observed {
+        &self.observed
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -296,7 +349,7 @@ impl Broker {
                 name.to_string(),
                 index,
                 log,
-                Some(self.config.node_id),
+                self.observed.clone(),
             )));
         }
         if let Err(error) = self.storage.sync_dir(&self.config.log_dirs).await {
@@ -315,9 +368,28 @@ impl Broker {
         Ok(())
     }
 
+    /// Deletes a topic. Its committed offsets are tombstoned durably first:
+    /// were the files deleted first, a crash in between would leave offsets
+    /// that a recreated topic of the same name would resume from.
     pub async fn delete_topic(&self, name: &str) -> Result<(), i16> {
         use kafka_protocol::error::ResponseError;
         let _admin = self.topic_admin.lock().await;
+        if self.topic(name).is_none() {
+            return Err(ResponseError::UnknownTopicOrPartition.code());
+        }
+        let waiter = self.new_waiter();
+        let (sender, receiver) = oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiters lock")
+            .persists
+            .insert(waiter, sender);
+        self.coordinate(|coordinator, _| coordinator.remove_topic(name, Some(waiter)));
+        match receiver.await {
+            Ok(Ok(())) => {}
+            Ok(Err(code)) => return Err(code),
+            Err(_) => return Err(ResponseError::KafkaStorageError.code()),
+        }
         let Some(topic) = self.topics.write().expect("topics lock").remove(name) else {
             return Err(ResponseError::UnknownTopicOrPartition.code());
         };
@@ -326,10 +398,6 @@ impl Broker {
                 tracing::error!(topic = name, partition = partition.index, %error, "deleting partition files failed");
             }
         }
-        self.coordinator
-            .lock()
-            .expect("coordinator lock")
-            .remove_topic(name);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -339,8 +407,13 @@ impl Broker {
         let mut ids = self.producer_ids.lock().await;
         if ids.next >= ids.block_end {
             let block_end = ids.next + PRODUCER_ID_BLOCK_SIZE;
-            write_producer_id_block(self.storage.as_ref(), &self.config.log_dirs, block_end)
-                .await?;
+            write_number_file(
+                self.storage.as_ref(),
+                &self.config.log_dirs,
+                PRODUCER_ID_BLOCK_FILE,
+                block_end,
+            )
+            .await?;
             ids.block_end = block_end;
         }
         let id = ids.next;
@@ -348,89 +421,79 @@ impl Broker {
         Ok(id)
     }
 
-    /// Reports a partition's high watermark as a `sluice::history` event, the
-    /// broker-side fact the simulation's checkers compare commits against.
+    /// Wakes long-polling fetches: a high watermark moved.
     fn notify_data_arrived(&self) {
         self.data_arrived
             .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// The number of a newly accepted connection; later ones are larger.
+    pub fn number_connection(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
     fn new_waiter(&self) -> WaiterId {
         self.next_waiter.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Delivers coordinator effects, in order: persists each generation
-    /// change, then answers the parked callers.
-    ///
-    /// A generation must be durable before any member hears of it: if it
-    /// were not, a restart would restore the previous generation and hand
-    /// out the same number again with a different assignment, and fencing
-    /// by generation would no longer fence. So when persisting fails (a
-    /// full or failing disk), the JoinGroup answers of that rebalance become
-    /// COORDINATOR_NOT_AVAILABLE and the members retry.
-    async fn apply_effects(&self, effects: Vec<Effect>) {
-        use kafka_protocol::error::ResponseError;
-        // The coordinator emits a group's GenerationChanged before the
-        // answers of that rebalance, so the latest one governs what follows.
-        let mut unpersisted_generation: Option<i32> = None;
-        for effect in effects {
-            match effect {
-                Effect::GenerationChanged {
-                    group_id,
-                    generation_id,
-                } => {
-                    tracing::info!(group_id, generation_id, "group generation changed");
-                    tracing::debug!(
-                        target: "sluice::history",
-                        event = "generation",
-                        node = self.config.node_id,
-                        group_id = %group_id,
-                        generation_id,
-                    );
-                    unpersisted_generation = match offsets::persist_generation(
-                        self,
-                        &group_id,
-                        generation_id,
-                    )
-                    .await
-                    {
-                        Ok(()) => None,
-                        Err(error) => {
-                            tracing::error!(group_id, generation_id, %error, "persisting a group generation failed; its members must rejoin");
-                            Some(generation_id)
+    /// Runs `f` on the coordinator and carries out what it returns, in
+    /// order: writes go onto the persistence queue while the coordinator
+    /// lock is still held (so the offsets log sees them in the order the
+    /// coordinator made them), then parked callers are answered and facts
+    /// reported.
+    pub(crate) fn coordinate(&self, f: impl FnOnce(&mut GroupCoordinator, i64) -> Vec<Effect>) {
+        let now_ms = self.clock.now_ms();
+        let mut deliver = Vec::new();
+        {
+            let mut coordinator = self.coordinator.lock().expect("coordinator lock");
+            let mut queue = std::collections::VecDeque::from(f(&mut coordinator, now_ms));
+            while let Some(effect) = queue.pop_front() {
+                match effect {
+                    Effect::Persist(id, durable) => {
+                        let request = offsets::PersistRequest { id, durable };
+                        if let Err(error) = self.persist_queue.try_send(request) {
+                            tracing::warn!(%error, "group persistence queue full; failing the write");
+                            let failed = coordinator.on_persisted(now_ms, id, false);
+                            for (at, effect) in failed.into_iter().enumerate() {
+                                queue.insert(at, effect);
+                            }
                         }
-                    };
-                }
-                Effect::CompleteJoin(waiter, mut result) => {
-                    if unpersisted_generation
-                        .is_some_and(|generation| generation == result.generation_id)
-                    {
-                        result.error_code = ResponseError::CoordinatorNotAvailable.code();
-                        result.generation_id = crate::group::NO_GENERATION;
-                        result.members.clear();
                     }
-                    if let Some(sender) = self
-                        .waiters
-                        .lock()
-                        .expect("waiters lock")
-                        .joins
-                        .remove(&waiter)
-                    {
-                        // The caller may have timed out and gone: nothing to do.
+                    other => deliver.push(other),
+                }
+            }
+        }
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        for effect in deliver {
+            // A caller may have timed out and gone: nothing to do then.
+            match effect {
+                Effect::CompleteJoin(waiter, result) => {
+                    if let Some(sender) = waiters.joins.remove(&waiter) {
                         let _ = sender.send(result);
                     }
                 }
                 Effect::CompleteSync(waiter, result) => {
-                    if let Some(sender) = self
-                        .waiters
-                        .lock()
-                        .expect("waiters lock")
-                        .syncs
-                        .remove(&waiter)
-                    {
+                    if let Some(sender) = waiters.syncs.remove(&waiter) {
                         let _ = sender.send(result);
                     }
                 }
+                Effect::CompleteCommit(waiter, result) => {
+                    if let Some(sender) = waiters.commits.remove(&waiter) {
+                        let _ = sender.send(result);
+                    }
+                }
+                Effect::CompletePersist(waiter, result) => {
+                    if let Some(sender) = waiters.persists.remove(&waiter) {
+                        let _ = sender.send(result);
+                    }
+                }
+                Effect::Report(fact) => {
+                    if let Fact::Generation { group, generation } = &fact {
+                        tracing::info!(group_id = %group, generation_id = generation, "group generation changed");
+                    }
+                    self.observed.report(|| fact);
+                }
+                Effect::Persist(..) => unreachable!("queued above"),
             }
         }
     }
@@ -445,15 +508,7 @@ impl Broker {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                let now_ms = broker.clock.now_ms();
-                let effects = broker
-                    .coordinator
-                    .lock()
-                    .expect("coordinator lock")
-                    .tick(now_ms);
-                if !effects.is_empty() {
-                    broker.apply_effects(effects).await;
-                }
+                broker.coordinate(|coordinator, now_ms| coordinator.tick(now_ms));
             }
         }));
         let broker = Arc::clone(self);
@@ -538,38 +593,38 @@ impl Broker {
     }
 }
 
-async fn read_producer_id_block(
+/// Reads a number kept in its own file in `dir`; 0 when the file is new.
+async fn read_number_file(
     storage: &dyn crate::storage::Storage,
     dir: &Path,
+    name: &str,
 ) -> io::Result<i64> {
-    let file = storage.open(&dir.join(PRODUCER_ID_BLOCK_FILE)).await?;
-    let bytes = file.read_at(0, 64).await?;
+    let path = dir.join(name);
+    let in_path = |error: io::Error| io::Error::new(error.kind(), format!("{}: {error}", path.display()));
+    let file = storage.open(&path).await.map_err(in_path)?;
+    let bytes = file.read_at(0, 64).await.map_err(in_path)?;
     if bytes.is_empty() {
         return Ok(0);
     }
     let text = String::from_utf8_lossy(&bytes);
     text.trim().parse().map_err(|_| {
-        io::Error::other(format!(
-            "{PRODUCER_ID_BLOCK_FILE} holds {text:?}, not a number"
-        ))
+        io::Error::other(format!("{} holds {text:?}, not a number", path.display()))
     })
 }
 
-/// Writes the block end atomically: a temporary file, synced, then renamed.
-async fn write_producer_id_block(
+/// Writes a number file atomically: a temporary file, synced, then renamed.
+async fn write_number_file(
     storage: &dyn crate::storage::Storage,
     dir: &Path,
-    block_end: i64,
+    name: &str,
+    value: i64,
 ) -> io::Result<()> {
-    let temporary = dir.join(format!("{PRODUCER_ID_BLOCK_FILE}.tmp"));
+    let temporary = dir.join(format!("{name}.tmp"));
     let _ = storage.remove(&temporary).await;
     let file = storage.open(&temporary).await?;
-    file.append(bytes::Bytes::from(format!("{block_end}\n")))
-        .await?;
+    file.append(bytes::Bytes::from(format!("{value}\n"))).await?;
     file.sync().await?;
-    storage
-        .rename(&temporary, &dir.join(PRODUCER_ID_BLOCK_FILE))
-        .await?;
+    storage.rename(&temporary, &dir.join(name)).await?;
     storage.sync_dir(dir).await
 }
 

@@ -12,6 +12,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::log::producer_state::SequenceError;
 use crate::log::{AppendOutcome, LogError, PartitionLog};
+use crate::observe::{Fact, Observed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
@@ -60,9 +61,9 @@ pub struct PartitionOffsets {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    /// The broker's node id, for the `sluice::history` high-watermark events;
-    /// `None` for internal logs, whose high watermark no client reads.
-    history_node: Option<i32>,
+    /// Told of every high-watermark move; none for internal logs, whose
+    /// high watermark no client reads.
+    observed: Observed,
     log: tokio::sync::Mutex<Option<PartitionLog>>,
     leader_epoch: AtomicI32,
     /// Set after a storage error: the in-memory state may no longer match the
@@ -73,11 +74,11 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, log: PartitionLog, history_node: Option<i32>) -> Self {
+    pub fn new(topic: String, index: i32, log: PartitionLog, observed: Observed) -> Self {
         Self {
             topic,
             index,
-            history_node,
+            observed,
             log: tokio::sync::Mutex::new(Some(log)),
             leader_epoch: AtomicI32::new(0),
             offline: AtomicBool::new(false),
@@ -115,19 +116,14 @@ impl Partition {
         let log = guard.as_mut().ok_or(PartitionError::Deleted)?;
         let high_watermark = log.high_watermark();
         let result = f(log).await.map_err(|error| self.take_offline_on_io(error));
-        if let Some(node) = self.history_node {
-            // Reported under the lock, so the event precedes every fetch
-            // that can see the new high watermark.
-            if log.high_watermark() != high_watermark {
-                tracing::debug!(
-                    target: "sluice::history",
-                    event = "high_watermark",
-                    node,
-                    topic = %self.topic,
-                    partition = self.index,
-                    high_watermark = log.high_watermark(),
-                );
-            }
+        // Reported under the lock, so the fact precedes every fetch that can
+        // see the new high watermark.
+        if log.high_watermark() != high_watermark {
+            self.observed.report(|| Fact::HighWatermark {
+                topic: self.topic.clone(),
+                partition: self.index,
+                high_watermark: log.high_watermark(),
+            });
         }
         result
     }

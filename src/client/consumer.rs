@@ -98,6 +98,10 @@ pub struct ConsumerConfig {
     pub client_id: String,
     /// `group.id`: needed for `subscribe` and for offset commits.
     pub group_id: Option<String>,
+    /// `group.instance.id`: makes this a static member (KIP-345). A restart
+    /// that rejoins within `session.timeout.ms` takes its partitions back
+    /// without a rebalance, and closing does not leave the group.
+    pub group_instance_id: Option<String>,
     /// `session.timeout.ms` (default 45000).
     pub session_timeout_ms: u64,
     /// `heartbeat.interval.ms` (default 3000).
@@ -140,6 +144,7 @@ impl Default for ConsumerConfig {
             bootstrap_servers: "localhost:9092".to_string(),
             client_id: "sluice-consumer".to_string(),
             group_id: None,
+            group_instance_id: None,
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 3_000,
             max_poll_interval_ms: 300_000,
@@ -170,6 +175,9 @@ impl ConsumerConfig {
             "bootstrap.servers" => self.bootstrap_servers = value.to_string(),
             "client.id" => self.client_id = value.to_string(),
             "group.id" => self.group_id = (!value.is_empty()).then(|| value.to_string()),
+            "group.instance.id" => {
+                self.group_instance_id = (!value.is_empty()).then(|| value.to_string())
+            }
             "session.timeout.ms" => self.session_timeout_ms = parse(key, value)?,
             "heartbeat.interval.ms" => self.heartbeat_interval_ms = parse(key, value)?,
             "max.poll.interval.ms" => self.max_poll_interval_ms = parse(key, value)?,
@@ -248,6 +256,9 @@ impl ConsumerConfig {
         if self.group_id.as_deref() == Some("") {
             return fail("group.id must not be empty");
         }
+        if self.group_instance_id.is_some() && self.group_id.is_none() {
+            return fail("group.instance.id needs group.id");
+        }
         Ok(())
     }
 }
@@ -288,15 +299,54 @@ pub enum GroupEvent {
         member_id: String,
         partitions: Vec<TopicPartition>,
     },
-    /// An OffsetCommit succeeded (explicit, automatic, or before revocation);
-    /// offsets are the next offsets to read. Generation -1 for a consumer
-    /// using `assign`.
-    Committed {
+    /// An OffsetCommit request is being sent (explicit, automatic, before a
+    /// revocation or on close; each retry is a new attempt). Offsets are the
+    /// next offsets to read; generation -1 for a consumer using `assign`.
+    /// Its outcome follows as [`GroupEvent::CommitDone`] with the same
+    /// `attempt`, unless the consumer dies first.
+    CommitSent {
+        attempt: u64,
         group_id: String,
         generation_id: i32,
         member_id: String,
         offsets: BTreeMap<TopicPartition, i64>,
     },
+    /// What became of a commit attempt.
+    CommitDone { attempt: u64, outcome: CommitOutcome },
+}
+
+/// What the consumer knows of a commit attempt's fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The coordinator applied it.
+    Applied,
+    /// The coordinator refused it: it was not applied.
+    Rejected(String),
+    /// It may or may not have been applied: no answer (a timeout, a lost
+    /// connection) or an error the coordinator gives when its write failed
+    /// part way.
+    Unknown(String),
+}
+
+impl CommitOutcome {
+    fn of(result: &Result<(), ClientError>) -> Self {
+        match result {
+            Ok(()) => CommitOutcome::Applied,
+            Err(error @ ClientError::Broker(e))
+                if !matches!(
+                    e.code(),
+                    codes::REQUEST_TIMED_OUT
+                        | codes::COORDINATOR_NOT_AVAILABLE
+                        | codes::NOT_COORDINATOR
+                        | codes::COORDINATOR_LOAD_IN_PROGRESS
+                        | codes::UNKNOWN_SERVER_ERROR
+                ) =>
+            {
+                CommitOutcome::Rejected(error.to_string())
+            }
+            Err(error) => CommitOutcome::Unknown(error.to_string()),
+        }
+    }
 }
 
 /// A callback told of every [`GroupEvent`] when it happens.
@@ -332,6 +382,10 @@ struct PartitionState {
 /// Group state shared between the consumer and its heartbeat task.
 struct GroupShared {
     group_id: String,
+    /// `group.instance.id` of a static member.
+    instance_id: Option<String>,
+    /// Numbers commit attempts for [`GroupEvent::CommitSent`].
+    next_commit_attempt: std::sync::atomic::AtomicU64,
     cluster: Arc<Cluster>,
     timers: GroupTimers,
     retry_backoff: Duration,
@@ -360,6 +414,20 @@ impl GroupShared {
 
     fn group_id(&self) -> GroupId {
         GroupId(StrBytes::from_string(self.group_id.clone()))
+    }
+
+    fn instance_id(&self) -> Option<StrBytes> {
+        self.instance_id.clone().map(StrBytes::from_string)
+    }
+
+    /// Fails unless `version` of an API can carry `group.instance.id`.
+    fn check_static_support(&self, api: &str, version: i16, min: i16) -> Result<(), ClientError> {
+        if self.instance_id.is_some() && version < min {
+            return Err(ClientError::Config(format!(
+                "group.instance.id needs {api} v{min}+, the broker speaks v{version}"
+            )));
+        }
+        Ok(())
     }
 
     /// The coordinator connection, looked up again if it was lost, retrying
@@ -423,7 +491,8 @@ impl GroupShared {
         let mut req = LeaveGroupRequest::default().with_group_id(self.group_id());
         if version >= 3 {
             req.members = vec![MemberIdentity::default()
-                .with_member_id(StrBytes::from_string(member_id.to_string()))];
+                .with_member_id(StrBytes::from_string(member_id.to_string()))
+                .with_group_instance_id(self.instance_id())];
         } else {
             req.member_id = StrBytes::from_string(member_id.to_string());
         }
@@ -456,12 +525,20 @@ async fn heartbeat_loop(shared: Arc<GroupShared>) {
                 let result = match connection {
                     None => Err(ClientError::Metadata("coordinator unknown".to_string())),
                     Some(connection) => {
-                        let req = HeartbeatRequest::default()
+                        let mut req = HeartbeatRequest::default()
                             .with_group_id(shared.group_id())
                             .with_generation_id(generation_id)
                             .with_member_id(StrBytes::from_string(member_id));
-                        match connection.call(req).await {
-                            Ok(response) => ClientError::check(response.error_code),
+                        match connection.version::<HeartbeatRequest>().await {
+                            Ok(version) => {
+                                if version >= 3 {
+                                    req.group_instance_id = shared.instance_id();
+                                }
+                                match connection.send(req, version).await {
+                                    Ok(response) => ClientError::check(response.error_code),
+                                    Err(e) => Err(e),
+                                }
+                            }
                             Err(e) => Err(e),
                         }
                     }
@@ -481,7 +558,11 @@ async fn heartbeat_loop(shared: Arc<GroupShared>) {
                     group = %shared.group_id,
                     "poll not called within max.poll.interval.ms; leaving the group"
                 );
-                let connection = lock(&shared.coordinator).clone();
+                // A static member does not send LeaveGroup (as Java's): its
+                // session times out on the coordinator instead.
+                let connection = lock(&shared.coordinator)
+                    .clone()
+                    .filter(|_| shared.instance_id.is_none());
                 if let Some(connection) = connection {
                     if let Err(e) = shared.leave(&connection, &member_id).await {
                         tracing::debug!(error = %e, "LeaveGroup failed");
@@ -556,6 +637,8 @@ impl Consumer {
             Some(group_id) => {
                 let shared = Arc::new(GroupShared {
                     group_id: group_id.clone(),
+                    instance_id: config.group_instance_id.clone(),
+                    next_commit_attempt: std::sync::atomic::AtomicU64::new(1),
                     cluster: cluster.clone(),
                     timers: GroupTimers {
                         heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
@@ -833,6 +916,12 @@ impl Consumer {
                 );
             let joined = match connection.version::<JoinGroupRequest>().await {
                 Ok(version) => {
+                    group.check_static_support("JoinGroup", version, 5)?;
+                    let join = if version >= 5 {
+                        join.with_group_instance_id(group.instance_id())
+                    } else {
+                        join
+                    };
                     connection
                         .send_with_timeout(join, version, join_timeout)
                         .await
@@ -897,6 +986,9 @@ impl Consumer {
                         .with_generation_id(generation_id)
                         .with_member_id(response.member_id.clone())
                         .with_assignments(assignments);
+                    if version >= 3 {
+                        sync.group_instance_id = group.instance_id();
+                    }
                     if version >= 5 {
                         sync.protocol_type =
                             Some(StrBytes::from_static_str(CONSUMER_PROTOCOL_TYPE));
@@ -1650,7 +1742,11 @@ impl Consumer {
                 m.reset_member();
                 member_id
             };
-            let connection = lock(&group.coordinator).clone();
+            // A static member keeps its membership across a restart; the
+            // coordinator expires it if it does not come back in time.
+            let connection = lock(&group.coordinator)
+                .clone()
+                .filter(|_| group.instance_id.is_none());
             if let (Some(member_id), Some(connection)) = (member_id, connection) {
                 if let Err(e) = group.leave(&connection, &member_id).await {
                     tracing::debug!(error = %e, "LeaveGroup failed");
@@ -1702,13 +1798,27 @@ async fn commit_offsets(
             (-1, String::new())
         };
         let connection = group.coordinator(deadline).await?;
-        let member_id_sent = member_id.clone();
-        let req = OffsetCommitRequest::default()
+        let version = connection.version::<OffsetCommitRequest>().await?;
+        group.check_static_support("OffsetCommit", version, 7)?;
+        let mut req = OffsetCommitRequest::default()
             .with_group_id(group.group_id())
             .with_generation_id_or_member_epoch(generation_id)
-            .with_member_id(StrBytes::from_string(member_id))
+            .with_member_id(StrBytes::from_string(member_id.clone()))
             .with_topics(topics.clone());
-        let result = connection.call(req).await.and_then(|response| {
+        if version >= 7 && subscribed {
+            req.group_instance_id = group.instance_id();
+        }
+        let attempt = group
+            .next_commit_attempt
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        group.record(GroupEvent::CommitSent {
+            attempt,
+            group_id: group.group_id.clone(),
+            generation_id,
+            member_id,
+            offsets: offsets.clone(),
+        });
+        let result = connection.send(req, version).await.and_then(|response| {
             for topic in &response.topics {
                 for p in &topic.partitions {
                     ClientError::check(p.error_code)?;
@@ -1716,16 +1826,12 @@ async fn commit_offsets(
             }
             Ok(())
         });
+        group.record(GroupEvent::CommitDone {
+            attempt,
+            outcome: CommitOutcome::of(&result),
+        });
         let error = match result {
-            Ok(()) => {
-                group.record(GroupEvent::Committed {
-                    group_id: group.group_id.clone(),
-                    generation_id,
-                    member_id: member_id_sent,
-                    offsets: offsets.clone(),
-                });
-                return Ok(());
-            }
+            Ok(()) => return Ok(()),
             Err(e) => e,
         };
         let recovery = match &error {

@@ -70,7 +70,10 @@ pub enum Recovery {
 pub fn recovery_for(code: i16) -> Recovery {
     match code {
         codes::REBALANCE_IN_PROGRESS | codes::ILLEGAL_GENERATION => Recovery::Rejoin,
-        codes::UNKNOWN_MEMBER_ID | codes::FENCED_INSTANCE_ID => Recovery::ResetMemberAndRejoin,
+        codes::UNKNOWN_MEMBER_ID => Recovery::ResetMemberAndRejoin,
+        // Another consumer with our group.instance.id took our membership:
+        // fatal, as in Java, so two processes never share one identity.
+        codes::FENCED_INSTANCE_ID => Recovery::Fatal,
         c if is_coordinator_error(c) => Recovery::FindCoordinator,
         c => match kafka_protocol::error::ResponseError::try_from_code(c) {
             Some(e) if e.is_retriable() => Recovery::Retry,
@@ -397,5 +400,6 @@ mod tests {
             Recovery::ResetMemberAndRejoin
         );
         assert_eq!(recovery_for(30), Recovery::Fatal); // GROUP_AUTHORIZATION_FAILED
+        assert_eq!(recovery_for(codes::FENCED_INSTANCE_ID), Recovery::Fatal);
     }
 }

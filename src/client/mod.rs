@@ -31,8 +31,8 @@ use kafka_protocol::error::ResponseError;
 pub use assignor::AssignmentStrategy;
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{
-    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent, GroupObserver,
-    RebalanceListener,
+    AutoOffsetReset, CommitOutcome, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent,
+    GroupObserver, RebalanceListener,
 };
 pub use metadata::{
     Admin, Cluster, GroupDescription, GroupListing, GroupMember, PartitionInfo, TopicInfo,
@@ -161,10 +161,12 @@ impl ClientError {
 /// Kafka error codes used by name in the clients. The `ResponseError` enum has
 /// them too; plain constants read better in `match` arms.
 pub(crate) mod codes {
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const NOT_COORDINATOR: i16 = 16;

@@ -1,9 +1,7 @@
 //! The consumer-group coordinator for Kafka's classic protocol, as a plain
-//! state machine: it takes requests and the current time, and returns the
-//! responses to deliver to parked JoinGroup and SyncGroup callers as values.
-//! The broker shell owns the waiting (oneshot channels) and the persistence
-//! of offsets. Invariant: nothing under `src/group` awaits, spawns or reads a
-//! clock.
+//! state machine: it takes requests and the current time, and returns what
+//! the shell must do as [`Effect`] values. Invariant: nothing under
+//! `src/group` awaits, spawns or reads a clock.
 //!
 //! Group states follow Kafka: Empty -> PreparingRebalance ->
 //! CompletingRebalance -> Stable, and back to PreparingRebalance when a member
@@ -11,20 +9,49 @@
 //! rebalance deadline (its `rebalance.timeout.ms`, which the Java client sets
 //! to `max.poll.interval.ms`) is removed, which is how a consumer slower than
 //! `max.poll.interval.ms` loses its partitions.
+//!
+//! Durability is ordered here, not in the shell, in the manner of raft-rs's
+//! `Ready`: a new generation and an offset commit come out as
+//! [`Effect::Persist`], and the answers that depend on them are held back
+//! until the shell reports the write durable with
+//! [`GroupCoordinator::on_persisted`]. While a group has an offset commit
+//! being persisted, its rebalance cannot complete, so a commit validated for
+//! one generation is always applied before the next generation's members
+//! can read the group's offsets.
+//!
+//! Static members (KIP-345) carry a `group.instance.id`: one that rejoins
+//! under a new member id takes over its old membership and assignment
+//! without a rebalance, and the old member id is fenced with
+//! FENCED_INSTANCE_ID.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
-/// Identifies a parked JoinGroup or SyncGroup call in the shell.
+use crate::observe::{Fact, RemovalReason};
+
+mod offsets;
+#[cfg(test)]
+mod tests;
+
+pub use offsets::{CommitRequest, CommittedOffset};
+
+/// Identifies a parked JoinGroup, SyncGroup or OffsetCommit call in the shell.
 pub type WaiterId = u64;
+
+/// Identifies one write the shell must make durable.
+pub type PersistId = u64;
 
 /// Sentinel values Kafka uses for "no generation / no member".
 pub const NO_GENERATION: i32 = -1;
 
 /// Caps the members of one group, so one group cannot take the broker's memory.
 pub const MAX_MEMBERS_PER_GROUP: usize = 1000;
+
+/// Connection id of a request whose connection is unknown (replay, tests):
+/// never fenced.
+pub const NO_CONNECTION: u64 = 0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -53,6 +80,10 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i64,
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    /// Distinguishes this broker start from every earlier one (it is
+    /// persisted and bumped on each start), so member ids handed out after
+    /// a restart never repeat earlier ones.
+    pub member_id_epoch: u64,
 }
 
 impl Default for GroupConfig {
@@ -61,6 +92,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 3000,
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,
+            member_id_epoch: 0,
         }
     }
 }
@@ -69,12 +101,16 @@ impl Default for GroupConfig {
 pub struct JoinRequest {
     pub group_id: String,
     pub member_id: String,
+    /// `group.instance.id`: set by static members.
+    pub group_instance_id: Option<String>,
     pub client_id: String,
     pub client_host: String,
     pub session_timeout_ms: i32,
     pub rebalance_timeout_ms: i32,
     pub protocol_type: String,
     pub protocols: Vec<(String, Bytes)>,
+    /// The connection the request arrived on (see [`NO_CONNECTION`]).
+    pub connection: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,9 +121,9 @@ pub struct JoinResult {
     pub protocol_name: Option<String>,
     pub leader: String,
     pub member_id: String,
-    /// Filled for the leader only: every member with its metadata for the
-    /// chosen protocol.
-    pub members: Vec<(String, Bytes)>,
+    /// Filled for the leader only: every member with its instance id and its
+    /// metadata for the chosen protocol.
+    pub members: Vec<(String, Option<String>, Bytes)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,27 +134,44 @@ pub struct SyncResult {
     pub assignment: Bytes,
 }
 
-/// What the shell must do after a call.
+/// A write the shell makes durable (in `__consumer_offsets`) before the
+/// answers that depend on it go out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Durable {
+    /// A rebalance completed with this generation.
+    Generation { group_id: String, generation_id: i32 },
+    /// Committed offsets.
+    Offsets {
+        group_id: String,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    },
+    /// Offsets deleted with their topic: tombstones, so a restart does not
+    /// bring them back.
+    OffsetTombstones {
+        group_id: String,
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+/// What the shell must do after a call, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     CompleteJoin(WaiterId, JoinResult),
     CompleteSync(WaiterId, SyncResult),
-    /// A rebalance completed: persist the generation so it survives a restart.
-    GenerationChanged {
-        group_id: String,
-        generation_id: i32,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommittedOffset {
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: String,
+    /// The answer to an OffsetCommit: `Ok` when every accepted partition is
+    /// durable, else the error code for all of them.
+    CompleteCommit(WaiterId, Result<(), i16>),
+    /// The answer to a caller waiting for tombstones (topic deletion).
+    CompletePersist(WaiterId, Result<(), i16>),
+    /// Make this durable, then call [`GroupCoordinator::on_persisted`].
+    Persist(PersistId, Durable),
+    /// Tell the observer.
+    Report(Fact),
 }
 
 #[derive(Debug, Clone)]
 struct Member {
+    group_instance_id: Option<String>,
     client_id: String,
     client_host: String,
     session_timeout_ms: i32,
@@ -128,6 +181,12 @@ struct Member {
     last_heartbeat_ms: i64,
     join_waiter: Option<WaiterId>,
     sync_waiter: Option<WaiterId>,
+    /// The newest connection this member's requests arrived on. A commit
+    /// arriving on an older connection was sent before the client gave that
+    /// connection up (a request delayed in the network past the client's
+    /// timeout); applying it would move the group's offset back under a
+    /// newer commit, so it is refused.
+    connection: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -138,12 +197,17 @@ struct Group {
     protocol_name: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
+    /// `group.instance.id` -> member id of the static members.
+    static_members: BTreeMap<String, String>,
     /// When the current PreparingRebalance ends regardless of stragglers.
     rebalance_deadline_ms: i64,
     /// True while a group that was Empty waits out
     /// `group.initial.rebalance.delay.ms` for more members to arrive.
     in_initial_delay: bool,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Writes of this group not yet durable. While any is pending the
+    /// rebalance may not complete (see the module comment).
+    persists_pending: usize,
 }
 
 impl Group {
@@ -155,10 +219,19 @@ impl Group {
             protocol_name: None,
             leader: None,
             members: BTreeMap::new(),
+            static_members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
             in_initial_delay: false,
             offsets: BTreeMap::new(),
+            persists_pending: 0,
         }
+    }
+
+    /// Whether `member_id` is fenced as the old id of a static member.
+    fn fenced_instance(&self, instance: Option<&str>, member_id: &str) -> bool {
+        instance
+            .and_then(|instance| self.static_members.get(instance))
+            .is_some_and(|current| current != member_id)
     }
 }
 
@@ -166,6 +239,7 @@ impl Group {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberDescription {
     pub member_id: String,
+    pub group_instance_id: Option<String>,
     pub client_id: String,
     pub client_host: String,
     pub metadata: Bytes,
@@ -182,6 +256,32 @@ pub struct GroupDescription {
     pub members: Vec<MemberDescription>,
 }
 
+/// One member named in a LeaveGroup request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeavingMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+/// A write in flight and what waits on it.
+#[derive(Debug, Clone)]
+enum Pending {
+    Generation {
+        group_id: String,
+        generation_id: i32,
+        answers: Vec<(WaiterId, JoinResult)>,
+    },
+    Commit {
+        group_id: String,
+        waiter: WaiterId,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    },
+    Tombstones {
+        group_id: String,
+        waiter: Option<WaiterId>,
+    },
+}
+
 fn code(error: ResponseError) -> i16 {
     error.code()
 }
@@ -190,16 +290,18 @@ fn code(error: ResponseError) -> i16 {
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: BTreeMap<String, Group>,
-    /// Member ids are `<client.id>-<counter>`: unique and deterministic.
+    /// Member ids are `<client.id>-<member_id_epoch>-<counter>`: unique
+    /// across restarts and deterministic.
     next_member_number: u64,
+    next_persist: PersistId,
+    pending: BTreeMap<PersistId, Pending>,
 }
 
 impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> Self {
         Self {
             config,
-            groups: BTreeMap::new(),
-            next_member_number: 0,
+            ..Self::default()
         }
     }
 
@@ -224,8 +326,23 @@ impl GroupCoordinator {
         }
     }
 
+    fn new_member_id(&mut self, client_id: &str) -> String {
+        self.next_member_number += 1;
+        format!(
+            "{client_id}-{}-{}",
+            self.config.member_id_epoch, self.next_member_number
+        )
+    }
+
+    fn persist(&mut self, pending: Pending, durable: Durable) -> Effect {
+        self.next_persist += 1;
+        let id = self.next_persist;
+        self.pending.insert(id, pending);
+        Effect::Persist(id, durable)
+    }
+
     /// JoinGroup. The answer comes back as an [`Effect::CompleteJoin`] for
-    /// `waiter`, now or from a later call or [`GroupCoordinator::tick`].
+    /// `waiter`, now or from a later call.
     pub fn join(&mut self, now_ms: i64, waiter: WaiterId, request: JoinRequest) -> Vec<Effect> {
         let fail = |error| {
             vec![Effect::CompleteJoin(
@@ -243,6 +360,9 @@ impl GroupCoordinator {
         }
         if request.protocols.is_empty() || request.protocol_type.is_empty() {
             return fail(ResponseError::InconsistentGroupProtocol);
+        }
+        if request.group_instance_id.as_deref() == Some("") {
+            return fail(ResponseError::InvalidRequest);
         }
         let group = self
             .groups
@@ -266,40 +386,73 @@ impl GroupCoordinator {
                 return fail(ResponseError::InconsistentGroupProtocol);
             }
         }
-        let member_id = if request.member_id.is_empty() {
-            if group.members.len() >= MAX_MEMBERS_PER_GROUP {
-                return fail(ResponseError::GroupMaxSizeReached);
+        let instance = request.group_instance_id.clone();
+        let known_static = instance
+            .as_ref()
+            .and_then(|instance| group.static_members.get(instance))
+            .cloned();
+        if !request.member_id.is_empty() {
+            if group.fenced_instance(instance.as_deref(), &request.member_id) {
+                return fail(ResponseError::FencedInstanceId);
             }
-            self.next_member_number += 1;
-            format!("{}-{}", request.client_id, self.next_member_number)
-        } else if group.members.contains_key(&request.member_id) {
-            request.member_id.clone()
-        } else {
-            return fail(ResponseError::UnknownMemberId);
-        };
-        let group = self
-            .groups
-            .get_mut(&request.group_id)
-            .expect("inserted above");
+            if !group.members.contains_key(&request.member_id) {
+                return fail(ResponseError::UnknownMemberId);
+            }
+            return self.rejoin(now_ms, waiter, request);
+        }
+        if known_static.is_none() && group.members.len() >= MAX_MEMBERS_PER_GROUP {
+            return fail(ResponseError::GroupMaxSizeReached);
+        }
+        let member_id = self.new_member_id(&request.client_id);
+        match known_static {
+            Some(old_member_id) => self.replace_static(now_ms, waiter, request, old_member_id, member_id),
+            None => {
+                let group = self
+                    .groups
+                    .get_mut(&request.group_id)
+                    .expect("inserted above");
+                if let Some(instance) = &instance {
+                    group.static_members.insert(instance.clone(), member_id.clone());
+                }
+                group.members.insert(
+                    member_id.clone(),
+                    Member {
+                        group_instance_id: instance,
+                        client_id: request.client_id.clone(),
+                        client_host: request.client_host.clone(),
+                        session_timeout_ms: request.session_timeout_ms,
+                        rebalance_timeout_ms: request.rebalance_timeout_ms,
+                        protocols: Vec::new(),
+                        assignment: Bytes::new(),
+                        last_heartbeat_ms: now_ms,
+                        join_waiter: None,
+                        sync_waiter: None,
+                        connection: request.connection,
+                    },
+                );
+                let request = JoinRequest {
+                    member_id,
+                    ..request
+                };
+                self.rejoin(now_ms, waiter, request)
+            }
+        }
+    }
+
+    /// A join by a member the group knows: record it and move the rebalance
+    /// on.
+    fn rejoin(&mut self, now_ms: i64, waiter: WaiterId, request: JoinRequest) -> Vec<Effect> {
+        let initial_delay_ms = self.config.initial_rebalance_delay_ms;
+        let group_id = request.group_id.clone();
+        let group = self.groups.get_mut(&group_id).expect("caller checked");
+        let member_id = request.member_id.clone();
         let mut effects = Vec::new();
-        let member = group
-            .members
-            .entry(member_id.clone())
-            .or_insert_with(|| Member {
-                client_id: request.client_id.clone(),
-                client_host: request.client_host.clone(),
-                session_timeout_ms: request.session_timeout_ms,
-                rebalance_timeout_ms: request.rebalance_timeout_ms,
-                protocols: Vec::new(),
-                assignment: Bytes::new(),
-                last_heartbeat_ms: now_ms,
-                join_waiter: None,
-                sync_waiter: None,
-            });
+        let member = group.members.get_mut(&member_id).expect("caller checked");
         member.session_timeout_ms = request.session_timeout_ms;
         member.rebalance_timeout_ms = request.rebalance_timeout_ms.max(request.session_timeout_ms);
         member.protocols = request.protocols;
         member.last_heartbeat_ms = now_ms;
+        member.connection = member.connection.max(request.connection);
         if let Some(previous) = member.join_waiter.replace(waiter) {
             // The same member joined twice (a retry after a timeout): the older
             // call is told to rejoin rather than left hanging.
@@ -308,6 +461,13 @@ impl GroupCoordinator {
                 Self::join_error(&member_id, ResponseError::RebalanceInProgress),
             ));
         }
+        effects.push(Effect::Report(Fact::MemberJoined {
+            group: group_id.clone(),
+            member: member_id.clone(),
+            instance: member.group_instance_id.clone(),
+            session_timeout_ms: member.session_timeout_ms,
+            rebalance_timeout_ms: member.rebalance_timeout_ms,
+        }));
         if group.protocol_type.is_none() || group.members.len() == 1 {
             group.protocol_type = Some(request.protocol_type);
         }
@@ -315,21 +475,120 @@ impl GroupCoordinator {
             GroupState::PreparingRebalance => {}
             GroupState::Empty => {
                 group.state = GroupState::PreparingRebalance;
-                group.rebalance_deadline_ms = now_ms + self.config.initial_rebalance_delay_ms;
-                group.in_initial_delay = self.config.initial_rebalance_delay_ms > 0;
+                group.rebalance_deadline_ms = now_ms + initial_delay_ms;
+                group.in_initial_delay = initial_delay_ms > 0;
+                effects.push(Self::rebalance_started(&group_id, group, now_ms));
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
-                Self::prepare_rebalance(group, now_ms, &mut effects);
+                Self::prepare_rebalance(&group_id, group, now_ms, &mut effects);
             }
-            GroupState::Dead => unreachable!("dead groups are reset above"),
+            GroupState::Dead => unreachable!("dead groups are reset on join"),
         }
-        if !group.in_initial_delay && group.members.values().all(|m| m.join_waiter.is_some()) {
-            effects.extend(Self::complete_join(&request.group_id, group, now_ms));
-        }
+        self.maybe_complete_join(&group_id, now_ms, &mut effects);
         effects
     }
 
-    fn prepare_rebalance(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>) {
+    /// KIP-345: a static member came back under a new member id. It takes
+    /// over the old membership; a Stable group keeps its generation and
+    /// assignment, so nobody else rebalances.
+    fn replace_static(
+        &mut self,
+        now_ms: i64,
+        waiter: WaiterId,
+        request: JoinRequest,
+        old_member_id: String,
+        member_id: String,
+    ) -> Vec<Effect> {
+        let group_id = request.group_id.clone();
+        let group = self.groups.get_mut(&group_id).expect("caller checked");
+        let mut effects = Vec::new();
+        let mut member = group
+            .members
+            .remove(&old_member_id)
+            .expect("a static member id maps to a member");
+        for (old_waiter, is_join) in [(member.join_waiter.take(), true), (member.sync_waiter.take(), false)] {
+            if let Some(old_waiter) = old_waiter {
+                effects.push(if is_join {
+                    Effect::CompleteJoin(
+                        old_waiter,
+                        Self::join_error(&old_member_id, ResponseError::FencedInstanceId),
+                    )
+                } else {
+                    Effect::CompleteSync(
+                        old_waiter,
+                        Self::sync_error(ResponseError::FencedInstanceId),
+                    )
+                });
+            }
+        }
+        effects.push(Effect::Report(Fact::MemberRemoved {
+            group: group_id.clone(),
+            member: old_member_id.clone(),
+            reason: RemovalReason::Replaced,
+        }));
+        let current_leader = group.leader.clone().unwrap_or_default();
+        if group.leader.as_deref() == Some(old_member_id.as_str()) {
+            group.leader = Some(member_id.clone());
+        }
+        member.client_id = request.client_id.clone();
+        member.client_host = request.client_host.clone();
+        member.connection = request.connection;
+        let protocols_unchanged = member.protocols == request.protocols;
+        let instance = request
+            .group_instance_id
+            .clone()
+            .expect("static members have an instance id");
+        group.static_members.insert(instance, member_id.clone());
+        group.members.insert(member_id.clone(), member);
+        if group.state == GroupState::Stable && protocols_unchanged {
+            let member = group.members.get_mut(&member_id).expect("inserted");
+            member.session_timeout_ms = request.session_timeout_ms;
+            member.rebalance_timeout_ms =
+                request.rebalance_timeout_ms.max(request.session_timeout_ms);
+            member.last_heartbeat_ms = now_ms;
+            effects.push(Effect::Report(Fact::MemberJoined {
+                group: group_id.clone(),
+                member: member_id.clone(),
+                instance: member.group_instance_id.clone(),
+                session_timeout_ms: member.session_timeout_ms,
+                rebalance_timeout_ms: member.rebalance_timeout_ms,
+            }));
+            // The old leader id goes back, so the returning member never
+            // believes it must compute an assignment a Stable group would
+            // not hand out; its SyncGroup returns the stored assignment.
+            effects.push(Effect::CompleteJoin(
+                waiter,
+                JoinResult {
+                    error_code: 0,
+                    generation_id: group.generation_id,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol_name: group.protocol_name.clone(),
+                    leader: current_leader,
+                    member_id,
+                    members: Vec::new(),
+                },
+            ));
+            return effects;
+        }
+        let request = JoinRequest {
+            member_id,
+            ..request
+        };
+        effects.extend(self.rejoin(now_ms, waiter, request));
+        effects
+    }
+
+    fn rebalance_started(group_id: &str, group: &Group, now_ms: i64) -> Effect {
+        Effect::Report(Fact::RebalanceStarted {
+            group: group_id.to_string(),
+            generation: group.generation_id,
+            now_ms,
+            rebalance_timeout_ms: group.rebalance_deadline_ms - now_ms,
+            deadline_ms: group.rebalance_deadline_ms,
+        })
+    }
+
+    fn prepare_rebalance(group_id: &str, group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>) {
         for member in group.members.values_mut() {
             if let Some(waiter) = member.sync_waiter.take() {
                 effects.push(Effect::CompleteSync(
@@ -345,101 +604,236 @@ impl GroupCoordinator {
             .max()
             .unwrap_or(0);
         group.state = GroupState::PreparingRebalance;
-        group.rebalance_deadline_ms = now_ms + longest;
+        group.rebalance_deadline_ms = if crate::planted!(RebalanceDeadlineIgnored) {
+            // Planted: a multiplication where an addition belongs, so the
+            // deadline lies far in the future.
+            now_ms.saturating_mul(longest.max(2))
+        } else {
+            now_ms + longest
+        };
+        effects.push(Self::rebalance_started(group_id, group, now_ms));
+    }
+
+    /// Completes the rebalance of `group_id` if everyone has rejoined (or
+    /// the deadline passed) and no write of the group is in flight.
+    fn maybe_complete_join(&mut self, group_id: &str, now_ms: i64, effects: &mut Vec<Effect>) {
+        let Some(group) = self.groups.get(group_id) else {
+            return;
+        };
+        let all_rejoined = group.members.values().all(|m| m.join_waiter.is_some());
+        let ready = group.state == GroupState::PreparingRebalance
+            && group.persists_pending == 0
+            && ((!group.in_initial_delay && all_rejoined)
+                || now_ms >= group.rebalance_deadline_ms);
+        if ready {
+            self.complete_join(group_id, now_ms, effects);
+        }
     }
 
     /// Ends PreparingRebalance: members that did not rejoin are removed, the
-    /// generation moves on, and every parked JoinGroup is answered.
-    fn complete_join(group_id: &str, group: &mut Group, now_ms: i64) -> Vec<Effect> {
-        let mut effects = Vec::new();
+    /// generation moves on and is persisted, and the parked JoinGroup
+    /// answers wait for that write.
+    fn complete_join(&mut self, group_id: &str, now_ms: i64, effects: &mut Vec<Effect>) {
+        let group = self.groups.get_mut(group_id).expect("caller checked");
         group.in_initial_delay = false;
-        group.members.retain(|member_id, member| {
-            let rejoined = member.join_waiter.is_some();
-            if !rejoined {
-                tracing::info!(
-                    group_id,
-                    member_id,
-                    "member removed: did not rejoin in time"
-                );
-            }
-            rejoined
-        });
+        let stragglers: Vec<String> = group
+            .members
+            .iter()
+            .filter(|(_, m)| m.join_waiter.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for member_id in stragglers {
+            tracing::info!(group_id, member_id, "member removed: did not rejoin in time");
+            Self::remove_member(group_id, group, &member_id, RemovalReason::RebalanceTimeout, effects);
+        }
         group.generation_id += 1;
-        effects.push(Effect::GenerationChanged {
-            group_id: group_id.to_string(),
-            generation_id: group.generation_id,
-        });
+        let generation_id = group.generation_id;
+        effects.push(Effect::Report(Fact::Generation {
+            group: group_id.to_string(),
+            generation: generation_id,
+        }));
+        let mut answers = Vec::new();
         if group.members.is_empty() {
             group.state = GroupState::Empty;
             group.leader = None;
             group.protocol_name = None;
-            return effects;
-        }
-        // The first protocol, in the order of the first member's preference,
-        // that every member supports.
-        let first = group.members.values().next().expect("non-empty");
-        let chosen = first
-            .protocols
-            .iter()
-            .map(|(name, _)| name.clone())
-            .find(|name| {
-                group
-                    .members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(other, _)| other == name))
-            })
-            .expect("join admits only members sharing a protocol");
-        if !group
-            .leader
-            .as_ref()
-            .is_some_and(|leader| group.members.contains_key(leader))
-        {
-            group.leader = group.members.keys().next().cloned();
-        }
-        let leader = group
-            .leader
-            .clone()
-            .expect("a non-empty group has a leader");
-        group.protocol_name = Some(chosen.clone());
-        group.state = GroupState::CompletingRebalance;
-        let roster: Vec<(String, Bytes)> = group
-            .members
-            .iter()
-            .map(|(id, m)| {
-                let metadata = m
-                    .protocols
-                    .iter()
-                    .find(|(name, _)| *name == chosen)
-                    .map(|(_, metadata)| metadata.clone())
-                    .unwrap_or_default();
-                (id.clone(), metadata)
-            })
-            .collect();
-        for (member_id, member) in &mut group.members {
-            member.last_heartbeat_ms = now_ms;
-            member.assignment = Bytes::new();
-            let waiter = member.join_waiter.take().expect("all members rejoined");
-            effects.push(Effect::CompleteJoin(
-                waiter,
-                JoinResult {
-                    error_code: 0,
-                    generation_id: group.generation_id,
-                    protocol_type: group.protocol_type.clone(),
-                    protocol_name: Some(chosen.clone()),
-                    leader: leader.clone(),
-                    member_id: member_id.clone(),
-                    members: if *member_id == leader {
-                        roster.clone()
-                    } else {
-                        Vec::new()
+        } else {
+            // The first protocol, in the order of the first member's
+            // preference, that every member supports.
+            let first = group.members.values().next().expect("non-empty");
+            let chosen = first
+                .protocols
+                .iter()
+                .map(|(name, _)| name.clone())
+                .find(|name| {
+                    group
+                        .members
+                        .values()
+                        .all(|m| m.protocols.iter().any(|(other, _)| other == name))
+                })
+                .expect("join admits only members sharing a protocol");
+            if !group
+                .leader
+                .as_ref()
+                .is_some_and(|leader| group.members.contains_key(leader))
+            {
+                group.leader = group.members.keys().next().cloned();
+            }
+            let leader = group.leader.clone().expect("a non-empty group has a leader");
+            group.protocol_name = Some(chosen.clone());
+            group.state = GroupState::CompletingRebalance;
+            let roster: Vec<(String, Option<String>, Bytes)> = group
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    let metadata = m
+                        .protocols
+                        .iter()
+                        .find(|(name, _)| *name == chosen)
+                        .map(|(_, metadata)| metadata.clone())
+                        .unwrap_or_default();
+                    (id.clone(), m.group_instance_id.clone(), metadata)
+                })
+                .collect();
+            for (member_id, member) in &mut group.members {
+                member.last_heartbeat_ms = now_ms;
+                member.assignment = Bytes::new();
+                let waiter = member.join_waiter.take().expect("all members rejoined");
+                answers.push((
+                    waiter,
+                    JoinResult {
+                        error_code: 0,
+                        generation_id,
+                        protocol_type: group.protocol_type.clone(),
+                        protocol_name: Some(chosen.clone()),
+                        leader: leader.clone(),
+                        member_id: member_id.clone(),
+                        members: if *member_id == leader {
+                            roster.clone()
+                        } else {
+                            Vec::new()
+                        },
                     },
-                },
-            ));
+                ));
+            }
         }
+        group.persists_pending += 1;
+        let effect = self.persist(
+            Pending::Generation {
+                group_id: group_id.to_string(),
+                generation_id,
+                answers,
+            },
+            Durable::Generation {
+                group_id: group_id.to_string(),
+                generation_id,
+            },
+        );
+        effects.push(effect);
+    }
+
+    /// Removes a member, answering its parked calls, and reports why.
+    fn remove_member(
+        group_id: &str,
+        group: &mut Group,
+        member_id: &str,
+        reason: RemovalReason,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(member) = group.members.remove(member_id) else {
+            return;
+        };
+        if let Some(instance) = &member.group_instance_id {
+            if group.static_members.get(instance).map(String::as_str) == Some(member_id) {
+                group.static_members.remove(instance);
+            }
+        }
+        let error = match reason {
+            RemovalReason::Replaced => ResponseError::FencedInstanceId,
+            _ => ResponseError::UnknownMemberId,
+        };
+        if let Some(waiter) = member.join_waiter {
+            effects.push(Effect::CompleteJoin(waiter, Self::join_error(member_id, error)));
+        }
+        if let Some(waiter) = member.sync_waiter {
+            effects.push(Effect::CompleteSync(waiter, Self::sync_error(error)));
+        }
+        effects.push(Effect::Report(Fact::MemberRemoved {
+            group: group_id.to_string(),
+            member: member_id.to_string(),
+            reason,
+        }));
+    }
+
+    /// The shell made `persist` durable (`ok`) or failed to. Releases what
+    /// waited on it, in order.
+    pub fn on_persisted(&mut self, now_ms: i64, persist: PersistId, ok: bool) -> Vec<Effect> {
+        let Some(pending) = self.pending.remove(&persist) else {
+            return Vec::new();
+        };
+        let mut effects = Vec::new();
+        let group_id = match &pending {
+            Pending::Generation { group_id, .. }
+            | Pending::Commit { group_id, .. }
+            | Pending::Tombstones { group_id, .. } => group_id.clone(),
+        };
+        if let Some(group) = self.groups.get_mut(&group_id) {
+            group.persists_pending = group.persists_pending.saturating_sub(1);
+        }
+        match pending {
+            Pending::Generation {
+                group_id,
+                generation_id,
+                answers,
+            } => {
+                if !ok {
+                    // A generation must be durable before any member hears of
+                    // it, or a restart would hand the same number out again
+                    // with another assignment. The members retry.
+                    tracing::error!(group_id, generation_id, "persisting a group generation failed; its members must rejoin");
+                }
+                for (waiter, mut result) in answers {
+                    if !ok {
+                        result = Self::join_error(
+                            &result.member_id,
+                            ResponseError::CoordinatorNotAvailable,
+                        );
+                    }
+                    effects.push(Effect::CompleteJoin(waiter, result));
+                }
+            }
+            Pending::Commit {
+                group_id,
+                waiter,
+                offsets,
+            } => {
+                if ok {
+                    self.apply_offset_commit(&group_id, offsets);
+                    effects.push(Effect::CompleteCommit(waiter, Ok(())));
+                } else {
+                    effects.push(Effect::CompleteCommit(
+                        waiter,
+                        Err(code(ResponseError::CoordinatorNotAvailable)),
+                    ));
+                }
+            }
+            Pending::Tombstones { waiter, .. } => {
+                if let Some(waiter) = waiter {
+                    let result = if ok {
+                        Ok(())
+                    } else {
+                        Err(code(ResponseError::KafkaStorageError))
+                    };
+                    effects.push(Effect::CompletePersist(waiter, result));
+                }
+            }
+        }
+        self.maybe_complete_join(&group_id, now_ms, &mut effects);
         effects
     }
 
     /// SyncGroup. The leader's call carries every member's assignment.
+    #[allow(clippy::too_many_arguments)]
     pub fn sync(
         &mut self,
         now_ms: i64,
@@ -447,12 +841,16 @@ impl GroupCoordinator {
         group_id: &str,
         generation_id: i32,
         member_id: &str,
+        group_instance_id: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> Vec<Effect> {
         let fail = |error| vec![Effect::CompleteSync(waiter, Self::sync_error(error))];
         let Some(group) = self.groups.get_mut(group_id) else {
             return fail(ResponseError::UnknownMemberId);
         };
+        if group.fenced_instance(group_instance_id, member_id) {
+            return fail(ResponseError::FencedInstanceId);
+        }
         let Some(member) = group.members.get_mut(member_id) else {
             return fail(ResponseError::UnknownMemberId);
         };
@@ -513,10 +911,14 @@ impl GroupCoordinator {
         group_id: &str,
         generation_id: i32,
         member_id: &str,
+        group_instance_id: Option<&str>,
     ) -> i16 {
         let Some(group) = self.groups.get_mut(group_id) else {
             return code(ResponseError::UnknownMemberId);
         };
+        if group.fenced_instance(group_instance_id, member_id) {
+            return code(ResponseError::FencedInstanceId);
+        }
         let Some(member) = group.members.get_mut(member_id) else {
             return code(ResponseError::UnknownMemberId);
         };
@@ -530,82 +932,97 @@ impl GroupCoordinator {
         }
     }
 
-    /// LeaveGroup for some members. Returns an error code per member.
+    /// LeaveGroup for some members, by member id or (static members) by
+    /// instance id. Returns an error code per member.
     pub fn leave(
         &mut self,
         now_ms: i64,
         group_id: &str,
-        member_ids: &[String],
+        leaving: &[LeavingMember],
     ) -> (Vec<i16>, Vec<Effect>) {
         let mut effects = Vec::new();
         let Some(group) = self.groups.get_mut(group_id) else {
             return (
-                vec![code(ResponseError::UnknownMemberId); member_ids.len()],
+                vec![code(ResponseError::UnknownMemberId); leaving.len()],
                 effects,
             );
         };
-        let mut codes = Vec::with_capacity(member_ids.len());
+        let mut codes = Vec::with_capacity(leaving.len());
         let mut removed_any = false;
-        for member_id in member_ids {
-            match group.members.remove(member_id) {
-                Some(member) => {
+        for member in leaving {
+            let target = match member.group_instance_id.as_deref() {
+                Some(instance) => match group.static_members.get(instance) {
+                    Some(current)
+                        if !member.member_id.is_empty() && *current != member.member_id =>
+                    {
+                        codes.push(code(ResponseError::FencedInstanceId));
+                        continue;
+                    }
+                    Some(current) => Some(current.clone()),
+                    None => None,
+                },
+                None => group
+                    .members
+                    .contains_key(&member.member_id)
+                    .then(|| member.member_id.clone()),
+            };
+            match target {
+                Some(member_id) => {
+                    Self::remove_member(group_id, group, &member_id, RemovalReason::Left, &mut effects);
                     removed_any = true;
-                    if let Some(waiter) = member.join_waiter {
-                        effects.push(Effect::CompleteJoin(
-                            waiter,
-                            Self::join_error(member_id, ResponseError::UnknownMemberId),
-                        ));
-                    }
-                    if let Some(waiter) = member.sync_waiter {
-                        effects.push(Effect::CompleteSync(
-                            waiter,
-                            Self::sync_error(ResponseError::UnknownMemberId),
-                        ));
-                    }
                     codes.push(0);
                 }
                 None => codes.push(code(ResponseError::UnknownMemberId)),
             }
         }
         if removed_any {
-            effects.extend(Self::membership_changed(group_id, group, now_ms));
+            self.membership_changed(group_id, now_ms, &mut effects);
         }
         (codes, effects)
     }
 
-    fn membership_changed(group_id: &str, group: &mut Group, now_ms: i64) -> Vec<Effect> {
-        let mut effects = Vec::new();
+    fn membership_changed(&mut self, group_id: &str, now_ms: i64, effects: &mut Vec<Effect>) {
+        let group = self.groups.get_mut(group_id).expect("caller checked");
         match group.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 if group.members.is_empty() {
                     group.state = GroupState::Empty;
                     group.leader = None;
                     group.generation_id += 1;
-                    effects.push(Effect::GenerationChanged {
-                        group_id: group_id.to_string(),
-                        generation_id: group.generation_id,
-                    });
+                    let generation_id = group.generation_id;
+                    group.persists_pending += 1;
+                    effects.push(Effect::Report(Fact::Generation {
+                        group: group_id.to_string(),
+                        generation: generation_id,
+                    }));
+                    let effect = self.persist(
+                        Pending::Generation {
+                            group_id: group_id.to_string(),
+                            generation_id,
+                            answers: Vec::new(),
+                        },
+                        Durable::Generation {
+                            group_id: group_id.to_string(),
+                            generation_id,
+                        },
+                    );
+                    effects.push(effect);
                 } else {
-                    Self::prepare_rebalance(group, now_ms, &mut effects);
+                    Self::prepare_rebalance(group_id, group, now_ms, effects);
                 }
             }
-            GroupState::PreparingRebalance => {
-                if !group.in_initial_delay
-                    && group.members.values().all(|m| m.join_waiter.is_some())
-                {
-                    effects.extend(Self::complete_join(group_id, group, now_ms));
-                }
-            }
+            GroupState::PreparingRebalance => self.maybe_complete_join(group_id, now_ms, effects),
             GroupState::Empty | GroupState::Dead => {}
         }
-        effects
     }
 
     /// Advances time: expires members whose session lapsed and completes
     /// rebalances whose deadline passed.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
         let mut effects = Vec::new();
-        for (group_id, group) in &mut self.groups {
+        let group_ids: Vec<String> = self.groups.keys().cloned().collect();
+        for group_id in group_ids {
+            let group = self.groups.get_mut(&group_id).expect("listed above");
             // A member parked in JoinGroup is alive by definition; any other
             // member whose session lapsed is gone, in every state. (During a
             // rebalance this is what lets it finish without waiting for the
@@ -616,87 +1033,29 @@ impl GroupCoordinator {
                 .filter(|(_, m)| {
                     m.join_waiter.is_none()
                         && now_ms - m.last_heartbeat_ms > i64::from(m.session_timeout_ms)
+                        && !crate::planted!(SessionExpirySkipped)
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
             for member_id in &expired {
                 tracing::info!(group_id, member_id, "member session expired");
-                let member = group.members.remove(member_id).expect("listed above");
-                if let Some(waiter) = member.sync_waiter {
-                    effects.push(Effect::CompleteSync(
-                        waiter,
-                        Self::sync_error(ResponseError::UnknownMemberId),
-                    ));
-                }
+                Self::remove_member(
+                    &group_id,
+                    group,
+                    member_id,
+                    RemovalReason::SessionExpired,
+                    &mut effects,
+                );
             }
             if group.state == GroupState::PreparingRebalance
                 && now_ms >= group.rebalance_deadline_ms
             {
-                effects.extend(Self::complete_join(group_id, group, now_ms));
+                self.maybe_complete_join(&group_id, now_ms, &mut effects);
             } else if !expired.is_empty() {
-                effects.extend(Self::membership_changed(group_id, group, now_ms));
+                self.membership_changed(&group_id, now_ms, &mut effects);
             }
         }
         effects
-    }
-
-    /// Checks that an OffsetCommit may be applied, per Kafka's rules: a
-    /// simple (generation -1, no member) commit only to a group without
-    /// members; otherwise a known member of the current generation, and not
-    /// while the group awaits its assignment.
-    pub fn validate_offset_commit(
-        &self,
-        group_id: &str,
-        generation_id: i32,
-        member_id: &str,
-    ) -> Result<(), i16> {
-        if group_id.is_empty() {
-            return Err(code(ResponseError::InvalidGroupId));
-        }
-        let Some(group) = self.groups.get(group_id) else {
-            return if generation_id < 0 {
-                Ok(())
-            } else {
-                Err(code(ResponseError::IllegalGeneration))
-            };
-        };
-        if generation_id < 0 && member_id.is_empty() {
-            return if group.members.is_empty() {
-                Ok(())
-            } else {
-                Err(code(ResponseError::UnknownMemberId))
-            };
-        }
-        if crate::planted!(StaleGenerationCommit) && generation_id >= 0 {
-            // Planted: any member id and generation will do.
-            return Ok(());
-        }
-        if !group.members.contains_key(member_id) {
-            return Err(code(ResponseError::UnknownMemberId));
-        }
-        if generation_id != group.generation_id {
-            return Err(code(ResponseError::IllegalGeneration));
-        }
-        if group.state == GroupState::CompletingRebalance {
-            return Err(code(ResponseError::RebalanceInProgress));
-        }
-        Ok(())
-    }
-
-    /// Applies committed offsets (after the shell has made them durable, or
-    /// while replaying them on start).
-    pub fn apply_offset_commit(
-        &mut self,
-        group_id: &str,
-        offsets: Vec<(String, i32, CommittedOffset)>,
-    ) {
-        let group = self
-            .groups
-            .entry(group_id.to_string())
-            .or_insert_with(Group::new);
-        for (topic, partition, committed) in offsets {
-            group.offsets.insert((topic, partition), committed);
-        }
     }
 
     /// Restores a persisted generation on start, so generations never repeat.
@@ -706,41 +1065,6 @@ impl GroupCoordinator {
             .entry(group_id.to_string())
             .or_insert_with(Group::new);
         group.generation_id = group.generation_id.max(generation_id);
-    }
-
-    pub fn committed_offset(
-        &self,
-        group_id: &str,
-        topic: &str,
-        partition: i32,
-    ) -> Option<&CommittedOffset> {
-        self.groups
-            .get(group_id)?
-            .offsets
-            .get(&(topic.to_string(), partition))
-    }
-
-    /// Every committed offset of a group, in (topic, partition) order.
-    pub fn committed_offsets(&self, group_id: &str) -> Vec<(String, i32, CommittedOffset)> {
-        self.groups
-            .get(group_id)
-            .map(|group| {
-                group
-                    .offsets
-                    .iter()
-                    .map(|((topic, partition), committed)| {
-                        (topic.clone(), *partition, committed.clone())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Forgets offsets of a deleted topic.
-    pub fn remove_topic(&mut self, topic: &str) {
-        for group in self.groups.values_mut() {
-            group.offsets.retain(|(t, _), _| t != topic);
-        }
     }
 
     pub fn describe(&self, group_id: &str) -> GroupDescription {
@@ -766,6 +1090,7 @@ impl GroupCoordinator {
                 .iter()
                 .map(|(id, m)| MemberDescription {
                     member_id: id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
                     metadata: m
@@ -794,6 +1119,3 @@ impl GroupCoordinator {
             .collect()
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -11,12 +11,141 @@ fn join_request(member_id: &str) -> JoinRequest {
     JoinRequest {
         group_id: "g".into(),
         member_id: member_id.into(),
+        group_instance_id: None,
         client_id: "c".into(),
         client_host: "/127.0.0.1".into(),
         session_timeout_ms: 10_000,
         rebalance_timeout_ms: 30_000,
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+        connection: NO_CONNECTION,
+    }
+}
+
+fn static_join(member_id: &str, instance: &str) -> JoinRequest {
+    JoinRequest {
+        group_instance_id: Some(instance.into()),
+        ..join_request(member_id)
+    }
+}
+
+fn commit(generation_id: i32, member_id: &str, offset: i64) -> CommitRequest {
+    CommitRequest {
+        group_id: "g".into(),
+        generation_id,
+        member_id: member_id.into(),
+        group_instance_id: None,
+        connection: NO_CONNECTION,
+        offsets: vec![(
+            "t".into(),
+            0,
+            CommittedOffset {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+            },
+        )],
+    }
+}
+
+/// The coordinator with a shell that makes every write durable at once,
+/// unless told to hold writes back.
+struct Shell {
+    coordinator: GroupCoordinator,
+    /// Writes the shell has not made durable yet, in order.
+    held: Vec<(PersistId, Durable)>,
+    hold: bool,
+    /// Everything persisted, in order.
+    persisted: Vec<Durable>,
+}
+
+impl Shell {
+    fn new(config: GroupConfig) -> Self {
+        Self {
+            coordinator: GroupCoordinator::new(config),
+            held: Vec::new(),
+            hold: false,
+            persisted: Vec::new(),
+        }
+    }
+
+    /// Carries out `effects` as the broker does; returns the rest.
+    fn drive(&mut self, now_ms: i64, effects: Vec<Effect>) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let mut queue: std::collections::VecDeque<Effect> = effects.into();
+        while let Some(effect) = queue.pop_front() {
+            match effect {
+                Effect::Persist(id, durable) if self.hold => self.held.push((id, durable)),
+                Effect::Persist(id, durable) => {
+                    self.persisted.push(durable);
+                    queue.extend(self.coordinator.on_persisted(now_ms, id, true));
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    /// Releases the held writes, each durable (`ok`) or failed.
+    fn release(&mut self, now_ms: i64, ok: bool) -> Vec<Effect> {
+        self.hold = false;
+        let mut out = Vec::new();
+        for (id, durable) in std::mem::take(&mut self.held) {
+            if ok {
+                self.persisted.push(durable);
+            }
+            let effects = self.coordinator.on_persisted(now_ms, id, ok);
+            out.extend(self.drive(now_ms, effects));
+        }
+        out
+    }
+
+    fn join(&mut self, now_ms: i64, waiter: WaiterId, request: JoinRequest) -> Vec<Effect> {
+        let effects = self.coordinator.join(now_ms, waiter, request);
+        self.drive(now_ms, effects)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sync(
+        &mut self,
+        now_ms: i64,
+        waiter: WaiterId,
+        generation_id: i32,
+        member_id: &str,
+        instance: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Vec<Effect> {
+        let effects =
+            self.coordinator
+                .sync(now_ms, waiter, "g", generation_id, member_id, instance, assignments);
+        self.drive(now_ms, effects)
+    }
+
+    fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
+        let effects = self.coordinator.tick(now_ms);
+        self.drive(now_ms, effects)
+    }
+
+    fn leave(&mut self, now_ms: i64, leaving: &[LeavingMember]) -> (Vec<i16>, Vec<Effect>) {
+        let (codes, effects) = self.coordinator.leave(now_ms, "g", leaving);
+        (codes, self.drive(now_ms, effects))
+    }
+
+    fn commit(&mut self, now_ms: i64, waiter: WaiterId, request: CommitRequest) -> Vec<Effect> {
+        let effects = self.coordinator.offset_commit(waiter, request);
+        self.drive(now_ms, effects)
+    }
+
+    fn heartbeat(&mut self, now_ms: i64, generation_id: i32, member_id: &str) -> i16 {
+        self.coordinator
+            .heartbeat(now_ms, "g", generation_id, member_id, None)
+    }
+}
+
+fn by_member(member_id: &str) -> LeavingMember {
+    LeavingMember {
+        member_id: member_id.into(),
+        group_instance_id: None,
     }
 }
 
@@ -40,21 +169,56 @@ fn syncs(effects: &[Effect]) -> Vec<(WaiterId, SyncResult)> {
         .collect()
 }
 
+fn commits(effects: &[Effect]) -> Vec<(WaiterId, Result<(), i16>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CompleteCommit(w, r) => Some((*w, *r)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn facts(effects: &[Effect]) -> Vec<Fact> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Report(fact) => Some(fact.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn removals(effects: &[Effect]) -> Vec<(String, RemovalReason)> {
+    facts(effects)
+        .into_iter()
+        .filter_map(|fact| match fact {
+            Fact::MemberRemoved { member, reason, .. } => Some((member, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Joins a first member and syncs it into a Stable generation 1.
-fn stable_single_member(coordinator: &mut GroupCoordinator) -> String {
-    let effects = coordinator.join(0, 1, join_request(""));
+fn stable_single_member(shell: &mut Shell) -> String {
+    stable_single(shell, join_request(""))
+}
+
+fn stable_single(shell: &mut Shell, request: JoinRequest) -> String {
+    let instance = request.group_instance_id.clone();
+    let effects = shell.join(0, 1, request);
     let (_, result) = joins(&effects)
         .pop()
         .expect("a lone member completes at once");
     assert_eq!(result.error_code, 0);
     assert_eq!(result.generation_id, 1);
     assert_eq!(result.leader, result.member_id);
-    let effects = coordinator.sync(
+    let effects = shell.sync(
         0,
         2,
-        "g",
         1,
         &result.member_id,
+        instance.as_deref(),
         vec![(result.member_id.clone(), Bytes::from_static(b"all"))],
     );
     assert_eq!(syncs(&effects)[0].1.assignment, Bytes::from_static(b"all"));
@@ -63,18 +227,26 @@ fn stable_single_member(coordinator: &mut GroupCoordinator) -> String {
 
 #[test]
 fn a_second_member_triggers_a_rebalance_that_completes_when_the_first_rejoins() {
-    let mut coordinator = GroupCoordinator::new(config());
-    let first = stable_single_member(&mut coordinator);
-    let effects = coordinator.join(10, 3, join_request(""));
+    let mut shell = Shell::new(config());
+    let first = stable_single_member(&mut shell);
+    let effects = shell.join(10, 3, join_request(""));
     assert!(
         joins(&effects).is_empty(),
         "waits for the first member to rejoin"
     );
+    assert!(facts(&effects).iter().any(|fact| matches!(
+        fact,
+        Fact::RebalanceStarted {
+            rebalance_timeout_ms: 30_000,
+            deadline_ms: 30_010,
+            ..
+        }
+    )));
     assert_eq!(
-        coordinator.heartbeat(20, "g", 1, &first),
+        shell.heartbeat(20, 1, &first),
         ResponseError::RebalanceInProgress.code()
     );
-    let effects = coordinator.join(30, 4, join_request(&first));
+    let effects = shell.join(30, 4, join_request(&first));
     let completed = joins(&effects);
     assert_eq!(completed.len(), 2);
     for (_, result) in &completed {
@@ -94,13 +266,13 @@ fn a_second_member_triggers_a_rebalance_that_completes_when_the_first_rejoins() 
         .member_id
         .clone();
     // The follower's sync parks until the leader syncs.
-    assert!(syncs(&coordinator.sync(40, 5, "g", 2, &follower, vec![])).is_empty());
-    let effects = coordinator.sync(
+    assert!(syncs(&shell.sync(40, 5, 2, &follower, None, vec![])).is_empty());
+    let effects = shell.sync(
         50,
         6,
-        "g",
         2,
         &first,
+        None,
         vec![
             (first.clone(), Bytes::from_static(b"p0")),
             (follower.clone(), Bytes::from_static(b"p1")),
@@ -117,112 +289,242 @@ fn a_second_member_triggers_a_rebalance_that_completes_when_the_first_rejoins() 
             .assignment,
         Bytes::from_static(b"p1")
     );
-    assert_eq!(coordinator.describe("g").state, GroupState::Stable);
+    assert_eq!(shell.coordinator.describe("g").state, GroupState::Stable);
 }
 
 #[test]
 fn a_member_that_does_not_rejoin_before_the_rebalance_timeout_is_removed() {
-    let mut coordinator = GroupCoordinator::new(config());
-    let first = stable_single_member(&mut coordinator);
-    coordinator.join(10, 3, join_request(""));
+    let mut shell = Shell::new(config());
+    let first = stable_single_member(&mut shell);
+    shell.join(10, 3, join_request(""));
     // A slow consumer: its heartbeat thread keeps the session alive, but its
     // application never polls, so it never rejoins.
     for at in (1_000..29_000).step_by(1_000) {
-        coordinator.heartbeat(at, "g", 1, &first);
+        shell.heartbeat(at, 1, &first);
         assert!(
-            joins(&coordinator.tick(at)).is_empty(),
+            joins(&shell.tick(at)).is_empty(),
             "deadline not reached at {at}"
         );
     }
-    let effects = coordinator.tick(10 + 30_000);
+    let effects = shell.tick(10 + 30_000);
     let completed = joins(&effects);
     assert_eq!(completed.len(), 1);
     assert_ne!(completed[0].1.member_id, first);
     assert_eq!(completed[0].1.generation_id, 2);
+    assert_eq!(
+        removals(&effects),
+        vec![(first.clone(), RemovalReason::RebalanceTimeout)]
+    );
     // The slow member is fenced from committing with its old generation.
     assert_eq!(
-        coordinator.validate_offset_commit("g", 1, &first),
+        shell.coordinator.validate_offset_commit(&commit(1, &first, 0)),
         Err(ResponseError::UnknownMemberId.code())
     );
 }
 
 #[test]
 fn an_expired_session_removes_the_member_and_empties_the_group() {
-    let mut coordinator = GroupCoordinator::new(config());
-    let member = stable_single_member(&mut coordinator);
+    let mut shell = Shell::new(config());
+    let member = stable_single_member(&mut shell);
     assert!(
-        coordinator.tick(10_000).is_empty(),
+        shell.tick(10_000).is_empty(),
         "exactly the session timeout is still alive"
     );
-    coordinator.tick(10_001);
-    let description = coordinator.describe("g");
+    let effects = shell.tick(10_001);
+    assert_eq!(
+        removals(&effects),
+        vec![(member.clone(), RemovalReason::SessionExpired)]
+    );
+    let description = shell.coordinator.describe("g");
     assert_eq!(description.state, GroupState::Empty);
     assert!(description.members.is_empty());
     assert_eq!(
-        coordinator.heartbeat(10_002, "g", 1, &member),
+        shell.heartbeat(10_002, 1, &member),
         ResponseError::UnknownMemberId.code()
     );
 }
 
 #[test]
 fn offset_commits_are_fenced_by_generation_and_membership() {
-    let mut coordinator = GroupCoordinator::new(config());
+    let mut shell = Shell::new(config());
+    let simple = CommitRequest {
+        group_id: "fresh".into(),
+        ..commit(-1, "", 5)
+    };
     assert_eq!(
-        coordinator.validate_offset_commit("fresh", -1, ""),
+        shell.coordinator.validate_offset_commit(&simple),
         Ok(()),
         "simple commit to a new group"
     );
-    let member = stable_single_member(&mut coordinator);
-    assert_eq!(coordinator.validate_offset_commit("g", 1, &member), Ok(()));
+    let member = stable_single_member(&mut shell);
     assert_eq!(
-        coordinator.validate_offset_commit("g", 0, &member),
+        shell.coordinator.validate_offset_commit(&commit(1, &member, 5)),
+        Ok(())
+    );
+    assert_eq!(
+        shell.coordinator.validate_offset_commit(&commit(0, &member, 5)),
         Err(ResponseError::IllegalGeneration.code())
     );
     assert_eq!(
-        coordinator.validate_offset_commit("g", 1, "stranger"),
+        shell.coordinator.validate_offset_commit(&commit(1, "stranger", 5)),
         Err(ResponseError::UnknownMemberId.code())
     );
     assert_eq!(
-        coordinator.validate_offset_commit("g", -1, ""),
+        shell.coordinator.validate_offset_commit(&commit(-1, "", 5)),
         Err(ResponseError::UnknownMemberId.code())
     );
-    coordinator.apply_offset_commit(
-        "g",
-        vec![(
-            "t".into(),
-            0,
-            CommittedOffset {
-                offset: 5,
-                leader_epoch: -1,
-                metadata: String::new(),
-            },
-        )],
+    let effects = shell.commit(0, 9, commit(1, &member, 5));
+    assert_eq!(commits(&effects), vec![(9, Ok(()))]);
+    assert_eq!(
+        shell.coordinator.committed_offset("g", "t", 0).unwrap().offset,
+        5
     );
-    assert_eq!(coordinator.committed_offset("g", "t", 0).unwrap().offset, 5);
+}
+
+#[test]
+fn a_commit_is_answered_and_applied_only_once_durable() {
+    let mut shell = Shell::new(config());
+    let member = stable_single_member(&mut shell);
+    shell.hold = true;
+    let effects = shell.commit(0, 9, commit(1, &member, 5));
+    assert!(commits(&effects).is_empty(), "held until durable");
+    assert_eq!(shell.coordinator.committed_offset("g", "t", 0), None);
+    let effects = shell.release(1, true);
+    assert_eq!(commits(&effects), vec![(9, Ok(()))]);
+    assert_eq!(
+        shell.coordinator.committed_offset("g", "t", 0).unwrap().offset,
+        5
+    );
+    // A failed write is not applied and the committer hears why.
+    shell.hold = true;
+    shell.commit(2, 10, commit(1, &member, 7));
+    let effects = shell.release(3, false);
+    assert_eq!(
+        commits(&effects),
+        vec![(10, Err(ResponseError::CoordinatorNotAvailable.code()))]
+    );
+    assert_eq!(
+        shell.coordinator.committed_offset("g", "t", 0).unwrap().offset,
+        5
+    );
+}
+
+#[test]
+fn a_rebalance_waits_for_a_commit_being_persisted() {
+    // The race: a commit validated for generation 1 is being made durable
+    // when the rebalance could complete. The new generation's members must
+    // not hear of their assignment (and read the group's offsets) before the
+    // commit is applied.
+    let mut shell = Shell::new(config());
+    let first = stable_single_member(&mut shell);
+    shell.join(10, 3, join_request(""));
+    shell.hold = true;
+    let effects = shell.commit(11, 9, commit(1, &first, 42));
+    assert!(commits(&effects).is_empty());
+    let effects = shell.join(12, 4, join_request(&first));
+    assert!(
+        joins(&effects).is_empty(),
+        "everyone rejoined, but the commit is not durable yet"
+    );
+    assert!(shell.held.len() == 1);
+    let effects = shell.release(13, true);
+    assert_eq!(commits(&effects), vec![(9, Ok(()))]);
+    let completed = joins(&effects);
+    assert_eq!(completed.len(), 2, "the rebalance completes after the commit");
+    let position_of_commit = effects
+        .iter()
+        .position(|e| matches!(e, Effect::CompleteCommit(..)))
+        .unwrap();
+    let position_of_join = effects
+        .iter()
+        .position(|e| matches!(e, Effect::CompleteJoin(..)))
+        .unwrap();
+    assert!(position_of_commit < position_of_join);
+    assert_eq!(
+        shell.coordinator.committed_offset("g", "t", 0).unwrap().offset,
+        42
+    );
+    assert!(matches!(
+        shell.persisted.as_slice(),
+        [
+            Durable::Generation { generation_id: 1, .. },
+            Durable::Offsets { .. },
+            Durable::Generation { generation_id: 2, .. }
+        ]
+    ));
+}
+
+#[test]
+fn join_answers_wait_for_the_generation_to_be_durable_and_fail_if_it_is_not() {
+    let mut shell = Shell::new(config());
+    shell.hold = true;
+    let effects = shell.join(0, 1, join_request(""));
+    assert!(joins(&effects).is_empty());
+    assert!(matches!(
+        facts(&effects).last(),
+        Some(Fact::Generation { generation: 1, .. })
+    ));
+    let effects = shell.release(1, false);
+    let answered = joins(&effects);
+    assert_eq!(
+        answered[0].1.error_code,
+        ResponseError::CoordinatorNotAvailable.code()
+    );
+    assert_eq!(answered[0].1.generation_id, NO_GENERATION);
+}
+
+#[test]
+fn a_commit_from_a_connection_the_member_replaced_is_refused() {
+    // A client timed out a commit on connection 1 and moved to connection 2;
+    // the delayed request then arrives on connection 1 after newer commits.
+    let mut shell = Shell::new(config());
+    let member = stable_single(
+        &mut shell,
+        JoinRequest {
+            connection: 1,
+            ..join_request("")
+        },
+    );
+    let on = |connection, offset| CommitRequest {
+        connection,
+        ..commit(1, &member, offset)
+    };
+    assert_eq!(commits(&shell.commit(10, 7, on(2, 52))), vec![(7, Ok(()))]);
+    assert_eq!(
+        commits(&shell.commit(11, 8, on(1, 42))),
+        vec![(8, Err(ResponseError::RequestTimedOut.code()))]
+    );
+    assert_eq!(
+        shell.coordinator.committed_offset("g", "t", 0).unwrap().offset,
+        52
+    );
+    // The newest connection and unnumbered ones (replays) still commit.
+    assert_eq!(commits(&shell.commit(12, 9, on(2, 60))), vec![(9, Ok(()))]);
+    assert_eq!(
+        commits(&shell.commit(13, 10, on(NO_CONNECTION, 61))),
+        vec![(10, Ok(()))]
+    );
 }
 
 #[test]
 fn leaving_rebalances_the_rest_and_bad_joins_get_errors() {
-    let mut coordinator = GroupCoordinator::new(config());
-    let first = stable_single_member(&mut coordinator);
-    let (codes, effects) = coordinator.leave(5, "g", &[first.clone(), "ghost".to_string()]);
+    let mut shell = Shell::new(config());
+    let first = stable_single_member(&mut shell);
+    let (codes, effects) = shell.leave(5, &[by_member(&first), by_member("ghost")]);
     assert_eq!(codes, vec![0, ResponseError::UnknownMemberId.code()]);
-    assert!(effects.iter().any(|e| matches!(
-        e,
-        Effect::GenerationChanged {
-            generation_id: 2,
-            ..
-        }
-    )));
-    assert_eq!(coordinator.describe("g").state, GroupState::Empty);
+    assert!(facts(&effects)
+        .iter()
+        .any(|fact| matches!(fact, Fact::Generation { generation: 2, .. })));
+    assert_eq!(removals(&effects), vec![(first, RemovalReason::Left)]);
+    assert_eq!(shell.coordinator.describe("g").state, GroupState::Empty);
     let mut bad = join_request("");
     bad.session_timeout_ms = 1;
     assert_eq!(
-        joins(&coordinator.join(6, 9, bad))[0].1.error_code,
+        joins(&shell.join(6, 9, bad))[0].1.error_code,
         ResponseError::InvalidSessionTimeout.code()
     );
     assert_eq!(
-        joins(&coordinator.join(6, 9, join_request("nobody")))[0]
+        joins(&shell.join(6, 9, join_request("nobody")))[0]
             .1
             .error_code,
         ResponseError::UnknownMemberId.code()
@@ -231,40 +533,40 @@ fn leaving_rebalances_the_rest_and_bad_joins_get_errors() {
 
 #[test]
 fn the_initial_rebalance_delay_applies_whenever_the_group_leaves_empty() {
-    let mut coordinator = GroupCoordinator::new(GroupConfig {
+    let mut shell = Shell::new(GroupConfig {
         initial_rebalance_delay_ms: 3000,
         ..GroupConfig::default()
     });
     for round in 0..2 {
         let start = round * 100_000;
         assert!(
-            joins(&coordinator.join(start, 1, join_request(""))).is_empty(),
+            joins(&shell.join(start, 1, join_request(""))).is_empty(),
             "round {round}: waits out the delay"
         );
-        let completed = joins(&coordinator.tick(start + 3000));
+        let completed = joins(&shell.tick(start + 3000));
         assert_eq!(
             completed.len(),
             1,
             "round {round}: completes at the deadline"
         );
         let member = completed[0].1.member_id.clone();
-        coordinator.leave(start + 3001, "g", &[member]);
-        assert_eq!(coordinator.describe("g").state, GroupState::Empty);
+        shell.leave(start + 3001, &[by_member(&member)]);
+        assert_eq!(shell.coordinator.describe("g").state, GroupState::Empty);
     }
 }
 
 #[test]
 fn a_member_that_dies_during_a_rebalance_expires_after_its_session_not_the_rebalance_timeout() {
-    let mut coordinator = GroupCoordinator::new(config());
-    let first = stable_single_member(&mut coordinator);
+    let mut shell = Shell::new(config());
+    let first = stable_single_member(&mut shell);
     // A second member joins; the first must rejoin but has crashed.
-    coordinator.join(10, 3, join_request(""));
+    shell.join(10, 3, join_request(""));
     assert_eq!(
-        coordinator.describe("g").state,
+        shell.coordinator.describe("g").state,
         GroupState::PreparingRebalance
     );
     // Its session (10 s) lapses long before the rebalance timeout (30 s).
-    let effects = coordinator.tick(10_001);
+    let effects = shell.tick(10_001);
     let completed = joins(&effects);
     assert_eq!(
         completed.len(),
@@ -272,9 +574,117 @@ fn a_member_that_dies_during_a_rebalance_expires_after_its_session_not_the_rebal
         "the rebalance completes with the live member"
     );
     assert_ne!(completed[0].1.member_id, first);
-    assert!(coordinator
+    assert!(shell
+        .coordinator
         .describe("g")
         .members
         .iter()
         .all(|m| m.member_id != first));
+}
+
+#[test]
+fn member_ids_carry_the_broker_start_so_a_restart_never_repeats_one() {
+    let epoch = |member_id_epoch| GroupConfig {
+        member_id_epoch,
+        ..config()
+    };
+    let mut before = Shell::new(epoch(1));
+    let mut after = Shell::new(epoch(2));
+    let a = stable_single_member(&mut before);
+    let b = stable_single_member(&mut after);
+    assert_eq!(a, "c-1-1");
+    assert_eq!(b, "c-2-1");
+}
+
+#[test]
+fn a_static_member_rejoining_takes_over_without_a_rebalance() {
+    let mut shell = Shell::new(config());
+    let old = stable_single(&mut shell, static_join("", "i-1"));
+    // A dynamic member joins: one rebalance, led by the static member.
+    let effects = shell.join(10, 3, join_request(""));
+    assert!(joins(&effects).is_empty());
+    shell.join(11, 4, static_join(&old, "i-1"));
+    let effects = shell.sync(
+        12,
+        5,
+        2,
+        &old,
+        Some("i-1"),
+        vec![(old.clone(), Bytes::from_static(b"all"))],
+    );
+    assert!(syncs(&effects).iter().all(|(_, r)| r.error_code == 0));
+    assert_eq!(shell.coordinator.describe("g").state, GroupState::Stable);
+    let generation = shell.coordinator.describe("g").generation_id;
+    // The static member restarts: it joins with no member id and its instance.
+    let effects = shell.join(20, 6, static_join("", "i-1"));
+    let answer = joins(&effects).pop().expect("answered at once").1;
+    assert_eq!(answer.error_code, 0);
+    assert_eq!(answer.generation_id, generation, "no rebalance");
+    assert_ne!(answer.member_id, old);
+    assert_ne!(answer.leader, answer.member_id, "it is not asked to assign");
+    assert_eq!(removals(&effects), vec![(old.clone(), RemovalReason::Replaced)]);
+    assert_eq!(shell.coordinator.describe("g").state, GroupState::Stable);
+    // Its SyncGroup returns the stored assignment.
+    let effects = shell.sync(21, 7, generation, &answer.member_id, Some("i-1"), vec![]);
+    assert_eq!(syncs(&effects)[0].1.error_code, 0);
+    assert_eq!(syncs(&effects)[0].1.assignment, Bytes::from_static(b"all"));
+    // The old member id is fenced everywhere.
+    assert_eq!(
+        shell
+            .coordinator
+            .heartbeat(22, "g", generation, &old, Some("i-1")),
+        ResponseError::FencedInstanceId.code()
+    );
+    let stale = CommitRequest {
+        group_instance_id: Some("i-1".into()),
+        ..commit(generation, &old, 3)
+    };
+    assert_eq!(
+        shell.coordinator.validate_offset_commit(&stale),
+        Err(ResponseError::FencedInstanceId.code())
+    );
+    let description = shell.coordinator.describe("g");
+    assert!(description
+        .members
+        .iter()
+        .any(|m| m.group_instance_id.as_deref() == Some("i-1") && m.member_id == answer.member_id));
+    // LeaveGroup by instance id removes it; a stale member id is fenced.
+    let (codes, _) = shell.leave(
+        23,
+        &[LeavingMember {
+            member_id: old.clone(),
+            group_instance_id: Some("i-1".into()),
+        }],
+    );
+    assert_eq!(codes, vec![ResponseError::FencedInstanceId.code()]);
+    let (codes, effects) = shell.leave(
+        24,
+        &[LeavingMember {
+            member_id: String::new(),
+            group_instance_id: Some("i-1".into()),
+        }],
+    );
+    assert_eq!(codes, vec![0]);
+    assert_eq!(
+        removals(&effects),
+        vec![(answer.member_id, RemovalReason::Left)]
+    );
+}
+
+#[test]
+fn deleting_a_topic_tombstones_its_offsets_durably() {
+    let mut shell = Shell::new(config());
+    let member = stable_single_member(&mut shell);
+    shell.commit(1, 9, commit(1, &member, 5));
+    let effects = shell.coordinator.remove_topic("t", Some(11));
+    let effects = shell.drive(2, effects);
+    assert!(effects.contains(&Effect::CompletePersist(11, Ok(()))));
+    assert_eq!(shell.coordinator.committed_offset("g", "t", 0), None);
+    assert!(matches!(
+        shell.persisted.last(),
+        Some(Durable::OffsetTombstones { partitions, .. }) if partitions == &vec![("t".to_string(), 0)]
+    ));
+    // A topic nobody committed to needs no write.
+    let effects = shell.coordinator.remove_topic("other", Some(12));
+    assert_eq!(effects, vec![Effect::CompletePersist(12, Ok(()))]);
 }

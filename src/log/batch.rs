@@ -269,10 +269,10 @@ pub fn split_batches(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchErr
 }
 
 /// Encodes one uncompressed v2 batch of `(key, value)` records, all stamped
-/// `timestamp_ms`. `producer_id` -1 makes a non-idempotent batch. Used by the
+/// `timestamp_ms`; a `None` value is a tombstone. `producer_id` -1 makes a non-idempotent batch. Used by the
 /// broker's internal offsets log, tests, benchmarks and simulated workloads.
 pub fn encode_uncompressed(
-    entries: &[(Option<&[u8]>, &[u8])],
+    entries: &[(Option<&[u8]>, Option<&[u8]>)],
     timestamp_ms: i64,
     producer_id: i64,
     producer_epoch: i16,
@@ -299,7 +299,7 @@ pub fn encode_uncompressed(
             sequence: base_sequence.wrapping_add(index as i32),
             timestamp: timestamp_ms,
             key: key.map(bytes::Bytes::copy_from_slice),
-            value: Some(bytes::Bytes::copy_from_slice(value)),
+            value: value.map(bytes::Bytes::copy_from_slice),
             headers: indexmap::IndexMap::new(),
         })
         .collect();

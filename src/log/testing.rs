@@ -10,7 +10,8 @@ pub fn encode_batch(
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Vec<u8> {
-    let entries: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|value| (None, *value)).collect();
+    let entries: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        values.iter().map(|value| (None, Some(*value))).collect();
     super::batch::encode_uncompressed(
         &entries,
         timestamp_ms,

@@ -97,6 +97,7 @@ impl Checker for Duplicate {
 mod tests {
     use super::*;
     use crate::checkers::facts::build::{record, H};
+    use crate::history::FaultKind;
 
     #[test]
     fn a_value_at_two_offsets_is_a_duplicate_with_idempotence() {
@@ -135,7 +136,7 @@ mod tests {
         h.poll("consumer-1", "g", vec![record(0, 0, None, "producer-0-1")]);
         // The copy at offset 0 is lost to a power loss (flush_on_ack false);
         // the retry lands at offset 1, after another producer's record.
-        h.fault("crash", "broker-0", true);
+        h.fault(FaultKind::CrashBroker, "broker-0", true);
         h.final_read(
             0,
             0,

@@ -6,10 +6,10 @@
 //! checker reads the schema the same way (for instance, which crash counts as
 //! a power loss), so two checkers can never disagree about what happened.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::{Anomaly, Checker, Verdict, MAX_ANOMALIES};
-use crate::history::{Entry, Event, Kind, Op, Record};
+use crate::history::{Entry, Event, FaultKind, Kind, Op, Record};
 
 /// A partition, borrowed from the history: `(topic, partition)`.
 pub(crate) type Tp<'a> = (&'a str, i32);
@@ -75,7 +75,7 @@ pub(crate) struct Facts<'a> {
     /// Every send's value to the index of its first invoke and its process.
     pub send_invokes: BTreeMap<&'a str, (u64, &'a str)>,
     pub final_reads: BTreeMap<Tp<'a>, FinalRead<'a>>,
-    /// Indices of power-loss crashes of brokers, ascending.
+    /// Indices of power losses of brokers (`crash-broker` faults), ascending.
     pub power_losses: Vec<u64>,
     /// Per producer process, the entries after which it may be a new
     /// idempotent session (a new producer id): a send that failed or whose
@@ -93,8 +93,7 @@ impl<'a> Facts<'a> {
         let mut invokes = BTreeMap::new();
         let mut send_invokes = BTreeMap::new();
         let mut final_reads = BTreeMap::new();
-        let mut client_processes = BTreeSet::new();
-        let mut crashes = Vec::new();
+        let mut power_losses = Vec::new();
         let mut acked = Vec::new();
         let mut acked_sends_without_offset = 0;
         let mut session_breaks: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
@@ -116,23 +115,18 @@ impl<'a> Facts<'a> {
                     // The data is lost when the machine goes down, so only the
                     // beginning of the fault counts, not its repair.
                     Event::Fault {
-                        kind,
-                        target,
+                        kind: FaultKind::CrashBroker,
                         power_loss: true,
                         healed: false,
-                    } if kind == "crash" => {
-                        crashes.push((entry.index, target.as_str()));
-                        session_breaks
-                            .entry(target.as_str())
-                            .or_default()
-                            .push(entry.index);
-                    }
+                        ..
+                    } => power_losses.push(entry.index),
+                    // A restarted producer is a new idempotent session.
                     Event::Fault {
-                        kind,
+                        kind: FaultKind::CrashClient,
                         target,
                         healed: false,
                         ..
-                    } if kind == "crash" || kind == "restart" => {
+                    } => {
                         session_breaks
                             .entry(target.as_str())
                             .or_default()
@@ -141,7 +135,6 @@ impl<'a> Facts<'a> {
                     _ => {}
                 },
                 Kind::Invoke { op } => {
-                    client_processes.insert(entry.process.as_str());
                     invokes.insert((entry.process.as_str(), entry.id), entry.index);
                     if let Op::Send { value, .. } = op {
                         send_invokes
@@ -150,7 +143,6 @@ impl<'a> Facts<'a> {
                     }
                 }
                 Kind::Ok { op } => {
-                    client_processes.insert(entry.process.as_str());
                     match op {
                         Op::Send {
                             topic,
@@ -188,7 +180,6 @@ impl<'a> Facts<'a> {
                     }
                 }
                 Kind::Fail { op, .. } | Kind::Info { op, .. } => {
-                    client_processes.insert(entry.process.as_str());
                     if matches!(op, Op::Send { .. }) {
                         session_breaks
                             .entry(entry.process.as_str())
@@ -214,14 +205,6 @@ impl<'a> Facts<'a> {
             })
             .collect();
 
-        // A power loss only loses log data on a broker. Clients have no disk,
-        // so a crash of a process that logged operations is not one, whatever
-        // its flag says.
-        let power_losses = crashes
-            .into_iter()
-            .filter(|(_, target)| !client_processes.contains(target))
-            .map(|(index, _)| index)
-            .collect();
 
         Self {
             settings,
@@ -324,7 +307,9 @@ pub(crate) fn verdict(
 /// name the entries it expects in anomalies.
 #[cfg(test)]
 pub(crate) mod build {
-    use crate::history::{Builder, Event, History, Op, PartitionOffset, Record, TopicPartition};
+    use crate::history::{
+        Builder, Event, FaultKind, History, Op, PartitionOffset, Record, TopicPartition,
+    };
 
     pub const TOPIC: &str = "t";
 
@@ -543,9 +528,9 @@ pub(crate) mod build {
         }
 
         /// Logs a fault's beginning; returns its index.
-        pub fn fault(&mut self, kind: &str, target: &str, power_loss: bool) -> u64 {
+        pub fn fault(&mut self, kind: FaultKind, target: &str, power_loss: bool) -> u64 {
             self.event(Event::Fault {
-                kind: kind.into(),
+                kind,
                 target: target.into(),
                 power_loss,
                 healed: false,

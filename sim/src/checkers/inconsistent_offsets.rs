@@ -133,7 +133,7 @@ mod tests {
             2,
             "nemesis",
             Event::Fault {
-                kind: "crash".into(),
+                kind: FaultKind::CrashBroker,
                 target: "broker-0".into(),
                 power_loss: true,
                 healed: false,
@@ -153,6 +153,7 @@ mod tests {
 
     use super::*;
     use crate::checkers::facts::build::{record, H};
+    use crate::history::FaultKind;
 
     #[test]
     fn an_ack_and_a_poll_disagreeing_on_an_offset_are_inconsistent() {
@@ -172,7 +173,7 @@ mod tests {
         h.send("producer-0", None, "producer-0-1", 0, 0);
         h.poll("consumer-0", "g", vec![record(0, 0, None, "producer-0-1")]);
         // Offset 0 is lost to a power loss (flush_on_ack false) and reused.
-        h.fault("crash", "broker-0", true);
+        h.fault(FaultKind::CrashBroker, "broker-0", true);
         h.send("producer-1", None, "producer-1-1", 0, 0);
         h.send("producer-1", None, "producer-1-2", 0, 1);
         h.final_read(

@@ -150,6 +150,7 @@ impl Checker for LostWrite {
 mod tests {
     use super::*;
     use crate::checkers::facts::build::{record, H};
+    use crate::history::FaultKind;
 
     #[test]
     fn a_skipped_acked_offset_is_lost() {
@@ -186,7 +187,7 @@ mod tests {
         for flush_on_ack in [false, true] {
             let mut h = H::new(flush_on_ack, true);
             h.send("producer-0", None, "producer-0-1", 0, 0);
-            h.fault("crash", "broker-0", true);
+            h.fault(FaultKind::CrashBroker, "broker-0", true);
             h.send("producer-1", None, "producer-1-1", 0, 0);
             h.final_read(0, 0, vec![record(0, 0, None, "producer-1-1")]);
             let verdict = LostWrite.check(&h.build());
@@ -205,7 +206,7 @@ mod tests {
     fn a_write_accepted_over_a_permitted_loss_is_a_silent_gap() {
         let mut h = H::new(false, true);
         let lost = h.send("producer-0", None, "producer-0-1", 0, 0);
-        h.fault("crash", "broker-0", true);
+        h.fault(FaultKind::CrashBroker, "broker-0", true);
         // The broker lost offset 0, then took the producer's next batch.
         let later = h.send("producer-0", None, "producer-0-2", 0, 0);
         h.final_read(0, 0, vec![record(0, 0, None, "producer-0-2")]);
@@ -218,7 +219,7 @@ mod tests {
         // The same history with a failed send in between is a new session.
         let mut h = H::new(false, true);
         h.send("producer-0", None, "producer-0-1", 0, 0);
-        h.fault("crash", "broker-0", true);
+        h.fault(FaultKind::CrashBroker, "broker-0", true);
         let op = crate::history::Op::Send {
             topic: crate::checkers::facts::build::TOPIC.into(),
             key: None,
@@ -238,7 +239,7 @@ mod tests {
     fn a_power_loss_does_not_excuse_a_hole() {
         let mut h = H::new(false, true);
         let lost = h.send("producer-0", None, "producer-0-1", 0, 0);
-        h.fault("crash", "broker-0", true);
+        h.fault(FaultKind::CrashBroker, "broker-0", true);
         h.send("producer-1", None, "producer-1-1", 0, 1);
         let read = h.final_read(0, 0, vec![record(0, 1, None, "producer-1-1")]);
         let verdict = LostWrite.check(&h.build());
@@ -250,7 +251,7 @@ mod tests {
     #[test]
     fn a_power_loss_before_the_send_excuses_nothing() {
         let mut h = H::new(false, true);
-        h.fault("crash", "broker-0", true);
+        h.fault(FaultKind::CrashBroker, "broker-0", true);
         let lost = h.send("producer-0", None, "producer-0-1", 0, 0);
         h.send("producer-0", None, "producer-0-2", 0, 1);
         let read = h.final_read(0, 0, vec![record(0, 1, None, "producer-0-2")]);

@@ -80,6 +80,11 @@ pub fn all() -> Vec<Box<dyn Checker>> {
     ]
 }
 
+/// Every checker's name, in report order.
+pub fn names() -> Vec<&'static str> {
+    all().iter().map(|checker| checker.name()).collect()
+}
+
 /// Runs the named checkers (all when `names` is empty).
 pub fn run(history: &[Entry], names: &[String]) -> Vec<Verdict> {
     all()

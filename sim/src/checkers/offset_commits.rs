@@ -36,7 +36,9 @@
 //!   group's last ok commit for it before the Assign, unless it sought first,
 //!   there was no commit, or retention removed that offset.
 //! - `double-ownership`: one generation of a group assigns each partition to
-//!   at most one member.
+//!   at most one member, except that a static member rejoining under a new
+//!   member id takes over its old id's partitions (after a `member_removed`
+//!   event with reason `replaced`, which fences the old id).
 //!
 //! With `flush_on_ack` false a broker power loss may lose unsynced commits and
 //! records, so a commit going back, a high watermark going down and a new owner
@@ -46,7 +48,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::facts::{record_tp, show, verdict, Facts, Tp};
 use super::{Anomaly, Checker, Property, Verdict};
-use crate::history::{Entry, Event, Kind, Op, PartitionOffset, Record, TopicPartition};
+use crate::history::{
+    Entry, Event, FaultKind, Kind, Op, PartitionOffset, Record, RemovalReason, TopicPartition,
+};
 
 pub struct OffsetCommits;
 
@@ -162,8 +166,11 @@ struct State<'f, 'a> {
     /// have reached the broker, so a new owner may resume at its offset.
     possibly_applied: BTreeMap<(&'a str, Tp<'a>), Vec<PossibleCommit<'a>>>,
     new_owners: BTreeMap<(&'a str, Tp<'a>), NewOwner<'a>>,
-    /// Each (group, generation, partition)'s first assignee and its Assign.
+    /// Each (group, generation, partition)'s assignee and its Assign.
     owners: BTreeMap<(&'a str, i32, Tp<'a>), (&'a str, u64)>,
+    /// Members a static member's rejoin replaced (KIP-345): their
+    /// assignment passes to the new member id in the same generation.
+    replaced: BTreeSet<(&'a str, &'a str)>,
     anomalies: Vec<Anomaly>,
     counts: Counts,
 }
@@ -189,6 +196,7 @@ impl<'f, 'a> State<'f, 'a> {
             possibly_applied: BTreeMap::new(),
             new_owners: BTreeMap::new(),
             owners: BTreeMap::new(),
+            replaced: BTreeSet::new(),
             anomalies: Vec::new(),
             counts: Counts::default(),
         }
@@ -298,6 +306,14 @@ impl<'f, 'a> State<'f, 'a> {
             } => {
                 self.generations.insert(group, (*generation, entry.index));
             }
+            Event::MemberRemoved {
+                group,
+                member,
+                reason: RemovalReason::Replaced,
+                ..
+            } => {
+                self.replaced.insert((group.as_str(), member.as_str()));
+            }
             Event::HighWatermark {
                 topic,
                 partition,
@@ -322,7 +338,12 @@ impl<'f, 'a> State<'f, 'a> {
             }
             // A restarted consumer process starts from nothing: it holds no
             // partitions and has polled nothing.
-            Event::Fault { kind, target, .. } if kind == "crash" || kind == "restart" => {
+            Event::Fault {
+                kind: FaultKind::CrashClient,
+                target,
+                healed: false,
+                ..
+            } => {
                 if let Some(consumer) = self.consumers.get_mut(target.as_str()) {
                     consumer.owned.clear();
                     consumer.partitions.clear();
@@ -516,6 +537,10 @@ impl<'f, 'a> State<'f, 'a> {
         consumer.group = Some(group);
         for tp in partitions.iter().map(tp_of) {
             match self.owners.get(&(group, generation, tp)) {
+                Some(&(owner, _)) if owner != member && self.replaced.contains(&(group, owner)) => {
+                    self.owners
+                        .insert((group, generation, tp), (member, entry.index));
+                }
                 Some(&(owner, first)) if owner != member => self.anomalies.push(Anomaly {
                     description: format!(
                         "double-ownership: {group} generation {generation} assigned {} to {owner} \
@@ -853,6 +878,36 @@ mod tests {
         let verdict = OffsetCommits.check(&h.build());
         assert_eq!(prefixes(&verdict), vec!["double-ownership"]);
         assert_eq!(verdict.anomalies[0].entries, vec![first, second]);
+    }
+
+    #[test]
+    fn a_static_member_taking_over_its_old_id_is_not_double_ownership() {
+        let mut h = H::new(true, true);
+        h.generation(G, 1);
+        h.assign(C0, G, 1, &[0]);
+        h.event(Event::MemberRemoved {
+            broker: "broker-0".into(),
+            group: G.into(),
+            member: "consumer-0-member".into(),
+            reason: RemovalReason::Replaced,
+        });
+        let takeover = |member: &str| Op::Assign {
+            group: G.into(),
+            generation: 1,
+            member: member.into(),
+            partitions: vec![crate::checkers::facts::build::tp(0)],
+        };
+        h.ok(C0, 0, takeover("consumer-0-restarted"));
+        assert!(OffsetCommits.check(&h.build()).valid);
+        // Without the replacement it is two owners.
+        let mut h = H::new(true, true);
+        h.generation(G, 1);
+        h.assign(C0, G, 1, &[0]);
+        h.ok(C0, 0, takeover("consumer-0-restarted"));
+        assert_eq!(
+            prefixes(&OffsetCommits.check(&h.build())),
+            vec!["double-ownership"]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::facts::{record_tp, show, verdict, Facts, Tp};
 use super::{Anomaly, Checker, Property, Verdict};
-use crate::history::{Entry, Event, Kind, Op};
+use crate::history::{FaultKind, Entry, Event, Kind, Op};
 
 pub struct Ordering;
 
@@ -109,7 +109,7 @@ fn check_polls(history: &[Entry], facts: &Facts<'_>, anomalies: &mut Vec<Anomaly
             Kind::Event {
                 event: Event::Fault { kind, target, .. },
             } => {
-                if kind == "crash" || kind == "restart" {
+                if matches!(kind, FaultKind::CrashClient | FaultKind::CrashBroker | FaultKind::RestartBroker) {
                     last.retain(|key, _| key.0 != target.as_str());
                 }
                 if facts.is_permitted_power_loss(entry.index) {
@@ -221,6 +221,7 @@ fn check_keys(facts: &Facts<'_>, anomalies: &mut Vec<Anomaly>) -> String {
 mod tests {
     use super::*;
     use crate::checkers::facts::build::{record, H};
+    use crate::history::FaultKind;
 
     fn descriptions(verdict: &Verdict) -> Vec<&str> {
         verdict
@@ -342,7 +343,7 @@ mod tests {
             "g",
             vec![record(0, 3, Some("j"), "producer-0-3")],
         );
-        h.fault("restart", "consumer-0", false);
+        h.fault(FaultKind::CrashClient, "consumer-0", false);
         h.poll(
             "consumer-0",
             "g",

@@ -78,6 +78,7 @@ impl Checker for Unseen {
 mod tests {
     use super::*;
     use crate::checkers::facts::build::{record, H};
+    use crate::history::FaultKind;
 
     #[test]
     fn an_ack_nobody_read_is_unseen() {
@@ -101,7 +102,7 @@ mod tests {
         h.send("producer-0", None, "producer-0-3", 0, 2);
         // Lost to a power loss with flush_on_ack false: permitted.
         h.send("producer-0", None, "producer-0-4", 0, 3);
-        h.fault("crash", "broker-0", true);
+        h.fault(FaultKind::CrashBroker, "broker-0", true);
         h.poll("consumer-0", "g", vec![record(0, 1, None, "producer-0-2")]);
         // Offset 0 fell to retention before anyone read it.
         h.final_read(0, 1, vec![record(0, 2, None, "producer-0-3")]);

@@ -1,0 +1,155 @@
+//! The broker's typed report to whoever embeds it.
+//!
+//! The simulation needs broker-side facts that no client sees: when a high
+//! watermark moved, what recovery found, when a group's generation changed
+//! or a member was removed. The broker hands them to an [`Observer`] as
+//! [`Fact`] values the compiler checks, so renaming a field breaks the build
+//! instead of silently blinding a checker. The real binary installs no
+//! observer; then reporting a fact is one `Option` test.
+//!
+//! A fact is reported at the moment it becomes true, in the same critical
+//! section that made it so (a high watermark under its partition's lock), so
+//! an observer that records facts in arrival order sees them before anything
+//! that depends on them.
+
+use std::sync::Arc;
+
+/// How a member left its group, as the coordinator decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    /// It sent LeaveGroup.
+    Left,
+    /// No heartbeat within its `session.timeout.ms`.
+    SessionExpired,
+    /// It did not rejoin before the rebalance deadline (its
+    /// `rebalance.timeout.ms`, the client's `max.poll.interval.ms`).
+    RebalanceTimeout,
+    /// A static member's instance id rejoined under a new member id
+    /// (KIP-345): the old id is fenced.
+    Replaced,
+}
+
+impl RemovalReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            RemovalReason::Left => "left",
+            RemovalReason::SessionExpired => "session-expired",
+            RemovalReason::RebalanceTimeout => "rebalance-timeout",
+            RemovalReason::Replaced => "replaced",
+        }
+    }
+}
+
+/// Whether a wire event is a request the broker received or its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+/// Something that became true on the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    /// A partition's high watermark moved: an append or fsync made records
+    /// visible, or recovery or a truncation set it.
+    HighWatermark {
+        topic: String,
+        partition: i32,
+        high_watermark: i64,
+    },
+    /// A partition log was opened after a start: what recovery kept.
+    Recovered {
+        topic: String,
+        partition: i32,
+        log_end_offset: i64,
+        high_watermark: i64,
+    },
+    /// A group began a rebalance (PreparingRebalance). `deadline_ms` is the
+    /// broker-clock time by which it ends whoever has rejoined; it is
+    /// `rebalance_timeout_ms` after `now_ms` (or the initial delay for a
+    /// group that was empty).
+    RebalanceStarted {
+        group: String,
+        generation: i32,
+        now_ms: i64,
+        rebalance_timeout_ms: i64,
+        deadline_ms: i64,
+    },
+    /// A rebalance completed: the group moved to `generation` (persisted
+    /// before any member hears of it).
+    Generation { group: String, generation: i32 },
+    /// A member joined (or rejoined) with these timeouts.
+    MemberJoined {
+        group: String,
+        member: String,
+        instance: Option<String>,
+        session_timeout_ms: i32,
+        rebalance_timeout_ms: i32,
+    },
+    /// The coordinator removed a member from its group.
+    MemberRemoved {
+        group: String,
+        member: String,
+        reason: RemovalReason,
+    },
+    /// A request the broker received or the response it sent, for readable
+    /// traces. Reported only when [`Observer::wants_wire`] says so, since the
+    /// summary costs a formatting pass over the message.
+    Wire {
+        direction: Direction,
+        client_id: String,
+        /// Kafka's name of the API, e.g. `OffsetCommit`.
+        api: String,
+        correlation_id: i32,
+        summary: String,
+        partitions: Vec<String>,
+    },
+}
+
+/// Receives the broker's facts. Implementations must be cheap and must not
+/// block: they are called under partition and coordinator locks.
+pub trait Observer: Send + Sync {
+    fn fact(&self, fact: Fact);
+
+    /// Whether to report [`Fact::Wire`] for every request and response.
+    fn wants_wire(&self) -> bool {
+        false
+    }
+}
+
+pub type SharedObserver = Arc<dyn Observer>;
+
+/// An optional observer: reporting to none costs one branch.
+#[derive(Clone, Default)]
+pub struct Observed(Option<SharedObserver>);
+
+impl Observed {
+    pub fn new(observer: Option<SharedObserver>) -> Self {
+        Self(observer)
+    }
+
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Reports the fact `make` builds, building it only if someone listens.
+    pub fn report(&self, make: impl FnOnce() -> Fact) {
+        if let Some(observer) = &self.0 {
+            observer.fact(make());
+        }
+    }
+
+    pub fn wants_wire(&self) -> bool {
+        self.0.as_ref().is_some_and(|observer| observer.wants_wire())
+    }
+}
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Observed(installed)"
+        } else {
+            "Observed(none)"
+        })
+    }
+}
