@@ -481,3 +481,14 @@ mod tests {
         );
     }
 }
+
+/// Lets a closed stdout (`sluice consume | head`) end the process quietly,
+/// as it ends other Unix tools: Rust ignores SIGPIPE, so a write to a closed
+/// pipe would otherwise fail and `println!` would panic. Call first in `main`.
+pub fn quiet_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of one signal before any
+    // other thread exists; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

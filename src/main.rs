@@ -300,6 +300,7 @@ async fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    sluice::cli_tools::quiet_on_closed_pipe();
     init_logging();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -187,6 +187,10 @@ pub enum Event {
         idempotence: bool,
         /// The checkers this run asks for (empty = all).
         checkers: Vec<String>,
+        /// The broker's `group.initial.rebalance.delay.ms`: how long a
+        /// group's first rebalance may wait for more members.
+        #[serde(default)]
+        group_initial_rebalance_delay_ms: u64,
     },
     HighWatermark {
         broker: String,
@@ -310,19 +314,76 @@ pub fn write_jsonl(history: &[Entry], out: &mut dyn Write) -> std::io::Result<()
     Ok(())
 }
 
-/// Reads a history; a bad line is an error naming the line.
+/// Reads a history, refusing what the checkers could only misread: a line
+/// that is not an entry, an `index` other than the entry's position, time
+/// going backwards, a negative offset. Every error names the line. A
+/// history with no entries is an error too: checking nothing must not pass.
 pub fn read_jsonl(input: &mut dyn BufRead) -> anyhow::Result<History> {
     let mut history = Vec::new();
+    let mut last_time_ms = 0;
     for (number, line) in input.lines().enumerate() {
-        let line = line?;
+        let line_number = number + 1;
+        let line = line.map_err(|error| anyhow::anyhow!("line {line_number}: {error}"))?;
         if line.trim().is_empty() {
             continue;
         }
         let entry: Entry = serde_json::from_str(&line)
-            .map_err(|error| anyhow::anyhow!("line {}: {error}", number + 1))?;
+            .map_err(|error| anyhow::anyhow!("line {line_number}: {error}"))?;
+        let position = history.len() as u64;
+        anyhow::ensure!(
+            entry.index == position,
+            "line {line_number}: index {} but this is entry {position} (indexes count \
+             entries from 0, in order)",
+            entry.index
+        );
+        anyhow::ensure!(
+            entry.time_ms >= last_time_ms,
+            "line {line_number}: time_ms {} is before the previous entry's {last_time_ms}",
+            entry.time_ms
+        );
+        if let Some(offset) = negative_offset(&entry.kind) {
+            anyhow::bail!("line {line_number}: negative offset {offset}");
+        }
+        last_time_ms = entry.time_ms;
         history.push(entry);
     }
+    anyhow::ensure!(!history.is_empty(), "the history has no entries");
     Ok(history)
+}
+
+/// The first negative offset an entry carries, if any. (A final read's
+/// invoke logs `log_start_offset: -1`, meaning not yet known.)
+fn negative_offset(kind: &Kind) -> Option<i64> {
+    let op = match kind {
+        Kind::Invoke { op } | Kind::Ok { op } | Kind::Fail { op, .. } | Kind::Info { op, .. } => op,
+        Kind::Event { event } => {
+            return match event {
+                Event::HighWatermark { high_watermark, .. } if *high_watermark < 0 => {
+                    Some(*high_watermark)
+                }
+                Event::Recovered {
+                    log_end_offset,
+                    high_watermark,
+                    ..
+                } => [*log_end_offset, *high_watermark].into_iter().find(|o| *o < 0),
+                _ => None,
+            }
+        }
+    };
+    let records = |records: &[Record]| records.iter().map(|r| r.offset).find(|o| *o < 0);
+    match op {
+        Op::Send { offset, .. } => offset.filter(|o| *o < 0),
+        Op::Poll { records: r, .. } => records(r),
+        Op::Process { record, .. } => (record.offset < 0).then_some(record.offset),
+        Op::Commit { offsets, .. } => offsets.iter().map(|o| o.offset).find(|o| *o < 0),
+        Op::Seek { target, .. } => (target.offset < 0).then_some(target.offset),
+        Op::FinalRead {
+            log_start_offset,
+            records: r,
+            ..
+        } => records(r).or((*log_start_offset < -1).then_some(*log_start_offset)),
+        Op::Assign { .. } | Op::Revoke { .. } => None,
+    }
 }
 
 /// Builds histories by hand, for checker tests.
@@ -427,5 +488,30 @@ mod tests {
         assert!(first_line.starts_with(r#"{"index":0,"time_ms":0,"process":"nemesis","id":0,"type":"event","event":{"e":"heal"}}"#), "{first_line}");
         let back = read_jsonl(&mut text.as_slice()).unwrap();
         assert_eq!(back, history);
+    }
+
+    fn refused(text: &str) -> String {
+        read_jsonl(&mut text.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn malformed_histories_are_refused_naming_the_line() {
+        assert_eq!(refused(""), "the history has no entries");
+        assert_eq!(refused("\n\n"), "the history has no entries");
+        let heal = |index: u64, time_ms: u64| {
+            format!(
+                r#"{{"index":{index},"time_ms":{time_ms},"process":"nemesis","id":0,"type":"event","event":{{"e":"heal"}}}}"#
+            )
+        };
+        let error = refused(&format!("{}\n{}\n", heal(0, 5), heal(5, 6)));
+        assert!(error.starts_with("line 2: index 5 but this is entry 1"), "{error}");
+        let error = refused(&format!("{}\n{}\n", heal(0, 5), heal(1, 4)));
+        assert!(error.starts_with("line 2: time_ms 4 is before"), "{error}");
+        let ack = r#"{"index":0,"time_ms":1,"process":"producer-0","id":1,"type":"ok","op":{"f":"send","topic":"t","key":null,"value":"v","partition":0,"offset":-5}}"#;
+        assert_eq!(refused(ack), "line 1: negative offset -5");
+        let commit = r#"{"index":0,"time_ms":1,"process":"consumer-0","id":1,"type":"ok","op":{"f":"commit","group":"g","generation":1,"member":"m","offsets":[{"topic":"t","partition":0,"offset":-3}]}}"#;
+        assert_eq!(refused(commit), "line 1: negative offset -3");
+        let error = refused("{not json");
+        assert!(error.starts_with("line 1: "), "{error}");
     }
 }

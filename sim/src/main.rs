@@ -124,14 +124,44 @@ enum Command {
     Check { history: PathBuf },
 }
 
-fn commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".to_string())
+/// The commit this binary was built from (recorded by `build.rs`).
+fn commit() -> &'static str {
+    env!("SLUICE_SIM_COMMIT")
+}
+
+/// A mistake in how `sim` was called: exit code 2, like clap's own.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
+/// Finds a scenario by name or path; an unknown name is a usage error that
+/// lists the scenarios there are.
+fn find_scenario(argument: &str) -> anyhow::Result<(PathBuf, Scenario)> {
+    let path = runner::locate(argument);
+    if !path.exists() {
+        let names: Vec<String> = runner::all_scenarios()
+            .iter()
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        return Err(usage(format!(
+            "no scenario {argument:?} ({} does not exist); the scenarios are: {}",
+            path.display(),
+            names.join(", ")
+        )));
+    }
+    let scenario = Scenario::load(&path)?;
+    Ok((path, scenario))
 }
 
 fn parse_bug(name: &str) -> Result<Bug, String> {
@@ -150,7 +180,8 @@ fn print_verdicts(outcome: &SeedOutcome) {
     for verdict in &outcome.verdicts {
         let status = if verdict.valid { "ok  " } else { "FAIL" };
         println!("  {status} {:<22} {}", verdict.checker, verdict.summary);
-        for anomaly in verdict.anomalies.iter().take(5) {
+        // The verdict holds at most MAX_ANOMALIES, as its summary says.
+        for anomaly in &verdict.anomalies {
             println!(
                 "         - {} (entries {:?})",
                 anomaly.description, anomaly.entries
@@ -178,30 +209,59 @@ fn run_one(
         filter,
         json,
     } = outputs;
-    let path = runner::locate(scenario_arg);
-    let scenario = Scenario::load(&path)?;
+    let (path, scenario) = find_scenario(scenario_arg)?;
     let seed = seed
         .or(scenario.regression.as_ref().map(|r| r.seed))
-        .ok_or_else(|| anyhow::anyhow!("--seed is required for {}", path.display()))?;
-    println!("seed: {seed}");
-    println!("commit: {}", commit());
-    println!("scenario: {} ({})", scenario.name, path.display());
-    if let Some(bug) = plant {
-        println!("plant: {bug}");
+        .ok_or_else(|| usage(format!("--seed is required for {}", path.display())))?;
+    // With --json, stdout is one JSON object and nothing else.
+    if !json {
+        println!("seed: {seed}");
+        println!("commit: {}", commit());
+        println!("scenario: {} ({})", scenario.name, path.display());
+        if let Some(bug) = plant {
+            println!("plant: {bug}");
+        }
     }
     let outcome = runner::run_seed_with(&scenario, seed, plant, trace.is_some());
-    if json {
-        println!("resolved: {}", serde_json::to_string(&outcome.resolved)?);
-    }
+    let mut written = Vec::new();
     if let Some(path) = history_path {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
         history::write_jsonl(&outcome.history, &mut file)?;
-        println!("history: {}", path.display());
+        written.push(format!("history: {}", path.display()));
     }
     if let Some(path) = trace {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
         sluice_sim::trace::write(&outcome.history, &outcome.verdicts, &filter, &mut file)?;
-        println!("trace: {}", path.display());
+        written.push(format!("trace: {}", path.display()));
+    }
+    let repro = (outcome.outcome != Outcome::Pass).then(|| repro(scenario_arg, seed, plant));
+    if json {
+        let document = serde_json::json!({
+            "seed": seed,
+            "commit": commit(),
+            "scenario": scenario.name,
+            "path": path.display().to_string(),
+            "plant": plant.map(|bug| bug.name()),
+            "resolved": outcome.resolved,
+            "verdicts": outcome.verdicts,
+            "report": outcome.report,
+            "panic": outcome.panic,
+            "stuck": outcome.stuck,
+            "steps": outcome.steps,
+            "simulated_ms": outcome.simulated_ms,
+            "wall_ms": outcome.wall_ms,
+            "outcome": outcome.outcome,
+            "repro": repro,
+            "trace_hash": outcome.trace_hash,
+        });
+        println!("{}", serde_json::to_string(&document)?);
+        for line in written {
+            eprintln!("{line}");
+        }
+        return Ok(outcome.outcome.exit_code());
+    }
+    for line in written {
+        println!("{line}");
     }
     print_verdicts(&outcome);
     if let Some(report) = &outcome.report {
@@ -225,9 +285,6 @@ fn run_one(
             report.end_to_end.p99_ms,
             report.end_to_end.max_ms
         );
-        if json {
-            println!("report: {}", serde_json::to_string(report)?);
-        }
     }
     if let Some(panic) = &outcome.panic {
         println!("panic: {panic}");
@@ -242,8 +299,8 @@ fn run_one(
         outcome.wall_ms as f64 / 1000.0
     );
     println!("outcome: {:?}", outcome.outcome);
-    if outcome.outcome != Outcome::Pass {
-        println!("repro: {}", repro(scenario_arg, seed, plant));
+    if let Some(repro) = repro {
+        println!("repro: {repro}");
     }
     println!("trace-hash: {}", outcome.trace_hash);
     Ok(outcome.outcome.exit_code())
@@ -252,21 +309,29 @@ fn run_one(
 fn parse_range(text: &str) -> anyhow::Result<(u64, u64)> {
     let (a, b) = text
         .split_once("..")
-        .ok_or_else(|| anyhow::anyhow!("--seeds takes A..B"))?;
-    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
-    anyhow::ensure!(a < b, "--seeds {text}: empty range");
+        .ok_or_else(|| usage(format!("seed range {text:?}: expected A..B")))?;
+    let parse = |n: &str| {
+        n.trim()
+            .parse::<u64>()
+            .map_err(|_| usage(format!("seed range {text:?}: {n:?} is not a seed")))
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    if a >= b {
+        return Err(usage(format!("seed range {text}: empty")));
+    }
     Ok((a, b))
 }
 
 fn parse_shard(text: &str) -> anyhow::Result<(u64, u64)> {
-    let (k, n) = text
-        .split_once('/')
-        .ok_or_else(|| anyhow::anyhow!("--shard takes K/N"))?;
-    let (k, n): (u64, u64) = (k.trim().parse()?, n.trim().parse()?);
-    anyhow::ensure!(
-        n >= 1 && (1..=n).contains(&k),
-        "--shard {text}: need 1 <= K <= N"
+    let bad = || usage(format!("--shard {text}: expected K/N with 1 <= K <= N"));
+    let (k, n) = text.split_once('/').ok_or_else(bad)?;
+    let (k, n): (u64, u64) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
     );
+    if n < 1 || !(1..=n).contains(&k) {
+        return Err(bad());
+    }
     Ok((k, n))
 }
 
@@ -292,16 +357,21 @@ fn sweep(
         .map(parse_shard)
         .transpose()?
         .unwrap_or((1, 1));
-    let paths: Vec<PathBuf> = if scenario_args.is_empty() {
+    let loaded: Vec<(PathBuf, Scenario)> = if scenario_args.is_empty() {
         runner::all_scenarios()
+            .into_iter()
+            .map(|path| Scenario::load(&path).map(|scenario| (path, scenario)))
+            .collect::<anyhow::Result<_>>()?
     } else {
-        scenario_args.iter().map(|s| runner::locate(s)).collect()
+        scenario_args
+            .iter()
+            .map(|s| find_scenario(s))
+            .collect::<anyhow::Result<_>>()?
     };
-    anyhow::ensure!(!paths.is_empty(), "no scenarios found");
+    anyhow::ensure!(!loaded.is_empty(), "no scenarios found");
     let mut work = Vec::new();
     let mut scenarios = Vec::new();
-    for path in &paths {
-        let scenario = Scenario::load(path)?;
+    for (path, scenario) in loaded {
         for seed in (start..end).filter(|seed| (seed - start) % n == k - 1) {
             work.push((scenarios.len(), seed));
         }
@@ -429,8 +499,7 @@ fn shrink(
     runs_max: usize,
     out: Option<PathBuf>,
 ) -> anyhow::Result<i32> {
-    let path = runner::locate(scenario_arg);
-    let scenario = Scenario::load(&path)?;
+    let (path, scenario) = find_scenario(scenario_arg)?;
     let source = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -559,6 +628,7 @@ fn check(path: PathBuf) -> anyhow::Result<i32> {
 }
 
 fn main() -> ExitCode {
+    sluice::cli_tools::quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Run {
@@ -607,7 +677,7 @@ fn main() -> ExitCode {
         }) => power(&ranges, jobs, runs_max, out),
         Some(Command::Bugs) => {
             for bug in Bug::ALL {
-                println!("{bug}");
+                println!("{:<28} {}", bug.name(), bug.description());
             }
             Ok(0)
         }
@@ -618,7 +688,11 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code as u8),
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(1)
+            ExitCode::from(if error.downcast_ref::<Usage>().is_some() {
+                2
+            } else {
+                1
+            })
         }
     }
 }

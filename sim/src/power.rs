@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 10] = [
+pub const TARGETS: [Target; 12] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -72,6 +72,16 @@ pub const TARGETS: [Target; 10] = [
         bug: Bug::SegmentRollLosesIndex,
         scenario: "ingest",
         checker: "lost-write",
+    },
+    Target {
+        bug: Bug::RebalanceDeadlineIgnored,
+        scenario: "fanout",
+        checker: "group-liveness",
+    },
+    Target {
+        bug: Bug::SessionExpirySkipped,
+        scenario: "fanout",
+        checker: "group-liveness",
     },
 ];
 

@@ -40,7 +40,8 @@ pub struct Scenario {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Regression {
-    /// The planted bug this run catches (a `sim bugs` name).
+    /// The planted bug this run catches (a `sim bugs` name), or, for a
+    /// defect found with nothing planted and since fixed, what it was.
     pub guards: String,
     /// The seed the schedule was shrunk at; the file is run with it.
     pub seed: u64,
@@ -94,6 +95,8 @@ pub struct BrokerKnobs {
     pub flush_messages: Option<u64>,
     /// Torn-write granularity on crash; 0 means writes are atomic.
     pub block_size: Option<u64>,
+    /// `group.initial.rebalance.delay.ms`: 0, or Kafka's default of 3000.
+    pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -261,6 +264,7 @@ pub struct Resolved {
     pub flush_on_ack: bool,
     pub flush_messages: u64,
     pub block_size: u64,
+    pub group_initial_rebalance_delay_ms: u64,
     pub producers: Vec<ResolvedProducer>,
     pub groups: Vec<ResolvedGroup>,
     pub fault_kinds: Vec<FaultKind>,
@@ -380,8 +384,14 @@ impl Scenario {
                 shared_client_id: false,
             });
         }
-        // Knobs added later draw from their own stream, so the draws above
+        // Knobs added later draw from their own streams, so the draws above
         // (and every seed's earlier configuration) stay as they were.
+        let group_initial_rebalance_delay_ms = self
+            .broker
+            .group_initial_rebalance_delay_ms
+            .unwrap_or_else(|| {
+                *Draw::new(child_seed(seed, "initial-rebalance-delay")).pick(&[0, 3_000])
+            });
         let mut identity = Draw::new(child_seed(seed, "group-identity"));
         for (group, spec) in groups.iter_mut().zip(&self.consumers) {
             group.static_members = spec
@@ -410,6 +420,7 @@ impl Scenario {
             flush_on_ack,
             flush_messages,
             block_size,
+            group_initial_rebalance_delay_ms,
             producers,
             groups,
             fault_kinds: self.faults.kinds.clone(),

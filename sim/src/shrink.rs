@@ -84,6 +84,7 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
             // TOML integers are i64; "never" stays never.
             flush_messages: Some(resolved.flush_messages.min(i64::MAX as u64)),
             block_size: Some(resolved.block_size),
+            group_initial_rebalance_delay_ms: Some(resolved.group_initial_rebalance_delay_ms),
         },
         // One entry per producer keeps each one's name and settings.
         producers: resolved
@@ -351,15 +352,31 @@ pub fn regression_file(
         text,
         "# Every knob is pinned and the faults are scripted: the seed only drives"
     )?;
-    writeln!(
-        text,
-        "# network timing and the clients. With `{guards}` planted this run fails"
-    )?;
-    writeln!(
-        text,
-        "# `{}`; without it, it passes. `cargo test` checks both.",
-        shrunk.checker
-    )?;
+    match plant {
+        Some(bug) => {
+            writeln!(
+                text,
+                "# network timing and the clients. With `{bug}` planted this run fails"
+            )?;
+            writeln!(
+                text,
+                "# `{}`; without it, it passes. `cargo test` checks both.",
+                shrunk.checker
+            )?;
+        }
+        None => {
+            writeln!(
+                text,
+                "# network timing and the clients. It failed `{}` with nothing planted",
+                shrunk.checker
+            )?;
+            writeln!(
+                text,
+                "# when it was shrunk; once that defect is fixed it must pass, and"
+            )?;
+            writeln!(text, "# `cargo test` checks that it does.")?;
+        }
+    }
     text.push_str(&toml::to_string(&scenario)?);
     Ok(text)
 }

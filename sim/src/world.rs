@@ -102,7 +102,7 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
         advertised_listener: Some(format!("{}:{BROKER_PORT}", broker_name(index))),
         log_dirs: "/data".into(),
         num_partitions: resolved.partitions,
-        group_initial_rebalance_delay_ms: 0,
+        group_initial_rebalance_delay_ms: resolved.group_initial_rebalance_delay_ms as i64,
         group_min_session_timeout_ms: 1_000,
         log_retention_check_interval_ms: 5_000,
         log_flush_scheduler_interval_ms: 200,
@@ -962,6 +962,7 @@ pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
             flush_on_ack: resolved.flush_on_ack,
             idempotence: resolved.producers.iter().all(|p| p.idempotence),
             checkers: resolved.checkers.clone(),
+            group_initial_rebalance_delay_ms: resolved.group_initial_rebalance_delay_ms,
         },
     );
     let duration_ms =

@@ -67,4 +67,6 @@ planted_bug_tests! {
     off_by_one_commit_is_caught => Bug::OffByOneCommit;
     sequence_gap_accepted_is_caught => Bug::SequenceGapAccepted;
     segment_roll_loses_index_is_caught => Bug::SegmentRollLosesIndex;
+    rebalance_deadline_ignored_is_caught => Bug::RebalanceDeadlineIgnored;
+    session_expiry_skipped_is_caught => Bug::SessionExpirySkipped;
 }

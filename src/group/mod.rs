@@ -286,6 +286,16 @@ fn code(error: ResponseError) -> i16 {
     error.code()
 }
 
+/// When a rebalance that starts at `now_ms` ends whoever has rejoined.
+fn rebalance_deadline(now_ms: i64, wait_ms: i64) -> i64 {
+    if crate::planted!(RebalanceDeadlineIgnored) && wait_ms > 0 {
+        // Planted: a multiplication where an addition belongs, so the
+        // deadline lies far in the future.
+        return now_ms.saturating_mul(wait_ms);
+    }
+    now_ms + wait_ms
+}
+
 #[derive(Debug, Default)]
 pub struct GroupCoordinator {
     config: GroupConfig,
@@ -475,7 +485,7 @@ impl GroupCoordinator {
             GroupState::PreparingRebalance => {}
             GroupState::Empty => {
                 group.state = GroupState::PreparingRebalance;
-                group.rebalance_deadline_ms = now_ms + initial_delay_ms;
+                group.rebalance_deadline_ms = rebalance_deadline(now_ms, initial_delay_ms);
                 group.in_initial_delay = initial_delay_ms > 0;
                 effects.push(Self::rebalance_started(&group_id, group, now_ms));
             }
@@ -604,13 +614,7 @@ impl GroupCoordinator {
             .max()
             .unwrap_or(0);
         group.state = GroupState::PreparingRebalance;
-        group.rebalance_deadline_ms = if crate::planted!(RebalanceDeadlineIgnored) {
-            // Planted: a multiplication where an addition belongs, so the
-            // deadline lies far in the future.
-            now_ms.saturating_mul(longest.max(2))
-        } else {
-            now_ms + longest
-        };
+        group.rebalance_deadline_ms = rebalance_deadline(now_ms, longest);
         effects.push(Self::rebalance_started(group_id, group, now_ms));
     }
 

@@ -78,21 +78,24 @@ impl Checker for AtLeastOnce {
         let empty = BTreeSet::new();
         for (&(group, tp), &(committed, commit_index)) in &final_commits {
             let log_start_offset = facts.log_start_offset(tp);
-            offsets_checked += (committed - log_start_offset).max(0);
+            offsets_checked = offsets_checked.saturating_add(committed.saturating_sub(log_start_offset).max(0));
             let seen = delivered.get(&(group, tp)).unwrap_or(&empty);
             let missing = gaps(seen, log_start_offset, committed);
             if missing.is_empty() {
                 continue;
             }
-            let count: i64 = missing.iter().map(|(from, to)| to - from).sum();
+            let count: i64 = missing
+                .iter()
+                .map(|(from, to)| to.saturating_sub(*from))
+                .fold(0, i64::saturating_add);
             let mut shown: Vec<String> = missing
                 .iter()
                 .take(MISSING_RANGES_SHOWN_MAX)
                 .map(|&(from, to)| {
-                    if to - from == 1 {
+                    if to.saturating_sub(from) == 1 {
                         format!("@{from}")
                     } else {
-                        format!("@{from}..@{}", to - 1)
+                        format!("@{from}..@{}", to.saturating_sub(1))
                     }
                 })
                 .collect();
@@ -119,15 +122,20 @@ impl Checker for AtLeastOnce {
     }
 }
 
-/// The half-open ranges of `[from, to)` missing from `seen`.
+/// The half-open ranges of `[from, to)` missing from `seen`; none when the
+/// range is empty (retention may have moved the log start past a lagging
+/// group's commit).
 fn gaps(seen: &BTreeSet<i64>, from: i64, to: i64) -> Vec<(i64, i64)> {
     let mut gaps = Vec::new();
+    if from >= to {
+        return gaps;
+    }
     let mut next = from;
     for &offset in seen.range(from..to) {
         if offset > next {
             gaps.push((next, offset));
         }
-        next = offset + 1;
+        next = offset.saturating_add(1);
     }
     if next < to {
         gaps.push((next, to));
@@ -138,6 +146,20 @@ fn gaps(seen: &BTreeSet<i64>, from: i64, to: i64) -> Vec<(i64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_past_a_lagging_groups_commit_is_no_gap_and_no_panic() {
+        use crate::checkers::facts::build::{record, H};
+        let mut h = H::new(true, true);
+        h.assign("consumer-0", "g", 1, &[0]);
+        h.poll("consumer-0", "g", vec![record(0, 0, None, "a")]);
+        h.process("consumer-0", "g", record(0, 0, None, "a"));
+        h.commit("consumer-0", "g", 1, &[(0, 1)]);
+        // Retention removed everything below 5 before the final read.
+        h.final_read(0, 5, vec![record(0, 5, None, "f")]);
+        let verdict = AtLeastOnce.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+    }
     use crate::checkers::facts::build::{record, H};
 
     #[test]

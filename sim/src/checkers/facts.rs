@@ -368,6 +368,7 @@ pub(crate) mod build {
                 flush_on_ack,
                 idempotence,
                 checkers: Vec::new(),
+                group_initial_rebalance_delay_ms: 0,
             });
             h
         }
@@ -543,6 +544,28 @@ pub(crate) mod build {
                 topic: TOPIC.into(),
                 partition,
                 high_watermark,
+            })
+        }
+
+        /// Logs the coordinator's start of a rebalance.
+        pub fn rebalance_started(&mut self, group: &str, generation: i32) -> u64 {
+            self.event(Event::RebalanceStarted {
+                broker: "broker-0".into(),
+                group: group.into(),
+                generation,
+                rebalance_timeout_ms: 5_000,
+            })
+        }
+
+        /// Logs the coordinator's record of `process`'s member joining.
+        pub fn member_joined(&mut self, group: &str, process: &str) -> u64 {
+            self.event(Event::MemberJoined {
+                broker: "broker-0".into(),
+                group: group.into(),
+                member: member_of(process),
+                instance: None,
+                session_timeout_ms: 6_000,
+                rebalance_timeout_ms: 5_000,
             })
         }
 

@@ -119,6 +119,7 @@ mod tests {
                 flush_on_ack: false,
                 idempotence: true,
                 checkers: vec![],
+                group_initial_rebalance_delay_ms: 0,
             },
         );
         let send = |value: &str, offset: Option<i64>| Op::Send {

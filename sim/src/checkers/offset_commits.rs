@@ -66,16 +66,32 @@ impl Checker for OffsetCommits {
     fn check(&self, history: &[Entry]) -> Verdict {
         let facts = Facts::new(history);
         let mut state = State::new(&facts);
+        state.failed_calls = history
+            .iter()
+            .filter(|entry| {
+                matches!(
+                    entry.kind,
+                    Kind::Fail {
+                        op: Op::Commit { .. },
+                        ..
+                    }
+                )
+            })
+            .map(|entry| (entry.process.as_str(), entry.id))
+            .collect();
         for entry in history {
             state.step(entry);
         }
+        state.missing_facts(history);
         let summary = format!(
             "{} ok commits of {} partition offsets, {} assigns ({} new owners' first polls \
-             checked){}; {} excused by a power loss (flush_on_ack={})",
+             checked, {} resumed at an unfinished commit){}; {} excused by a power loss \
+             (flush_on_ack={})",
             state.counts.commits,
             state.counts.commit_offsets,
             state.counts.assigns,
             state.counts.new_owner_polls,
+            state.counts.resumed_at_unfinished,
             facts.settings_note(),
             state.counts.excused,
             facts.settings.flush_on_ack,
@@ -147,6 +163,9 @@ struct Counts {
     commit_offsets: usize,
     assigns: usize,
     new_owner_polls: usize,
+    /// New owners that started at a commit whose outcome the history does
+    /// not know (it may have reached the broker).
+    resumed_at_unfinished: usize,
     excused: usize,
 }
 
@@ -161,10 +180,15 @@ struct State<'f, 'a> {
     last_seek: BTreeMap<(&'a str, Tp<'a>), u64>,
     /// Findings made at a commit's invoke, reported if it completes ok.
     pending: BTreeMap<(&'a str, u64), Vec<Anomaly>>,
-    /// Commits that may have been applied: invoked and not (yet) failed.
-    /// An unfinished commit (its consumer crashed, or it timed out) may still
-    /// have reached the broker, so a new owner may resume at its offset.
+    /// Commits that may have been applied: invoked, and never completed with
+    /// `fail` (anywhere in the history: a `fail` logged after a new owner's
+    /// first poll still means the commit did not happen). An unfinished
+    /// commit (its consumer crashed, or it timed out) may have reached the
+    /// broker, so a new owner may resume at its offset.
     possibly_applied: BTreeMap<(&'a str, Tp<'a>), Vec<PossibleCommit<'a>>>,
+    /// Every commit call that completed with `fail`, from a pass over the
+    /// whole history before the check.
+    failed_calls: BTreeSet<(&'a str, u64)>,
     new_owners: BTreeMap<(&'a str, Tp<'a>), NewOwner<'a>>,
     /// Each (group, generation, partition)'s assignee and its Assign.
     owners: BTreeMap<(&'a str, i32, Tp<'a>), (&'a str, u64)>,
@@ -194,6 +218,7 @@ impl<'f, 'a> State<'f, 'a> {
             last_seek: BTreeMap::new(),
             pending: BTreeMap::new(),
             possibly_applied: BTreeMap::new(),
+            failed_calls: BTreeSet::new(),
             new_owners: BTreeMap::new(),
             owners: BTreeMap::new(),
             replaced: BTreeSet::new(),
@@ -354,6 +379,53 @@ impl<'f, 'a> State<'f, 'a> {
         }
     }
 
+    /// The high-watermark and stale-generation checks need the broker's
+    /// facts; a history with polls or commits but without them cannot be
+    /// judged on those points, and says so rather than pass silently.
+    fn missing_facts(&mut self, history: &[Entry]) {
+        let mut first_poll = None;
+        let mut first_member_commit = None;
+        let (mut high_watermarks, mut generations) = (false, false);
+        for entry in history {
+            match &entry.kind {
+                Kind::Ok {
+                    op: Op::Poll { records, .. },
+                } if !records.is_empty() => {
+                    first_poll.get_or_insert(entry.index);
+                }
+                Kind::Ok {
+                    op: Op::Commit { generation, .. },
+                } if *generation >= 0 => {
+                    first_member_commit.get_or_insert(entry.index);
+                }
+                Kind::Event {
+                    event: Event::HighWatermark { .. } | Event::Recovered { .. },
+                } => high_watermarks = true,
+                Kind::Event {
+                    event: Event::Generation { .. },
+                } => generations = true,
+                _ => {}
+            }
+        }
+        if let (Some(poll), false) = (first_poll, high_watermarks) {
+            self.anomalies.push(Anomaly {
+                description: "missing-facts: the history has polls but no high_watermark \
+                              events, so poll-above-high-watermark and \
+                              commit-above-high-watermark cannot be checked"
+                    .to_string(),
+                entries: vec![poll],
+            });
+        }
+        if let (Some(commit), false) = (first_member_commit, generations) {
+            self.anomalies.push(Anomaly {
+                description: "missing-facts: the history has group members' commits but no \
+                              generation events, so stale-commit-accepted cannot be checked"
+                    .to_string(),
+                entries: vec![commit],
+            });
+        }
+    }
+
     /// Sub-checks about what the member knew when it sent the commit:
     /// commit-not-next, commit-unprocessed, stale-commit-accepted.
     fn check_at_invoke(&mut self, process: &'a str, op: &'a Op, invoke: u64) -> Vec<Anomaly> {
@@ -384,7 +456,7 @@ impl<'f, 'a> State<'f, 'a> {
             let offset = commit.offset;
             let partition = consumer.partitions.get(&tp);
             let start = partition.and_then(|partition| partition.start);
-            if offset > 0 && !consumer.processed.contains(&(tp, offset - 1)) {
+            if offset > 0 && !consumer.processed.contains(&(tp, offset.saturating_sub(1))) {
                 // Without a poll or Seek since the reset, the member's
                 // position is the group's committed offset, if any.
                 let at_start = match start {
@@ -400,7 +472,7 @@ impl<'f, 'a> State<'f, 'a> {
                             "commit-not-next: {member} committed {}@{offset} but {process} had \
                              not processed @{} (it started from {})",
                             show(tp),
-                            offset - 1,
+                            offset.saturating_sub(1),
                             start.map_or("an unknown offset".to_string(), |s| format!("@{s}"))
                         ),
                         entries: vec![invoke],
@@ -416,7 +488,7 @@ impl<'f, 'a> State<'f, 'a> {
                             "commit-behind: {member} committed {}@{offset} after {process} had \
                              processed up to @{processed}; the next offset to read is @{}",
                             show(tp),
-                            processed + 1
+                            processed.saturating_add(1)
                         ),
                         entries: vec![process_entry, invoke],
                     });
@@ -651,10 +723,11 @@ impl<'f, 'a> State<'f, 'a> {
                             candidate.invoke > owner.committed.invoke
                                 && candidate.invoke < entry.index
                                 && candidate.offset == first
+                                && !self.failed_calls.contains(&candidate.call)
                         })
                     });
             if newer_commit {
-                self.counts.excused += 1;
+                self.counts.resumed_at_unfinished += 1;
                 continue;
             }
             if self
@@ -697,6 +770,8 @@ mod tests {
     /// consumer-0 joins generation 1 with partition 0 and polls offsets 0..3.
     fn started() -> (H, u64) {
         let mut h = H::new(true, true);
+        h.high_watermark(0, 100);
+        h.high_watermark(1, 100);
         h.generation(G, 1);
         h.assign(C0, G, 1, &[0]);
         let poll = h.poll(
@@ -727,6 +802,7 @@ mod tests {
     fn committing_above_the_high_watermark_is_reported() {
         let mut h = H::new(true, true);
         let hw = h.high_watermark(0, 3);
+        h.generation(G, 1);
         h.assign(C0, G, 1, &[0]);
         h.seek(C0, G, 0, 7);
         let commit = h.commit(C0, G, 1, &[(0, 7)]);
@@ -851,6 +927,40 @@ mod tests {
         h.poll(C1, G, vec![record(0, 3, None, "d")]);
         let verdict = OffsetCommits.check(&h.build());
         assert!(verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
+    fn a_commit_that_failed_excuses_no_new_owner_even_if_the_fail_comes_later() {
+        let (mut h, _) = started();
+        h.process(C0, G, record(0, 0, None, "a"));
+        h.process(C0, G, record(0, 1, None, "b"));
+        let (_, committed) = h.commit(C0, G, 1, &[(0, 2)]);
+        h.process(C0, G, record(0, 2, None, "c"));
+        let late = crate::checkers::facts::build::commit_op(C0, G, 1, &[(0, 3)]);
+        let (_, id) = h.invoke(C0, late.clone());
+        h.generation(G, 2);
+        let assign = h.assign(C1, G, 2, &[0]);
+        let poll = h.poll(C1, G, vec![record(0, 3, None, "d")]);
+        // The commit of 3 is refused, but only after the new owner started:
+        // it never happened, so the start at 3 skipped @2.
+        h.fail(C0, id, late);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["new-owner-start"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![committed, assign, poll]);
+    }
+
+    #[test]
+    fn polls_and_commits_without_the_brokers_facts_fail_loudly() {
+        let mut h = H::new(true, true);
+        h.assign(C0, G, 1, &[0]);
+        h.poll(C0, G, vec![record(0, 0, None, "a")]);
+        h.process(C0, G, record(0, 0, None, "a"));
+        h.commit(C0, G, 1, &[(0, 1)]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(
+            prefixes(&verdict),
+            vec!["missing-facts", "missing-facts"]
+        );
     }
 
     #[test]

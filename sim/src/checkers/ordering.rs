@@ -128,7 +128,7 @@ fn check_polls(history: &[Entry], facts: &Facts<'_>, anomalies: &mut Vec<Anomaly
                         let within = previous_poll == entry.index;
                         let problem = if offset <= previous {
                             Some("nonmonotonic-poll")
-                        } else if offset > previous + 1 {
+                        } else if offset > previous.saturating_add(1) {
                             Some("poll-skip")
                         } else {
                             None

@@ -1,0 +1,786 @@
+//! `group-liveness` (liveness): consumer groups make progress within bounds
+//! taken from their own configuration, as the coordinator reported it. The
+//! safety checkers cannot see a group that waits for ever; `unseen` only
+//! notices if a whole partition never drains. Sub-checks, named by the
+//! description's prefix:
+//!
+//! - `rebalance-stuck`: a rebalance (`rebalance_started`) ends with the
+//!   group's next `generation` event within the largest
+//!   `rebalance_timeout_ms` its members joined with (or the broker's
+//!   `group.initial.rebalance.delay.ms` from `meta`, if larger) plus
+//!   [`SLACK_MS`]. The bound comes from the members' own settings, not from
+//!   the deadline the coordinator computed, which a bug could get wrong.
+//!   Excused when a fault stops the broker before then, or the history ends
+//!   first.
+//! - `member-not-expired`: a consumer process that crashes (a `crash-client`
+//!   fault) stops heartbeating, so the coordinator removes its member
+//!   (`member_removed`, any reason) within the member's `session_timeout_ms`
+//!   (from its latest `member_joined`) plus [`SLACK_MS`]; if the member had
+//!   joined a rebalance still in progress, the coordinator holds it alive
+//!   until that rebalance ends, so its `rebalance_timeout_ms` is added. Same
+//!   excuses.
+//! - `commits-stalled`: a group that consumed a partition commits up to the
+//!   end of the partition's final read, or at least keeps committing it, once
+//!   nothing stands in its way: after the heal, and after the latest crashed
+//!   member's session and rebalance timeouts (its partitions are stuck with
+//!   it until the coordinator expires it), and after the latest broker stop
+//!   plus the members' largest rebalance timeout and
+//!   [`JOIN_TIMEOUT_MARGIN_MS`] (a member parked in JoinGroup when its
+//!   coordinator lost power hears nothing until its join times out), plus
+//!   [`SLACK_MS`]. A group whose last commit of the partition is behind the
+//!   end and older than that moment has stopped. Not judged when the history
+//!   ends less than [`DRAIN_MS`] after it.
+//!
+//! The bounds come from the coordinator's facts, so this checker needs them:
+//! a history with group operations but no `rebalance_started` or
+//! `member_joined` events fails with `missing-facts`.
+
+use std::collections::BTreeMap;
+
+use super::facts::{show, verdict, Tp};
+use super::{Anomaly, Checker, Property, Verdict};
+use crate::history::{Entry, Event, FaultKind, Kind, Op};
+
+/// Time beyond a coordinator deadline before a missed one counts: the
+/// broker checks its timers every 100 ms, and a rebalance may also wait for
+/// a commit's fsync before completing. A second covers both many times over.
+pub const SLACK_MS: u64 = 1_000;
+
+/// How long a group gets, once unblocked, to commit something before a
+/// partition behind its end counts as stalled.
+pub const DRAIN_MS: u64 = 5_000;
+
+/// What a client adds to its rebalance timeout to bound a JoinGroup (Java's
+/// margin, and sluice's): a member parked in JoinGroup when its coordinator
+/// dies without closing the connection (a power loss) waits that long
+/// before it tries again.
+pub const JOIN_TIMEOUT_MARGIN_MS: u64 = 5_000;
+
+pub struct GroupLiveness;
+
+impl Checker for GroupLiveness {
+    fn name(&self) -> &'static str {
+        "group-liveness"
+    }
+
+    fn property(&self) -> Property {
+        Property::Liveness
+    }
+
+    fn check(&self, history: &[Entry]) -> Verdict {
+        let end_ms = history.last().map_or(0, |entry| entry.time_ms);
+        let broker_stops: Vec<u64> = history
+            .iter()
+            .filter_map(|entry| match &entry.kind {
+                Kind::Event {
+                    event:
+                        Event::Fault {
+                            kind,
+                            healed: false,
+                            ..
+                        },
+                } if kind.restarts_broker() => Some(entry.time_ms),
+                // A disk fault's heal restarts the broker too.
+                Kind::Event {
+                    event:
+                        Event::Fault {
+                            kind: FaultKind::DiskFull | FaultKind::DiskErrors,
+                            healed: true,
+                            ..
+                        },
+                } => Some(entry.time_ms),
+                _ => None,
+            })
+            .collect();
+        // A deadline at `due` counts only if the history went on past it and
+        // no broker stop came between `from` and `due`.
+        let judged = |from: u64, due: u64| {
+            due <= end_ms && !broker_stops.iter().any(|&stop| from <= stop && stop <= due)
+        };
+        let mut anomalies = Vec::new();
+        let mut counts = Counts::default();
+        missing_facts(history, &mut anomalies);
+        rebalances(history, &judged, &mut anomalies, &mut counts);
+        expiries(history, &judged, &mut anomalies, &mut counts);
+        catch_up(history, &mut anomalies, &mut counts);
+        let summary = format!(
+            "{} rebalances ({} judged), {} crashed members ({} judged), {} group-partitions \
+             after the heal ({} behind but still committing, or caught up by a commit of \
+             unknown outcome)",
+            counts.rebalances,
+            counts.rebalances_judged,
+            counts.crashed_members,
+            counts.crashed_members_judged,
+            counts.group_partitions,
+            counts.catching_up,
+        );
+        verdict(self, anomalies, summary)
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    rebalances: usize,
+    rebalances_judged: usize,
+    crashed_members: usize,
+    crashed_members_judged: usize,
+    group_partitions: usize,
+    catching_up: usize,
+}
+
+/// Fails loudly when the history has group members but not the
+/// coordinator's facts the bounds come from.
+fn missing_facts(history: &[Entry], anomalies: &mut Vec<Anomaly>) {
+    let first_assign = history.iter().find(|entry| {
+        matches!(
+            &entry.kind,
+            Kind::Ok {
+                op: Op::Assign { .. }
+            }
+        )
+    });
+    let Some(assign) = first_assign else {
+        return;
+    };
+    let has = |wanted: fn(&Event) -> bool| {
+        history.iter().any(|entry| match &entry.kind {
+            Kind::Event { event } => wanted(event),
+            _ => false,
+        })
+    };
+    for (name, present) in [
+        (
+            "rebalance_started",
+            has(|e| matches!(e, Event::RebalanceStarted { .. })),
+        ),
+        (
+            "member_joined",
+            has(|e| matches!(e, Event::MemberJoined { .. })),
+        ),
+    ] {
+        if !present {
+            anomalies.push(Anomaly {
+                description: format!(
+                    "missing-facts: the history has group assignments but no {name} events, \
+                     which the coordinator reports and this checker needs"
+                ),
+                entries: vec![assign.index],
+            });
+        }
+    }
+}
+
+fn rebalances(
+    history: &[Entry],
+    judged: &dyn Fn(u64, u64) -> bool,
+    anomalies: &mut Vec<Anomaly>,
+    counts: &mut Counts,
+) {
+    let initial_delay_ms = history
+        .iter()
+        .find_map(|entry| match &entry.kind {
+            Kind::Event {
+                event:
+                    Event::Meta {
+                        group_initial_rebalance_delay_ms,
+                        ..
+                    },
+            } => Some(*group_initial_rebalance_delay_ms),
+            _ => None,
+        })
+        .unwrap_or(0);
+    // Each group's members and the rebalance timeout they joined with.
+    let mut members: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    // Per group, the rebalance in progress: (entry, start, bound).
+    let mut open: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
+    let mut report = |group: &str, (index, start, bound): (u64, u64, u64), ended: Option<(u64, u64)>| {
+        counts.rebalances += 1;
+        let due = start + bound + SLACK_MS;
+        let late = match ended {
+            Some((_, at)) => at > due,
+            None => true,
+        };
+        if !judged(start, due) {
+            return;
+        }
+        counts.rebalances_judged += 1;
+        if late {
+            let mut entries = vec![index];
+            entries.extend(ended.map(|(end, _)| end));
+            anomalies.push(Anomaly {
+                description: format!(
+                    "rebalance-stuck: {group}'s rebalance from {start} ms, due within its \
+                     members' largest rebalance timeout of {bound} ms, {}",
+                    match ended {
+                        Some((_, at)) => format!("took {} ms", at - start),
+                        None => "never completed".to_string(),
+                    }
+                ),
+                entries,
+            });
+        }
+    };
+    for entry in history {
+        let Kind::Event { event } = &entry.kind else {
+            continue;
+        };
+        match event {
+            Event::MemberJoined {
+                group,
+                member,
+                rebalance_timeout_ms,
+                ..
+            } => {
+                members
+                    .entry(group)
+                    .or_default()
+                    .insert(member, u64::try_from(*rebalance_timeout_ms).unwrap_or(0));
+            }
+            Event::MemberRemoved { group, member, .. } => {
+                if let Some(members) = members.get_mut(group.as_str()) {
+                    members.remove(member.as_str());
+                }
+            }
+            Event::RebalanceStarted { group, .. } => {
+                let longest = members
+                    .get(group.as_str())
+                    .and_then(|members| members.values().max().copied())
+                    .unwrap_or(0);
+                let started = (entry.index, entry.time_ms, longest.max(initial_delay_ms));
+                if let Some(previous) = open.insert(group, started) {
+                    // A new start without a generation between: the broker
+                    // restarted and forgot the old one.
+                    report(group, previous, None);
+                }
+            }
+            Event::Generation { group, .. } => {
+                if let Some(started) = open.remove(group.as_str()) {
+                    report(group, started, Some((entry.index, entry.time_ms)));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (group, started) in open {
+        report(group, started, None);
+    }
+}
+
+fn expiries(
+    history: &[Entry],
+    judged: &dyn Fn(u64, u64) -> bool,
+    anomalies: &mut Vec<Anomaly>,
+    counts: &mut Counts,
+) {
+    // Each process's member, from its latest Assign: (group, member id).
+    let mut member_of: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    // Each member's timeouts from its latest join: (session, rebalance).
+    let mut timeouts: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    // Removals: (group, member) -> times.
+    let mut removals: BTreeMap<(&str, &str), Vec<(u64, u64)>> = BTreeMap::new();
+    // Each group's latest generation, and each member's latest join: a join
+    // after the group's latest generation is parked in a rebalance.
+    let mut generations: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut joins: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for entry in history {
+        if let Kind::Event {
+            event: Event::MemberRemoved { group, member, .. },
+        } = &entry.kind
+        {
+            removals
+                .entry((group.as_str(), member.as_str()))
+                .or_default()
+                .push((entry.index, entry.time_ms));
+        }
+    }
+    for entry in history {
+        match &entry.kind {
+            Kind::Ok {
+                op: Op::Assign { group, member, .. },
+            } => {
+                member_of.insert(entry.process.as_str(), (group.as_str(), member.as_str()));
+            }
+            Kind::Event {
+                event:
+                    Event::MemberJoined {
+                        group,
+                        member,
+                        session_timeout_ms,
+                        rebalance_timeout_ms,
+                        ..
+                    },
+            } => {
+                timeouts.insert(
+                    (group.as_str(), member.as_str()),
+                    (
+                        u64::try_from(*session_timeout_ms).unwrap_or(0),
+                        u64::try_from(*rebalance_timeout_ms).unwrap_or(0),
+                    ),
+                );
+                joins.insert((group.as_str(), member.as_str()), entry.index);
+            }
+            Kind::Event {
+                event: Event::Generation { group, .. },
+            } => {
+                generations.insert(group.as_str(), entry.index);
+            }
+            Kind::Event {
+                event:
+                    Event::Fault {
+                        kind: FaultKind::CrashClient,
+                        target,
+                        healed: false,
+                        ..
+                    },
+            } => {
+                let Some(&(group, member)) = member_of.get(target.as_str()) else {
+                    continue;
+                };
+                member_of.remove(target.as_str());
+                let Some(&(session, rebalance)) = timeouts.get(&(group, member)) else {
+                    continue;
+                };
+                counts.crashed_members += 1;
+                let crash = entry.time_ms;
+                let parked = joins.get(&(group, member)).copied().unwrap_or(0)
+                    > generations.get(group).copied().unwrap_or(0);
+                let rebalance = if parked { rebalance } else { 0 };
+                let due = crash + rebalance + session + SLACK_MS;
+                let removed = removals
+                    .get(&(group, member))
+                    .and_then(|times| times.iter().find(|&&(index, _)| index > entry.index))
+                    .copied();
+                // Removed before the crash (it had left): nothing to expire.
+                let already_gone = removals
+                    .get(&(group, member))
+                    .is_some_and(|times| times.iter().any(|&(index, _)| index < entry.index))
+                    && removed.is_none();
+                if already_gone || !judged(crash, due) {
+                    continue;
+                }
+                counts.crashed_members_judged += 1;
+                if removed.is_none_or(|(_, at)| at > due) {
+                    let mut entries = vec![entry.index];
+                    entries.extend(removed.map(|(index, _)| index));
+                    anomalies.push(Anomaly {
+                        description: format!(
+                            "member-not-expired: {member} of {group} crashed ({target}) at \
+                             {crash} ms and was {} (session {session} ms, rebalance {rebalance} ms)",
+                            match removed {
+                                Some((_, at)) => format!("removed only after {} ms", at - crash),
+                                None => "never removed".to_string(),
+                            }
+                        ),
+                        entries,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn catch_up(history: &[Entry], anomalies: &mut Vec<Anomaly>, counts: &mut Counts) {
+    let Some(heal) = history.iter().find(|entry| {
+        matches!(
+            entry.kind,
+            Kind::Event {
+                event: Event::Heal
+            }
+        )
+    }) else {
+        return;
+    };
+    let end_ms = history.last().map_or(0, |entry| entry.time_ms);
+    // Per group, when nothing stands in its way any more: the heal, or a
+    // crashed member's expiry, whichever is later.
+    let mut unblocked: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut member_of: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    let mut timeouts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    // The largest rebalance timeout each group's members joined with.
+    let mut longest_rebalance: BTreeMap<&str, u64> = BTreeMap::new();
+    // Each group's partitions (from assignments), and its last ok commit per
+    // partition: (offset, entry, time).
+    let mut consumed: BTreeMap<(&str, Tp<'_>), Option<(i64, u64, u64)>> = BTreeMap::new();
+    let mut ends: BTreeMap<Tp<'_>, i64> = BTreeMap::new();
+    // A commit attempt whose outcome is unknown (its consumer crashed, or it
+    // timed out) may have been applied: then the group may be caught up
+    // without an ok commit saying so. The highest such offset per partition.
+    let failed: std::collections::BTreeSet<(&str, u64)> = history
+        .iter()
+        .filter(|entry| {
+            matches!(
+                entry.kind,
+                Kind::Fail {
+                    op: Op::Commit { .. },
+                    ..
+                }
+            )
+        })
+        .map(|entry| (entry.process.as_str(), entry.id))
+        .collect();
+    let mut possibly: BTreeMap<(&str, Tp<'_>), i64> = BTreeMap::new();
+    for entry in history {
+        match &entry.kind {
+            Kind::Invoke {
+                op: Op::Commit { group, offsets, .. },
+            } if !failed.contains(&(entry.process.as_str(), entry.id)) => {
+                for commit in offsets {
+                    let key = (group.as_str(), (commit.topic.as_str(), commit.partition));
+                    let highest = possibly.entry(key).or_insert(commit.offset);
+                    *highest = (*highest).max(commit.offset);
+                }
+            }
+            Kind::Ok {
+                op:
+                    Op::Assign {
+                        group,
+                        member,
+                        partitions,
+                        ..
+                    },
+            } => {
+                member_of.insert(entry.process.as_str(), (group.as_str(), member.as_str()));
+                unblocked.entry(group.as_str()).or_insert(0);
+                for tp in partitions {
+                    consumed
+                        .entry((group.as_str(), (tp.topic.as_str(), tp.partition)))
+                        .or_insert(None);
+                }
+            }
+            Kind::Event {
+                event:
+                    Event::MemberJoined {
+                        group,
+                        member,
+                        session_timeout_ms,
+                        rebalance_timeout_ms,
+                        ..
+                    },
+            } => {
+                let rebalance = u64::try_from(*rebalance_timeout_ms).unwrap_or(0);
+                let wait = u64::try_from(*session_timeout_ms).unwrap_or(0) + rebalance;
+                timeouts.insert((group.as_str(), member.as_str()), wait);
+                let longest = longest_rebalance.entry(group.as_str()).or_insert(0);
+                *longest = (*longest).max(rebalance);
+            }
+            Kind::Event {
+                event: Event::Fault { kind, healed, .. },
+            } if (kind.restarts_broker() && !healed)
+                || (*healed && matches!(kind, FaultKind::DiskFull | FaultKind::DiskErrors)) =>
+            {
+                for (group, at) in unblocked.iter_mut() {
+                    let longest = longest_rebalance.get(group).copied().unwrap_or(0);
+                    *at = (*at).max(entry.time_ms + longest + JOIN_TIMEOUT_MARGIN_MS);
+                }
+            }
+            Kind::Event {
+                event:
+                    Event::Fault {
+                        kind: FaultKind::CrashClient,
+                        target,
+                        healed: false,
+                        ..
+                    },
+            } => {
+                if let Some(&(group, member)) = member_of.get(target.as_str()) {
+                    let wait = timeouts.get(&(group, member)).copied().unwrap_or(0);
+                    let free = entry.time_ms + wait;
+                    let at = unblocked.entry(group).or_insert(0);
+                    *at = (*at).max(free);
+                }
+            }
+            Kind::Ok {
+                op: Op::Commit { group, offsets, .. },
+            } => {
+                for commit in offsets {
+                    let key = (group.as_str(), (commit.topic.as_str(), commit.partition));
+                    consumed.insert(key, Some((commit.offset, entry.index, entry.time_ms)));
+                }
+            }
+            Kind::Ok {
+                op:
+                    Op::FinalRead {
+                        target,
+                        log_start_offset,
+                        records,
+                    },
+            } => {
+                let end = records
+                    .iter()
+                    .map(|record| record.offset.saturating_add(1))
+                    .max()
+                    .unwrap_or(0)
+                    .max(*log_start_offset);
+                ends.insert((target.topic.as_str(), target.partition), end);
+            }
+            _ => {}
+        }
+    }
+    for ((group, tp), last) in consumed {
+        let Some(&end) = ends.get(&tp) else {
+            continue;
+        };
+        let free_ms = unblocked.get(group).copied().unwrap_or(0).max(heal.time_ms) + SLACK_MS;
+        if free_ms + DRAIN_MS > end_ms {
+            continue;
+        }
+        counts.group_partitions += 1;
+        let (committed, index, at) = match last {
+            Some((offset, index, at)) => (offset, Some(index), at),
+            None => (0, None, 0),
+        };
+        if committed >= end {
+            continue;
+        }
+        if possibly.get(&(group, tp)).is_some_and(|&offset| offset >= end) {
+            counts.catching_up += 1;
+            continue;
+        }
+        if at >= free_ms {
+            counts.catching_up += 1;
+            continue;
+        }
+        anomalies.push(Anomaly {
+            description: format!(
+                "commits-stalled: {group} committed {} only up to @{committed}, below the end \
+                 @{end}, and made no commit of it from {free_ms} ms (after the heal and any \
+                 crashed member's expiry) to the end of the run at {end_ms} ms",
+                show(tp)
+            ),
+            entries: index.into_iter().chain([heal.index]).collect(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::facts::build::{record, H};
+    use crate::history::{Builder, FaultKind, RemovalReason};
+
+    const G: &str = "g";
+
+    fn prefixes(verdict: &Verdict) -> Vec<&str> {
+        verdict
+            .anomalies
+            .iter()
+            .map(|anomaly| anomaly.description.split(':').next().unwrap())
+            .collect()
+    }
+
+    fn event(b: &mut Builder, at: u64, event: Event) {
+        b.event(at, "broker-0", event);
+    }
+
+    fn rebalance(b: &mut Builder, at: u64, timeout: i64) {
+        event(
+            b,
+            at,
+            Event::RebalanceStarted {
+                broker: "broker-0".into(),
+                group: G.into(),
+                generation: 1,
+                rebalance_timeout_ms: timeout,
+            },
+        );
+    }
+
+    fn generation(b: &mut Builder, at: u64, generation: i32) {
+        event(
+            b,
+            at,
+            Event::Generation {
+                broker: "broker-0".into(),
+                group: G.into(),
+                generation,
+            },
+        );
+    }
+
+    fn joined(b: &mut Builder, at: u64, member: &str) {
+        event(
+            b,
+            at,
+            Event::MemberJoined {
+                broker: "broker-0".into(),
+                group: G.into(),
+                member: member.into(),
+                instance: None,
+                session_timeout_ms: 6_000,
+                rebalance_timeout_ms: 5_000,
+            },
+        );
+    }
+
+    fn assign(b: &mut Builder, at: u64, process: &str, member: &str) {
+        b.ok(
+            at,
+            process,
+            0,
+            Op::Assign {
+                group: G.into(),
+                generation: 2,
+                member: member.into(),
+                partitions: vec![crate::checkers::facts::build::tp(0)],
+            },
+        );
+    }
+
+    fn crash(b: &mut Builder, at: u64, target: &str) {
+        b.event(
+            at,
+            "nemesis",
+            Event::Fault {
+                kind: FaultKind::CrashClient,
+                target: target.into(),
+                power_loss: false,
+                healed: false,
+            },
+        );
+    }
+
+    fn removed(b: &mut Builder, at: u64, member: &str) {
+        event(
+            b,
+            at,
+            Event::MemberRemoved {
+                broker: "broker-0".into(),
+                group: G.into(),
+                member: member.into(),
+                reason: RemovalReason::SessionExpired,
+            },
+        );
+    }
+
+    #[test]
+    fn a_rebalance_past_its_deadline_is_stuck() {
+        let mut b = Builder::new();
+        joined(&mut b, 90, "m1");
+        // The coordinator's own deadline says a year; the members' settings
+        // say 5 s, and those are what the check trusts.
+        rebalance(&mut b, 100, 31_536_000_000);
+        generation(&mut b, 20_000, 2);
+        let verdict = GroupLiveness.check(&b.build());
+        assert_eq!(prefixes(&verdict), vec!["rebalance-stuck"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_rebalance_that_never_ends_is_stuck_unless_the_broker_stopped_or_time_ran_out() {
+        let mut b = Builder::new();
+        joined(&mut b, 90, "m1");
+        rebalance(&mut b, 100, 5_000);
+        event(&mut b, 30_000, Event::Heal);
+        assert_eq!(
+            prefixes(&GroupLiveness.check(&b.build())),
+            vec!["rebalance-stuck"]
+        );
+        // The broker crashed before the deadline: its coordinator forgot.
+        let mut b = Builder::new();
+        joined(&mut b, 90, "m1");
+        rebalance(&mut b, 100, 5_000);
+        b.event(
+            2_000,
+            "nemesis",
+            Event::Fault {
+                kind: FaultKind::CrashBroker,
+                target: "broker-0".into(),
+                power_loss: true,
+                healed: false,
+            },
+        );
+        event(&mut b, 30_000, Event::Heal);
+        assert!(GroupLiveness.check(&b.build()).valid);
+        // The history ends before the deadline: nothing to judge.
+        let mut b = Builder::new();
+        joined(&mut b, 90, "m1");
+        rebalance(&mut b, 100, 5_000);
+        event(&mut b, 3_000, Event::Heal);
+        assert!(GroupLiveness.check(&b.build()).valid);
+    }
+
+    #[test]
+    fn a_crashed_member_must_be_removed_within_its_timeouts() {
+        let mut b = Builder::new();
+        joined(&mut b, 0, "m1");
+        rebalance(&mut b, 10, 5_000);
+        generation(&mut b, 20, 2);
+        assign(&mut b, 30, "consumer-0", "m1");
+        let crashed = 4; // the fifth entry
+        crash(&mut b, 1_000, "consumer-0");
+        event(&mut b, 60_000, Event::Heal);
+        let verdict = GroupLiveness.check(&b.build());
+        assert_eq!(prefixes(&verdict), vec!["member-not-expired"]);
+        assert_eq!(verdict.anomalies[0].entries, vec![crashed]);
+
+        let mut b = Builder::new();
+        joined(&mut b, 0, "m1");
+        rebalance(&mut b, 10, 5_000);
+        generation(&mut b, 20, 2);
+        assign(&mut b, 30, "consumer-0", "m1");
+        crash(&mut b, 1_000, "consumer-0");
+        removed(&mut b, 7_050, "m1");
+        event(&mut b, 60_000, Event::Heal);
+        assert!(GroupLiveness.check(&b.build()).valid);
+    }
+
+    #[test]
+    fn a_group_that_stops_committing_short_of_the_end_has_stalled() {
+        let history = |last_commit_at: u64| {
+            let mut b = Builder::new();
+            rebalance(&mut b, 0, 5_000);
+            joined(&mut b, 10, "m1");
+            generation(&mut b, 20, 2);
+            assign(&mut b, 30, "consumer-0", "m1");
+            let commit = crate::checkers::facts::build::commit_op("consumer-0", G, 2, &[(0, 1)]);
+            let id = b.invoke(last_commit_at, "consumer-0", commit.clone());
+            b.ok(last_commit_at, "consumer-0", id, commit);
+            b.event(10_000, "nemesis", Event::Heal);
+            let read = |records| Op::FinalRead {
+                target: crate::checkers::facts::build::tp(0),
+                log_start_offset: 0,
+                records,
+            };
+            let id = b.invoke(30_000, "final-reader", read(Vec::new()));
+            b.ok(
+                30_001,
+                "final-reader",
+                id,
+                read(vec![record(0, 0, None, "a"), record(0, 1, None, "b")]),
+            );
+            b.build()
+        };
+        let verdict = GroupLiveness.check(&history(5_000));
+        assert_eq!(prefixes(&verdict), vec!["commits-stalled"]);
+        // Still committing after the heal: slow, not stuck.
+        assert!(GroupLiveness.check(&history(12_000)).valid);
+    }
+
+    #[test]
+    fn group_histories_without_the_coordinators_facts_fail_loudly() {
+        let mut h = H::new(true, true);
+        h.assign("consumer-0", G, 1, &[0]);
+        let verdict = GroupLiveness.check(&h.build());
+        assert_eq!(
+            prefixes(&verdict),
+            vec!["missing-facts", "missing-facts"]
+        );
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let mut b = Builder::new();
+        joined(&mut b, 0, "m1");
+        rebalance(&mut b, 10, 5_000);
+        generation(&mut b, 4_000, 2);
+        assign(&mut b, 4_010, "consumer-0", "m1");
+        crash(&mut b, 5_000, "consumer-0");
+        removed(&mut b, 11_000, "m1");
+        rebalance(&mut b, 11_000, 5_000);
+        generation(&mut b, 11_001, 3);
+        event(&mut b, 60_000, Event::Heal);
+        let verdict = GroupLiveness.check(&b.build());
+        assert!(verdict.valid, "{verdict:?}");
+    }
+}
