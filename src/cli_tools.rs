@@ -439,6 +439,17 @@ fn write_table(out: Output<'_>, rows: &[Vec<String>]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Lets a closed stdout (`sluice consume | head`) end the process quietly,
+/// as it ends other Unix tools: Rust ignores SIGPIPE, so a write to a closed
+/// pipe would otherwise fail and `println!` would panic. Call first in `main`.
+pub fn quiet_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of one signal before any
+    // other thread exists; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,16 +490,5 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "GROUP        LAG\na-long-group 7\n"
         );
-    }
-}
-
-/// Lets a closed stdout (`sluice consume | head`) end the process quietly,
-/// as it ends other Unix tools: Rust ignores SIGPIPE, so a write to a closed
-/// pipe would otherwise fail and `println!` would panic. Call first in `main`.
-pub fn quiet_on_closed_pipe() {
-    // SAFETY: restoring the default disposition of one signal before any
-    // other thread exists; no handler runs Rust code.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -140,7 +140,9 @@ impl Observed {
     }
 
     pub fn wants_wire(&self) -> bool {
-        self.0.as_ref().is_some_and(|observer| observer.wants_wire())
+        self.0
+            .as_ref()
+            .is_some_and(|observer| observer.wants_wire())
     }
 }
 

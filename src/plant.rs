@@ -103,9 +103,13 @@ impl Bug {
             Bug::CommitBeforeProcess => "the consumer commits what poll returned before processing",
             Bug::KeepRevokedPartitions => "the consumer keeps fetching partitions it lost",
             Bug::OffByOneCommit => "the consumer commits the last offset read, not the next",
-            Bug::SequenceGapAccepted => "the broker accepts an idempotent batch after a sequence gap",
+            Bug::SequenceGapAccepted => {
+                "the broker accepts an idempotent batch after a sequence gap"
+            }
             Bug::SegmentRollLosesIndex => "after a roll the index lookup skips to a later batch",
-            Bug::RebalanceDeadlineIgnored => "a rebalance deadline is now * timeout, not now + timeout",
+            Bug::RebalanceDeadlineIgnored => {
+                "a rebalance deadline is now * timeout, not now + timeout"
+            }
             Bug::SessionExpirySkipped => "members whose session lapsed are never expired",
         }
     }

@@ -879,7 +879,11 @@ async fn auto_commit_happens_before_partitions_are_revoked() {
                     assert_eq!(Some(*generation_id), generation, "{events:?}");
                 }
                 GroupEvent::CommitDone { outcome, .. } => {
-                    assert_eq!(*outcome, sluice::client::CommitOutcome::Applied, "{events:?}");
+                    assert_eq!(
+                        *outcome,
+                        sluice::client::CommitOutcome::Applied,
+                        "{events:?}"
+                    );
                 }
             }
         }

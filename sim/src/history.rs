@@ -365,7 +365,9 @@ fn negative_offset(kind: &Kind) -> Option<i64> {
                     log_end_offset,
                     high_watermark,
                     ..
-                } => [*log_end_offset, *high_watermark].into_iter().find(|o| *o < 0),
+                } => [*log_end_offset, *high_watermark]
+                    .into_iter()
+                    .find(|o| *o < 0),
                 _ => None,
             }
         }
@@ -504,7 +506,10 @@ mod tests {
             )
         };
         let error = refused(&format!("{}\n{}\n", heal(0, 5), heal(5, 6)));
-        assert!(error.starts_with("line 2: index 5 but this is entry 1"), "{error}");
+        assert!(
+            error.starts_with("line 2: index 5 but this is entry 1"),
+            "{error}"
+        );
         let error = refused(&format!("{}\n{}\n", heal(0, 5), heal(1, 4)));
         assert!(error.starts_with("line 2: time_ms 4 is before"), "{error}");
         let ack = r#"{"index":0,"time_ms":1,"process":"producer-0","id":1,"type":"ok","op":{"f":"send","topic":"t","key":null,"value":"v","partition":0,"offset":-5}}"#;

@@ -583,7 +583,7 @@ fn power(ranges_arg: &str, jobs: usize, runs_max: usize, out: PathBuf) -> anyhow
     } else {
         format!("cargo sim power --ranges {ranges_arg}")
     };
-    let text = power::render(&results, &ranges, &command, &commit());
+    let text = power::render(&results, &ranges, &command, commit());
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }

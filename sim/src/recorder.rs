@@ -183,9 +183,7 @@ impl Observer for BrokerObserver {
                 member,
                 reason: match reason {
                     sluice::observe::RemovalReason::Left => RemovalReason::Left,
-                    sluice::observe::RemovalReason::SessionExpired => {
-                        RemovalReason::SessionExpired
-                    }
+                    sluice::observe::RemovalReason::SessionExpired => RemovalReason::SessionExpired,
                     sluice::observe::RemovalReason::RebalanceTimeout => {
                         RemovalReason::RebalanceTimeout
                     }

@@ -51,9 +51,8 @@ pub fn setup() {
         // calls cost a branch each (broker facts come through the typed
         // observer, not through tracing).
         if let Some(log) = log {
-            let _ = tracing::subscriber::set_global_default(
-                tracing_subscriber::registry().with(log),
-            );
+            let _ =
+                tracing::subscriber::set_global_default(tracing_subscriber::registry().with(log));
         }
         let default_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {

@@ -394,9 +394,7 @@ impl Scenario {
             });
         let mut identity = Draw::new(child_seed(seed, "group-identity"));
         for (group, spec) in groups.iter_mut().zip(&self.consumers) {
-            group.static_members = spec
-                .static_members
-                .unwrap_or_else(|| identity.chance(1, 3));
+            group.static_members = spec.static_members.unwrap_or_else(|| identity.chance(1, 3));
             group.shared_client_id = spec
                 .shared_client_id
                 .unwrap_or_else(|| identity.chance(1, 3));

@@ -18,8 +18,8 @@ use sluice::client::{
     Acks, Admin, AutoOffsetReset, CommitOutcome, ConnectionConfig, Consumer, ConsumerConfig,
     GroupEvent, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
-use sluice::observe::Observed;
 use sluice::config::BrokerConfig;
+use sluice::observe::Observed;
 
 use crate::history::{Event, History, Op, PartitionOffset, Record, TopicPartition as HistoryTp};
 use crate::recorder::{self, BrokerObserver, Recorder};

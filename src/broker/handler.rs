@@ -234,7 +234,8 @@ impl Broker {
     /// Handles one request frame (without its 4-byte size prefix) from an
     /// unnumbered connection.
     pub async fn handle(&self, frame_bytes: Bytes, client_host: &str) -> HandleOutcome {
-        self.handle_on(frame_bytes, client_host, NO_CONNECTION).await
+        self.handle_on(frame_bytes, client_host, NO_CONNECTION)
+            .await
     }
 
     /// Handles one request frame (without its 4-byte size prefix) that
@@ -798,7 +799,10 @@ impl Broker {
                 ResponseError::TransactionalIdAuthorizationFailed.code(),
                 Some("sluice does not implement transactions"),
             ),
-            _ => (ResponseError::InvalidRequest.code(), Some("unknown key type")),
+            _ => (
+                ResponseError::InvalidRequest.code(),
+                Some("unknown key type"),
+            ),
         };
         let mut response = FindCoordinatorResponse::default();
         if version >= 4 {
@@ -869,6 +873,7 @@ impl Broker {
                 .map(|p| (p.name.to_string(), p.metadata.clone()))
                 .collect(),
             connection: context.connection,
+            require_known_member_id: version >= 4,
         };
         let waiter = self.new_waiter();
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -878,7 +883,14 @@ impl Broker {
             .joins
             .insert(waiter, sender);
         self.coordinate(|coordinator, now_ms| coordinator.join(now_ms, waiter, join));
-        let wait = Duration::from_millis(rebalance_timeout_ms.max(0) as u64 + GROUP_WAIT_MARGIN_MS);
+        // The coordinator answers by the rebalance deadline, which is the
+        // largest rebalance timeout of the group's members (maybe longer
+        // than this one's); this bound only keeps a connection from being
+        // parked for ever if something went wrong.
+        let wait = Duration::from_millis(
+            (rebalance_timeout_ms.max(request.session_timeout_ms).max(0) as u64).saturating_mul(2)
+                + GROUP_WAIT_MARGIN_MS,
+        );
         let result = self
             .await_answer(
                 receiver,
@@ -1035,9 +1047,7 @@ impl Broker {
                 .map(|(member, code)| {
                     MemberResponse::default()
                         .with_member_id(str_bytes(&member.member_id))
-                        .with_group_instance_id(
-                            member.group_instance_id.as_deref().map(str_bytes),
-                        )
+                        .with_group_instance_id(member.group_instance_id.as_deref().map(str_bytes))
                         .with_error_code(*code)
                 })
                 .collect();

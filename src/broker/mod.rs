@@ -148,10 +148,9 @@ impl Broker {
         observed: Observed,
     ) -> io::Result<Arc<Self>> {
         let data_dir = config.log_dirs.clone();
-        storage
-            .create_dir(&data_dir)
-            .await
-            .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", data_dir.display())))?;
+        storage.create_dir(&data_dir).await.map_err(|error| {
+            io::Error::new(error.kind(), format!("{}: {error}", data_dir.display()))
+        })?;
         let now_ms = clock.now_ms();
         let mut found: BTreeMap<String, BTreeMap<i32, PathBuf>> = BTreeMap::new();
         for name in storage.list(&data_dir).await? {
@@ -218,7 +217,8 @@ impl Broker {
         let offsets_log = PartitionLog::open(storage.clone(), &offsets_dir, offsets_config, now_ms)
             .await
             .map_err(|error| io::Error::other(format!("opening the offsets log: {error}")))?;
-        let incarnation = read_number_file(storage.as_ref(), &data_dir, INCARNATION_FILE).await? + 1;
+        let incarnation =
+            read_number_file(storage.as_ref(), &data_dir, INCARNATION_FILE).await? + 1;
         write_number_file(storage.as_ref(), &data_dir, INCARNATION_FILE, incarnation).await?;
         let mut coordinator = GroupCoordinator::new(GroupConfig {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
@@ -600,16 +600,17 @@ async fn read_number_file(
     name: &str,
 ) -> io::Result<i64> {
     let path = dir.join(name);
-    let in_path = |error: io::Error| io::Error::new(error.kind(), format!("{}: {error}", path.display()));
+    let in_path =
+        |error: io::Error| io::Error::new(error.kind(), format!("{}: {error}", path.display()));
     let file = storage.open(&path).await.map_err(in_path)?;
     let bytes = file.read_at(0, 64).await.map_err(in_path)?;
     if bytes.is_empty() {
         return Ok(0);
     }
     let text = String::from_utf8_lossy(&bytes);
-    text.trim().parse().map_err(|_| {
-        io::Error::other(format!("{} holds {text:?}, not a number", path.display()))
-    })
+    text.trim()
+        .parse()
+        .map_err(|_| io::Error::other(format!("{} holds {text:?}, not a number", path.display())))
 }
 
 /// Writes a number file atomically: a temporary file, synced, then renamed.
@@ -622,7 +623,8 @@ async fn write_number_file(
     let temporary = dir.join(format!("{name}.tmp"));
     let _ = storage.remove(&temporary).await;
     let file = storage.open(&temporary).await?;
-    file.append(bytes::Bytes::from(format!("{value}\n"))).await?;
+    file.append(bytes::Bytes::from(format!("{value}\n")))
+        .await?;
     file.sync().await?;
     storage.rename(&temporary, &dir.join(name)).await?;
     storage.sync_dir(dir).await

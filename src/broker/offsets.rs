@@ -76,7 +76,7 @@ fn records_of(durable: &Durable) -> Vec<(String, Option<String>)> {
 }
 
 fn encode(records: &[(String, Option<String>)], timestamp_ms: i64) -> Bytes {
-    let entries: Vec<(Option<&[u8]>, Option<&[u8]>)> = records
+    let entries: Vec<crate::log::batch::KeyValue<'_>> = records
         .iter()
         .map(|(key, value)| (Some(key.as_bytes()), value.as_ref().map(|v| v.as_bytes())))
         .collect();

@@ -312,7 +312,10 @@ pub enum GroupEvent {
         offsets: BTreeMap<TopicPartition, i64>,
     },
     /// What became of a commit attempt.
-    CommitDone { attempt: u64, outcome: CommitOutcome },
+    CommitDone {
+        attempt: u64,
+        outcome: CommitOutcome,
+    },
 }
 
 /// What the consumer knows of a commit attempt's fate.

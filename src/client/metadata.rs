@@ -78,6 +78,8 @@ pub struct GroupDescription {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {
     pub member_id: String,
+    /// A static member's `group.instance.id`.
+    pub group_instance_id: Option<String>,
     pub client_id: String,
     pub client_host: String,
     /// Decoded from the consumer-protocol assignment; empty for other protocols.
@@ -775,6 +777,7 @@ impl Admin {
                 .into_iter()
                 .map(|m| GroupMember {
                     member_id: m.member_id.to_string(),
+                    group_instance_id: m.group_instance_id.as_ref().map(|id| id.to_string()),
                     client_id: m.client_id.to_string(),
                     client_host: m.client_host.to_string(),
                     assignment: if consumer_protocol {

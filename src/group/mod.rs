@@ -111,6 +111,10 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// The connection the request arrived on (see [`NO_CONNECTION`]).
     pub connection: u64,
+    /// KIP-394 (JoinGroup v4+): a dynamic member joining without a member id
+    /// gets one with MEMBER_ID_REQUIRED and must join again with it, so a
+    /// join whose answer is lost never leaves a member behind.
+    pub require_known_member_id: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +143,10 @@ pub struct SyncResult {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Durable {
     /// A rebalance completed with this generation.
-    Generation { group_id: String, generation_id: i32 },
+    Generation {
+        group_id: String,
+        generation_id: i32,
+    },
     /// Committed offsets.
     Offsets {
         group_id: String,
@@ -199,6 +206,9 @@ struct Group {
     members: BTreeMap<String, Member>,
     /// `group.instance.id` -> member id of the static members.
     static_members: BTreeMap<String, String>,
+    /// KIP-394: member ids handed out with MEMBER_ID_REQUIRED, not yet
+    /// joined, with when they lapse (a session timeout after).
+    pending_members: BTreeMap<String, i64>,
     /// When the current PreparingRebalance ends regardless of stragglers.
     rebalance_deadline_ms: i64,
     /// True while a group that was Empty waits out
@@ -220,6 +230,7 @@ impl Group {
             leader: None,
             members: BTreeMap::new(),
             static_members: BTreeMap::new(),
+            pending_members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
             in_initial_delay: false,
             offsets: BTreeMap::new(),
@@ -405,48 +416,82 @@ impl GroupCoordinator {
             if group.fenced_instance(instance.as_deref(), &request.member_id) {
                 return fail(ResponseError::FencedInstanceId);
             }
+            if group.pending_members.remove(&request.member_id).is_some() {
+                let member_id = request.member_id.clone();
+                return self.add_member(now_ms, waiter, request, member_id);
+            }
             if !group.members.contains_key(&request.member_id) {
                 return fail(ResponseError::UnknownMemberId);
             }
             return self.rejoin(now_ms, waiter, request);
         }
-        if known_static.is_none() && group.members.len() >= MAX_MEMBERS_PER_GROUP {
+        if known_static.is_none()
+            && group.members.len() + group.pending_members.len() >= MAX_MEMBERS_PER_GROUP
+        {
             return fail(ResponseError::GroupMaxSizeReached);
         }
         let member_id = self.new_member_id(&request.client_id);
-        match known_static {
-            Some(old_member_id) => self.replace_static(now_ms, waiter, request, old_member_id, member_id),
-            None => {
-                let group = self
-                    .groups
-                    .get_mut(&request.group_id)
-                    .expect("inserted above");
-                if let Some(instance) = &instance {
-                    group.static_members.insert(instance.clone(), member_id.clone());
-                }
-                group.members.insert(
-                    member_id.clone(),
-                    Member {
-                        group_instance_id: instance,
-                        client_id: request.client_id.clone(),
-                        client_host: request.client_host.clone(),
-                        session_timeout_ms: request.session_timeout_ms,
-                        rebalance_timeout_ms: request.rebalance_timeout_ms,
-                        protocols: Vec::new(),
-                        assignment: Bytes::new(),
-                        last_heartbeat_ms: now_ms,
-                        join_waiter: None,
-                        sync_waiter: None,
-                        connection: request.connection,
-                    },
-                );
-                let request = JoinRequest {
-                    member_id,
-                    ..request
-                };
-                self.rejoin(now_ms, waiter, request)
-            }
+        if instance.is_none() && request.require_known_member_id {
+            let group = self
+                .groups
+                .get_mut(&request.group_id)
+                .expect("inserted above");
+            group.pending_members.insert(
+                member_id.clone(),
+                now_ms + i64::from(request.session_timeout_ms),
+            );
+            return vec![Effect::CompleteJoin(
+                waiter,
+                Self::join_error(&member_id, ResponseError::MemberIdRequired),
+            )];
         }
+        match known_static {
+            Some(old_member_id) => {
+                self.replace_static(now_ms, waiter, request, old_member_id, member_id)
+            }
+            None => self.add_member(now_ms, waiter, request, member_id),
+        }
+    }
+
+    /// A member new to the group joins under `member_id`.
+    fn add_member(
+        &mut self,
+        now_ms: i64,
+        waiter: WaiterId,
+        request: JoinRequest,
+        member_id: String,
+    ) -> Vec<Effect> {
+        let group = self
+            .groups
+            .get_mut(&request.group_id)
+            .expect("the caller created the group");
+        let instance = request.group_instance_id.clone();
+        if let Some(instance) = &instance {
+            group
+                .static_members
+                .insert(instance.clone(), member_id.clone());
+        }
+        group.members.insert(
+            member_id.clone(),
+            Member {
+                group_instance_id: instance,
+                client_id: request.client_id.clone(),
+                client_host: request.client_host.clone(),
+                session_timeout_ms: request.session_timeout_ms,
+                rebalance_timeout_ms: request.rebalance_timeout_ms,
+                protocols: Vec::new(),
+                assignment: Bytes::new(),
+                last_heartbeat_ms: now_ms,
+                join_waiter: None,
+                sync_waiter: None,
+                connection: request.connection,
+            },
+        );
+        let request = JoinRequest {
+            member_id,
+            ..request
+        };
+        self.rejoin(now_ms, waiter, request)
     }
 
     /// A join by a member the group knows: record it and move the rebalance
@@ -459,7 +504,9 @@ impl GroupCoordinator {
         let mut effects = Vec::new();
         let member = group.members.get_mut(&member_id).expect("caller checked");
         member.session_timeout_ms = request.session_timeout_ms;
-        member.rebalance_timeout_ms = request.rebalance_timeout_ms.max(request.session_timeout_ms);
+        // Kafka's rule: the rebalance waits the member's own rebalance timeout
+        // (its max.poll.interval.ms), which may be shorter than its session.
+        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
         member.protocols = request.protocols;
         member.last_heartbeat_ms = now_ms;
         member.connection = member.connection.max(request.connection);
@@ -516,7 +563,10 @@ impl GroupCoordinator {
             .members
             .remove(&old_member_id)
             .expect("a static member id maps to a member");
-        for (old_waiter, is_join) in [(member.join_waiter.take(), true), (member.sync_waiter.take(), false)] {
+        for (old_waiter, is_join) in [
+            (member.join_waiter.take(), true),
+            (member.sync_waiter.take(), false),
+        ] {
             if let Some(old_waiter) = old_waiter {
                 effects.push(if is_join {
                     Effect::CompleteJoin(
@@ -553,8 +603,7 @@ impl GroupCoordinator {
         if group.state == GroupState::Stable && protocols_unchanged {
             let member = group.members.get_mut(&member_id).expect("inserted");
             member.session_timeout_ms = request.session_timeout_ms;
-            member.rebalance_timeout_ms =
-                request.rebalance_timeout_ms.max(request.session_timeout_ms);
+            member.rebalance_timeout_ms = request.rebalance_timeout_ms;
             member.last_heartbeat_ms = now_ms;
             effects.push(Effect::Report(Fact::MemberJoined {
                 group: group_id.clone(),
@@ -598,7 +647,12 @@ impl GroupCoordinator {
         })
     }
 
-    fn prepare_rebalance(group_id: &str, group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>) {
+    fn prepare_rebalance(
+        group_id: &str,
+        group: &mut Group,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
         for member in group.members.values_mut() {
             if let Some(waiter) = member.sync_waiter.take() {
                 effects.push(Effect::CompleteSync(
@@ -627,8 +681,7 @@ impl GroupCoordinator {
         let all_rejoined = group.members.values().all(|m| m.join_waiter.is_some());
         let ready = group.state == GroupState::PreparingRebalance
             && group.persists_pending == 0
-            && ((!group.in_initial_delay && all_rejoined)
-                || now_ms >= group.rebalance_deadline_ms);
+            && ((!group.in_initial_delay && all_rejoined) || now_ms >= group.rebalance_deadline_ms);
         if ready {
             self.complete_join(group_id, now_ms, effects);
         }
@@ -647,8 +700,18 @@ impl GroupCoordinator {
             .map(|(id, _)| id.clone())
             .collect();
         for member_id in stragglers {
-            tracing::info!(group_id, member_id, "member removed: did not rejoin in time");
-            Self::remove_member(group_id, group, &member_id, RemovalReason::RebalanceTimeout, effects);
+            tracing::info!(
+                group_id,
+                member_id,
+                "member removed: did not rejoin in time"
+            );
+            Self::remove_member(
+                group_id,
+                group,
+                &member_id,
+                RemovalReason::RebalanceTimeout,
+                effects,
+            );
         }
         group.generation_id += 1;
         let generation_id = group.generation_id;
@@ -683,7 +746,10 @@ impl GroupCoordinator {
             {
                 group.leader = group.members.keys().next().cloned();
             }
-            let leader = group.leader.clone().expect("a non-empty group has a leader");
+            let leader = group
+                .leader
+                .clone()
+                .expect("a non-empty group has a leader");
             group.protocol_name = Some(chosen.clone());
             group.state = GroupState::CompletingRebalance;
             let roster: Vec<(String, Option<String>, Bytes)> = group
@@ -757,7 +823,10 @@ impl GroupCoordinator {
             _ => ResponseError::UnknownMemberId,
         };
         if let Some(waiter) = member.join_waiter {
-            effects.push(Effect::CompleteJoin(waiter, Self::join_error(member_id, error)));
+            effects.push(Effect::CompleteJoin(
+                waiter,
+                Self::join_error(member_id, error),
+            ));
         }
         if let Some(waiter) = member.sync_waiter {
             effects.push(Effect::CompleteSync(waiter, Self::sync_error(error)));
@@ -794,7 +863,11 @@ impl GroupCoordinator {
                     // A generation must be durable before any member hears of
                     // it, or a restart would hand the same number out again
                     // with another assignment. The members retry.
-                    tracing::error!(group_id, generation_id, "persisting a group generation failed; its members must rejoin");
+                    tracing::error!(
+                        group_id,
+                        generation_id,
+                        "persisting a group generation failed; its members must rejoin"
+                    );
                 }
                 for (waiter, mut result) in answers {
                     if !ok {
@@ -972,7 +1045,13 @@ impl GroupCoordinator {
             };
             match target {
                 Some(member_id) => {
-                    Self::remove_member(group_id, group, &member_id, RemovalReason::Left, &mut effects);
+                    Self::remove_member(
+                        group_id,
+                        group,
+                        &member_id,
+                        RemovalReason::Left,
+                        &mut effects,
+                    );
                     removed_any = true;
                     codes.push(0);
                 }
@@ -1027,6 +1106,9 @@ impl GroupCoordinator {
         let group_ids: Vec<String> = self.groups.keys().cloned().collect();
         for group_id in group_ids {
             let group = self.groups.get_mut(&group_id).expect("listed above");
+            group
+                .pending_members
+                .retain(|_, lapses_ms| *lapses_ms >= now_ms);
             // A member parked in JoinGroup is alive by definition; any other
             // member whose session lapsed is gone, in every state. (During a
             // rebalance this is what lets it finish without waiting for the

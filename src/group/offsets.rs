@@ -5,7 +5,7 @@
 use kafka_protocol::error::ResponseError;
 
 use super::{
-    code, Durable, Effect, GroupCoordinator, GroupState, Group, Pending, WaiterId, NO_CONNECTION,
+    code, Durable, Effect, Group, GroupCoordinator, GroupState, Pending, WaiterId, NO_CONNECTION,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

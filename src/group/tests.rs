@@ -19,6 +19,7 @@ fn join_request(member_id: &str) -> JoinRequest {
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
         connection: NO_CONNECTION,
+        require_known_member_id: false,
     }
 }
 
@@ -115,9 +116,15 @@ impl Shell {
         instance: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> Vec<Effect> {
-        let effects =
-            self.coordinator
-                .sync(now_ms, waiter, "g", generation_id, member_id, instance, assignments);
+        let effects = self.coordinator.sync(
+            now_ms,
+            waiter,
+            "g",
+            generation_id,
+            member_id,
+            instance,
+            assignments,
+        );
         self.drive(now_ms, effects)
     }
 
@@ -317,7 +324,9 @@ fn a_member_that_does_not_rejoin_before_the_rebalance_timeout_is_removed() {
     );
     // The slow member is fenced from committing with its old generation.
     assert_eq!(
-        shell.coordinator.validate_offset_commit(&commit(1, &first, 0)),
+        shell
+            .coordinator
+            .validate_offset_commit(&commit(1, &first, 0)),
         Err(ResponseError::UnknownMemberId.code())
     );
 }
@@ -358,15 +367,21 @@ fn offset_commits_are_fenced_by_generation_and_membership() {
     );
     let member = stable_single_member(&mut shell);
     assert_eq!(
-        shell.coordinator.validate_offset_commit(&commit(1, &member, 5)),
+        shell
+            .coordinator
+            .validate_offset_commit(&commit(1, &member, 5)),
         Ok(())
     );
     assert_eq!(
-        shell.coordinator.validate_offset_commit(&commit(0, &member, 5)),
+        shell
+            .coordinator
+            .validate_offset_commit(&commit(0, &member, 5)),
         Err(ResponseError::IllegalGeneration.code())
     );
     assert_eq!(
-        shell.coordinator.validate_offset_commit(&commit(1, "stranger", 5)),
+        shell
+            .coordinator
+            .validate_offset_commit(&commit(1, "stranger", 5)),
         Err(ResponseError::UnknownMemberId.code())
     );
     assert_eq!(
@@ -376,7 +391,11 @@ fn offset_commits_are_fenced_by_generation_and_membership() {
     let effects = shell.commit(0, 9, commit(1, &member, 5));
     assert_eq!(commits(&effects), vec![(9, Ok(()))]);
     assert_eq!(
-        shell.coordinator.committed_offset("g", "t", 0).unwrap().offset,
+        shell
+            .coordinator
+            .committed_offset("g", "t", 0)
+            .unwrap()
+            .offset,
         5
     );
 }
@@ -392,7 +411,11 @@ fn a_commit_is_answered_and_applied_only_once_durable() {
     let effects = shell.release(1, true);
     assert_eq!(commits(&effects), vec![(9, Ok(()))]);
     assert_eq!(
-        shell.coordinator.committed_offset("g", "t", 0).unwrap().offset,
+        shell
+            .coordinator
+            .committed_offset("g", "t", 0)
+            .unwrap()
+            .offset,
         5
     );
     // A failed write is not applied and the committer hears why.
@@ -404,7 +427,11 @@ fn a_commit_is_answered_and_applied_only_once_durable() {
         vec![(10, Err(ResponseError::CoordinatorNotAvailable.code()))]
     );
     assert_eq!(
-        shell.coordinator.committed_offset("g", "t", 0).unwrap().offset,
+        shell
+            .coordinator
+            .committed_offset("g", "t", 0)
+            .unwrap()
+            .offset,
         5
     );
 }
@@ -430,7 +457,11 @@ fn a_rebalance_waits_for_a_commit_being_persisted() {
     let effects = shell.release(13, true);
     assert_eq!(commits(&effects), vec![(9, Ok(()))]);
     let completed = joins(&effects);
-    assert_eq!(completed.len(), 2, "the rebalance completes after the commit");
+    assert_eq!(
+        completed.len(),
+        2,
+        "the rebalance completes after the commit"
+    );
     let position_of_commit = effects
         .iter()
         .position(|e| matches!(e, Effect::CompleteCommit(..)))
@@ -441,15 +472,25 @@ fn a_rebalance_waits_for_a_commit_being_persisted() {
         .unwrap();
     assert!(position_of_commit < position_of_join);
     assert_eq!(
-        shell.coordinator.committed_offset("g", "t", 0).unwrap().offset,
+        shell
+            .coordinator
+            .committed_offset("g", "t", 0)
+            .unwrap()
+            .offset,
         42
     );
     assert!(matches!(
         shell.persisted.as_slice(),
         [
-            Durable::Generation { generation_id: 1, .. },
+            Durable::Generation {
+                generation_id: 1,
+                ..
+            },
             Durable::Offsets { .. },
-            Durable::Generation { generation_id: 2, .. }
+            Durable::Generation {
+                generation_id: 2,
+                ..
+            }
         ]
     ));
 }
@@ -495,7 +536,11 @@ fn a_commit_from_a_connection_the_member_replaced_is_refused() {
         vec![(8, Err(ResponseError::RequestTimedOut.code()))]
     );
     assert_eq!(
-        shell.coordinator.committed_offset("g", "t", 0).unwrap().offset,
+        shell
+            .coordinator
+            .committed_offset("g", "t", 0)
+            .unwrap()
+            .offset,
         52
     );
     // The newest connection and unnumbered ones (replays) still commit.
@@ -622,7 +667,10 @@ fn a_static_member_rejoining_takes_over_without_a_rebalance() {
     assert_eq!(answer.generation_id, generation, "no rebalance");
     assert_ne!(answer.member_id, old);
     assert_ne!(answer.leader, answer.member_id, "it is not asked to assign");
-    assert_eq!(removals(&effects), vec![(old.clone(), RemovalReason::Replaced)]);
+    assert_eq!(
+        removals(&effects),
+        vec![(old.clone(), RemovalReason::Replaced)]
+    );
     assert_eq!(shell.coordinator.describe("g").state, GroupState::Stable);
     // Its SyncGroup returns the stored assignment.
     let effects = shell.sync(21, 7, generation, &answer.member_id, Some("i-1"), vec![]);
@@ -687,4 +735,72 @@ fn deleting_a_topic_tombstones_its_offsets_durably() {
     // A topic nobody committed to needs no write.
     let effects = shell.coordinator.remove_topic("other", Some(12));
     assert_eq!(effects, vec![Effect::CompletePersist(12, Ok(()))]);
+}
+
+#[test]
+fn a_new_member_must_join_again_with_the_id_it_is_given() {
+    // KIP-394: the first JoinGroup only hands out a member id, so a join
+    // whose answer is lost leaves no member behind to expire later.
+    let mut shell = Shell::new(config());
+    let first = JoinRequest {
+        require_known_member_id: true,
+        ..join_request("")
+    };
+    let answer = joins(&shell.join(0, 1, first)).pop().unwrap().1;
+    assert_eq!(answer.error_code, ResponseError::MemberIdRequired.code());
+    assert!(!answer.member_id.is_empty());
+    assert!(shell.coordinator.describe("g").members.is_empty());
+    let again = JoinRequest {
+        require_known_member_id: true,
+        ..join_request(&answer.member_id)
+    };
+    let joined = joins(&shell.join(1, 2, again)).pop().unwrap().1;
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.member_id, answer.member_id);
+    // An id handed out and never used lapses after a session timeout.
+    let unused = JoinRequest {
+        require_known_member_id: true,
+        ..join_request("")
+    };
+    let unused = joins(&shell.join(2, 3, unused)).pop().unwrap().1.member_id;
+    shell.tick(20_000);
+    let late = JoinRequest {
+        require_known_member_id: true,
+        ..join_request(&unused)
+    };
+    assert_eq!(
+        joins(&shell.join(20_001, 4, late))
+            .pop()
+            .unwrap()
+            .1
+            .error_code,
+        ResponseError::UnknownMemberId.code()
+    );
+}
+
+#[test]
+fn the_rebalance_waits_the_members_own_rebalance_timeout_even_below_its_session() {
+    let mut shell = Shell::new(config());
+    let short = |member: &str| JoinRequest {
+        rebalance_timeout_ms: 5_000,
+        session_timeout_ms: 10_000,
+        ..join_request(member)
+    };
+    let first = stable_single(&mut shell, short(""));
+    let effects = shell.join(100, 3, short(""));
+    assert!(facts(&effects).iter().any(|fact| matches!(
+        fact,
+        Fact::RebalanceStarted {
+            rebalance_timeout_ms: 5_000,
+            ..
+        }
+    )));
+    // `first` keeps heartbeating but never rejoins: out at 5 s, not 10 s.
+    shell.heartbeat(2_000, 1, &first);
+    let effects = shell.tick(5_100);
+    assert_eq!(joins(&effects).len(), 1);
+    assert_eq!(
+        removals(&effects),
+        vec![(first, RemovalReason::RebalanceTimeout)]
+    );
 }

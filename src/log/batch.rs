@@ -268,11 +268,15 @@ pub fn split_batches(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchErr
     Ok(batches)
 }
 
+/// A record to encode: key and value, either absent (a `None` value is a
+/// tombstone).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Encodes one uncompressed v2 batch of `(key, value)` records, all stamped
 /// `timestamp_ms`; a `None` value is a tombstone. `producer_id` -1 makes a non-idempotent batch. Used by the
 /// broker's internal offsets log, tests, benchmarks and simulated workloads.
 pub fn encode_uncompressed(
-    entries: &[(Option<&[u8]>, Option<&[u8]>)],
+    entries: &[KeyValue<'_>],
     timestamp_ms: i64,
     producer_id: i64,
     producer_epoch: i16,

@@ -10,7 +10,7 @@ pub fn encode_batch(
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Vec<u8> {
-    let entries: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+    let entries: Vec<crate::log::batch::KeyValue<'_>> =
         values.iter().map(|value| (None, Some(*value))).collect();
     super::batch::encode_uncompressed(
         &entries,

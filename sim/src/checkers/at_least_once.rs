@@ -78,7 +78,8 @@ impl Checker for AtLeastOnce {
         let empty = BTreeSet::new();
         for (&(group, tp), &(committed, commit_index)) in &final_commits {
             let log_start_offset = facts.log_start_offset(tp);
-            offsets_checked = offsets_checked.saturating_add(committed.saturating_sub(log_start_offset).max(0));
+            offsets_checked =
+                offsets_checked.saturating_add(committed.saturating_sub(log_start_offset).max(0));
             let seen = delivered.get(&(group, tp)).unwrap_or(&empty);
             let missing = gaps(seen, log_start_offset, committed);
             if missing.is_empty() {

@@ -205,7 +205,6 @@ impl<'a> Facts<'a> {
             })
             .collect();
 
-
         Self {
             settings,
             invokes,
@@ -274,6 +273,10 @@ impl<'a> Facts<'a> {
     }
 }
 
+/// The prefix of an anomaly that says the history lacks a fact the checker
+/// needs.
+pub(crate) const MISSING_FACTS: &str = "missing-facts:";
+
 /// Builds a verdict: anomalies in history order (by their entries), at most
 /// `MAX_ANOMALIES` of them, and the total count in the summary.
 pub(crate) fn verdict(
@@ -287,6 +290,12 @@ pub(crate) fn verdict(
     }
     anomalies.sort_by(|a, b| a.entries.cmp(&b.entries));
     let total = anomalies.len();
+    // A check that could not run for want of facts found no violation: the
+    // run failed to produce what it needs, which is a liveness failure.
+    let only_missing_facts = total > 0
+        && anomalies
+            .iter()
+            .all(|anomaly| anomaly.description.starts_with(MISSING_FACTS));
     anomalies.truncate(MAX_ANOMALIES);
     let shown = if total > MAX_ANOMALIES {
         format!("; {total} anomalies, first {MAX_ANOMALIES} shown")
@@ -295,7 +304,11 @@ pub(crate) fn verdict(
     };
     Verdict {
         checker: checker.name(),
-        property: checker.property(),
+        property: if only_missing_facts {
+            super::Property::Liveness
+        } else {
+            checker.property()
+        },
         valid: total == 0,
         anomalies,
         summary: format!("{summary}{shown}"),

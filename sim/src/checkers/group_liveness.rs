@@ -193,33 +193,34 @@ fn rebalances(
     let mut members: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
     // Per group, the rebalance in progress: (entry, start, bound).
     let mut open: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
-    let mut report = |group: &str, (index, start, bound): (u64, u64, u64), ended: Option<(u64, u64)>| {
-        counts.rebalances += 1;
-        let due = start + bound + SLACK_MS;
-        let late = match ended {
-            Some((_, at)) => at > due,
-            None => true,
-        };
-        if !judged(start, due) {
-            return;
-        }
-        counts.rebalances_judged += 1;
-        if late {
-            let mut entries = vec![index];
-            entries.extend(ended.map(|(end, _)| end));
-            anomalies.push(Anomaly {
-                description: format!(
-                    "rebalance-stuck: {group}'s rebalance from {start} ms, due within its \
+    let mut report =
+        |group: &str, (index, start, bound): (u64, u64, u64), ended: Option<(u64, u64)>| {
+            counts.rebalances += 1;
+            let due = start + bound + SLACK_MS;
+            let late = match ended {
+                Some((_, at)) => at > due,
+                None => true,
+            };
+            if !judged(start, due) {
+                return;
+            }
+            counts.rebalances_judged += 1;
+            if late {
+                let mut entries = vec![index];
+                entries.extend(ended.map(|(end, _)| end));
+                anomalies.push(Anomaly {
+                    description: format!(
+                        "rebalance-stuck: {group}'s rebalance from {start} ms, due within its \
                      members' largest rebalance timeout of {bound} ms, {}",
-                    match ended {
-                        Some((_, at)) => format!("took {} ms", at - start),
-                        None => "never completed".to_string(),
-                    }
-                ),
-                entries,
-            });
-        }
-    };
+                        match ended {
+                            Some((_, at)) => format!("took {} ms", at - start),
+                            None => "never completed".to_string(),
+                        }
+                    ),
+                    entries,
+                });
+            }
+        };
     for entry in history {
         let Kind::Event { event } = &entry.kind else {
             continue;
@@ -380,15 +381,14 @@ fn expiries(
     }
 }
 
+/// A group's latest ok commit of a partition: offset, entry, time.
+type LastCommit = (i64, u64, u64);
+
 fn catch_up(history: &[Entry], anomalies: &mut Vec<Anomaly>, counts: &mut Counts) {
-    let Some(heal) = history.iter().find(|entry| {
-        matches!(
-            entry.kind,
-            Kind::Event {
-                event: Event::Heal
-            }
-        )
-    }) else {
+    let Some(heal) = history
+        .iter()
+        .find(|entry| matches!(entry.kind, Kind::Event { event: Event::Heal }))
+    else {
         return;
     };
     let end_ms = history.last().map_or(0, |entry| entry.time_ms);
@@ -399,9 +399,10 @@ fn catch_up(history: &[Entry], anomalies: &mut Vec<Anomaly>, counts: &mut Counts
     let mut timeouts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     // The largest rebalance timeout each group's members joined with.
     let mut longest_rebalance: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut last_broker_stop: Option<u64> = None;
     // Each group's partitions (from assignments), and its last ok commit per
     // partition: (offset, entry, time).
-    let mut consumed: BTreeMap<(&str, Tp<'_>), Option<(i64, u64, u64)>> = BTreeMap::new();
+    let mut consumed: BTreeMap<(&str, Tp<'_>), Option<LastCommit>> = BTreeMap::new();
     let mut ends: BTreeMap<Tp<'_>, i64> = BTreeMap::new();
     // A commit attempt whose outcome is unknown (its consumer crashed, or it
     // timed out) may have been applied: then the group may be caught up
@@ -469,10 +470,7 @@ fn catch_up(history: &[Entry], anomalies: &mut Vec<Anomaly>, counts: &mut Counts
             } if (kind.restarts_broker() && !healed)
                 || (*healed && matches!(kind, FaultKind::DiskFull | FaultKind::DiskErrors)) =>
             {
-                for (group, at) in unblocked.iter_mut() {
-                    let longest = longest_rebalance.get(group).copied().unwrap_or(0);
-                    *at = (*at).max(entry.time_ms + longest + JOIN_TIMEOUT_MARGIN_MS);
-                }
+                last_broker_stop = Some(entry.time_ms);
             }
             Kind::Event {
                 event:
@@ -521,7 +519,16 @@ fn catch_up(history: &[Entry], anomalies: &mut Vec<Anomaly>, counts: &mut Counts
         let Some(&end) = ends.get(&tp) else {
             continue;
         };
-        let free_ms = unblocked.get(group).copied().unwrap_or(0).max(heal.time_ms) + SLACK_MS;
+        let after_stop = last_broker_stop.map_or(0, |stop| {
+            stop + longest_rebalance.get(group).copied().unwrap_or(0) + JOIN_TIMEOUT_MARGIN_MS
+        });
+        let free_ms = unblocked
+            .get(group)
+            .copied()
+            .unwrap_or(0)
+            .max(heal.time_ms)
+            .max(after_stop)
+            + SLACK_MS;
         if free_ms + DRAIN_MS > end_ms {
             continue;
         }
@@ -533,7 +540,10 @@ fn catch_up(history: &[Entry], anomalies: &mut Vec<Anomaly>, counts: &mut Counts
         if committed >= end {
             continue;
         }
-        if possibly.get(&(group, tp)).is_some_and(|&offset| offset >= end) {
+        if possibly
+            .get(&(group, tp))
+            .is_some_and(|&offset| offset >= end)
+        {
             counts.catching_up += 1;
             continue;
         }
@@ -762,10 +772,7 @@ mod tests {
         let mut h = H::new(true, true);
         h.assign("consumer-0", G, 1, &[0]);
         let verdict = GroupLiveness.check(&h.build());
-        assert_eq!(
-            prefixes(&verdict),
-            vec!["missing-facts", "missing-facts"]
-        );
+        assert_eq!(prefixes(&verdict), vec!["missing-facts", "missing-facts"]);
     }
 
     #[test]

@@ -52,9 +52,22 @@ impl Checker for LostWrite {
             std::collections::BTreeMap::new();
         let mut survivors: Vec<&AckedSend<'_>> = Vec::new();
 
+        let mut unread_partitions = std::collections::BTreeSet::new();
         for send in &facts.acked_sends {
             let Some(read) = facts.final_reads.get(&send.tp) else {
                 without_final_read += 1;
+                if unread_partitions.insert(send.tp) {
+                    // The final read is the fact this checker judges by;
+                    // without it an ack can be neither kept nor lost.
+                    anomalies.push(Anomaly {
+                        description: format!(
+                            "missing-facts: {} has acked sends but no final_read, so their \
+                             survival cannot be checked",
+                            show(send.tp)
+                        ),
+                        entries: vec![send.ok_index],
+                    });
+                }
                 continue;
             };
             if send.offset < read.log_start_offset {
@@ -288,5 +301,23 @@ mod tests {
         assert!(verdict.anomalies[0]
             .description
             .contains("log ends before it"));
+    }
+}
+
+#[cfg(test)]
+mod missing_facts {
+    use super::*;
+    use crate::checkers::facts::build::H;
+
+    #[test]
+    fn acked_sends_without_a_final_read_fail_loudly() {
+        let mut h = H::new(true, true);
+        let (_, ok) = h.send("producer-0", None, "producer-0-1", 2, 0);
+        let verdict = LostWrite.check(&h.build());
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0]
+            .description
+            .starts_with("missing-facts: t-2 has acked sends but no final_read"));
+        assert_eq!(verdict.anomalies[0].entries, vec![ok]);
     }
 }

@@ -957,10 +957,7 @@ mod tests {
         h.process(C0, G, record(0, 0, None, "a"));
         h.commit(C0, G, 1, &[(0, 1)]);
         let verdict = OffsetCommits.check(&h.build());
-        assert_eq!(
-            prefixes(&verdict),
-            vec!["missing-facts", "missing-facts"]
-        );
+        assert_eq!(prefixes(&verdict), vec!["missing-facts", "missing-facts"]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::facts::{record_tp, show, verdict, Facts, Tp};
 use super::{Anomaly, Checker, Property, Verdict};
-use crate::history::{FaultKind, Entry, Event, Kind, Op};
+use crate::history::{Entry, Event, FaultKind, Kind, Op};
 
 pub struct Ordering;
 
@@ -109,7 +109,10 @@ fn check_polls(history: &[Entry], facts: &Facts<'_>, anomalies: &mut Vec<Anomaly
             Kind::Event {
                 event: Event::Fault { kind, target, .. },
             } => {
-                if matches!(kind, FaultKind::CrashClient | FaultKind::CrashBroker | FaultKind::RestartBroker) {
+                if matches!(
+                    kind,
+                    FaultKind::CrashClient | FaultKind::CrashBroker | FaultKind::RestartBroker
+                ) {
                     last.retain(|key, _| key.0 != target.as_str());
                 }
                 if facts.is_permitted_power_loss(entry.index) {
