@@ -140,6 +140,44 @@ pub struct ProduceOptions {
     pub key_separator: String,
     /// `--producer-property acks=...`; idempotence is on only with acks=all.
     pub acks: Acks,
+    /// `--timeout-ms`: how long to wait for the cluster and the topic, and
+    /// for each record's delivery (Kafka's `max.block.ms` and
+    /// `delivery.timeout.ms`, 60 s by default).
+    pub timeout: Duration,
+}
+
+/// Fails within `timeout`, with a message that says what is missing, when
+/// no broker answers or the topic does not exist (and is not auto-created).
+async fn await_topic(
+    cluster: &crate::client::Cluster,
+    bootstrap: &str,
+    topic: &str,
+    allow_auto_create: bool,
+    timeout: Duration,
+) -> anyhow::Result<crate::client::TopicInfo> {
+    use crate::client::ClientError;
+    let waited = timeout.as_millis();
+    match cluster.topic_info(topic, allow_auto_create, timeout).await {
+        Ok(info) => Ok(info),
+        Err(ClientError::Network { message, .. }) => {
+            bail!("no broker at {bootstrap} answered within {waited} ms: {message}")
+        }
+        Err(ClientError::Timeout { .. }) => {
+            bail!("no broker at {bootstrap} answered within {waited} ms")
+        }
+        Err(ClientError::Broker(error)) => bail!("topic {topic}: {error:?}"),
+        Err(error) => {
+            // Reachable (or not) but no usable topic: say which.
+            let reachable = cluster.refresh(None, false).await.is_ok();
+            if reachable {
+                bail!(
+                    "topic {topic} does not exist (or has no leader) after {waited} ms; create it \
+                     with `sluice topics --create --topic {topic}`"
+                )
+            }
+            bail!("no broker at {bootstrap} answered within {waited} ms ({error})")
+        }
+    }
 }
 
 /// `kafka-console-producer.sh`: each line of `reader` becomes a record; with
@@ -157,20 +195,29 @@ pub async fn produce_lines<R: AsyncBufRead + Unpin>(
         parse_key,
         key_separator,
         acks,
+        timeout,
     } = options;
     let (topic, parse_key, key_separator, acks) =
         (topic.as_str(), *parse_key, key_separator.as_str(), *acks);
     if parse_key && key_separator.is_empty() {
         bail!("key separator must not be empty");
     }
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let defaults = ProducerConfig::default();
     let config = ProducerConfig {
         bootstrap_servers: bootstrap.to_string(),
         client_id: "console-producer".to_string(),
         acks,
         enable_idempotence: acks == Acks::All,
-        ..ProducerConfig::default()
+        max_block_ms: timeout_ms,
+        delivery_timeout_ms: timeout_ms.max(defaults.request_timeout_ms + defaults.linger_ms),
+        ..defaults
     };
     let producer = Producer::new(config, connector, clock)?;
+    if let Err(error) = await_topic(producer.cluster(), bootstrap, topic, true, *timeout).await {
+        producer.close().await;
+        return Err(error);
+    }
     let mut reader = reader;
     let mut pending = Vec::new();
     let mut acknowledged = 0usize;
@@ -248,17 +295,24 @@ pub struct ConsumeOptions {
     pub print_key: bool,
 }
 
+/// How long `consume` waits for the cluster and the topic when no
+/// `--timeout-ms` is given: Kafka's `default.api.timeout.ms`.
+const CONSUME_STARTUP_WAIT: Duration = Duration::from_millis(60_000);
+
 /// How long one poll waits; also how often `timeout` is checked.
 const CONSUME_POLL: Duration = Duration::from_millis(500);
 
-/// `kafka-console-consumer.sh`: prints each value (and key) on a line.
-/// Returns the number of records printed.
+/// `kafka-console-consumer.sh`: prints each value (and key) on a line,
+/// until `--max-messages`, `--timeout-ms` or `stop` (Ctrl-C) ends it; then it
+/// commits what it printed (in a group) and leaves. Returns the number of
+/// records printed.
 pub async fn consume(
     bootstrap: &str,
     connector: Arc<dyn Connector>,
     clock: SharedClock,
     options: &ConsumeOptions,
     out: Output<'_>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<usize> {
     let config = ConsumerConfig {
         bootstrap_servers: bootstrap.to_string(),
@@ -273,14 +327,18 @@ pub async fn consume(
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(config, connector, clock)?;
+    let startup = options.timeout.unwrap_or(CONSUME_STARTUP_WAIT);
+    let info = await_topic(
+        consumer.cluster(),
+        bootstrap,
+        &options.topic,
+        false,
+        startup,
+    )
+    .await?;
     if options.group.is_some() {
         consumer.subscribe(vec![options.topic.clone()], None)?;
     } else {
-        let wait = Duration::from_millis(ConsumerConfig::default().default_api_timeout_ms);
-        let info = consumer
-            .cluster()
-            .topic_info(&options.topic, false, wait)
-            .await?;
         consumer.assign(
             info.partitions
                 .iter()
@@ -290,6 +348,7 @@ pub async fn consume(
     }
     let mut printed = 0usize;
     let mut idle = Duration::ZERO;
+    let mut stop = std::pin::pin!(stop);
     let result: anyhow::Result<()> = async {
         loop {
             if options.max_messages.is_some_and(|max| printed >= max) {
@@ -299,7 +358,13 @@ pub async fn consume(
                 .timeout
                 .map_or(CONSUME_POLL, |t| CONSUME_POLL.min(t.saturating_sub(idle)));
             let started = tokio::time::Instant::now();
-            let records = consumer.poll(poll).await?;
+            // A poll cut short hands out no records (positions move only as
+            // records are returned), so stopping loses nothing printed.
+            let records = tokio::select! {
+                biased;
+                () = &mut stop => return Ok(()),
+                polled = consumer.poll(poll) => polled?,
+            };
             if records.is_empty() {
                 idle += started.elapsed();
                 if options.timeout.is_some_and(|t| idle >= t) {

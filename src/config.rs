@@ -1,8 +1,11 @@
 //! Broker settings, read from a Kafka-style `server.properties` file.
 //!
 //! Keys and defaults are Kafka's wherever Kafka has the setting; the few
-//! sluice-only keys say so. Unknown keys are logged and ignored, as Kafka does,
-//! so an existing `server.properties` can be pointed at sluice as it is.
+//! sluice-only keys say so. A key sluice does not know is an error, in the
+//! file as on the command line, so a typo never goes unnoticed; the Kafka
+//! tuning keys that have no meaning here (thread counts, socket buffers,
+//! ZooKeeper) are accepted with a warning, so a stock `server.properties`
+//! still starts. Values Kafka refuses are refused.
 
 use std::path::PathBuf;
 
@@ -66,10 +69,38 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Kafka keys sluice accepts and ignores: they tune what sluice does not
+/// have (network and I/O thread pools, socket buffers, ZooKeeper, the
+/// replication of internal topics on a single node), so honouring them
+/// changes nothing.
+pub const NO_EFFECT_KEYS: &[&str] = &[
+    "num.network.threads",
+    "num.io.threads",
+    "num.recovery.threads.per.data.dir",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "zookeeper.connect",
+    "zookeeper.connection.timeout.ms",
+    "listener.security.protocol.map",
+];
+
+/// Kafka's smallest `log.segment.bytes` (since Kafka 4.0, KIP-1030).
+pub const LOG_SEGMENT_BYTES_MIN: u64 = 1_048_576;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("line {line}: expected key=value, got {text:?}")]
     Syntax { line: usize, text: String },
+    #[error("{key}: not a setting sluice knows (see the README's configuration table)")]
+    Unknown { key: String },
+    #[error("line {line}: {error}")]
+    AtLine {
+        line: usize,
+        error: Box<ConfigError>,
+    },
     #[error("{key}: invalid value {value:?}: {reason}")]
     Value {
         key: String,
@@ -92,26 +123,104 @@ where
         })
 }
 
-fn strip_scheme(listener: &str) -> String {
-    let first = listener.split(',').next().unwrap_or(listener).trim();
-    first
-        .split_once("://")
-        .map_or(first, |(_, address)| address)
-        .to_string()
+/// Parses `listeners` / `advertised.listeners`: `PLAINTEXT://host:port`
+/// (an empty host means every interface: `PLAINTEXT://:9092`), or a bare
+/// `host:port`. Only one plaintext listener is served; TLS and SASL are
+/// refused rather than served as plaintext.
+fn parse_listener(key: &str, value: &str) -> Result<String, ConfigError> {
+    let refuse = |reason: String| ConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let entries: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let [entry] = entries.as_slice() else {
+        return Err(refuse(
+            "sluice serves exactly one PLAINTEXT listener".to_string(),
+        ));
+    };
+    let (scheme, address) = match entry.split_once("://") {
+        Some((scheme, address)) => (scheme, address),
+        None => ("PLAINTEXT", *entry),
+    };
+    match scheme {
+        "PLAINTEXT" => {}
+        "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => {
+            return Err(refuse(format!(
+                "{scheme} listeners are not supported (no TLS or SASL); use PLAINTEXT"
+            )))
+        }
+        other => {
+            return Err(refuse(format!(
+                "listener {other:?}: sluice serves only PLAINTEXT"
+            )))
+        }
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(refuse("expected host:port".to_string()));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(refuse(format!("{port:?} is not a port")));
+    }
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok(format!("{host}:{port}"))
 }
 
 impl BrokerConfig {
+    /// Applies one setting: an error for a bad value or an unknown key; a
+    /// warning for a Kafka key with no effect here ([`NO_EFFECT_KEYS`]).
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if self.set(key, value)? {
+            return Ok(());
+        }
+        if NO_EFFECT_KEYS.contains(&key) {
+            tracing::warn!(
+                key,
+                "accepting a Kafka setting that has no effect in sluice"
+            );
+            return Ok(());
+        }
+        Err(ConfigError::Unknown {
+            key: key.to_string(),
+        })
+    }
+
     /// Applies one setting. Returns `Ok(false)` for a key sluice does not know.
     pub fn set(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
         let value = value.trim();
         match key {
             "node.id" | "broker.id" => self.node_id = parse(key, value)?,
-            "listeners" => self.listener = strip_scheme(value),
-            "advertised.listeners" => self.advertised_listener = Some(strip_scheme(value)),
+            "listeners" => self.listener = parse_listener(key, value)?,
+            "advertised.listeners" => self.advertised_listener = Some(parse_listener(key, value)?),
             "log.dirs" | "log.dir" => {
-                self.log_dirs = PathBuf::from(value.split(',').next().unwrap_or(value).trim())
+                let dirs: Vec<&str> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .collect();
+                let [dir] = dirs.as_slice() else {
+                    return Err(ConfigError::Value {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        reason: "sluice keeps its data in exactly one directory".to_string(),
+                    });
+                };
+                self.log_dirs = PathBuf::from(dir);
             }
-            "num.partitions" => self.num_partitions = parse(key, value)?,
+            "num.partitions" => {
+                self.num_partitions = parse(key, value)?;
+                if self.num_partitions < 1 {
+                    return Err(ConfigError::Value {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        reason: "must be at least 1".to_string(),
+                    });
+                }
+            }
             "auto.create.topics.enable" => self.auto_create_topics_enable = parse(key, value)?,
             "socket.request.max.bytes" => self.socket_request_max_bytes = parse(key, value)?,
             "connections.max.idle.ms" => self.connections_max_idle_ms = parse(key, value)?,
@@ -131,7 +240,16 @@ impl BrokerConfig {
             "log.flush.scheduler.interval.ms" => {
                 self.log_flush_scheduler_interval_ms = parse(key, value)?
             }
-            "log.segment.bytes" => self.log.segment_bytes = parse(key, value)?,
+            "log.segment.bytes" => {
+                self.log.segment_bytes = parse(key, value)?;
+                if self.log.segment_bytes < LOG_SEGMENT_BYTES_MIN {
+                    return Err(ConfigError::Value {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        reason: format!("Kafka's minimum is {LOG_SEGMENT_BYTES_MIN}"),
+                    });
+                }
+            }
             "log.roll.ms" => self.log.roll_ms = parse(key, value)?,
             "log.roll.hours" => self.log.roll_ms = parse::<i64>(key, value)? * 3_600_000,
             "log.retention.ms" => self.log.retention_ms = parse(key, value)?,
@@ -190,10 +308,13 @@ impl BrokerConfig {
             _ => 2,
         };
         entries.sort_by_key(|(line, key, _)| (precedence(key), *line));
-        for (_, key, value) in entries {
-            if !config.set(&key, &value)? {
-                tracing::warn!(key, "ignoring a setting sluice does not know");
-            }
+        for (line, key, value) in entries {
+            config
+                .apply(&key, &value)
+                .map_err(|error| ConfigError::AtLine {
+                    line,
+                    error: Box::new(error),
+                })?;
         }
         Ok(config)
     }
@@ -206,14 +327,69 @@ mod tests {
     #[test]
     fn a_kafka_server_properties_file_parses() {
         let text = "# comment\nbroker.id=3\nlisteners=PLAINTEXT://127.0.0.1:19092\n\
-                    log.dirs=/var/kafka,/var/kafka2\nlog.retention.ms=1000\nlog.retention.hours=1\n\
-                    zookeeper.connect=localhost:2181\nlog.segment.bytes = 4096\n";
+                    log.dirs=/var/kafka\nlog.retention.ms=1000\nlog.retention.hours=1\n\
+                    num.network.threads=3\nzookeeper.connect=localhost:2181\n\
+                    log.segment.bytes = 2097152\n";
         let config = BrokerConfig::from_properties(text).unwrap();
         assert_eq!(config.node_id, 3);
         assert_eq!(config.listener, "127.0.0.1:19092");
         assert_eq!(config.log_dirs, PathBuf::from("/var/kafka"));
         assert_eq!(config.log.retention_ms, 1000, "ms wins over hours");
-        assert_eq!(config.log.segment_bytes, 4096);
+        assert_eq!(config.log.segment_bytes, 2_097_152);
+    }
+
+    #[test]
+    fn listeners_take_kafkas_forms_and_refuse_tls_and_sasl() {
+        let listener = |value: &str| {
+            let mut config = BrokerConfig::default();
+            config.apply("listeners", value).map(|()| config.listener)
+        };
+        assert_eq!(listener("PLAINTEXT://:9092").unwrap(), "0.0.0.0:9092");
+        assert_eq!(listener("PLAINTEXT://host:9093").unwrap(), "host:9093");
+        assert_eq!(listener("127.0.0.1:9094").unwrap(), "127.0.0.1:9094");
+        for refused in [
+            "SSL://:9093",
+            "SASL_PLAINTEXT://:9094",
+            "SASL_SSL://:9095",
+            "PLAINTEXT://:9092,SSL://:9093",
+            "PLAINTEXT://nohost",
+        ] {
+            let error = listener(refused).unwrap_err().to_string();
+            assert!(error.starts_with("listeners:"), "{refused}: {error}");
+        }
+        assert!(listener("SSL://:9093")
+            .unwrap_err()
+            .to_string()
+            .contains("not supported"));
+    }
+
+    #[test]
+    fn values_kafka_refuses_are_refused() {
+        for (key, value) in [
+            ("num.partitions", "0"),
+            ("log.segment.bytes", "4096"),
+            ("log.dirs", "/a,/b"),
+        ] {
+            let mut config = BrokerConfig::default();
+            let error = config.apply(key, value).unwrap_err().to_string();
+            assert!(error.starts_with(key), "{key}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_in_a_file_as_in_an_override() {
+        let error = BrokerConfig::from_properties("log.retenton.ms=5\n").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("line 1: log.retenton.ms: not a setting sluice knows"),
+            "{error}"
+        );
+        let mut config = BrokerConfig::default();
+        assert!(matches!(
+            config.apply("log.retenton.ms", "5"),
+            Err(ConfigError::Unknown { .. })
+        ));
     }
 
     #[test]

@@ -72,6 +72,9 @@ enum Command {
         /// all, 1 or 0.
         #[arg(long, default_value = "all")]
         acks: String,
+        /// How long to wait for the cluster, the topic and each delivery.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
     },
     /// Print records (like kafka-console-consumer.sh).
     Consume {
@@ -86,7 +89,8 @@ enum Command {
         group: Option<String>,
         #[arg(long)]
         max_messages: Option<usize>,
-        /// Stop after this long without a record.
+        /// Stop after this long without a record (and fail after this long
+        /// if the cluster or the topic is not there).
         #[arg(long)]
         timeout_ms: Option<u64>,
         #[arg(long)]
@@ -160,6 +164,7 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             parse_key,
             key_separator,
             acks,
+            timeout_ms,
         } => {
             let acks = sluice::client::Acks::parse(&acks)
                 .ok_or_else(|| anyhow::anyhow!("--acks must be all, 1 or 0"))?;
@@ -168,6 +173,7 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
                 parse_key,
                 key_separator,
                 acks,
+                timeout: Duration::from_millis(timeout_ms),
             };
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             let sent = cli_tools::produce_lines(
@@ -198,12 +204,20 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
                 timeout: timeout_ms.map(Duration::from_millis),
                 print_key,
             };
+            // Ctrl-C stops it the way the console consumer stops: commit what
+            // was printed, leave the group, say how many.
+            let interrupted = async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             let count = cli_tools::consume(
                 &bootstrap_server,
                 connector,
                 Arc::new(SystemClock),
                 &options,
                 &mut stdout,
+                interrupted,
             )
             .await?;
             eprintln!("Processed a total of {count} messages");
@@ -255,12 +269,14 @@ fn broker_config(
         let (key, value) = entry
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--override {entry:?}: expected KEY=VALUE"))?;
-        if !broker_config.set(key.trim(), value)? {
-            anyhow::bail!("--override: unknown setting {key:?}");
-        }
+        broker_config
+            .apply(key.trim(), value)
+            .map_err(|error| anyhow::anyhow!("--override {error}"))?;
     }
     if let Some(listen) = listen {
-        broker_config.listener = listen;
+        broker_config
+            .apply("listeners", &listen)
+            .map_err(|error| anyhow::anyhow!("--listen: {error}"))?;
     }
     if let Some(dir) = data_dir {
         broker_config.log_dirs = dir;

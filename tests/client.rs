@@ -515,6 +515,7 @@ mod cli {
             parse_key: true,
             key_separator: ":".into(),
             acks: Acks::All,
+            timeout: WAIT,
         };
         let produced =
             cli_tools::produce_lines(addr, connector(), Arc::new(SystemClock), &produce, input)
@@ -533,7 +534,14 @@ mod cli {
         let mut out = Vec::new();
         let consumed = within(
             "console consumer",
-            cli_tools::consume(addr, connector(), Arc::new(SystemClock), &options, &mut out),
+            cli_tools::consume(
+                addr,
+                connector(),
+                Arc::new(SystemClock),
+                &options,
+                &mut out,
+                std::future::pending(),
+            ),
         )
         .await
         .unwrap();
@@ -611,12 +619,125 @@ mod cli {
                 Arc::new(SystemClock),
                 &options,
                 &mut out,
+                std::future::pending(),
             ),
         )
         .await
         .unwrap();
         assert_eq!(consumed, 0);
         assert!(out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_console_tools_fail_fast_and_clearly_without_a_broker_or_a_topic() {
+        // Nothing listens on this port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let nowhere = format!("127.0.0.1:{port}");
+        let produce = ProduceOptions {
+            topic: "t".into(),
+            parse_key: false,
+            key_separator: ":".into(),
+            acks: Acks::All,
+            timeout: Duration::from_millis(1_500),
+        };
+        let started = tokio::time::Instant::now();
+        let error = within(
+            "the producer to give up",
+            cli_tools::produce_lines(
+                &nowhere,
+                connector(),
+                Arc::new(SystemClock),
+                &produce,
+                &b"x\n"[..],
+            ),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            error.contains(&format!("no broker at {nowhere} answered")),
+            "{error}"
+        );
+
+        // A reachable broker without the topic, and without auto-creation.
+        let config = sluice::config::BrokerConfig {
+            auto_create_topics_enable: false,
+            ..test_config()
+        };
+        let broker = start_broker(config).await;
+        let options = ConsumeOptions {
+            topic: "missing".into(),
+            from_beginning: true,
+            group: None,
+            max_messages: None,
+            timeout: Some(Duration::from_millis(1_000)),
+            print_key: false,
+        };
+        let error = within(
+            "the consumer to give up",
+            cli_tools::consume(
+                &broker.address,
+                connector(),
+                Arc::new(SystemClock),
+                &options,
+                &mut Vec::new(),
+                std::future::pending(),
+            ),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("topic missing does not exist"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn stopping_the_console_consumer_commits_what_it_printed_and_leaves() {
+        let (broker, admin) = broker_with_topic("stop", 1).await;
+        let producer = producer(&broker.address);
+        for i in 0..5 {
+            let record = ProducerRecord::new("stop", None, value(&format!("v{i}")));
+            within("ack", producer.send(record)).await.unwrap();
+        }
+        producer.close().await;
+        let options = ConsumeOptions {
+            topic: "stop".into(),
+            from_beginning: true,
+            group: Some("stopper".into()),
+            max_messages: None,
+            timeout: None,
+            print_key: false,
+        };
+        // "Ctrl-C" once all five are printed.
+        let mut out = Vec::new();
+        let stop = tokio::time::sleep(Duration::from_secs(3));
+        let printed = within(
+            "the consumer to stop",
+            cli_tools::consume(
+                &broker.address,
+                connector(),
+                Arc::new(SystemClock),
+                &options,
+                &mut out,
+                stop,
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(printed, 5);
+        assert_eq!(text(&out), "v0\nv1\nv2\nv3\nv4\n");
+        let committed = admin.group_offsets("stopper").await.unwrap();
+        assert_eq!(committed.get(&TopicPartition::new("stop", 0)), Some(&5));
+        let group = admin.describe_group("stopper").await.unwrap();
+        assert!(group.members.is_empty(), "left the group: {group:?}");
     }
 }
 

@@ -44,7 +44,7 @@ use super::group::{
     Recovery,
 };
 use super::metadata::{fetch_committed_offsets, Cluster, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
-use super::records::decode_fetched;
+use super::records::{decode_fetched, FetchDecodeError};
 use super::{codes, is_stale_metadata_error, ClientError, Header, TopicPartition};
 use crate::clock::SharedClock;
 use crate::net::Connector;
@@ -1654,12 +1654,18 @@ impl Consumer {
                 }
                 state.high_watermark = Some(p.high_watermark);
                 let Some(bytes) = p.records else { continue };
-                let batches =
-                    decode_fetched(bytes).map_err(|message| ClientError::CorruptRecords {
+                let batches = decode_fetched(bytes).map_err(|error| match error {
+                    FetchDecodeError::Corrupt(message) => ClientError::CorruptRecords {
                         topic: tp.topic.clone(),
                         partition: tp.partition,
                         message,
-                    })?;
+                    },
+                    FetchDecodeError::Unsupported(message) => ClientError::UnreadableRecords {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        message,
+                    },
+                })?;
                 let mut end = fetched_at;
                 for batch in batches {
                     end = end.max(batch.last_offset.saturating_add(1));

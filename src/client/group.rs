@@ -94,6 +94,7 @@ pub fn recovery_for_error(error: &ClientError) -> Recovery {
         ClientError::Protocol { .. } => Recovery::FindCoordinator,
         ClientError::UnsupportedVersion { .. }
         | ClientError::CorruptRecords { .. }
+        | ClientError::UnreadableRecords { .. }
         | ClientError::Invalid(_)
         | ClientError::Config(_)
         | ClientError::Closed => Recovery::Fatal,

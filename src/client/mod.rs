@@ -98,6 +98,15 @@ pub enum ClientError {
         partition: i32,
         message: String,
     },
+    /// A fetched batch is valid but this client cannot read it (an unknown
+    /// compression codec or record format). Not retried; the position stays
+    /// put. Never reported as corruption: the data may be fine.
+    #[error("cannot read {topic}-{partition}: {message}")]
+    UnreadableRecords {
+        topic: String,
+        partition: i32,
+        message: String,
+    },
     /// The broker supports no version of an API in the range this client speaks.
     #[error("broker {addr} supports no version of api key {api_key} in {min}..={max}")]
     UnsupportedVersion {
@@ -134,6 +143,7 @@ impl ClientError {
             ClientError::Broker(e) => e.is_retriable() || is_coordinator_error(e.code()),
             ClientError::Protocol { .. }
             | ClientError::CorruptRecords { .. }
+            | ClientError::UnreadableRecords { .. }
             | ClientError::UnsupportedVersion { .. }
             | ClientError::Invalid(_)
             | ClientError::Config(_)
