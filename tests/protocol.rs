@@ -485,6 +485,10 @@ async fn a_generation_that_cannot_be_persisted_is_never_handed_out() {
         .with_protocols(vec![JoinGroupRequestProtocol::default()
             .with_name(StrBytes::from_static_str("range"))
             .with_metadata(Bytes::from_static(b"m"))]);
+    // KIP-394: a new member first gets its id, then joins with it.
+    let first: JoinGroupResponse = call(&test.broker, ApiKey::JoinGroup, 5, &join).await;
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    let join = join.with_member_id(first.member_id);
     test.storage.set_capacity_bytes(Some(0));
     let refused: JoinGroupResponse = call(&test.broker, ApiKey::JoinGroup, 5, &join).await;
     assert_eq!(
@@ -499,6 +503,10 @@ async fn a_generation_that_cannot_be_persisted_is_never_handed_out() {
     let storage = test.storage.clone();
     drop(test);
     let restarted = start_broker_on(test_config(), storage).await;
+    let join = join.with_member_id(StrBytes::from_static_str(""));
+    let first: JoinGroupResponse = call(&restarted.broker, ApiKey::JoinGroup, 5, &join).await;
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    let join = join.with_member_id(first.member_id);
     let joined: JoinGroupResponse = call(&restarted.broker, ApiKey::JoinGroup, 5, &join).await;
     assert_eq!(joined.error_code, 0);
     assert!(joined.generation_id >= 1);
