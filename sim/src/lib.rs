@@ -2,6 +2,7 @@
 //! turmoil simulation, records a history and checks it.
 
 pub mod checkers;
+pub mod disk;
 pub mod history;
 pub mod power;
 pub mod recorder;

@@ -175,7 +175,23 @@ pub struct Faults {
 pub struct Phases {
     pub fault_ms: Option<u64>,
     pub heal_ms: Option<u64>,
+    /// Simulated milliseconds per simulation step (turmoil's tick); see
+    /// [`TICK_MS_DEFAULT`].
+    pub tick_ms: Option<u64>,
 }
+
+/// Simulated milliseconds per simulation step unless a scenario says
+/// otherwise. Each step runs every host for this long in virtual time, in
+/// turn; within a host, timers still fire at their exact instants, so
+/// `linger.ms`, timeouts and the fsync window keep their meaning. Between
+/// hosts, a message sent during a step is delivered at a later step, so
+/// network latency is rounded up to whole steps, and the nemesis acts
+/// between steps. Ten milliseconds keeps both far below every timing the
+/// scenarios depend on across hosts (heartbeats and request timeouts are
+/// seconds), while the drawn fsync latency (up to 30 ms) still lets other
+/// hosts see a flush in progress; and each step costs about the same
+/// whatever its length, so a run takes a tenth of the steps it would at 1 ms.
+pub const TICK_MS_DEFAULT: u64 = 10;
 
 impl Scenario {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -273,6 +289,7 @@ pub struct Resolved {
     pub schedule: Vec<ScheduledFault>,
     pub fault_ms: u64,
     pub heal_ms: u64,
+    pub tick_ms: u64,
     pub checkers: Vec<String>,
 }
 
@@ -430,6 +447,7 @@ impl Scenario {
                 .fault_ms
                 .unwrap_or_else(|| draw.range(10_000, 60_000)),
             heal_ms: self.phases.heal_ms.unwrap_or(30_000),
+            tick_ms: self.phases.tick_ms.unwrap_or(TICK_MS_DEFAULT).max(1),
             checkers: self.checkers.clone(),
         }
     }

@@ -1,24 +1,50 @@
 //! The simulation's implementations of sluice's seams: turmoil's TCP for the
-//! network, turmoil's per-host filesystem for storage, and turmoil's virtual
-//! time for the clock. Nothing here changes sluice's code: the broker and
-//! clients take these as trait objects.
+//! network and turmoil's virtual time for the clock; the disk is in
+//! `disk.rs`, with the faults and fsync latency defined here. Nothing here
+//! changes sluice's code: the broker and clients take these as trait
+//! objects.
 
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use sluice::clock::Clock;
 use sluice::net::{BoxFuture, BoxStream, Connector, Listener};
-use sluice::storage::{SharedFile, Storage, StorageFile};
-use turmoil::fs::shim::std::fs as simfs;
 
-/// How long an fsync takes on the simulated disk: a few milliseconds, as on
-/// an SSD under load. Long enough that acknowledging before the flush, or
-/// serving records above the high watermark, is a window the nemesis can hit.
-const FSYNC_LATENCY: std::time::Duration = std::time::Duration::from_millis(3);
+/// How long an fsync takes on the simulated disk, drawn per fsync from the
+/// broker incarnation's seed: usually 1 to 4 ms, as on an SSD, and one time
+/// in five 5 to 30 ms, as under load. Long enough that acknowledging before
+/// the flush, or serving records above the high watermark, is a window the
+/// nemesis and the other hosts can hit, also across the simulation's steps.
+#[derive(Clone)]
+pub struct FsyncLatency(Arc<Mutex<crate::scenario::Draw>>);
+
+impl std::fmt::Debug for FsyncLatency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FsyncLatency")
+    }
+}
+
+impl Default for FsyncLatency {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl FsyncLatency {
+    pub fn new(seed: u64) -> Self {
+        Self(Arc::new(Mutex::new(crate::scenario::Draw::new(seed))))
+    }
+
+    pub(crate) fn next(&self) -> std::time::Duration {
+        let mut draw = self.0.lock().expect("fsync latency lock");
+        let ms = if draw.chance(1, 5) {
+            draw.range(5, 30)
+        } else {
+            draw.range(1, 4)
+        };
+        std::time::Duration::from_millis(ms)
+    }
+}
 
 /// Dials through turmoil's simulated network.
 #[derive(Debug, Default, Clone, Copy)]
@@ -108,7 +134,7 @@ impl DiskFaults {
             .copied()
     }
 
-    fn check(&self, host: &str, operation: Operation) -> io::Result<()> {
+    pub(crate) fn check(&self, host: &str, operation: Operation) -> io::Result<()> {
         match (self.get(host), operation) {
             (Some(DiskFault::Full), Operation::Write | Operation::Create) => Err(io::Error::new(
                 io::ErrorKind::StorageFull,
@@ -123,137 +149,8 @@ impl DiskFaults {
 }
 
 #[derive(Clone, Copy)]
-enum Operation {
+pub(crate) enum Operation {
     Create,
     Write,
     Sync,
-}
-
-/// turmoil's per-host filesystem. A crash of the host loses what was not
-/// synced, and tears writes by the configured block size. The nemesis can
-/// also make the disk full or failing through [`DiskFaults`].
-#[derive(Debug, Clone, Default)]
-pub struct SimStorage {
-    faults: Arc<DiskFaults>,
-    host: String,
-}
-
-impl SimStorage {
-    /// Storage for `host`, subject to the faults set for it in `faults`.
-    pub fn new(faults: Arc<DiskFaults>, host: &str) -> Self {
-        Self {
-            faults,
-            host: host.to_string(),
-        }
-    }
-}
-
-struct SimFile {
-    faults: Arc<DiskFaults>,
-    host: String,
-    file: simfs::File,
-    len: AtomicU64,
-    /// Serialises appends so two never claim the same position.
-    append_lock: Mutex<()>,
-}
-
-impl Storage for SimStorage {
-    fn open<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<SharedFile>> {
-        Box::pin(async move {
-            if !simfs::exists(path) {
-                self.faults.check(&self.host, Operation::Create)?;
-            }
-            let file = simfs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?;
-            let len = file.metadata()?.len();
-            Ok(Arc::new(SimFile {
-                faults: Arc::clone(&self.faults),
-                host: self.host.clone(),
-                file,
-                len: AtomicU64::new(len),
-                append_lock: Mutex::new(()),
-            }) as SharedFile)
-        })
-    }
-
-    fn list<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<Vec<String>>> {
-        Box::pin(async move {
-            let mut names = Vec::new();
-            for entry in simfs::read_dir(dir)? {
-                names.push(entry?.file_name().to_string_lossy().into_owned());
-            }
-            names.sort();
-            Ok(names)
-        })
-    }
-
-    fn create_dir<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<()>> {
-        Box::pin(async move { simfs::create_dir_all(dir) })
-    }
-
-    fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<()>> {
-        Box::pin(async move { simfs::remove_file(path) })
-    }
-
-    fn remove_dir<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<()>> {
-        Box::pin(async move { simfs::remove_dir(dir) })
-    }
-
-    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> BoxFuture<'a, io::Result<()>> {
-        Box::pin(async move { simfs::rename(from, to) })
-    }
-
-    fn sync_dir<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<()>> {
-        Box::pin(async move { simfs::sync_dir(dir) })
-    }
-}
-
-fn lock_error(_: std::sync::PoisonError<std::sync::MutexGuard<'_, ()>>) -> io::Error {
-    io::Error::other("append lock poisoned")
-}
-
-impl StorageFile for SimFile {
-    fn read_at(&self, position: u64, len: usize) -> BoxFuture<'_, io::Result<Bytes>> {
-        let file_len = self.len.load(Ordering::Acquire);
-        Box::pin(async move { sluice::storage::read_at_most(&self.file, position, len, file_len) })
-    }
-
-    fn append(&self, data: Bytes) -> BoxFuture<'_, io::Result<u64>> {
-        Box::pin(async move {
-            self.faults.check(&self.host, Operation::Write)?;
-            let _serialised = self.append_lock.lock().map_err(lock_error)?;
-            let position = self.len.load(Ordering::Acquire);
-            self.file.write_all_at(&data, position)?;
-            self.len
-                .store(position + data.len() as u64, Ordering::Release);
-            Ok(position)
-        })
-    }
-
-    fn sync(&self) -> BoxFuture<'_, io::Result<()>> {
-        Box::pin(async move {
-            self.faults.check(&self.host, Operation::Sync)?;
-            // A flush to stable storage takes time; while it runs, the data
-            // is written but not durable, and a power loss still loses it.
-            tokio::time::sleep(FSYNC_LATENCY).await;
-            self.file.sync_data()
-        })
-    }
-
-    fn truncate(&self, len: u64) -> BoxFuture<'_, io::Result<()>> {
-        Box::pin(async move {
-            let _serialised = self.append_lock.lock().map_err(lock_error)?;
-            self.file.set_len(len)?;
-            self.len.store(len, Ordering::Release);
-            Ok(())
-        })
-    }
-
-    fn len(&self) -> u64 {
-        self.len.load(Ordering::Acquire)
-    }
 }

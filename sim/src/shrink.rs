@@ -126,6 +126,7 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
         phases: Phases {
             fault_ms: Some(resolved.fault_ms),
             heal_ms: Some(resolved.heal_ms),
+            tick_ms: Some(resolved.tick_ms),
         },
         checkers: resolved.checkers.clone(),
         regression: None,

@@ -21,13 +21,14 @@ use sluice::client::{
 use sluice::config::BrokerConfig;
 use sluice::observe::Observed;
 
+use crate::disk::{DiskStorage, SimDisk};
 use crate::history::{Event, History, Op, PartitionOffset, Record, TopicPartition as HistoryTp};
 use crate::recorder::{self, BrokerObserver, Recorder};
 use crate::scenario::{
     child_seed, CommitMode, Draw, FaultKind, Resolved, ResolvedGroup, ResolvedProducer,
     ScheduledFault,
 };
-use crate::seams::{DiskFault, DiskFaults, SimClock, SimConnector, SimListener, SimStorage};
+use crate::seams::{DiskFault, DiskFaults, FsyncLatency, SimClock, SimConnector, SimListener};
 
 /// The fixed calendar epoch of every run: 2024-01-01T00:00:00Z.
 const EPOCH_SECS: u64 = 1_704_067_200;
@@ -72,10 +73,22 @@ pub struct Shared {
     finished: AtomicBool,
     /// Disk faults the nemesis has switched on, by broker.
     disks: Arc<DiskFaults>,
+    /// Each broker host's disk, which outlives its processes.
+    drives: Mutex<BTreeMap<String, SimDisk>>,
     final_reads_failed: AtomicU32,
 }
 
 impl Shared {
+    /// The disk of `host`, the same for every incarnation of its broker.
+    fn drive(&self, host: &str) -> SimDisk {
+        self.drives
+            .lock()
+            .expect("drives lock")
+            .entry(host.to_string())
+            .or_default()
+            .clone()
+    }
+
     fn next_incarnation(&self, host: &str) -> u32 {
         let mut incarnations = self.incarnations.lock().expect("incarnations lock");
         let next = incarnations.entry(host.to_string()).or_insert(0);
@@ -123,11 +136,17 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
 async fn run_broker(
     config: BrokerConfig,
     name: String,
-    disks: Arc<DiskFaults>,
+    shared: Arc<Shared>,
     recorder: Recorder,
+    fsync_seed: u64,
 ) -> turmoil::Result {
     let listener = SimListener::bind(&name, BROKER_PORT).await?;
-    let storage = SimStorage::new(disks, &name);
+    let storage = DiskStorage::new(
+        shared.drive(&name),
+        Arc::clone(&shared.disks),
+        &name,
+        FsyncLatency::new(fsync_seed),
+    );
     let observed = Observed::new(Some(Arc::new(BrokerObserver::new(&recorder, &name))));
     let broker = sluice::broker::Broker::open_observed(
         config,
@@ -775,6 +794,17 @@ impl Nemesis {
                 power_loss = kind == FaultKind::CrashBroker;
                 cut_links(sim, resolved, &target);
                 sim.crash(target.as_str());
+                if power_loss {
+                    // The machine loses power: its disk keeps only what was
+                    // synced (and torn blocks of what was being written).
+                    let mut draw = Draw::new(child_seed(
+                        resolved.seed,
+                        &format!("power-loss/{target}/{now_ms}"),
+                    ));
+                    shared
+                        .drive(&target)
+                        .power_loss(resolved.block_size, &mut draw);
+                }
             }
             FaultKind::RestartBroker => {
                 cut_links(sim, resolved, &target);
@@ -972,24 +1002,24 @@ pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
         .rng_seed(child_seed(resolved.seed, "turmoil"))
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .simulation_duration(Duration::from_millis(duration_ms))
+        .tick_duration(Duration::from_millis(resolved.tick_ms))
         .max_message_latency(Duration::from_millis(LINK_MAX_LATENCY_MS))
         .tcp_capacity(4096);
-    if resolved.block_size > 0 {
-        builder.fs().block_size(resolved.block_size);
-    }
     let mut sim = builder.build();
     for index in 0..resolved.brokers {
         let config = broker_config(&resolved, index);
         let name = broker_name(index);
         let host = name.clone();
-        let disks = Arc::clone(&shared.disks);
         let recorder = recorder.clone();
+        let (shared, seed) = (Arc::clone(&shared), resolved.seed);
         sim.host(host.as_str(), move || {
+            let incarnation = shared.next_incarnation(&name);
             run_broker(
                 config.clone(),
                 name.clone(),
-                Arc::clone(&disks),
+                Arc::clone(&shared),
                 recorder.clone(),
+                child_seed(seed, &format!("{name}/{incarnation}/fsync")),
             )
         });
     }

@@ -12,7 +12,8 @@ use sluice::client::{
     ProducerRecord,
 };
 use sluice::config::BrokerConfig;
-use sluice_sim::seams::{SimClock, SimConnector, SimListener, SimStorage};
+use sluice_sim::disk::{DiskStorage, SimDisk};
+use sluice_sim::seams::{DiskFaults, FsyncLatency, SimClock, SimConnector, SimListener};
 
 fn run(seed: u64) -> Vec<String> {
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -20,7 +21,7 @@ fn run(seed: u64) -> Vec<String> {
         .simulation_duration(Duration::from_secs(600))
         .rng_seed(seed)
         .build();
-    sim.host("broker", || async {
+    sim.host("broker", move || async move {
         let config = BrokerConfig {
             listener: "0.0.0.0:9092".into(),
             log_dirs: "/data".into(),
@@ -31,7 +32,12 @@ fn run(seed: u64) -> Vec<String> {
         let listener = SimListener::bind("broker", 9092).await?;
         let broker = sluice::broker::Broker::open(
             config,
-            Arc::new(SimStorage::default()),
+            Arc::new(DiskStorage::new(
+                SimDisk::default(),
+                Arc::new(DiskFaults::default()),
+                "broker",
+                FsyncLatency::new(seed),
+            )),
             Arc::new(SimClock),
         )
         .await?;
