@@ -11,5 +11,6 @@ pub mod runner;
 pub mod scenario;
 pub mod seams;
 pub mod shrink;
+pub mod sweep;
 pub mod trace;
 pub mod world;

@@ -80,6 +80,16 @@ enum Command {
         /// Plant a named bug in sluice for every run (see `sim bugs`).
         #[arg(long, value_parser = parse_bug)]
         plant: Option<Bug>,
+        /// Also write every run as a JSON line (scenario, seed, outcome,
+        /// findings, trace_hash, timings) here, for `sim merge`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Merge the --out files of a sharded sweep: the summary table and
+    /// repro lines of one sweep, and its exit code.
+    Merge {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// List the bugs `--plant` can plant.
     Bugs,
@@ -172,8 +182,7 @@ fn parse_bug(name: &str) -> Result<Bug, String> {
 }
 
 fn repro(scenario: &str, seed: u64, plant: Option<Bug>) -> String {
-    let plant = plant.map_or(String::new(), |bug| format!(" --plant {bug}"));
-    format!("cargo run -p sluice-sim --release -- run {scenario} --seed {seed}{plant}")
+    sluice_sim::sweep::repro(scenario, seed, plant.map(|bug| bug.name()))
 }
 
 fn print_verdicts(outcome: &SeedOutcome) {
@@ -335,23 +344,23 @@ fn parse_shard(text: &str) -> anyhow::Result<(u64, u64)> {
     Ok((k, n))
 }
 
-#[derive(Default)]
-struct ScenarioStats {
-    seeds: u64,
-    /// Seed, outcome and the checkers that failed.
-    failures: Vec<(u64, Outcome, Vec<&'static str>)>,
-    simulated_ms: u64,
-    wall_ms: u64,
-}
-
-fn sweep(
-    scenario_args: Vec<String>,
-    seeds: &str,
+struct SweepOptions {
+    seeds: String,
     jobs: usize,
     shard: Option<String>,
     plant: Option<Bug>,
-) -> anyhow::Result<i32> {
-    let (start, end) = parse_range(seeds)?;
+    out: Option<PathBuf>,
+}
+
+fn sweep(scenario_args: Vec<String>, options: SweepOptions) -> anyhow::Result<i32> {
+    let SweepOptions {
+        seeds,
+        jobs,
+        shard,
+        plant,
+        out,
+    } = options;
+    let (start, end) = parse_range(&seeds)?;
     let (k, n) = shard
         .as_deref()
         .map(parse_shard)
@@ -369,6 +378,8 @@ fn sweep(
             .collect::<anyhow::Result<_>>()?
     };
     anyhow::ensure!(!loaded.is_empty(), "no scenarios found");
+    // Shards split the seed range, not the runs, so shard K of N runs the
+    // same seeds of every scenario and N shards partition the sweep.
     let mut work = Vec::new();
     let mut scenarios = Vec::new();
     for (path, scenario) in loaded {
@@ -391,7 +402,8 @@ fn sweep(
     );
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, SeedOutcome)>> = Mutex::new(Vec::new());
+    let failing = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, sluice_sim::sweep::RunRecord)>> = Mutex::new(Vec::new());
     std::env::set_var("SLUICE_SIM_QUIET_PANICS", "1");
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
     std::thread::scope(|scope| {
@@ -401,16 +413,14 @@ fn sweep(
                 let Some((index, seed)) = work.get(at).copied() else {
                     break;
                 };
-                let outcome = runner::run_seed_planted(&scenarios[index].1, seed, plant);
+                let (name, scenario) = &scenarios[index];
+                let outcome = runner::run_seed_planted(scenario, seed, plant);
                 let failed = outcome.outcome != Outcome::Pass;
-                results.lock().expect("results lock").push((index, outcome));
+                let record = sluice_sim::sweep::RunRecord::new(name, &outcome);
+                results.lock().expect("results lock").push((at, record));
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                let failures = results
-                    .lock()
-                    .expect("results lock")
-                    .iter()
-                    .filter(|(_, o)| o.outcome != Outcome::Pass)
-                    .count();
+                let failures =
+                    failing.fetch_add(usize::from(failed), Ordering::Relaxed) + usize::from(failed);
                 let width = 30;
                 let filled = finished * width / work.len().max(1);
                 let line = format!(
@@ -437,58 +447,33 @@ fn sweep(
         eprintln!();
     }
     let mut results = results.into_inner().expect("results lock");
-    results.sort_by_key(|(index, outcome)| (*index, outcome.seed));
-    let mut stats: Vec<ScenarioStats> =
-        scenarios.iter().map(|_| ScenarioStats::default()).collect();
-    for (index, outcome) in &results {
-        let entry = &mut stats[*index];
-        entry.seeds += 1;
-        entry.simulated_ms += outcome.simulated_ms;
-        entry.wall_ms += outcome.wall_ms;
-        if outcome.outcome != Outcome::Pass {
-            entry
-                .failures
-                .push((outcome.seed, outcome.outcome, outcome.failed_checkers()));
-        }
-    }
-    println!(
-        "{:<16} {:>6} {:>6} {:>13} {:>15}",
-        "SCENARIO", "SEEDS", "FAILED", "SEEDS/MIN", "SIM-S/WALL-S"
-    );
-    for ((name, _), entry) in scenarios.iter().zip(&stats) {
-        let wall_minutes = entry.wall_ms as f64 / 60_000.0;
-        println!(
-            "{:<16} {:>6} {:>6} {:>13.1} {:>15.1}",
-            name,
-            entry.seeds,
-            entry.failures.len(),
-            if wall_minutes > 0.0 {
-                entry.seeds as f64 / wall_minutes
-            } else {
-                0.0
-            },
-            if entry.wall_ms > 0 {
-                entry.simulated_ms as f64 / entry.wall_ms as f64
-            } else {
-                0.0
-            }
+    results.sort_by_key(|(at, _)| *at);
+    let records: Vec<sluice_sim::sweep::RunRecord> =
+        results.into_iter().map(|(_, record)| record).collect();
+    if let Some(path) = out {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&path)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?,
         );
+        sluice_sim::sweep::write_records(&records, &mut file)?;
+        file.flush()?;
+        println!("runs: {}", path.display());
     }
-    let mut worst = Outcome::Pass;
-    for ((name, _), entry) in scenarios.iter().zip(&stats) {
-        for (seed, outcome, checkers) in &entry.failures {
-            println!(
-                "FAILED {name} seed {seed} ({outcome:?}{}{}): {}",
-                if checkers.is_empty() { "" } else { " by " },
-                checkers.join(", "),
-                repro(name, *seed, plant)
-            );
-            if outcome.exit_code() > worst.exit_code() {
-                worst = *outcome;
-            }
-        }
+    sluice_sim::sweep::summarise(&records, &mut std::io::stdout())
+}
+
+fn merge(files: &[PathBuf]) -> anyhow::Result<i32> {
+    let mut records = Vec::new();
+    for path in files {
+        let file = std::fs::File::open(path)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+        records.extend(sluice_sim::sweep::read_records(
+            &mut std::io::BufReader::new(file),
+            &path.display().to_string(),
+        )?);
     }
-    Ok(worst.exit_code())
+    println!("merge: {} files, {} runs", files.len(), records.len());
+    sluice_sim::sweep::summarise(&records, &mut std::io::stdout())
 }
 
 fn shrink(
@@ -660,7 +645,18 @@ fn main() -> ExitCode {
             jobs,
             shard,
             plant,
-        }) => sweep(scenarios, &seeds, jobs, shard, plant),
+            out,
+        }) => sweep(
+            scenarios,
+            SweepOptions {
+                seeds,
+                jobs,
+                shard,
+                plant,
+                out,
+            },
+        ),
+        Some(Command::Merge { files }) => merge(&files),
         Some(Command::Shrink {
             scenario,
             seed,
@@ -682,7 +678,16 @@ fn main() -> ExitCode {
             Ok(0)
         }
         Some(Command::Check { history }) => check(history),
-        None => sweep(Vec::new(), &format!("0..{DEFAULT_SEEDS}"), 2, None, None),
+        None => sweep(
+            Vec::new(),
+            SweepOptions {
+                seeds: format!("0..{DEFAULT_SEEDS}"),
+                jobs: 2,
+                shard: None,
+                plant: None,
+                out: None,
+            },
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

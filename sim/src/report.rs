@@ -143,7 +143,7 @@ pub fn build(history: &[Entry]) -> Report {
 }
 
 /// How a run ended, in the order of precedence the exit code uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Pass,

@@ -101,3 +101,93 @@ fn a_closed_pipe_ends_it_quietly() {
     assert!(!stderr.contains("Broken pipe"), "{stderr}");
     let _ = status;
 }
+
+/// N shards, merged, are exactly the unsharded sweep: the same runs with the
+/// same outcomes and trace hashes, the same summary, the same exit code.
+#[test]
+fn merged_shards_are_the_unsharded_sweep() {
+    let scratch = tempfile_dir();
+    let sweep = |shard: Option<&str>, out: &std::path::Path| {
+        let mut command = sim();
+        in_workspace(&mut command).args([
+            "sweep",
+            "power-loss",
+            "balances",
+            "--seeds",
+            "0..5",
+            "--jobs",
+            "2",
+            "--out",
+        ]);
+        command.arg(out);
+        if let Some(shard) = shard {
+            command.args(["--shard", shard]);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8(output.stdout).unwrap(),
+        )
+    };
+    let whole = scratch.join("whole.jsonl");
+    let (whole_code, whole_stdout) = sweep(None, &whole);
+    let mut shards = Vec::new();
+    for k in 1..=3 {
+        let path = scratch.join(format!("shard-{k}.jsonl"));
+        sweep(Some(&format!("{k}/3")), &path);
+        shards.push(path);
+    }
+    let mut merge = sim();
+    in_workspace(&mut merge).arg("merge").args(&shards);
+    let merged = merge.output().unwrap();
+    assert_eq!(merged.status.code(), whole_code);
+    let table = |text: &str| -> Vec<String> {
+        // The summary without the header lines and the timing columns.
+        text.lines()
+            .filter(|line| {
+                line.starts_with("FAILED")
+                    || line.starts_with("power-loss")
+                    || line.starts_with("balances")
+            })
+            .map(|line| {
+                line.split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let merged_stdout = String::from_utf8(merged.stdout).unwrap();
+    assert_eq!(
+        table(&merged_stdout),
+        table(&whole_stdout),
+        "{merged_stdout}\n{whole_stdout}"
+    );
+    let key = |path: &std::path::Path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut runs: Vec<(String, u64, String, String)> = text
+            .lines()
+            .map(|line| {
+                let run: serde_json::Value = serde_json::from_str(line).unwrap();
+                (
+                    run["scenario"].as_str().unwrap().to_string(),
+                    run["seed"].as_u64().unwrap(),
+                    run["outcome"].as_str().unwrap().to_string(),
+                    run["trace_hash"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        runs.sort();
+        runs
+    };
+    let mut from_shards: Vec<_> = shards.iter().flat_map(|path| key(path)).collect();
+    from_shards.sort();
+    assert_eq!(from_shards, key(&whole));
+    assert_eq!(from_shards.len(), 10);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
