@@ -113,6 +113,54 @@ impl ProducerStateManager {
         Err(SequenceError::OutOfOrder { expected, received })
     }
 
+    /// Checks the batches of one produce payload in order, as if each were
+    /// appended before the next is checked: the original offsets of the
+    /// first retried batch, if any (then nothing is appended), or `None` if
+    /// all may be appended. Nothing is recorded; the caller records the
+    /// batches once they are in the log.
+    pub fn check_payload(
+        &self,
+        headers: &[&BatchHeader],
+    ) -> Result<Option<BatchMetadata>, SequenceError> {
+        // One batch per payload is the common case (a producer sends one
+        // batch per partition per request): check it against the state as
+        // it is. Several need a scratch copy, of their producers only.
+        if let [header] = headers {
+            return match self.check(header)? {
+                SequenceCheck::Duplicate(_) if crate::planted!(NoIdempotentDedup) => Ok(None),
+                SequenceCheck::Duplicate(original) => Ok(Some(original)),
+                SequenceCheck::Append => Ok(None),
+            };
+        }
+        let mut scratch = ProducerStateManager {
+            producers: headers
+                .iter()
+                .filter_map(|header| {
+                    self.producers
+                        .get(&header.producer_id)
+                        .map(|entry| (header.producer_id, entry.clone()))
+                })
+                .collect(),
+        };
+        let mut duplicate = None;
+        for header in headers {
+            match scratch.check(header)? {
+                SequenceCheck::Append => scratch.record(header),
+                SequenceCheck::Duplicate(_) if crate::planted!(NoIdempotentDedup) => {
+                    scratch.record(header)
+                }
+                SequenceCheck::Duplicate(original) => {
+                    // The answer spans the retried batches: from the first's
+                    // first offset to the last's last.
+                    let spanned = duplicate.get_or_insert(original);
+                    spanned.last_sequence = original.last_sequence;
+                    spanned.last_offset = original.last_offset;
+                }
+            }
+        }
+        Ok(duplicate)
+    }
+
     /// Records a batch that is now in the log, with its assigned offsets.
     pub fn record(&mut self, header: &BatchHeader) {
         if !header.has_producer_id() || header.base_sequence < 0 {

@@ -16,18 +16,20 @@
 //!   fault) stops heartbeating, so the coordinator removes its member
 //!   (`member_removed`, any reason) within the member's `session_timeout_ms`
 //!   (from its latest `member_joined`) plus [`SLACK_MS`]; if the member had
-//!   joined a rebalance still in progress, the coordinator holds it alive
-//!   until that rebalance ends, so its `rebalance_timeout_ms` is added. Same
-//!   excuses.
+//!   joined a rebalance still in progress, or a JoinGroup it sent before the
+//!   crash arrives after it, the coordinator holds it alive until that
+//!   rebalance ends, so its `rebalance_timeout_ms` is added (from the late
+//!   join's arrival). Same excuses.
 //! - `commits-stalled`: a group that consumed a partition commits up to the
 //!   end of the partition's final read, or at least keeps committing it, once
 //!   nothing stands in its way: after the heal, and after the latest crashed
 //!   member's session and rebalance timeouts (its partitions are stuck with
-//!   it until the coordinator expires it), and after the latest broker stop
-//!   plus the members' largest rebalance timeout and
-//!   [`JOIN_TIMEOUT_MARGIN_MS`] (a member parked in JoinGroup when its
-//!   coordinator lost power hears nothing until its join times out), plus
-//!   [`SLACK_MS`]. A group whose last commit of the partition is behind the
+//!   it until the coordinator expires it), and after the latest fault that
+//!   can drop messages between members and the broker (a broker stop, a
+//!   partition, an isolation, as it begins and as it heals) plus the
+//!   members' largest rebalance timeout and [`JOIN_TIMEOUT_MARGIN_MS`] (a
+//!   member whose JoinGroup answer was lost hears nothing until its join
+//!   times out), plus [`SLACK_MS`]. A group whose last commit of the partition is behind the
 //!   end and older than that moment has stopped. Not judged when the history
 //!   ends less than [`DRAIN_MS`] after it.
 //!
@@ -279,19 +281,27 @@ fn expiries(
     let mut timeouts: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
     // Removals: (group, member) -> times.
     let mut removals: BTreeMap<(&str, &str), Vec<(u64, u64)>> = BTreeMap::new();
+    // Every join of each member, in order: (entry, time).
+    let mut all_joins: BTreeMap<(&str, &str), Vec<(u64, u64)>> = BTreeMap::new();
     // Each group's latest generation, and each member's latest join: a join
     // after the group's latest generation is parked in a rebalance.
     let mut generations: BTreeMap<&str, u64> = BTreeMap::new();
     let mut joins: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for entry in history {
-        if let Kind::Event {
-            event: Event::MemberRemoved { group, member, .. },
-        } = &entry.kind
-        {
-            removals
+        match &entry.kind {
+            Kind::Event {
+                event: Event::MemberRemoved { group, member, .. },
+            } => removals
                 .entry((group.as_str(), member.as_str()))
                 .or_default()
-                .push((entry.index, entry.time_ms));
+                .push((entry.index, entry.time_ms)),
+            Kind::Event {
+                event: Event::MemberJoined { group, member, .. },
+            } => all_joins
+                .entry((group.as_str(), member.as_str()))
+                .or_default()
+                .push((entry.index, entry.time_ms)),
+            _ => {}
         }
     }
     for entry in history {
@@ -345,8 +355,22 @@ fn expiries(
                 let crash = entry.time_ms;
                 let parked = joins.get(&(group, member)).copied().unwrap_or(0)
                     > generations.get(group).copied().unwrap_or(0);
-                let rebalance = if parked { rebalance } else { 0 };
-                let due = crash + rebalance + session + SLACK_MS;
+                // A JoinGroup the member sent before it crashed may still
+                // arrive (it was in flight): it parks the member too, from
+                // its arrival.
+                let late_join = all_joins.get(&(group, member)).and_then(|joins| {
+                    joins
+                        .iter()
+                        .filter(|&&(index, _)| index > entry.index)
+                        .map(|&(_, at)| at)
+                        .next_back()
+                });
+                let (alive_until, rebalance) = match (late_join, parked) {
+                    (Some(at), _) => (at.max(crash), rebalance),
+                    (None, true) => (crash, rebalance),
+                    (None, false) => (crash, 0),
+                };
+                let due = alive_until + rebalance + session + SLACK_MS;
                 let removed = removals
                     .get(&(group, member))
                     .and_then(|times| times.iter().find(|&&(index, _)| index > entry.index))
@@ -366,7 +390,8 @@ fn expiries(
                     anomalies.push(Anomaly {
                         description: format!(
                             "member-not-expired: {member} of {group} crashed ({target}) at \
-                             {crash} ms and was {} (session {session} ms, rebalance {rebalance} ms)",
+                             {crash} ms and was {} (session {session} ms, rebalance {rebalance} ms \
+                             counted)",
                             match removed {
                                 Some((_, at)) => format!("removed only after {} ms", at - crash),
                                 None => "never removed".to_string(),
@@ -399,7 +424,7 @@ fn catch_up(history: &[Entry], anomalies: &mut Vec<Anomaly>, counts: &mut Counts
     let mut timeouts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     // The largest rebalance timeout each group's members joined with.
     let mut longest_rebalance: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut last_broker_stop: Option<u64> = None;
+    let mut last_message_loss: Option<u64> = None;
     // Each group's partitions (from assignments), and its last ok commit per
     // partition: (offset, entry, time).
     let mut consumed: BTreeMap<(&str, Tp<'_>), Option<LastCommit>> = BTreeMap::new();
@@ -465,12 +490,20 @@ fn catch_up(history: &[Entry], anomalies: &mut Vec<Anomaly>, counts: &mut Counts
                 let longest = longest_rebalance.entry(group.as_str()).or_insert(0);
                 *longest = (*longest).max(rebalance);
             }
+            // A fault that can drop messages between members and their
+            // coordinator: a JoinGroup answer sent while it lasts may be lost,
+            // and the member waits out its join timeout before trying again.
+            // (In the simulation a partition drops messages outright; real
+            // TCP would resend them once the network heals.)
             Kind::Event {
-                event: Event::Fault { kind, healed, .. },
-            } if (kind.restarts_broker() && !healed)
-                || (*healed && matches!(kind, FaultKind::DiskFull | FaultKind::DiskErrors)) =>
+                event: Event::Fault { kind, .. },
+            } if kind.restarts_broker()
+                || matches!(
+                    kind,
+                    FaultKind::Partition | FaultKind::PartitionOneway | FaultKind::Isolate
+                ) =>
             {
-                last_broker_stop = Some(entry.time_ms);
+                last_message_loss = Some(entry.time_ms);
             }
             Kind::Event {
                 event:
@@ -519,8 +552,8 @@ fn catch_up(history: &[Entry], anomalies: &mut Vec<Anomaly>, counts: &mut Counts
         let Some(&end) = ends.get(&tp) else {
             continue;
         };
-        let after_stop = last_broker_stop.map_or(0, |stop| {
-            stop + longest_rebalance.get(group).copied().unwrap_or(0) + JOIN_TIMEOUT_MARGIN_MS
+        let after_stop = last_message_loss.map_or(0, |at| {
+            at + longest_rebalance.get(group).copied().unwrap_or(0) + JOIN_TIMEOUT_MARGIN_MS
         });
         let free_ms = unblocked
             .get(group)
@@ -733,6 +766,20 @@ mod tests {
         removed(&mut b, 7_050, "m1");
         event(&mut b, 60_000, Event::Heal);
         assert!(GroupLiveness.check(&b.build()).valid);
+
+        // A JoinGroup sent before the crash arrives after it: the member is
+        // parked until the rebalance ends (5 s), then its session runs.
+        let mut b = Builder::new();
+        joined(&mut b, 0, "m1");
+        rebalance(&mut b, 10, 5_000);
+        generation(&mut b, 20, 2);
+        assign(&mut b, 30, "consumer-0", "m1");
+        crash(&mut b, 1_000, "consumer-0");
+        joined(&mut b, 1_000, "m1");
+        removed(&mut b, 11_900, "m1");
+        event(&mut b, 60_000, Event::Heal);
+        let verdict = GroupLiveness.check(&b.build());
+        assert!(verdict.valid, "{verdict:?}");
     }
 
     #[test]
