@@ -142,8 +142,9 @@ pub fn build(history: &[Entry]) -> Report {
     }
 }
 
-/// How a run ended, in the order of precedence the exit code uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+/// How a run ended, in the order of precedence the exit code uses: a later
+/// variant is worse, so a sweep exits with its worst run's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Pass,

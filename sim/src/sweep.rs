@@ -175,7 +175,7 @@ pub fn summarise(records: &[RunRecord], out: &mut dyn Write) -> anyhow::Result<i
                 checkers.join(", "),
                 repro(&run.scenario, run.seed, run.plant.as_deref())
             )?;
-            if run.outcome.exit_code() > worst.exit_code() {
+            if run.outcome > worst {
                 worst = run.outcome;
             }
         }
