@@ -15,13 +15,21 @@ fn main() {
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=SLUICE_SIM_COMMIT={commit}");
-    // Rerun when HEAD moves (a commit, a checkout).
-    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        for file in ["HEAD", "packed-refs"] {
-            println!("cargo:rerun-if-changed={git_dir}/{file}");
+    // Rerun when HEAD moves (a commit, a checkout). Only files that exist
+    // are named: cargo treats a missing one as changed, which would rebuild
+    // the crate on every build.
+    let watch = |path: String| {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
         }
+    };
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        watch(format!("{git_dir}/HEAD"));
+        let common_dir = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
+            .unwrap_or_else(|| git_dir.clone());
+        watch(format!("{common_dir}/packed-refs"));
         if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={git_dir}/{head_ref}");
+            watch(format!("{common_dir}/{head_ref}"));
         }
     }
 }
