@@ -162,8 +162,7 @@ fn perf_report(args: PerfReport) -> anyhow::Result<i32> {
             let (label, commit) = revision::resolve(name)?;
             let dir = revision::worktree(&work, &label, &commit)?;
             worktrees.push(dir.clone());
-            let target = work.join("targets").join(&label);
-            (label, commit, dir, target)
+            (label, commit, dir, work.join("target"))
         }
         None => {
             let commit = revision::git(&["rev-parse", "HEAD"])?;
@@ -175,12 +174,11 @@ fn perf_report(args: PerfReport) -> anyhow::Result<i32> {
     };
     anyhow::ensure!(base_label != current_label, "both sides are {base_label}");
     let result = (|| {
-        let baseline = revision::build(
-            &base_label,
-            &base_commit,
-            &base_dir,
-            &work.join("targets").join(&base_label),
-        )?;
+        // Worktrees share one target directory: their dependencies are built
+        // once, and each revision's own crates sit beside the others' (cargo
+        // names artifacts by source path, so they never overwrite each other).
+        let baseline =
+            revision::build(&base_label, &base_commit, &base_dir, &work.join("target"))?;
         let current = revision::build(
             &current_label,
             &current_commit,
