@@ -177,8 +177,7 @@ fn perf_report(args: PerfReport) -> anyhow::Result<i32> {
         // Worktrees share one target directory: their dependencies are built
         // once, and each revision's own crates sit beside the others' (cargo
         // names artifacts by source path, so they never overwrite each other).
-        let baseline =
-            revision::build(&base_label, &base_commit, &base_dir, &work.join("target"))?;
+        let baseline = revision::build(&base_label, &base_commit, &base_dir, &work.join("target"))?;
         let current = revision::build(
             &current_label,
             &current_commit,
