@@ -54,7 +54,7 @@ enum Chore {
         /// Only these criterion bench targets (repeatable); all when omitted.
         #[arg(long = "bench")]
         benches: Vec<String>,
-        /// A criterion filter (regex over benchmark ids).
+        /// Only benchmarks whose id contains this text.
         #[arg(long)]
         filter: Option<String>,
         /// Seeds each scenario's sweep runs, per round.
@@ -224,27 +224,77 @@ fn compare(
     };
     let log = work.join("perf-report.log");
     let _ = std::fs::remove_file(&log);
-    let mut bench_samples: [Vec<measure::BenchSample>; 2] = Default::default();
-    let mut sweep_samples: [Vec<measure::SweepSample>; 2] = Default::default();
-    for round in 0..args.rounds {
-        eprintln!("== round {} of {}", round + 1, args.rounds);
-        for (side, revision) in [baseline, current].into_iter().enumerate() {
-            let home = work
-                .join("criterion")
-                .join(&revision.label)
-                .join(format!("round-{round}"));
-            if home.exists() {
-                std::fs::remove_dir_all(&home)?;
+    let sides = [baseline, current];
+    let homes: Vec<Vec<PathBuf>> = sides
+        .iter()
+        .map(|revision| {
+            (0..args.rounds)
+                .map(|round| {
+                    work.join("criterion")
+                        .join(&revision.label)
+                        .join(format!("round-{round}"))
+                })
+                .collect()
+        })
+        .collect();
+    for home in homes.iter().flatten() {
+        if home.exists() {
+            std::fs::remove_dir_all(home)?;
+        }
+    }
+    // Every benchmark each side has, in the order the bench files list them.
+    let mut plan: Vec<(String, [Option<PathBuf>; 2])> = Vec::new();
+    for target in &targets {
+        for (side, revision) in sides.iter().enumerate() {
+            let Some((_, executable)) = revision.benches.iter().find(|(name, _)| name == target)
+            else {
+                continue;
+            };
+            for id in measure::list_benches(executable, &revision.dir)? {
+                if args
+                    .filter
+                    .as_ref()
+                    .is_some_and(|f| !id.contains(f.as_str()))
+                {
+                    continue;
+                }
+                let index = match plan.iter().position(|(known, _)| *known == id) {
+                    Some(index) => index,
+                    None => {
+                        plan.push((id, [None, None]));
+                        plan.len() - 1
+                    }
+                };
+                plan[index].1[side] = Some(executable.clone());
             }
-            bench_samples[side].extend(measure::run_benches(
-                revision,
-                &targets,
-                args.filter.as_deref(),
-                &home,
-                &log,
-            )?);
-            for scenario in &scenarios {
-                sweep_samples[side].push(measure::run_sweep(revision, scenario, seeds, &log)?);
+        }
+    }
+    anyhow::ensure!(!plan.is_empty(), "no benchmarks match");
+    for (number, (id, executables)) in plan.iter().enumerate() {
+        eprintln!("== [{}/{}] {id}", number + 1, plan.len());
+        for round in 0..args.rounds {
+            for (side, executable) in executables.iter().enumerate() {
+                if let Some(executable) = executable {
+                    measure::run_bench(sides[side], executable, id, &homes[side][round], &log)?;
+                }
+            }
+        }
+    }
+    let mut bench_samples: [Vec<measure::BenchSample>; 2] = Default::default();
+    for side in 0..2 {
+        for (round, home) in homes[side].iter().enumerate() {
+            if home.exists() {
+                bench_samples[side].extend(measure::read_criterion(home, round)?);
+            }
+        }
+    }
+    let mut sweep_samples: [Vec<measure::SweepSample>; 2] = Default::default();
+    for scenario in &scenarios {
+        eprintln!("== sweep {scenario}");
+        for round in 0..args.rounds {
+            for (side, revision) in sides.iter().enumerate() {
+                sweep_samples[side]
+                    .push(measure::run_sweep(revision, scenario, round, seeds, &log)?);
             }
         }
     }

@@ -11,6 +11,8 @@ use crate::revision::Revision;
 /// One benchmark's result from one run of its bench executable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchSample {
+    /// Which of the alternating rounds measured it.
+    pub round: usize,
     /// Criterion's full id, `group/function/parameter`.
     pub id: String,
     pub group: String,
@@ -26,50 +28,75 @@ pub enum Throughput {
     Elements(u64),
 }
 
-/// Runs every bench executable of `revision` whose target is in `targets`,
-/// with criterion writing under `home`, and returns what it measured.
-pub fn run_benches(
+/// The benchmark ids a criterion bench executable holds (`--list`).
+pub fn list_benches(executable: &Path, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let output = Command::new(executable)
+        .args(["--bench", "--list"])
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} --list", executable.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} --list failed ({})",
+        executable.display(),
+        output.status
+    );
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.strip_suffix(": benchmark"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Criterion's filter is a regular expression; this one matches `id` alone.
+fn exact_filter(id: &str) -> String {
+    let mut pattern = String::from("^");
+    for c in id.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('$');
+    pattern
+}
+
+/// Runs one benchmark of one bench executable, with criterion writing under
+/// `home`.
+pub fn run_bench(
     revision: &Revision,
-    targets: &[String],
-    filter: Option<&str>,
+    executable: &Path,
+    id: &str,
     home: &Path,
     log: &Path,
-) -> anyhow::Result<Vec<BenchSample>> {
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(home)?;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
-    for (name, executable) in &revision.benches {
-        if !targets.contains(name) {
-            continue;
-        }
-        eprintln!("   {} bench {name}", revision.label);
-        let mut command = Command::new(executable);
-        command
-            .args(["--bench", "--noplot", "--warm-up-time", "1"])
-            .current_dir(&revision.dir)
-            .env("CRITERION_HOME", home)
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file.try_clone()?);
-        if let Some(filter) = filter {
-            command.arg(filter);
-        }
-        let status = command
-            .status()
-            .with_context(|| format!("running {}", executable.display()))?;
-        anyhow::ensure!(
-            status.success(),
-            "{} bench {name} failed ({status}); see {}",
-            revision.label,
-            log.display()
-        );
-    }
-    read_criterion(home)
+    let status = Command::new(executable)
+        .args(["--bench", "--noplot", "--warm-up-time", "1"])
+        .arg(exact_filter(id))
+        .current_dir(&revision.dir)
+        .env("CRITERION_HOME", home)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .status()
+        .with_context(|| format!("running {}", executable.display()))?;
+    anyhow::ensure!(
+        status.success(),
+        "{} {id} failed ({status}); see {}",
+        revision.label,
+        log.display()
+    );
+    Ok(())
 }
 
-/// Every `new/` estimate criterion left under `home`.
-pub fn read_criterion(home: &Path) -> anyhow::Result<Vec<BenchSample>> {
+/// Every `new/` estimate criterion left under `home`, as measured in `round`.
+pub fn read_criterion(home: &Path, round: usize) -> anyhow::Result<Vec<BenchSample>> {
     let mut samples = Vec::new();
     let mut stack: Vec<PathBuf> = vec![home.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -79,7 +106,7 @@ pub fn read_criterion(home: &Path) -> anyhow::Result<Vec<BenchSample>> {
                 continue;
             }
             if path.file_name().is_some_and(|n| n == "new") {
-                if let Some(sample) = read_estimate(&path)? {
+                if let Some(sample) = read_estimate(&path, round)? {
                     samples.push(sample);
                 }
             } else {
@@ -91,7 +118,7 @@ pub fn read_criterion(home: &Path) -> anyhow::Result<Vec<BenchSample>> {
     Ok(samples)
 }
 
-fn read_estimate(dir: &Path) -> anyhow::Result<Option<BenchSample>> {
+fn read_estimate(dir: &Path, round: usize) -> anyhow::Result<Option<BenchSample>> {
     let benchmark = dir.join("benchmark.json");
     let estimates = dir.join("estimates.json");
     if !benchmark.exists() || !estimates.exists() {
@@ -126,6 +153,7 @@ fn read_estimate(dir: &Path) -> anyhow::Result<Option<BenchSample>> {
         _ => None,
     };
     Ok(Some(BenchSample {
+        round,
         id,
         group,
         median_ns,
@@ -137,6 +165,7 @@ fn read_estimate(dir: &Path) -> anyhow::Result<Option<BenchSample>> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepSample {
     pub scenario: String,
+    pub round: usize,
     pub runs: u64,
     pub wall_ms: u64,
 }
@@ -148,6 +177,7 @@ pub struct SweepSample {
 pub fn run_sweep(
     revision: &Revision,
     scenario: &str,
+    round: usize,
     seeds: (u64, u64),
     log: &Path,
 ) -> anyhow::Result<SweepSample> {
@@ -183,6 +213,7 @@ pub fn run_sweep(
     );
     Ok(SweepSample {
         scenario: scenario.to_string(),
+        round,
         runs: seeds.1 - seeds.0,
         wall_ms,
     })

@@ -1,6 +1,6 @@
 //! One SVG per benchmark group: a bar per benchmark showing current speed
-//! over baseline speed, with a whisker for the range over the rounds and a
-//! line at 1 (no change).
+//! over baseline speed (the median of the rounds' paired ratios), with a
+//! whisker from the lowest to the highest pair and a line at 1 (no change).
 
 use std::path::Path;
 
@@ -14,7 +14,10 @@ const LABEL_PIXELS: u32 = 330;
 pub fn group_chart(path: &Path, title: &str, rows: &[&BenchRow]) -> anyhow::Result<()> {
     let rows: Vec<(&BenchRow, f64, (f64, f64))> = rows
         .iter()
-        .filter_map(|row| Some((*row, row.speed_ratio()?, row.speed_ratio_range()?)))
+        .filter_map(|row| {
+            let ratios = row.ratios.as_ref()?;
+            Some((*row, ratios.median, (ratios.min, ratios.max)))
+        })
         .collect();
     anyhow::ensure!(!rows.is_empty(), "{title}: nothing measured on both sides");
     let x_max = rows

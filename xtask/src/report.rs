@@ -46,9 +46,14 @@ impl Spread {
     }
 }
 
-/// Whether the current revision is slower or faster than the baseline: by
-/// more than the threshold in the medians, and in every pair of runs, so that
-/// one noisy run on a shared machine cannot make a verdict.
+/// Whether the current revision is slower or faster than the baseline.
+///
+/// Judged from paired speed ratios: each round runs a benchmark on the
+/// baseline and then on the current revision, seconds apart, so the pair
+/// shares the machine's state of that moment; drift between rounds (tens of
+/// percent on shared VMs) cancels out of the ratio. A change counts only when
+/// the median ratio is beyond the threshold and every pair points the same
+/// way, and never from fewer than two pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     Slower,
@@ -56,14 +61,19 @@ pub enum Change {
     Within,
 }
 
-/// `speed` is current speed over baseline speed (above 1: faster); the
-/// spreads are of quantities where bigger is slower (times).
-fn judge_times(baseline: &Spread, current: &Spread, threshold_percent: f64) -> Change {
-    let speed = baseline.median / current.median;
+pub const PAIRS_MIN: usize = 2;
+
+/// `ratios` are current speed over baseline speed, one per round.
+pub fn judge(ratios: &[f64], threshold_percent: f64) -> Change {
+    let Some(spread) = Spread::of(ratios) else {
+        return Change::Within;
+    };
     let threshold = threshold_percent / 100.0;
-    if speed < 1.0 - threshold && current.min > baseline.max {
+    if ratios.len() < PAIRS_MIN {
+        Change::Within
+    } else if spread.median < 1.0 - threshold && spread.max < 1.0 {
         Change::Slower
-    } else if speed > 1.0 + threshold && current.max < baseline.min {
+    } else if spread.median > 1.0 + threshold && spread.min > 1.0 {
         Change::Faster
     } else {
         Change::Within
@@ -79,22 +89,12 @@ pub struct BenchRow {
     /// the verdict.
     pub control: bool,
     pub throughput: Option<Throughput>,
+    /// Criterion's median time per iteration, over the rounds.
     pub baseline: Option<Spread>,
     pub current: Option<Spread>,
+    /// Current speed over baseline speed, per round both sides ran.
+    pub ratios: Option<Spread>,
     pub change: Change,
-}
-
-impl BenchRow {
-    /// Current speed over baseline speed.
-    pub fn speed_ratio(&self) -> Option<f64> {
-        Some(self.baseline.as_ref()?.median / self.current.as_ref()?.median)
-    }
-
-    /// The lowest and highest speed ratio any pair of runs gives.
-    pub fn speed_ratio_range(&self) -> Option<(f64, f64)> {
-        let (base, cur) = (self.baseline.as_ref()?, self.current.as_ref()?);
-        Some((base.min / cur.max, base.max / cur.min))
-    }
 }
 
 pub fn is_control(id: &str) -> bool {
@@ -111,8 +111,9 @@ pub fn bench_rows(
     struct Sides {
         group: String,
         throughput: Option<Throughput>,
-        baseline: Vec<f64>,
-        current: Vec<f64>,
+        /// Median nanoseconds by round, per side.
+        baseline: BTreeMap<usize, f64>,
+        current: BTreeMap<usize, f64>,
     }
     let mut by_id: BTreeMap<String, Sides> = BTreeMap::new();
     for (samples, is_current) in [(baseline, false), (current, true)] {
@@ -122,30 +123,36 @@ pub fn bench_rows(
             if is_current || sides.throughput.is_none() {
                 sides.throughput = sample.throughput;
             }
-            if is_current {
-                sides.current.push(sample.median_ns);
+            let side = if is_current {
+                &mut sides.current
             } else {
-                sides.baseline.push(sample.median_ns);
-            }
+                &mut sides.baseline
+            };
+            side.insert(sample.round, sample.median_ns);
         }
     }
     by_id
         .into_iter()
         .map(|(id, sides)| {
-            let baseline = Spread::of(&sides.baseline);
-            let current = Spread::of(&sides.current);
+            let ratios: Vec<f64> = sides
+                .baseline
+                .iter()
+                .filter_map(|(round, base)| Some(base / sides.current.get(round)?))
+                .collect();
             let control = is_control(&id);
-            let change = match (&baseline, &current) {
-                (Some(base), Some(cur)) if !control => judge_times(base, cur, threshold_percent),
-                _ => Change::Within,
+            let change = if control {
+                Change::Within
+            } else {
+                judge(&ratios, threshold_percent)
             };
             BenchRow {
+                baseline: Spread::of(&sides.baseline.values().copied().collect::<Vec<_>>()),
+                current: Spread::of(&sides.current.values().copied().collect::<Vec<_>>()),
+                ratios: Spread::of(&ratios),
                 id,
                 group: sides.group,
                 control,
                 throughput: sides.throughput,
-                baseline,
-                current,
                 change,
             }
         })
@@ -159,6 +166,8 @@ pub struct SweepRow {
     /// Seeds per minute, over the rounds.
     pub baseline: Spread,
     pub current: Spread,
+    /// Current seeds per minute over baseline's, per round.
+    pub ratios: Spread,
     pub change: Change,
 }
 
@@ -173,28 +182,25 @@ pub fn sweep_rows(
     scenarios
         .into_iter()
         .filter_map(|scenario| {
-            let minutes = |samples: &[SweepSample]| -> Vec<f64> {
+            let per_minute = |samples: &[SweepSample]| -> BTreeMap<usize, f64> {
                 samples
                     .iter()
                     .filter(|s| s.scenario == scenario)
-                    .map(|s| s.wall_ms as f64)
+                    .map(|s| (s.round, s.runs as f64 * 60_000.0 / s.wall_ms.max(1) as f64))
                     .collect()
             };
-            let base_ms = Spread::of(&minutes(baseline))?;
-            let cur_ms = Spread::of(&minutes(current))?;
-            let runs = baseline.iter().find(|s| s.scenario == scenario)?.runs;
-            let per_minute = |ms: &Spread| Spread {
-                median: runs as f64 * 60_000.0 / ms.median,
-                min: runs as f64 * 60_000.0 / ms.max,
-                max: runs as f64 * 60_000.0 / ms.min,
-                runs: ms.runs,
-            };
+            let (base, cur) = (per_minute(baseline), per_minute(current));
+            let ratios: Vec<f64> = base
+                .iter()
+                .filter_map(|(round, b)| Some(cur.get(round)? / b))
+                .collect();
             Some(SweepRow {
                 scenario: scenario.to_string(),
-                runs_per_sweep: runs,
-                baseline: per_minute(&base_ms),
-                current: per_minute(&cur_ms),
-                change: judge_times(&base_ms, &cur_ms, threshold_percent),
+                runs_per_sweep: baseline.iter().find(|s| s.scenario == scenario)?.runs,
+                baseline: Spread::of(&base.values().copied().collect::<Vec<_>>())?,
+                current: Spread::of(&cur.values().copied().collect::<Vec<_>>())?,
+                change: judge(&ratios, threshold_percent),
+                ratios: Spread::of(&ratios)?,
             })
         })
         .collect()
@@ -229,12 +235,12 @@ pub fn verdict(benches: &[BenchRow], sweeps: &[SweepRow], threshold_percent: f64
     if slower.is_empty() {
         format!(
             "**Verdict: no regression.** None of {compared} comparisons is slower by more than \
-             {threshold_percent}% in every round; {faster} faster."
+             {threshold_percent}% with every round agreeing; {faster} faster."
         )
     } else {
         format!(
             "**Verdict: REGRESSION.** {} of {compared} comparisons slower by more than \
-             {threshold_percent}% in every round: {}.",
+             {threshold_percent}% with every round agreeing: {}.",
             slower.len(),
             slower.join(", ")
         )
@@ -290,13 +296,15 @@ pub fn render(context: &Context, benches: &[BenchRow], sweeps: &[SweepRow]) -> S
     );
     text.push_str(&format!(
         "- Baseline: {} at `{}`\n- Current: {} at `{}`\n- Command: `{}`\n- Machine: {}\n\
-         - Method: both revisions built in release mode and run alternately, {} rounds \
-         (baseline, current, baseline, current, ...). Each benchmark's median is the median \
-         of criterion's per-round medians; ± is half the range over the rounds. The ratio is \
-         current speed over baseline speed (above 1 is faster). A comparison counts as slower \
-         or faster only beyond {}% and in every pair of rounds. Rows marked *control* time \
-         the machine itself (a plain `write`, `pread` or socket pair): when they move, the \
-         machine drifted, not the code.\n\n",
+         - Method: both revisions built in release mode. Each benchmark runs {} rounds, and \
+         in each round on the baseline and then on the current revision, seconds apart; \
+         each sweep likewise. A side's figure is the median of its rounds (criterion's \
+         median per round), ± half their range. The ratio is current speed over baseline \
+         speed (above 1 is faster), paired within each round: the median pair, and the \
+         lowest and highest pair in brackets. A comparison counts as slower or faster only \
+         when the median pair is beyond {}% and every pair agrees, from at least two \
+         rounds. Rows marked *control* time the machine itself (a plain `write`, `pread` or \
+         socket pair): when they move, the machine drifted, not the code.\n\n",
         context.baseline_label,
         context.baseline_commit,
         context.current_label,
@@ -322,9 +330,10 @@ pub fn render(context: &Context, benches: &[BenchRow], sweeps: &[SweepRow]) -> S
             context.baseline_label, context.current_label
         ));
         for row in benches.iter().filter(|row| row.group == group) {
-            let ratio = row
-                .speed_ratio()
-                .map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
+            let ratio = row.ratios.as_ref().map_or_else(
+                || "-".to_string(),
+                |r| format!("{:.2} ({:.2}–{:.2})", r.median, r.min, r.max),
+            );
             let note = if row.control {
                 "control"
             } else {
@@ -357,13 +366,15 @@ pub fn render(context: &Context, benches: &[BenchRow], sweeps: &[SweepRow]) -> S
         ));
         for row in sweeps {
             text.push_str(&format!(
-                "| {} | {:.1} (±{:.1}%) | {:.1} (±{:.1}%) | {:.2} | {} |\n",
+                "| {} | {:.1} (±{:.1}%) | {:.1} (±{:.1}%) | {:.2} ({:.2}–{:.2}) | {} |\n",
                 row.scenario,
                 row.baseline.median,
                 row.baseline.spread_percent() / 2.0,
                 row.current.median,
                 row.current.spread_percent() / 2.0,
-                row.current.median / row.baseline.median,
+                row.ratios.median,
+                row.ratios.min,
+                row.ratios.max,
                 match row.change {
                     Change::Slower => "**slower**",
                     Change::Faster => "faster",
@@ -380,8 +391,9 @@ pub fn render(context: &Context, benches: &[BenchRow], sweeps: &[SweepRow]) -> S
 mod tests {
     use super::*;
 
-    fn sample(id: &str, median_ns: f64) -> BenchSample {
+    fn sample(id: &str, round: usize, median_ns: f64) -> BenchSample {
         BenchSample {
+            round,
             id: id.to_string(),
             group: id.split('/').next().unwrap().to_string(),
             median_ns,
@@ -389,57 +401,60 @@ mod tests {
         }
     }
 
+    fn rounds(id: &str, times: &[f64]) -> Vec<BenchSample> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(round, t)| sample(id, round, *t))
+            .collect()
+    }
+
+    const ID: &str = "append/log_page_cache/100";
+
     #[test]
-    fn a_consistent_slowdown_beyond_the_threshold_is_a_regression() {
-        let baseline = [
-            sample("append/log_page_cache/100", 20_000.0),
-            sample("append/log_page_cache/100", 21_000.0),
-        ];
-        let current = [
-            sample("append/log_page_cache/100", 24_000.0),
-            sample("append/log_page_cache/100", 25_000.0),
-        ];
+    fn a_slowdown_every_pair_agrees_on_is_a_regression_despite_drift_between_rounds() {
+        // The machine got 40% slower between rounds 0 and 2; within each
+        // round the current revision is 20% slower.
+        let baseline = rounds(ID, &[20_000.0, 24_000.0, 28_000.0]);
+        let current = rounds(ID, &[25_000.0, 30_000.0, 35_000.0]);
         let rows = bench_rows(&baseline, &current, 10.0);
         assert_eq!(rows[0].change, Change::Slower);
-        let ratio = rows[0].speed_ratio().unwrap();
-        assert!((ratio - 20_500.0 / 24_500.0).abs() < 1e-9);
+        assert!((rows[0].ratios.as_ref().unwrap().median - 0.8).abs() < 1e-9);
         assert!(verdict(&rows, &[], 10.0).contains("REGRESSION"));
     }
 
     #[test]
-    fn overlapping_rounds_or_a_small_change_are_within_noise() {
-        // Median 15% slower, but one current round beat a baseline round.
-        let baseline = [
-            sample("fetch/log_fetch/100", 10_000.0),
-            sample("fetch/log_fetch/100", 12_500.0),
-        ];
-        let current = [
-            sample("fetch/log_fetch/100", 12_000.0),
-            sample("fetch/log_fetch/100", 14_000.0),
-        ];
-        let rows = bench_rows(&baseline, &current, 10.0);
-        assert_eq!(rows[0].change, Change::Within);
-        // Consistent but only 5% slower.
-        let current = [
-            sample("fetch/log_fetch/100", 13_000.0),
-            sample("fetch/log_fetch/100", 13_200.0),
-        ];
-        let baseline = [
-            sample("fetch/log_fetch/100", 12_400.0),
-            sample("fetch/log_fetch/100", 12_600.0),
-        ];
-        let rows = bench_rows(&baseline, &current, 10.0);
+    fn a_pair_that_disagrees_a_small_change_or_a_single_round_is_within_noise() {
+        let baseline = rounds(ID, &[20_000.0, 20_000.0, 20_000.0]);
+        // Median pair 0.8, but one pair faster.
+        let current = rounds(ID, &[25_000.0, 25_000.0, 19_000.0]);
+        assert_eq!(
+            bench_rows(&baseline, &current, 10.0)[0].change,
+            Change::Within
+        );
+        // Every pair slower, but by 5%.
+        let current = rounds(ID, &[21_000.0, 21_000.0, 21_000.0]);
+        assert_eq!(
+            bench_rows(&baseline, &current, 10.0)[0].change,
+            Change::Within
+        );
+        // One round cannot tell a change from noise.
+        let rows = bench_rows(&baseline[..1], &rounds(ID, &[40_000.0]), 10.0);
         assert_eq!(rows[0].change, Change::Within);
         assert!(verdict(&rows, &[], 10.0).contains("no regression"));
+        // Faster works the same way.
+        let current = rounds(ID, &[15_000.0, 16_000.0, 15_500.0]);
+        assert_eq!(
+            bench_rows(&baseline, &current, 10.0)[0].change,
+            Change::Faster
+        );
     }
 
     #[test]
     fn controls_never_make_the_verdict_and_one_sided_rows_are_shown() {
-        let baseline = [sample("append/raw_write/100", 10_000.0)];
-        let current = [
-            sample("append/raw_write/100", 20_000.0),
-            sample("e2e/acks_all_1p/100", 5_000.0),
-        ];
+        let baseline = rounds("append/raw_write/100", &[10_000.0, 10_000.0]);
+        let mut current = rounds("append/raw_write/100", &[20_000.0, 20_000.0]);
+        current.extend(rounds("e2e/acks=all/partitions=1/100", &[5_000.0, 5_000.0]));
         let rows = bench_rows(&baseline, &current, 10.0);
         assert!(rows.iter().all(|row| row.change == Change::Within));
         assert!(rows[0].control);
@@ -451,7 +466,7 @@ mod tests {
             current_commit: "def".into(),
             command: "cargo xtask perf-report --baseline 0.1.0".into(),
             machine: "test".into(),
-            rounds: 1,
+            rounds: 2,
             seeds: (0, 3),
             threshold_percent: 10.0,
             plots: BTreeMap::new(),
@@ -459,27 +474,28 @@ mod tests {
         let text = render(&context, &rows, &[]);
         assert!(
             text.contains(
-                "| raw_write/100 | 1.600 GB/s (±0.0%) | 800.000 MB/s (±0.0%) | 0.50 | control |"
+                "| raw_write/100 | 1.600 GB/s (±0.0%) | 800.000 MB/s (±0.0%) | 0.50 (0.50–0.50) | control |"
             ),
             "{text}"
         );
-        assert!(text.contains("| acks_all_1p/100 | - |"), "{text}");
+        assert!(text.contains("| acks=all/partitions=1/100 | - |"), "{text}");
     }
 
     #[test]
-    fn sweeps_compare_seeds_per_minute() {
-        let sweep = |scenario: &str, wall_ms| SweepSample {
-            scenario: scenario.into(),
+    fn sweeps_compare_seeds_per_minute_pair_by_pair() {
+        let sweep = |round, wall_ms| SweepSample {
+            scenario: "orders".into(),
+            round,
             runs: 5,
             wall_ms,
         };
         let rows = sweep_rows(
-            &[sweep("orders", 60_000), sweep("orders", 62_000)],
-            &[sweep("orders", 10_000), sweep("orders", 11_000)],
+            &[sweep(0, 60_000), sweep(1, 62_000)],
+            &[sweep(0, 10_000), sweep(1, 11_000)],
             10.0,
         );
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].change, Change::Faster);
-        assert!((rows[0].baseline.median - 5.0 * 60_000.0 / 61_000.0).abs() < 1e-9);
+        assert!((rows[0].baseline.median - (5.0 + 5.0 * 60.0 / 62.0) / 2.0).abs() < 1e-9);
     }
 }
