@@ -225,21 +225,17 @@ fn compare(
     let log = work.join("perf-report.log");
     let _ = std::fs::remove_file(&log);
     let sides = [baseline, current];
-    let homes: Vec<Vec<PathBuf>> = sides
-        .iter()
-        .map(|revision| {
-            (0..args.rounds)
-                .map(|round| {
-                    work.join("criterion")
-                        .join(&revision.label)
-                        .join(format!("round-{round}"))
-                })
-                .collect()
-        })
-        .collect();
-    for home in homes.iter().flatten() {
-        if home.exists() {
-            std::fs::remove_dir_all(home)?;
+    // Criterion's output directory for one side's round.
+    let home = |side: usize, round: usize| {
+        work.join("criterion")
+            .join(&sides[side].label)
+            .join(format!("round-{round}"))
+    };
+    for side in 0..2 {
+        for round in 0..args.rounds {
+            if home(side, round).exists() {
+                std::fs::remove_dir_all(home(side, round))?;
+            }
         }
     }
     // Every benchmark each side has, in the order the bench files list them.
@@ -275,16 +271,16 @@ fn compare(
         for round in 0..args.rounds {
             for (side, executable) in executables.iter().enumerate() {
                 if let Some(executable) = executable {
-                    measure::run_bench(sides[side], executable, id, &homes[side][round], &log)?;
+                    measure::run_bench(sides[side], executable, id, &home(side, round), &log)?;
                 }
             }
         }
     }
     let mut bench_samples: [Vec<measure::BenchSample>; 2] = Default::default();
-    for side in 0..2 {
-        for (round, home) in homes[side].iter().enumerate() {
-            if home.exists() {
-                bench_samples[side].extend(measure::read_criterion(home, round)?);
+    for (side, samples) in bench_samples.iter_mut().enumerate() {
+        for round in 0..args.rounds {
+            if home(side, round).exists() {
+                samples.extend(measure::read_criterion(&home(side, round), round)?);
             }
         }
     }
