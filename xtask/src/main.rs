@@ -41,35 +41,7 @@ enum Chore {
     },
     /// Compare two revisions' benchmarks and simulation speed on this
     /// machine, and write reports/perf-<baseline>-vs-<current>.md.
-    PerfReport {
-        /// A version from reports/releases.toml, or any git revision.
-        #[arg(long)]
-        baseline: String,
-        /// A git revision; the working tree as it is when omitted.
-        #[arg(long)]
-        current: Option<String>,
-        /// Alternating rounds: baseline, current, baseline, current, ...
-        #[arg(long, default_value_t = 2)]
-        rounds: usize,
-        /// Only these criterion bench targets (repeatable); all when omitted.
-        #[arg(long = "bench")]
-        benches: Vec<String>,
-        /// Only benchmarks whose id contains this text.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Seeds each scenario's sweep runs, per round.
-        #[arg(long, default_value = "0..4")]
-        seeds: String,
-        /// Skip the simulation sweeps.
-        #[arg(long)]
-        no_sweep: bool,
-        /// Percent a median must move, in every round, to count.
-        #[arg(long, default_value_t = 10.0)]
-        threshold: f64,
-        /// Where to write the report (default reports/perf-<b>-vs-<c>.md).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    PerfReport(PerfReport),
 }
 
 fn main() -> ExitCode {
@@ -84,28 +56,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Chore::Instructions { update, reason } => instructions::run(update, reason),
-        Chore::PerfReport {
-            baseline,
-            current,
-            rounds,
-            benches,
-            filter,
-            seeds,
-            no_sweep,
-            threshold,
-            out,
-        } => perf_report(PerfReport {
-            root,
-            baseline,
-            current,
-            rounds,
-            benches,
-            filter,
-            seeds,
-            no_sweep,
-            threshold,
-            out,
-        }),
+        Chore::PerfReport(args) => perf_report(&root, args),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -116,16 +67,34 @@ fn main() -> ExitCode {
     }
 }
 
+#[derive(clap::Args)]
 struct PerfReport {
-    root: PathBuf,
+    /// A version from reports/releases.toml, or any git revision.
+    #[arg(long)]
     baseline: String,
+    /// A git revision; the working tree as it is when omitted.
+    #[arg(long)]
     current: Option<String>,
+    /// Rounds; each runs every benchmark and sweep on the baseline, then the current revision.
+    #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Only these criterion bench targets (repeatable); all when omitted.
+    #[arg(long = "bench")]
     benches: Vec<String>,
+    /// Only benchmarks whose id contains this text.
+    #[arg(long)]
     filter: Option<String>,
+    /// Seeds each scenario's sweep runs, per round.
+    #[arg(long, default_value = "0..4")]
     seeds: String,
+    /// Skip the simulation sweeps.
+    #[arg(long)]
     no_sweep: bool,
+    /// Percent the median paired ratio must move, with every round agreeing, to count.
+    #[arg(long, default_value_t = 10.0)]
     threshold: f64,
+    /// Where to write the report (default reports/perf-<b>-vs-<c>.md).
+    #[arg(long)]
     out: Option<PathBuf>,
 }
 
@@ -137,23 +106,14 @@ fn parse_seeds(text: &str) -> anyhow::Result<(u64, u64)> {
 }
 
 fn machine() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split_once(':'))
-                .map(|(_, model)| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{model}, {cpus} CPUs")
+    format!("{}, {cpus} CPUs", instructions::cpu_model())
 }
 
-fn perf_report(args: PerfReport) -> anyhow::Result<i32> {
+fn perf_report(root: &Path, args: PerfReport) -> anyhow::Result<i32> {
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     let seeds = parse_seeds(&args.seeds)?;
-    let work = args.root.join("target/perf-report");
+    let work = root.join("target/perf-report");
     let (base_label, base_commit) = revision::resolve(&args.baseline)?;
     let base_dir = revision::worktree(&work, &base_label, &base_commit)?;
     let mut worktrees = vec![base_dir.clone()];
@@ -169,7 +129,7 @@ fn perf_report(args: PerfReport) -> anyhow::Result<i32> {
             let dirty =
                 !revision::git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty();
             let label = format!("{}{}", &commit[..10], if dirty { "-dirty" } else { "" });
-            (label, commit, args.root.clone(), args.root.join("target"))
+            (label, commit, root.to_path_buf(), root.join("target"))
         }
     };
     anyhow::ensure!(base_label != current_label, "both sides are {base_label}");
