@@ -67,6 +67,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// Paired rounds a report runs unless told otherwise.
+const ROUNDS_DEFAULT: usize = 3;
+
 #[derive(clap::Args)]
 struct PerfReport {
     /// A version from reports/releases.toml, or any git revision.
@@ -76,7 +79,8 @@ struct PerfReport {
     #[arg(long)]
     current: Option<String>,
     /// Rounds; each runs every benchmark and sweep on the baseline, then the current revision.
-    #[arg(long, default_value_t = 2)]
+    /// Three, so that a verdict needs three paired runs to agree.
+    #[arg(long, default_value_t = ROUNDS_DEFAULT)]
     rounds: usize,
     /// Only these criterion bench targets (repeatable); all when omitted.
     #[arg(long = "bench")]
@@ -283,7 +287,7 @@ fn compare(
     if let Some(current) = &args.current {
         command.push_str(&format!(" --current {current}"));
     }
-    if args.rounds != 2 {
+    if args.rounds != ROUNDS_DEFAULT {
         command.push_str(&format!(" --rounds {}", args.rounds));
     }
     for bench in &args.benches {
