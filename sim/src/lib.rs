@@ -4,6 +4,7 @@
 pub mod checkers;
 pub mod disk;
 pub mod history;
+pub mod nemesis;
 pub mod power;
 pub mod recorder;
 pub mod report;
@@ -12,5 +13,7 @@ pub mod scenario;
 pub mod seams;
 pub mod shrink;
 pub mod sweep;
+pub mod topology;
 pub mod trace;
+pub mod workloads;
 pub mod world;

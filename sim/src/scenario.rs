@@ -10,6 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::topology::Topology;
+
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
@@ -17,7 +19,7 @@ pub struct Scenario {
     #[serde(default)]
     pub description: String,
     #[serde(default)]
-    pub topology: Topology,
+    pub topology: TopologySpec,
     #[serde(default)]
     pub broker: BrokerKnobs,
     #[serde(default)]
@@ -51,9 +53,12 @@ pub struct Regression {
     pub shrunk_from: String,
 }
 
+/// The scenario's `[topology]` table: how many brokers, which topic and
+/// how many partitions. The hosts a run builds from it are a
+/// [`crate::topology::Topology`].
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Topology {
+pub struct TopologySpec {
     #[serde(default = "one")]
     pub brokers: u32,
     pub partitions: Option<i32>,
@@ -73,7 +78,7 @@ fn default_topic() -> String {
     "events".to_string()
 }
 
-impl Default for Topology {
+impl Default for TopologySpec {
     fn default() -> Self {
         Self {
             brokers: 1,
@@ -351,7 +356,7 @@ impl Scenario {
         let mut producers = Vec::new();
         for spec in &self.producers {
             for _ in 0..spec.count {
-                let name = format!("producer-{}", producers.len());
+                let name = Topology::producer_name(producers.len() as u32);
                 producers.push(ResolvedProducer {
                     name,
                     messages: spec.messages.unwrap_or_else(|| draw.range(50, 400) as u32),
@@ -371,7 +376,7 @@ impl Scenario {
             let members = (0..spec.count)
                 .map(|_| {
                     consumer_count += 1;
-                    format!("consumer-{}", consumer_count - 1)
+                    Topology::consumer_name(consumer_count - 1)
                 })
                 .collect();
             let session_timeout_ms = spec

@@ -17,8 +17,9 @@ use sluice::plant::Bug;
 use crate::runner::{self, SeedOutcome};
 use crate::scenario::{
     BrokerKnobs, ConsumerGroupSpec, Faults, Phases, ProducerSpec, Regression, Resolved, Scenario,
-    ScheduledFault, Topology,
+    ScheduledFault, TopologySpec,
 };
+use crate::topology::Topology;
 
 /// Candidate runs a shrink may spend unless told otherwise: enough for a
 /// dozen faults and a few clients, a couple of minutes of one core.
@@ -71,7 +72,7 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
     Scenario {
         name: resolved.name.clone(),
         description: String::new(),
-        topology: Topology {
+        topology: TopologySpec {
             brokers: resolved.brokers,
             partitions: Some(resolved.partitions),
             replication_factor: 1,
@@ -133,16 +134,11 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
     }
 }
 
-/// Host names a scenario creates, as `world` names them.
+/// Host names a scenario creates.
 fn hosts(scenario: &Scenario) -> Vec<String> {
-    let mut names: Vec<String> = (0..scenario.topology.brokers)
-        .map(|i| format!("broker-{i}"))
-        .collect();
     let producers: u32 = scenario.producers.iter().map(|p| p.count).sum();
-    names.extend((0..producers).map(|i| format!("producer-{i}")));
     let consumers: u32 = scenario.consumers.iter().map(|g| g.count).sum();
-    names.extend((0..consumers).map(|i| format!("consumer-{i}")));
-    names
+    Topology::new(scenario.topology.brokers, producers, consumers).targets()
 }
 
 /// Drops scheduled faults aimed at hosts the scenario no longer has.

@@ -1,0 +1,351 @@
+//! The nemesis: starts faults between simulation steps, from the seed or a
+//! scripted schedule, and undoes them when they are due or the heal phase
+//! begins. It aims at hosts by role through the run's [`Topology`].
+
+use std::time::Duration;
+
+use crate::history::Event;
+use crate::recorder::Recorder;
+use crate::scenario::{child_seed, Draw, FaultKind, Resolved, ScheduledFault};
+use crate::seams::DiskFault;
+use crate::topology::Topology;
+use crate::world::{Shared, LINK_MAX_LATENCY_MS};
+
+/// A slow link: seconds, beyond the clients' request timeout.
+const SLOW_LINK_MAX_LATENCY_MS: u64 = 4_000;
+
+/// A fault in progress and how to undo it.
+struct ActiveFault {
+    heal_at_ms: u64,
+    kind: FaultKind,
+    target: String,
+    /// The hosts a link fault cuts, slows or holds the target off from.
+    peers: Vec<String>,
+}
+
+/// Cuts every link of `target`. Done before a crash or restart: tearing a
+/// host down drops its sockets in an order tokio derives from process-wide
+/// task ids, and each FIN or RST would draw from the simulation's random
+/// generator, so the run would depend on what ran before it in the process.
+/// A machine losing power sends nothing anyway; its peers find out by
+/// timeout, as in production.
+fn cut_links(sim: &mut turmoil::Sim<'_>, topology: &Topology, target: &str) {
+    for peer in topology.peers_of(target) {
+        sim.partition(target, peer.as_str());
+    }
+}
+
+fn mend_links(sim: &mut turmoil::Sim<'_>, topology: &Topology, target: &str) {
+    for peer in topology.peers_of(target) {
+        sim.repair(target, peer.as_str());
+    }
+}
+
+/// The hosts a link fault on `target` acts against: every other broker for a
+/// partition, delay or slow link; every other broker and client for
+/// isolation; none for faults that are not about links.
+fn link_peers(topology: &Topology, kind: FaultKind, target: &str) -> Vec<String> {
+    let mut peers = match kind {
+        FaultKind::Partition
+        | FaultKind::PartitionOneway
+        | FaultKind::Delay
+        | FaultKind::SlowNetwork => topology.brokers().to_vec(),
+        FaultKind::Isolate => topology.targets(),
+        FaultKind::CrashBroker
+        | FaultKind::CrashClient
+        | FaultKind::RestartBroker
+        | FaultKind::PauseConsumer
+        | FaultKind::DiskFull
+        | FaultKind::DiskErrors => Vec::new(),
+    };
+    peers.retain(|peer| peer != target);
+    peers
+}
+
+/// A fault to start: what, on whom (drawn when `None`), for how long.
+struct FaultPlan {
+    kind: FaultKind,
+    target: Option<String>,
+    duration_ms: u64,
+}
+
+pub(crate) struct Nemesis {
+    topology: Topology,
+    draw: Draw,
+    next_fault_ms: u64,
+    schedule: Vec<ScheduledFault>,
+    active: Vec<ActiveFault>,
+    healed: bool,
+    pub(crate) faults: u32,
+    /// Every fault started, as a script that replays it.
+    pub(crate) started: Vec<ScheduledFault>,
+}
+
+impl Nemesis {
+    pub(crate) fn new(resolved: &Resolved) -> Self {
+        let mut draw = Draw::new(child_seed(resolved.seed, "nemesis"));
+        let first = draw.range(resolved.fault_interval_ms[0], resolved.fault_interval_ms[1]);
+        let mut schedule = resolved.schedule.clone();
+        schedule.sort_by_key(|fault| std::cmp::Reverse(fault.at_ms));
+        Self {
+            topology: Topology::of(resolved),
+            draw,
+            next_fault_ms: first,
+            schedule,
+            active: Vec::new(),
+            healed: false,
+            faults: 0,
+            started: Vec::new(),
+        }
+    }
+
+    fn start(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        resolved: &Resolved,
+        shared: &Shared,
+        recorder: &Recorder,
+        now_ms: u64,
+        plan: FaultPlan,
+    ) {
+        let FaultPlan {
+            kind,
+            target,
+            duration_ms,
+        } = plan;
+        let topology = &self.topology;
+        let pick = |draw: &mut Draw, from: &[String]| -> Option<String> {
+            (!from.is_empty()).then(|| draw.pick(from).clone())
+        };
+        let target = match (&target, kind) {
+            (Some(target), _) => Some(target.clone()),
+            (
+                None,
+                FaultKind::CrashBroker
+                | FaultKind::RestartBroker
+                | FaultKind::DiskFull
+                | FaultKind::DiskErrors,
+            ) => pick(&mut self.draw, topology.brokers()),
+            (None, FaultKind::PauseConsumer) => pick(&mut self.draw, topology.consumers()),
+            (None, FaultKind::Isolate) => pick(&mut self.draw, &topology.targets()),
+            (None, _) => pick(&mut self.draw, &topology.clients()),
+        };
+        let Some(target) = target else { return };
+        // Never stack two faults on one host: undoing them would interleave.
+        if self.active.iter().any(|fault| fault.target == target) {
+            return;
+        }
+        let peers = link_peers(topology, kind, &target);
+        let mut power_loss = false;
+        match kind {
+            FaultKind::Partition => {
+                for peer in &peers {
+                    sim.partition(target.as_str(), peer.as_str());
+                }
+            }
+            FaultKind::PartitionOneway => {
+                for peer in &peers {
+                    sim.partition_oneway(target.as_str(), peer.as_str());
+                }
+            }
+            FaultKind::Isolate => {
+                for peer in &peers {
+                    sim.partition(target.as_str(), peer.as_str());
+                }
+            }
+            FaultKind::Delay => {
+                for peer in &peers {
+                    sim.hold(target.as_str(), peer.as_str());
+                }
+            }
+            FaultKind::CrashBroker | FaultKind::CrashClient => {
+                power_loss = kind == FaultKind::CrashBroker;
+                cut_links(sim, topology, &target);
+                sim.crash(target.as_str());
+                if power_loss {
+                    // The machine loses power: its disk keeps only what was
+                    // synced (and torn blocks of what was being written).
+                    let mut draw = Draw::new(child_seed(
+                        resolved.seed,
+                        &format!("power-loss/{target}/{now_ms}"),
+                    ));
+                    shared
+                        .drive(&target)
+                        .power_loss(resolved.block_size, &mut draw);
+                }
+            }
+            FaultKind::RestartBroker => {
+                cut_links(sim, topology, &target);
+                sim.bounce(target.as_str());
+                mend_links(sim, topology, &target);
+            }
+            FaultKind::PauseConsumer => {
+                shared
+                    .paused_until_ms
+                    .lock()
+                    .expect("pause lock")
+                    .insert(target.clone(), now_ms + duration_ms);
+            }
+            FaultKind::SlowNetwork => {
+                let slow = Duration::from_millis(SLOW_LINK_MAX_LATENCY_MS);
+                for peer in &peers {
+                    sim.set_link_max_message_latency(target.as_str(), peer.as_str(), slow);
+                }
+            }
+            FaultKind::DiskFull => shared.disks.set(&target, Some(DiskFault::Full)),
+            FaultKind::DiskErrors => shared.disks.set(&target, Some(DiskFault::IoErrors)),
+        }
+        self.faults += 1;
+        self.started.push(ScheduledFault {
+            at_ms: now_ms,
+            kind,
+            target: Some(target.clone()),
+            duration_ms,
+        });
+        recorder.event_at(
+            now_ms,
+            "nemesis",
+            Event::Fault {
+                kind,
+                target: target.clone(),
+                power_loss,
+                healed: false,
+            },
+        );
+        self.active.push(ActiveFault {
+            heal_at_ms: now_ms + duration_ms,
+            kind,
+            target,
+            peers,
+        });
+    }
+
+    fn undo(
+        sim: &mut turmoil::Sim<'_>,
+        topology: &Topology,
+        shared: &Shared,
+        recorder: &Recorder,
+        now_ms: u64,
+        fault: ActiveFault,
+    ) {
+        let target = fault.target.as_str();
+        match fault.kind {
+            FaultKind::Partition | FaultKind::Isolate => {
+                for peer in &fault.peers {
+                    sim.repair(target, peer.as_str());
+                }
+            }
+            FaultKind::PartitionOneway => {
+                for peer in &fault.peers {
+                    sim.repair_oneway(target, peer.as_str());
+                }
+            }
+            FaultKind::Delay => {
+                for peer in &fault.peers {
+                    sim.release(target, peer.as_str());
+                }
+            }
+            FaultKind::CrashBroker | FaultKind::CrashClient => {
+                sim.bounce(fault.target.as_str());
+                mend_links(sim, topology, &fault.target);
+            }
+            FaultKind::RestartBroker => {}
+            FaultKind::PauseConsumer => {
+                shared
+                    .paused_until_ms
+                    .lock()
+                    .expect("pause lock")
+                    .remove(&fault.target);
+            }
+            FaultKind::SlowNetwork => {
+                let normal = Duration::from_millis(LINK_MAX_LATENCY_MS);
+                for peer in &fault.peers {
+                    sim.set_link_max_message_latency(target, peer.as_str(), normal);
+                }
+            }
+            FaultKind::DiskFull | FaultKind::DiskErrors => {
+                // A partition that hit a storage error stays offline until
+                // the broker restarts and recovers it, as in Kafka.
+                shared.disks.set(&fault.target, None);
+                cut_links(sim, topology, &fault.target);
+                sim.bounce(fault.target.as_str());
+                mend_links(sim, topology, &fault.target);
+            }
+        }
+        recorder.event_at(
+            now_ms,
+            "nemesis",
+            Event::Fault {
+                kind: fault.kind,
+                target: fault.target,
+                power_loss: false,
+                healed: true,
+            },
+        );
+    }
+
+    pub(crate) fn step(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        resolved: &Resolved,
+        shared: &Shared,
+        recorder: &Recorder,
+        now_ms: u64,
+    ) {
+        let (due, remaining): (Vec<ActiveFault>, Vec<ActiveFault>) =
+            std::mem::take(&mut self.active)
+                .into_iter()
+                .partition(|f| f.heal_at_ms <= now_ms || now_ms >= resolved.fault_ms);
+        self.active = remaining;
+        for fault in due {
+            Self::undo(sim, &self.topology, shared, recorder, now_ms, fault);
+        }
+        if now_ms >= resolved.fault_ms {
+            if !self.healed {
+                self.healed = true;
+                recorder.event_at(now_ms, "nemesis", Event::Heal);
+            }
+            return;
+        }
+        while self.schedule.last().is_some_and(|f| f.at_ms <= now_ms) {
+            let fault = self.schedule.pop().expect("checked");
+            self.start(
+                sim,
+                resolved,
+                shared,
+                recorder,
+                now_ms,
+                FaultPlan {
+                    kind: fault.kind,
+                    target: fault.target,
+                    duration_ms: fault.duration_ms,
+                },
+            );
+        }
+        if resolved.schedule.is_empty()
+            && !resolved.fault_kinds.is_empty()
+            && now_ms >= self.next_fault_ms
+        {
+            let kind = *self.draw.pick(&resolved.fault_kinds);
+            let duration = self
+                .draw
+                .range(resolved.fault_duration_ms[0], resolved.fault_duration_ms[1]);
+            self.start(
+                sim,
+                resolved,
+                shared,
+                recorder,
+                now_ms,
+                FaultPlan {
+                    kind,
+                    target: None,
+                    duration_ms: duration,
+                },
+            );
+            self.next_fault_ms = now_ms
+                + self
+                    .draw
+                    .range(resolved.fault_interval_ms[0], resolved.fault_interval_ms[1]);
+        }
+    }
+}
