@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod group;
 pub mod log;
+pub mod metadata;
 pub mod net;
 pub mod observe;
 #[cfg(feature = "planted-bugs")]

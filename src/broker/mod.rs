@@ -5,7 +5,7 @@
 //! Everything here is shared by the real binary and the simulation: storage,
 //! clock and network come in as seams; time-based work runs on `tokio::time`.
 
-mod handler;
+mod api;
 mod offsets;
 pub mod partition;
 pub mod wire;
@@ -23,14 +23,18 @@ use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
 use crate::group::{Effect, GroupConfig, GroupCoordinator, JoinResult, SyncResult, WaiterId};
 use crate::log::{LogConfig, PartitionLog};
+use crate::metadata::{BrokerEndpoint, MetadataImage, PartitionImage};
 use crate::observe::{Fact, Observed};
 use crate::storage::SharedStorage;
 
-pub use handler::HandleOutcome;
+pub use api::HandleOutcome;
 use partition::Partition;
 
-/// The internal topic that keeps committed offsets and group generations.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use crate::metadata::OFFSETS_TOPIC;
+
+/// The cluster id Metadata reports. One fixed id until a cluster is
+/// formatted with its own.
+const CLUSTER_ID: &str = "sluice";
 
 /// Producer ids are reserved in blocks; the block's end is persisted before
 /// any id in it is handed out, so ids never repeat across restarts.
@@ -92,8 +96,9 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<ProducerIds>,
     /// Bumped whenever a high watermark moves, to wake long-polling fetches.
     data_arrived: watch::Sender<u64>,
-    /// The address Metadata advertises, set once the listener is bound.
-    advertised: RwLock<(String, i32)>,
+    /// The cluster as Metadata, FindCoordinator and CreateTopics see it. The
+    /// broker's own endpoint in it is set once the listener is bound.
+    metadata: RwLock<MetadataImage>,
     /// Who hears the broker's facts (the simulation's recorder); nobody in
     /// the real binary.
     observed: Observed,
@@ -163,6 +168,21 @@ impl Broker {
                 }
             }
         }
+        let (host, port) = split_host_port(
+            config
+                .advertised_listener
+                .as_deref()
+                .unwrap_or(&config.listener),
+        );
+        let node_id = config.node_id;
+        let mut metadata = MetadataImage::single_node(
+            CLUSTER_ID,
+            BrokerEndpoint {
+                node_id,
+                host,
+                port,
+            },
+        );
         let mut topics = BTreeMap::new();
         let mut max_producer_id = -1;
         for (name, partitions) in found {
@@ -197,6 +217,13 @@ impl Broker {
                 )));
             }
             tracing::info!(topic = %name, partitions = count, "loaded topic");
+            metadata
+                .add_topic(
+                    &name,
+                    false,
+                    vec![PartitionImage::single_replica(node_id); count as usize],
+                )
+                .map_err(|error| io::Error::other(format!("loading topic {name}: {error:?}")))?;
             topics.insert(
                 name.clone(),
                 Arc::new(Topic {
@@ -233,12 +260,6 @@ impl Broker {
             read_number_file(storage.as_ref(), &data_dir, PRODUCER_ID_BLOCK_FILE).await?;
         let next = persisted_block_end.max(max_producer_id + 1);
         let (data_arrived, _) = watch::channel(0);
-        let advertised = split_host_port(
-            config
-                .advertised_listener
-                .as_deref()
-                .unwrap_or(&config.listener),
-        );
         let (persist_queue, persist_requests) = mpsc::channel(offsets::PERSIST_QUEUE_MAX);
         let broker = Arc::new(Self {
             storage,
@@ -261,7 +282,7 @@ impl Broker {
                 block_end: next,
             }),
             data_arrived,
-            advertised: RwLock::new(advertised),
+            metadata: RwLock::new(metadata),
             config,
             observed,
         });
@@ -285,12 +306,21 @@ impl Broker {
     /// address, unless `advertised.listeners` says otherwise).
     pub fn set_bound_address(&self, address: &str) {
         if self.config.advertised_listener.is_none() {
-            *self.advertised.write().expect("advertised lock") = split_host_port(address);
+            let (host, port) = split_host_port(address);
+            self.metadata
+                .write()
+                .expect("metadata lock")
+                .set_endpoint(BrokerEndpoint {
+                    node_id: self.config.node_id,
+                    host,
+                    port,
+                });
         }
     }
 
-    fn advertised(&self) -> (String, i32) {
-        self.advertised.read().expect("advertised lock").clone()
+    /// Reads the metadata image.
+    fn with_metadata<R>(&self, read: impl FnOnce(&MetadataImage) -> R) -> R {
+        read(&self.metadata.read().expect("metadata lock"))
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -365,6 +395,15 @@ impl Broker {
             .write()
             .expect("topics lock")
             .insert(name.to_string(), topic);
+        self.metadata
+            .write()
+            .expect("metadata lock")
+            .add_topic(
+                name,
+                false,
+                vec![PartitionImage::single_replica(self.config.node_id); partition_count as usize],
+            )
+            .expect("topic admin is serialised, so the name is still free");
         Ok(())
     }
 
@@ -393,6 +432,11 @@ impl Broker {
         let Some(topic) = self.topics.write().expect("topics lock").remove(name) else {
             return Err(ResponseError::UnknownTopicOrPartition.code());
         };
+        self.metadata
+            .write()
+            .expect("metadata lock")
+            .remove_topic(name)
+            .expect("topic admin is serialised, so the topic is still in the image");
         for partition in &topic.partitions {
             if let Err(error) = partition.delete().await {
                 tracing::error!(topic = name, partition = partition.index, %error, "deleting partition files failed");

@@ -1,0 +1,137 @@
+//! Fetch: reads from each partition up to the high watermark, long-polling
+//! until `min_bytes` arrive or `max_wait_ms` passes (capped by
+//! [`FETCH_MAX_WAIT_MS_LIMIT`]).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+
+use super::leader_epoch_error;
+
+/// Fetch long polls wait at most this long whatever the client asks, so a
+/// connection is never parked indefinitely.
+const FETCH_MAX_WAIT_MS_LIMIT: i32 = 30_000;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::*;
+
+use super::{str_bytes, RequestContext, Versions};
+use crate::broker::Broker;
+
+/// From 4 (record batches v2 with isolation level) to 12; 13 names topics by id.
+pub(super) const FETCH: Versions = (ApiKey::Fetch, 4, 12);
+
+impl Broker {
+    pub(super) async fn fetch(
+        &self,
+        request: FetchRequest,
+        _: i16,
+        _: &RequestContext,
+    ) -> Option<FetchResponse> {
+        let max_wait =
+            Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_LIMIT) as u64);
+        // tokio's clock (virtual under the simulation), as every wait here.
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut arrivals = self.data_arrived.subscribe();
+        loop {
+            arrivals.borrow_and_update();
+            let (response, total_bytes, any_error) = self.fetch_once(&request).await;
+            let satisfied = total_bytes >= request.min_bytes.max(0) as usize;
+            if satisfied || any_error || tokio::time::Instant::now() >= deadline {
+                return Some(response);
+            }
+            tokio::select! {
+                biased;
+                changed = arrivals.changed() => {
+                    if changed.is_err() {
+                        return Some(response);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    pub(super) async fn fetch_once(&self, request: &FetchRequest) -> (FetchResponse, usize, bool) {
+        let mut remaining = if request.max_bytes <= 0 {
+            usize::MAX
+        } else {
+            request.max_bytes as usize
+        };
+        let mut total_bytes = 0usize;
+        let mut any_error = false;
+        let mut topics = Vec::new();
+        for topic in &request.topics {
+            let name = topic.topic.to_string();
+            let mut partitions = Vec::new();
+            for wanted in &topic.partitions {
+                let mut data = PartitionData::default()
+                    .with_partition_index(wanted.partition)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_aborted_transactions(Some(Vec::new()))
+                    .with_preferred_read_replica(BrokerId(-1))
+                    .with_records(Some(Bytes::new()));
+                match self.partition(&name, wanted.partition) {
+                    None => {
+                        data.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        any_error = true;
+                    }
+                    Some(partition)
+                        if leader_epoch_error(
+                            wanted.current_leader_epoch,
+                            partition.leader_epoch(),
+                        )
+                        .is_some() =>
+                    {
+                        data.error_code = leader_epoch_error(
+                            wanted.current_leader_epoch,
+                            partition.leader_epoch(),
+                        )
+                        .expect("checked by the guard");
+                        any_error = true;
+                    }
+                    Some(partition) => {
+                        let limit = (wanted.partition_max_bytes.max(0) as usize).min(remaining);
+                        match partition.read(wanted.fetch_offset, limit.max(1)).await {
+                            Ok((bytes, offsets)) => {
+                                data.high_watermark = offsets.high_watermark;
+                                data.last_stable_offset = offsets.high_watermark;
+                                data.log_start_offset = offsets.log_start_offset;
+                                // Only the first non-empty partition may exceed the limits (KIP-74).
+                                let fits = total_bytes == 0 || bytes.len() <= limit;
+                                if fits && !bytes.is_empty() {
+                                    total_bytes += bytes.len();
+                                    remaining = remaining.saturating_sub(bytes.len());
+                                    data.records = Some(bytes);
+                                }
+                            }
+                            Err(error) => {
+                                data.error_code = error.code();
+                                any_error = true;
+                                if let Ok(offsets) = partition.offsets().await {
+                                    data.high_watermark = offsets.high_watermark;
+                                    data.last_stable_offset = offsets.high_watermark;
+                                    data.log_start_offset = offsets.log_start_offset;
+                                }
+                            }
+                        }
+                    }
+                }
+                partitions.push(data);
+            }
+            topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(str_bytes(&name)))
+                    .with_partitions(partitions),
+            );
+        }
+        (
+            FetchResponse::default().with_responses(topics),
+            total_bytes,
+            any_error,
+        )
+    }
+}

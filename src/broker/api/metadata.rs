@@ -1,0 +1,120 @@
+//! Metadata: the brokers, and each topic's partitions with their leader,
+//! replicas and in-sync replicas, all read from the metadata image. Topics
+//! that do not exist are created when the broker and the request allow it.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::*;
+
+use super::{str_bytes, RequestContext, Versions};
+use crate::broker::Broker;
+use crate::metadata::TopicImage;
+
+/// All versions through 12, the newest current clients send.
+pub(super) const METADATA: Versions = (ApiKey::Metadata, 0, 12);
+
+impl Broker {
+    pub(super) async fn metadata(
+        &self,
+        request: MetadataRequest,
+        version: i16,
+        _: &RequestContext,
+    ) -> Option<MetadataResponse> {
+        let requested: Option<Vec<String>> = match request.topics {
+            None => None,
+            // In v0 an empty list means every topic.
+            Some(topics) if topics.is_empty() && version == 0 => None,
+            Some(topics) => Some(
+                topics
+                    .into_iter()
+                    .filter_map(|t| t.name.map(|n| n.to_string()))
+                    .collect(),
+            ),
+        };
+        let may_create = self.config.auto_create_topics_enable
+            && (version < 4 || request.allow_auto_topic_creation);
+        let names = match requested {
+            None => self.with_metadata(|image| image.topic_names()),
+            Some(names) => names,
+        };
+        let mut topics = Vec::new();
+        for name in names {
+            let mut error_code = 0;
+            if self.with_metadata(|image| image.topic(&name).is_none()) {
+                error_code = if !crate::broker::valid_topic_name(&name) {
+                    ResponseError::InvalidTopicException.code()
+                } else if may_create {
+                    match self
+                        .create_topic(&name, self.config.num_partitions, false)
+                        .await
+                    {
+                        Ok(()) => 0,
+                        Err(code) if code == ResponseError::TopicAlreadyExists.code() => 0,
+                        Err(code) => code,
+                    }
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                };
+            }
+            let (internal, partitions) = if error_code == 0 {
+                self.with_metadata(|image| match image.topic(&name) {
+                    Some(topic) => (topic.internal, partitions_of(topic)),
+                    None => (false, Vec::new()),
+                })
+            } else {
+                (false, Vec::new())
+            };
+            topics.push(
+                MetadataResponseTopic::default()
+                    .with_error_code(error_code)
+                    .with_name(Some(TopicName(str_bytes(&name))))
+                    .with_is_internal(internal)
+                    .with_partitions(partitions),
+            );
+        }
+        let (brokers, cluster_id, controller_id) = self.with_metadata(|image| {
+            let brokers = image
+                .brokers()
+                .map(|broker| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(broker.node_id))
+                        .with_host(str_bytes(&broker.host))
+                        .with_port(broker.port)
+                })
+                .collect();
+            (
+                brokers,
+                str_bytes(image.cluster_id()),
+                image.controller_id(),
+            )
+        });
+        Some(
+            MetadataResponse::default()
+                .with_brokers(brokers)
+                .with_cluster_id(Some(cluster_id))
+                .with_controller_id(BrokerId(controller_id))
+                .with_topics(topics),
+        )
+    }
+}
+
+/// A topic's partitions as the image has them.
+fn partitions_of(topic: &TopicImage) -> Vec<MetadataResponsePartition> {
+    let ids = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, partition)| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index as i32)
+                .with_leader_id(BrokerId(partition.leader_id))
+                .with_leader_epoch(partition.leader_epoch)
+                .with_replica_nodes(ids(&partition.replicas))
+                .with_isr_nodes(ids(&partition.isr))
+        })
+        .collect()
+}

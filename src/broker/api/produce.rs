@@ -1,0 +1,105 @@
+//! Produce: appends each partition's batches, answering per partition; acks=0
+//! gets no response at all.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::*;
+
+use super::{str_bytes, RequestContext, Versions};
+use crate::broker::Broker;
+
+/// From 3 (record batches v2) to 12; 13 names topics by id, which sluice does not.
+pub(super) const PRODUCE: Versions = (ApiKey::Produce, 3, 12);
+
+impl Broker {
+    pub(super) async fn produce(
+        &self,
+        request: ProduceRequest,
+        _: i16,
+        _: &RequestContext,
+    ) -> Option<ProduceResponse> {
+        let acks = request.acks;
+        let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+        let mut responses = Vec::new();
+        for topic in request.topic_data {
+            let name = topic.name.to_string();
+            let mut partition_responses = Vec::new();
+            for data in topic.partition_data {
+                let mut response = PartitionProduceResponse::default()
+                    .with_index(data.index)
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1);
+                let error_code = if !matches!(acks, -1..=1) {
+                    ResponseError::InvalidRequiredAcks.code()
+                } else if request.transactional_id.is_some() {
+                    ResponseError::TransactionalIdAuthorizationFailed.code()
+                } else if let Some(partition) = self.partition(&name, data.index) {
+                    match data.records {
+                        None => ResponseError::CorruptMessage.code(),
+                        Some(records) => match self
+                            .produce_partition(&partition, records, acks, timeout)
+                            .await
+                        {
+                            Ok((outcome, log_start_offset)) => {
+                                response.base_offset = outcome.base_offset;
+                                response.log_append_time_ms = outcome.log_append_time_ms;
+                                response.log_start_offset = log_start_offset;
+                                0
+                            }
+                            Err(code) => code,
+                        },
+                    }
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                };
+                response.error_code = error_code;
+                partition_responses.push(response);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(TopicName(str_bytes(&name)))
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        if acks == 0 {
+            return None;
+        }
+        Some(ProduceResponse::default().with_responses(responses))
+    }
+
+    pub(super) async fn produce_partition(
+        &self,
+        partition: &crate::broker::partition::Partition,
+        records: Bytes,
+        acks: i16,
+        timeout: Duration,
+    ) -> Result<(crate::log::AppendOutcome, i64), i16> {
+        let outcome = partition.append(records, self.clock.now_ms()).await.map_err(|error| {
+            tracing::debug!(topic = %partition.topic, partition = partition.index, %error, "produce rejected");
+            error.code()
+        })?;
+        if crate::planted!(FetchBeyondHighWatermark) {
+            // Planted: the log end is what fetches may see, so wake them now.
+            self.notify_data_arrived();
+        }
+        if self.config.log.flush_on_ack && acks != 0 {
+            match tokio::time::timeout(timeout, partition.sync_to(outcome.last_offset + 1)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(error.code()),
+                Err(_) => return Err(ResponseError::RequestTimedOut.code()),
+            }
+        }
+        self.notify_data_arrived();
+        let log_start_offset = partition
+            .offsets()
+            .await
+            .map(|o| o.log_start_offset)
+            .unwrap_or(-1);
+        Ok((outcome, log_start_offset))
+    }
+}

@@ -1,0 +1,257 @@
+//! The metadata image: the cluster as the request handlers see it. Its
+//! brokers and their endpoints, the active controller, and every topic's
+//! partitions with their leader, leader epoch, replicas and in-sync replicas.
+//!
+//! Metadata, FindCoordinator and CreateTopics read the image; they never look
+//! at which directories happen to be on disk. A single-node broker builds it
+//! from the logs it recovered and changes it as topics come and go; a
+//! replicated cluster will build it by replaying its metadata log, so the
+//! image is plain data with no I/O, clock or locking of its own.
+//!
+//! Invariant: every partition's leader is one of its replicas, and its ISR
+//! is a non-empty subset of its replicas that holds the leader.
+
+use std::collections::BTreeMap;
+
+/// The topic that keeps committed offsets and group generations.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Where a broker can be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+/// One partition's leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    pub leader_id: i32,
+    /// Bumped on every leader change; requests naming an older one are fenced.
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+impl PartitionImage {
+    /// A partition whose only replica, and leader, is `node_id`.
+    pub fn single_replica(node_id: i32) -> PartitionImage {
+        PartitionImage {
+            leader_id: node_id,
+            leader_epoch: 0,
+            replicas: vec![node_id],
+            isr: vec![node_id],
+        }
+    }
+
+    fn check(&self) {
+        assert!(
+            self.replicas.contains(&self.leader_id),
+            "the leader is a replica"
+        );
+        assert!(!self.isr.is_empty(), "the ISR is never empty");
+        assert!(
+            self.isr.contains(&self.leader_id),
+            "the ISR holds the leader"
+        );
+        assert!(
+            self.isr.iter().all(|id| self.replicas.contains(id)),
+            "the ISR is a subset of the replicas"
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    /// Internal topics (`__consumer_offsets`) are listed only when asked for
+    /// by name.
+    pub internal: bool,
+    /// Indexed by partition number.
+    pub partitions: Vec<PartitionImage>,
+}
+
+/// Why the image refused a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageError {
+    TopicExists,
+    UnknownTopic,
+    NoPartitions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataImage {
+    cluster_id: String,
+    controller_id: i32,
+    brokers: BTreeMap<i32, BrokerEndpoint>,
+    topics: BTreeMap<String, TopicImage>,
+}
+
+impl MetadataImage {
+    /// A one-broker cluster in which `endpoint`'s broker is also the
+    /// controller and leads the offsets topic's one partition.
+    pub fn single_node(cluster_id: &str, endpoint: BrokerEndpoint) -> MetadataImage {
+        let node_id = endpoint.node_id;
+        let mut image = MetadataImage {
+            cluster_id: cluster_id.to_string(),
+            controller_id: node_id,
+            brokers: BTreeMap::from([(node_id, endpoint)]),
+            topics: BTreeMap::new(),
+        };
+        image
+            .add_topic(
+                OFFSETS_TOPIC,
+                true,
+                vec![PartitionImage::single_replica(node_id)],
+            )
+            .expect("a new image has no topics");
+        image
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn controller_id(&self) -> i32 {
+        self.controller_id
+    }
+
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerEndpoint> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, node_id: i32) -> Option<&BrokerEndpoint> {
+        self.brokers.get(&node_id)
+    }
+
+    /// Records where a broker can be reached (a new broker, or a changed
+    /// address).
+    pub fn set_endpoint(&mut self, endpoint: BrokerEndpoint) {
+        self.brokers.insert(endpoint.node_id, endpoint);
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(name)
+    }
+
+    /// Names of the topics a client lists: every topic but the internal ones.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topics
+            .values()
+            .filter(|topic| !topic.internal)
+            .map(|topic| topic.name.clone())
+            .collect()
+    }
+
+    pub fn add_topic(
+        &mut self,
+        name: &str,
+        internal: bool,
+        partitions: Vec<PartitionImage>,
+    ) -> Result<(), ImageError> {
+        if partitions.is_empty() {
+            return Err(ImageError::NoPartitions);
+        }
+        if self.topics.contains_key(name) {
+            return Err(ImageError::TopicExists);
+        }
+        for partition in &partitions {
+            partition.check();
+        }
+        self.topics.insert(
+            name.to_string(),
+            TopicImage {
+                name: name.to_string(),
+                internal,
+                partitions,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn remove_topic(&mut self, name: &str) -> Result<TopicImage, ImageError> {
+        self.topics.remove(name).ok_or(ImageError::UnknownTopic)
+    }
+
+    /// The broker that coordinates `group_id`: the leader of the offsets
+    /// topic's partition that holds the group. There is one such partition
+    /// today, so it is the same broker for every group.
+    pub fn group_coordinator(&self, _group_id: &str) -> Option<&BrokerEndpoint> {
+        let offsets = self.topics.get(OFFSETS_TOPIC)?;
+        let partition = offsets.partitions.first()?;
+        self.brokers.get(&partition.leader_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(node_id: i32) -> BrokerEndpoint {
+        BrokerEndpoint {
+            node_id,
+            host: format!("broker-{node_id}"),
+            port: 9092,
+        }
+    }
+
+    #[test]
+    fn a_single_node_image_coordinates_groups_and_hides_internal_topics() {
+        let mut image = MetadataImage::single_node("sluice", endpoint(3));
+        assert_eq!(image.controller_id(), 3);
+        assert_eq!(image.group_coordinator("g").map(|b| b.node_id), Some(3));
+        assert!(image.topic_names().is_empty());
+        assert!(image.topic(OFFSETS_TOPIC).is_some_and(|t| t.internal));
+
+        image
+            .add_topic("orders", false, vec![PartitionImage::single_replica(3); 2])
+            .expect("new topic");
+        assert_eq!(image.topic_names(), ["orders"]);
+        assert_eq!(
+            image.add_topic("orders", false, vec![PartitionImage::single_replica(3)]),
+            Err(ImageError::TopicExists)
+        );
+        assert_eq!(
+            image.add_topic("empty", false, Vec::new()),
+            Err(ImageError::NoPartitions)
+        );
+        assert_eq!(
+            image.remove_topic("orders").map(|t| t.partitions.len()),
+            Ok(2)
+        );
+        assert_eq!(image.remove_topic("orders"), Err(ImageError::UnknownTopic));
+    }
+
+    #[test]
+    fn a_moved_broker_is_advertised_at_its_new_address() {
+        let mut image = MetadataImage::single_node("sluice", endpoint(0));
+        image.set_endpoint(BrokerEndpoint {
+            node_id: 0,
+            host: "127.0.0.1".into(),
+            port: 40_000,
+        });
+        let coordinator = image.group_coordinator("g").expect("coordinator");
+        assert_eq!(
+            (coordinator.host.as_str(), coordinator.port),
+            ("127.0.0.1", 40_000)
+        );
+        assert_eq!(image.brokers().count(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "the ISR holds the leader")]
+    fn an_isr_without_its_leader_is_refused() {
+        let mut image = MetadataImage::single_node("sluice", endpoint(0));
+        let _ = image.add_topic(
+            "t",
+            false,
+            vec![PartitionImage {
+                leader_id: 0,
+                leader_epoch: 0,
+                replicas: vec![0, 1],
+                isr: vec![1],
+            }],
+        );
+    }
+}
