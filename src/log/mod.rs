@@ -202,8 +202,7 @@ impl PartitionLog {
             log.segments.insert(0, segment);
         }
         storage.sync_dir(dir).await?;
-        let active = log.active();
-        active.sync_all().await?;
+        log.active_mut().sync_all().await?;
         log.log_start_offset = *log.segments.keys().next().expect("at least one segment");
         log.log_end_offset = log.active().next_offset;
         log.durable_offset = log.log_end_offset;
@@ -374,7 +373,7 @@ impl PartitionLog {
 
     /// Closes the active segment (syncing it) and starts a new one at the log end.
     pub async fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
-        self.active().sync_all().await?;
+        self.active_mut().sync_all().await?;
         self.mark_flushed(self.log_end_offset);
         let base_offset = self.log_end_offset;
         let segment = Segment::open(self.storage.as_ref(), &self.dir, base_offset, now_ms).await?;

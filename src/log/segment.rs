@@ -3,9 +3,12 @@
 //! `log.index.interval.bytes`) and time index (`.timeindex`: timestamp i64 +
 //! relative offset u32).
 //!
-//! The in-memory copies of both indexes are authoritative while running; the
-//! files are written alongside and rebuilt by recovery when they disagree with
-//! the log.
+//! The in-memory copies of both indexes are authoritative while running, and
+//! recovery rebuilds them from the log on every start, so the index files are
+//! a record for people and tools, never read back. New entries are therefore
+//! written in bulk: when [`INDEX_PENDING_BYTES_MAX`] of them have gathered,
+//! and whenever the segment is synced (on flush of a roll, and at open).
+//! Writing them with every append cost two system calls per batch.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,11 @@ use crate::storage::{SharedFile, Storage};
 
 const OFFSET_ENTRY_BYTES: usize = 8;
 const TIME_ENTRY_BYTES: usize = 12;
+
+/// Index bytes gathered in memory before they are written: one page, about
+/// 340 offset or time entries, so the cost is one write per few hundred
+/// batches and the memory per segment stays bounded.
+pub const INDEX_PENDING_BYTES_MAX: usize = 4096;
 
 pub fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
@@ -38,6 +46,10 @@ pub struct Segment {
     time_index: SharedFile,
     offset_entries: Vec<(u32, u32)>,
     time_entries: Vec<(i64, u32)>,
+    /// Offset-index entries not yet written to `index`.
+    pending_offset_bytes: BytesMut,
+    /// Time-index entries not yet written to `time_index`.
+    pending_time_bytes: BytesMut,
     /// One past the last offset stored here (= base offset when empty).
     pub next_offset: i64,
     /// Largest record timestamp stored here, -1 when none.
@@ -74,6 +86,8 @@ impl Segment {
             time_index: storage.open(&time_index).await?,
             offset_entries: Vec::new(),
             time_entries: Vec::new(),
+            pending_offset_bytes: BytesMut::new(),
+            pending_time_bytes: BytesMut::new(),
             next_offset: base_offset,
             max_timestamp: -1,
             created_ms,
@@ -156,18 +170,33 @@ impl Segment {
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
     }
 
+    /// Queues new index entries, writing them out once enough have gathered.
     async fn write_index_entries(
-        &self,
+        &mut self,
         offset_entries: BytesMut,
         time_entries: BytesMut,
     ) -> io::Result<()> {
         debug_assert_eq!(offset_entries.len() % OFFSET_ENTRY_BYTES, 0);
         debug_assert_eq!(time_entries.len() % TIME_ENTRY_BYTES, 0);
-        if !offset_entries.is_empty() {
-            self.index.append(offset_entries.freeze()).await?;
+        self.pending_offset_bytes.unsplit(offset_entries);
+        self.pending_time_bytes.unsplit(time_entries);
+        if self.pending_offset_bytes.len() + self.pending_time_bytes.len()
+            >= INDEX_PENDING_BYTES_MAX
+        {
+            self.write_pending_index_entries().await?;
         }
-        if !time_entries.is_empty() {
-            self.time_index.append(time_entries.freeze()).await?;
+        Ok(())
+    }
+
+    /// Writes every queued index entry to the index files.
+    async fn write_pending_index_entries(&mut self) -> io::Result<()> {
+        if !self.pending_offset_bytes.is_empty() {
+            let bytes = self.pending_offset_bytes.split().freeze();
+            self.index.append(bytes).await?;
+        }
+        if !self.pending_time_bytes.is_empty() {
+            let bytes = self.pending_time_bytes.split().freeze();
+            self.time_index.append(bytes).await?;
         }
         Ok(())
     }
@@ -303,6 +332,8 @@ impl Segment {
     ) -> io::Result<()> {
         self.offset_entries.clear();
         self.time_entries.clear();
+        self.pending_offset_bytes.clear();
+        self.pending_time_bytes.clear();
         self.max_timestamp = -1;
         self.bytes_since_index_entry = 0;
         self.index.truncate(0).await?;
@@ -327,7 +358,7 @@ impl Segment {
         }
         self.write_index_entries(offset_entries, time_entries)
             .await?;
-        Ok(())
+        self.write_pending_index_entries().await
     }
 
     /// Cuts every batch that holds an offset at or past `offset`, so the
@@ -349,8 +380,9 @@ impl Segment {
         Ok(())
     }
 
-    /// Syncs the log and both indexes.
-    pub async fn sync_all(&self) -> io::Result<()> {
+    /// Writes the queued index entries, then syncs the log and both indexes.
+    pub async fn sync_all(&mut self) -> io::Result<()> {
+        self.write_pending_index_entries().await?;
         self.log.sync().await?;
         self.index.sync().await?;
         self.time_index.sync().await
