@@ -94,7 +94,38 @@ pub struct BenchRow {
     pub current: Option<Spread>,
     /// Current speed over baseline speed, per round both sides ran.
     pub ratios: Option<Spread>,
+    /// Speed over the row's own control in the same round (1.0 = as fast as
+    /// the plain `write`, `pread` or socket pair), per side. Unlike the
+    /// ratio between revisions, this holds even when the two revisions'
+    /// bench code differs, since each side measures its control the same way
+    /// it measures the row.
+    pub of_control: [Option<Spread>; 2],
     pub change: Change,
+}
+
+/// Which control each measured row is set against: (group, function,
+/// control function), with `*` for any function. A row and its control share
+/// the group and the parameter (the record size).
+const CONTROLS: &[(&str, &str, &str)] = &[
+    ("append", "log_page_cache", "raw_write"),
+    ("append", "log_fsync", "raw_write_fsync"),
+    ("append_records", "log_page_cache", "raw_write"),
+    ("fetch", "log_fetch", "raw_pread"),
+    ("e2e", "*", "socket_pair"),
+];
+
+/// The id of the control row `id` (`group/function/.../parameter`) is set
+/// against, if it has one.
+pub fn control_of(id: &str) -> Option<String> {
+    let mut parts = id.split('/');
+    let group = parts.next()?;
+    let function = parts.next()?;
+    let parameter = id.rsplit('/').next()?;
+    CONTROLS
+        .iter()
+        .find(|(g, f, _)| *g == group && (*f == "*" || *f == function))
+        .filter(|_| !is_control(id))
+        .map(|(_, _, control)| format!("{group}/{control}/{parameter}"))
 }
 
 pub fn is_control(id: &str) -> bool {
@@ -131,6 +162,28 @@ pub fn bench_rows(
             side.insert(sample.round, sample.median_ns);
         }
     }
+    // Per side, the row's speed over its control's in each round.
+    let of_control = |id: &str, pick: fn(&Sides) -> &BTreeMap<usize, f64>| -> Option<Spread> {
+        let control = by_id.get(&control_of(id)?)?;
+        let row = by_id.get(id)?;
+        let ratios: Vec<f64> = pick(row)
+            .iter()
+            .filter_map(|(round, row_ns)| Some(pick(control).get(round)? / row_ns))
+            .collect();
+        Spread::of(&ratios)
+    };
+    let of_controls: BTreeMap<String, [Option<Spread>; 2]> = by_id
+        .keys()
+        .map(|id| {
+            (
+                id.clone(),
+                [
+                    of_control(id, |sides| &sides.baseline),
+                    of_control(id, |sides| &sides.current),
+                ],
+            )
+        })
+        .collect();
     by_id
         .into_iter()
         .map(|(id, sides)| {
@@ -149,6 +202,7 @@ pub fn bench_rows(
                 baseline: Spread::of(&sides.baseline.values().copied().collect::<Vec<_>>()),
                 current: Spread::of(&sides.current.values().copied().collect::<Vec<_>>()),
                 ratios: Spread::of(&ratios),
+                of_control: of_controls.get(&id).cloned().unwrap_or_default(),
                 id,
                 group: sides.group,
                 control,
@@ -304,7 +358,9 @@ pub fn render(context: &Context, benches: &[BenchRow], sweeps: &[SweepRow]) -> S
          lowest and highest pair in brackets. A comparison counts as slower or faster only \
          when the median pair is beyond {}% and every pair agrees, from at least two \
          rounds. Rows marked *control* time the machine itself (a plain `write`, `pread` or \
-         socket pair): when they move, the machine drifted, not the code.\n\n",
+         socket pair): when they move, the machine drifted, not the code. *Of control* is \
+         each side's speed over its own control in the same round (baseline → current); \
+         it stays meaningful where a revision changed the bench code itself.\n\n",
         context.baseline_label,
         context.baseline_commit,
         context.current_label,
@@ -326,7 +382,7 @@ pub fn render(context: &Context, benches: &[BenchRow], sweeps: &[SweepRow]) -> S
             ));
         }
         text.push_str(&format!(
-            "| benchmark | {} | {} | ratio | |\n| --- | --- | --- | --- | --- |\n",
+            "| benchmark | {} | {} | ratio | of control | |\n| --- | --- | --- | --- | --- | --- |\n",
             context.baseline_label, context.current_label
         ));
         for row in benches.iter().filter(|row| row.group == group) {
@@ -345,8 +401,19 @@ pub fn render(context: &Context, benches: &[BenchRow], sweeps: &[SweepRow]) -> S
                     (Change::Within, ..) => "",
                 }
             };
+            let of_control = match &row.of_control {
+                [None, None] => String::new(),
+                [baseline, current] => {
+                    let side = |spread: &Option<Spread>| {
+                        spread
+                            .as_ref()
+                            .map_or_else(|| "-".to_string(), |s| format!("{:.2}", s.median))
+                    };
+                    format!("{} → {}", side(baseline), side(current))
+                }
+            };
             text.push_str(&format!(
-                "| {} | {} | {} | {ratio} | {note} |\n",
+                "| {} | {} | {} | {ratio} | {of_control} | {note} |\n",
                 row.id.strip_prefix(&format!("{group}/")).unwrap_or(&row.id),
                 format_side(row.baseline.as_ref(), row.throughput),
                 format_side(row.current.as_ref(), row.throughput),
@@ -474,11 +541,36 @@ mod tests {
         let text = render(&context, &rows, &[]);
         assert!(
             text.contains(
-                "| raw_write/100 | 1.600 GB/s (±0.0%) | 800.000 MB/s (±0.0%) | 0.50 (0.50–0.50) | control |"
+                "| raw_write/100 | 1.600 GB/s (±0.0%) | 800.000 MB/s (±0.0%) | 0.50 (0.50–0.50) |  | control |"
             ),
             "{text}"
         );
         assert!(text.contains("| acks=all/partitions=1/100 | - |"), "{text}");
+    }
+
+    #[test]
+    fn each_side_is_set_against_its_own_control_round_by_round() {
+        assert_eq!(
+            control_of("append/log_fsync/100").as_deref(),
+            Some("append/raw_write_fsync/100")
+        );
+        assert_eq!(
+            control_of("e2e/acks=all/partitions=3/1024").as_deref(),
+            Some("e2e/socket_pair/1024")
+        );
+        assert_eq!(control_of("append/raw_write/100"), None);
+        assert_eq!(control_of("codec/produce_encode/100"), None);
+        // The baseline's log ran at half its control's speed; the current's
+        // at four fifths, in a round where the machine was slower overall.
+        let mut baseline = rounds("append/raw_write/100", &[10_000.0, 12_000.0]);
+        baseline.extend(rounds(ID, &[20_000.0, 24_000.0]));
+        let mut current = rounds("append/raw_write/100", &[8_000.0, 16_000.0]);
+        current.extend(rounds(ID, &[10_000.0, 20_000.0]));
+        let rows = bench_rows(&baseline, &current, 10.0);
+        let row = rows.iter().find(|row| row.id == ID).expect("row");
+        let [before, after] = &row.of_control;
+        assert!((before.as_ref().unwrap().median - 0.5).abs() < 1e-9);
+        assert!((after.as_ref().unwrap().median - 0.8).abs() < 1e-9);
     }
 
     #[test]
