@@ -114,11 +114,20 @@ pub fn build(label: &str, commit: &str, dir: &Path, target_dir: &Path) -> anyhow
         &["build", "--release", "-p", "sluice-sim", "--bin", "sim"],
         "bin",
     )?;
-    let sim = sims
+    let built = sims
         .into_iter()
         .find(|(name, _)| name == "sim")
         .map(|(_, path)| path)
         .context("no sim binary was built")?;
+    // Worktrees share a target directory, where the next build replaces
+    // `release/sim`; keep this revision's copy apart. (Bench executables
+    // carry a hash of their worktree's path, so they do not collide.)
+    let kept_dir = target_dir.join("perf-report-bin").join(label);
+    std::fs::create_dir_all(&kept_dir)
+        .with_context(|| format!("creating {}", kept_dir.display()))?;
+    let sim = kept_dir.join("sim");
+    std::fs::copy(&built, &sim)
+        .with_context(|| format!("copying {} to {}", built.display(), sim.display()))?;
     Ok(Revision {
         label: label.to_string(),
         commit: commit.to_string(),
