@@ -39,7 +39,7 @@ fn bench_fetch(c: &mut Criterion) {
                 .block_on(log.append(BytesMut::from(&batch[..]), 0, 0))
                 .expect("append");
         }
-        let end = log.high_watermark();
+        let end = log.log_end_offset();
         let per_fetch = (FETCH_MAX_BYTES / batch.len()) * count;
         group.throughput(Throughput::Bytes(
             ((FETCH_MAX_BYTES / batch.len()) * batch.len()) as u64,

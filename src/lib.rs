@@ -15,6 +15,8 @@ pub mod net;
 pub mod observe;
 #[cfg(feature = "planted-bugs")]
 pub mod plant;
+pub mod quorum;
+pub mod replica;
 pub mod server;
 pub mod storage;
 pub mod testing;

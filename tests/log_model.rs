@@ -14,6 +14,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sluice::log::testing::encode_batch;
 use sluice::log::{LogConfig, LogError, PartitionLog};
+use sluice::replica::{ReplicaConfig, ReplicaEffect, ReplicaState};
 use sluice::storage::mem::MemStorage;
 
 #[derive(Debug, Clone)]
@@ -69,6 +70,26 @@ async fn open(storage: &MemStorage, config: &LogConfig) -> PartitionLog {
     .expect("recovery succeeds")
 }
 
+/// What the broker's partition shell does after every log operation: the
+/// replica core decides the high watermark and the log is told.
+fn settle(log: &mut PartitionLog, replica: &mut ReplicaState) {
+    for effect in replica.on_log_progress(log.log_end_offset(), log.durable_offset()) {
+        match effect {
+            ReplicaEffect::HighWatermark(offset) => log.set_high_watermark(offset),
+            ReplicaEffect::IsrChanged(isr) => panic!("a single replica's ISR changed: {isr:?}"),
+        }
+    }
+}
+
+fn replica_of(log: &PartitionLog, flush_on_ack: bool) -> ReplicaState {
+    ReplicaState::single_replica(
+        ReplicaConfig::single(0, flush_on_ack),
+        log.log_end_offset(),
+        log.durable_offset(),
+        log.high_watermark(),
+    )
+}
+
 async fn run(ops: Vec<Op>, flush_on_ack: bool) {
     let storage = MemStorage::new();
     let config = LogConfig {
@@ -80,6 +101,7 @@ async fn run(ops: Vec<Op>, flush_on_ack: bool) {
         ..LogConfig::default()
     };
     let mut log = open(&storage, &config).await;
+    let mut replica = replica_of(&log, flush_on_ack);
     let mut model = Model {
         values: Vec::new(),
         log_start: 0,
@@ -158,6 +180,7 @@ async fn run(ops: Vec<Op>, flush_on_ack: bool) {
                 drop(log);
                 storage.crash(&mut ChaCha8Rng::seed_from_u64(seed));
                 log = open(&storage, &config).await;
+                replica = replica_of(&log, flush_on_ack);
                 let end = log.log_end_offset();
                 assert!(
                     end >= durable,
@@ -193,6 +216,12 @@ async fn run(ops: Vec<Op>, flush_on_ack: bool) {
                     offset = served.last().expect("non-empty").0 + 1;
                 }
             }
+        }
+        settle(&mut log, &mut replica);
+        if flush_on_ack {
+            assert!(log.high_watermark() <= log.durable_offset());
+        } else {
+            assert_eq!(log.high_watermark(), log.log_end_offset());
         }
         assert!(log.log_start_offset() <= log.high_watermark());
         assert!(log.high_watermark() <= log.log_end_offset());
@@ -337,6 +366,10 @@ fn segments_roll_on_size_and_time_and_retention_by_time_deletes_them() {
             .await
             .unwrap();
         assert!(log.segment_count() > by_size, "time roll");
+        // Retention deletes only what consumers may see: let the replica core
+        // expose everything, as the broker does after each append.
+        let mut replica = replica_of(&log, false);
+        settle(&mut log, &mut replica);
         let deleted = log.apply_retention(62_000).await.unwrap();
         assert!(
             deleted >= by_size - 1,

@@ -106,7 +106,7 @@ fn append(mut open: OpenLog) -> OpenLog {
 #[bench::records_100b(args = (100), setup = filled_log)]
 #[bench::records_1kib(args = (1024), setup = filled_log)]
 fn fetch(open: OpenLog) -> OpenLog {
-    let end = open.log.high_watermark();
+    let end = open.log.log_end_offset();
     let mut offset = 0;
     while offset < end {
         let bytes = open

@@ -213,6 +213,7 @@ impl Broker {
                     name.clone(),
                     index,
                     log,
+                    node_id,
                     observed.clone(),
                 )));
             }
@@ -274,6 +275,7 @@ impl Broker {
                 OFFSETS_TOPIC.to_string(),
                 0,
                 offsets_log,
+                node_id,
                 Observed::none(),
             )),
             persist_queue,
@@ -379,6 +381,7 @@ impl Broker {
                 name.to_string(),
                 index,
                 log,
+                self.config.node_id,
                 self.observed.clone(),
             )));
         }

@@ -1,9 +1,10 @@
-//! A partition as the broker holds it: its log behind an async lock, its
-//! leader epoch, and group commit for `log.flush.on.ack`.
+//! A partition as the broker holds it: its log and its replica state behind
+//! one async lock, its leader epoch, and group commit for `log.flush.on.ack`.
 //!
-//! Shaped for replication: the leader epoch is stamped into every batch, and
-//! the high watermark lives in the log, where follower acknowledgements will
-//! move it instead of fsync.
+//! Every log operation goes through [`Partition::with_log`], which afterwards
+//! hands the log's offsets to the replica core ([`crate::replica`]) and sets
+//! the high watermark that core decides. The leader epoch is stamped into
+//! every batch.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -13,6 +14,7 @@ use kafka_protocol::error::ResponseError;
 use crate::log::producer_state::SequenceError;
 use crate::log::{AppendOutcome, LogError, PartitionLog};
 use crate::observe::{Fact, Observed};
+use crate::replica::{ReplicaConfig, ReplicaEffect, ReplicaState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
@@ -58,13 +60,21 @@ pub struct PartitionOffsets {
     pub log_end_offset: i64,
 }
 
+/// The log and the replica state that decides its high watermark, changed
+/// together under one lock.
+struct Hosted {
+    log: PartitionLog,
+    replica: ReplicaState,
+}
+
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     /// Told of every high-watermark move; none for internal logs, whose
     /// high watermark no client reads.
     observed: Observed,
-    log: tokio::sync::Mutex<Option<PartitionLog>>,
+    /// None once deleted.
+    hosted: tokio::sync::Mutex<Option<Hosted>>,
     leader_epoch: AtomicI32,
     /// Set after a storage error: the in-memory state may no longer match the
     /// files, so nothing more is served until recovery on restart.
@@ -74,13 +84,27 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, log: PartitionLog, observed: Observed) -> Self {
+    /// Hosts `log` as its partition's only replica, on broker `node_id`.
+    pub fn new(
+        topic: String,
+        index: i32,
+        log: PartitionLog,
+        node_id: i32,
+        observed: Observed,
+    ) -> Self {
+        let replica = ReplicaState::single_replica(
+            ReplicaConfig::single(node_id, log.config().flush_on_ack),
+            log.log_end_offset(),
+            log.durable_offset(),
+            log.high_watermark(),
+        );
+        let leader_epoch = AtomicI32::new(replica.leader_epoch());
         Self {
             topic,
             index,
             observed,
-            log: tokio::sync::Mutex::new(Some(log)),
-            leader_epoch: AtomicI32::new(0),
+            hosted: tokio::sync::Mutex::new(Some(Hosted { log, replica })),
+            leader_epoch,
             offline: AtomicBool::new(false),
             flush_turn: tokio::sync::Mutex::new(()),
         }
@@ -112,10 +136,27 @@ impl Partition {
         f: impl AsyncFnOnce(&mut PartitionLog) -> Result<T, LogError>,
     ) -> Result<T, PartitionError> {
         self.check_online()?;
-        let mut guard = self.log.lock().await;
-        let log = guard.as_mut().ok_or(PartitionError::Deleted)?;
+        let mut guard = self.hosted.lock().await;
+        let Hosted { log, replica } = guard.as_mut().ok_or(PartitionError::Deleted)?;
         let high_watermark = log.high_watermark();
         let result = f(log).await.map_err(|error| self.take_offline_on_io(error));
+        // Whatever a successful operation did to the log, the replica core
+        // decides what consumers may now see. A failed one exposes nothing
+        // more: its storage error has taken the partition offline, and
+        // recovery on restart decides what survives.
+        let effects = match &result {
+            Ok(_) => replica.on_log_progress(log.log_end_offset(), log.durable_offset()),
+            Err(_) => Vec::new(),
+        };
+        for effect in effects {
+            match effect {
+                ReplicaEffect::HighWatermark(offset) => log.set_high_watermark(offset),
+                // A partition's only replica is its whole ISR, always.
+                ReplicaEffect::IsrChanged(isr) => {
+                    unreachable!("a single replica's ISR changed to {isr:?}")
+                }
+            }
+        }
         // Reported under the lock, so the fact precedes every fetch that can
         // see the new high watermark.
         if log.high_watermark() != high_watermark {
@@ -207,12 +248,12 @@ impl Partition {
 
     /// Takes the log out and deletes its files.
     pub async fn delete(&self) -> Result<(), PartitionError> {
-        let log = self
-            .log
+        let hosted = self
+            .hosted
             .lock()
             .await
             .take()
             .ok_or(PartitionError::Deleted)?;
-        log.delete().await.map_err(PartitionError::Log)
+        hosted.log.delete().await.map_err(PartitionError::Log)
     }
 }

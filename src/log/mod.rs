@@ -8,10 +8,11 @@
 //! Offsets, kept apart from the start:
 //! - `log_start_offset`: the first offset still stored (retention moves it).
 //! - `log_end_offset`: one past the last appended offset.
-//! - `high_watermark`: one past the last offset consumers may see. On one node
-//!   it follows the log end offset as the durability policy allows: at once
-//!   under `log.flush.interval.*`, only after fsync under `log.flush.on.ack`.
-//!   Replication will move it from follower acknowledgements instead.
+//! - `high_watermark`: one past the last offset consumers may see. The log
+//!   only stores it: the replica core ([`crate::replica`]) decides it, from
+//!   the log end or durable offset and the followers' positions, and its
+//!   owner sets it with [`PartitionLog::set_high_watermark`]. Recovery sets
+//!   it to what it kept, and truncation lowers it with the log end.
 //!
 //! Invariants: `log_start_offset <= high_watermark <= log_end_offset`; a batch
 //! is never served unless it passed validation on append or on recovery; a
@@ -60,7 +61,8 @@ pub struct LogConfig {
     /// `log.flush.interval.ms`: fsync when the oldest unflushed write is this old.
     pub flush_ms: i64,
     /// `log.flush.on.ack` (sluice): acknowledge and expose a produce only after
-    /// fsync. Concurrent appends share one fsync (group commit).
+    /// fsync. Concurrent appends share one fsync (group commit). The replica
+    /// core and the produce handler act on it; the log itself does not.
     pub flush_on_ack: bool,
     /// `message.max.bytes`: the largest batch accepted.
     pub message_max_bytes: usize,
@@ -339,7 +341,6 @@ impl PartitionLog {
         if self.unflushed_messages >= self.config.flush_messages {
             self.flush().await?;
         }
-        self.advance_high_watermark();
         self.check_invariants();
         Ok(AppendOutcome {
             base_offset,
@@ -349,13 +350,20 @@ impl PartitionLog {
         })
     }
 
-    fn advance_high_watermark(&mut self) {
-        let candidate = if self.config.flush_on_ack {
-            self.durable_offset
-        } else {
+    /// Sets what consumers may see, as the replica core decided: never below
+    /// the log start nor above the log end.
+    pub fn set_high_watermark(&mut self, offset: i64) {
+        assert!(
+            offset >= self.log_start_offset,
+            "high watermark {offset} below log start {}",
+            self.log_start_offset
+        );
+        assert!(
+            offset <= self.log_end_offset,
+            "high watermark {offset} above log end {}",
             self.log_end_offset
-        };
-        self.high_watermark = self.high_watermark.max(candidate);
+        );
+        self.high_watermark = offset;
     }
 
     async fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<(), LogError> {
@@ -399,7 +407,6 @@ impl PartitionLog {
             self.unflushed_messages = 0;
             self.oldest_unflushed_ms = None;
         }
-        self.advance_high_watermark();
         self.check_invariants();
     }
 

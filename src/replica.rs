@@ -1,0 +1,525 @@
+//! Replica state: one partition as one broker replicates it. A pure core, fed
+//! the log's offsets, followers' fetch positions and the time, that decides the
+//! high watermark and the in-sync replica set. The broker's partition shell
+//! owns the log and this state under one lock, and after every log operation
+//! hands the new offsets here and applies the high watermark it gets back.
+//!
+//! The high-watermark rule, the same for one replica or many: the high
+//! watermark is the lowest position among the in-sync replicas, counted only
+//! while the ISR holds at least `min.insync.replicas`, and it never moves
+//! back on a leader. The leader's own position is its log end offset, or
+//! under `log.flush.on.ack` its durable offset; a follower's is the offset it
+//! last fetched from. A single replica whose ISR is itself is the degenerate
+//! case: its high watermark follows its log end (or durable) offset.
+//!
+//! Invariants: nothing here reads a clock or does I/O; the ISR always holds
+//! the leader; `high_watermark <= ` the leader's position.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the replica needs from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// This broker's `node.id`.
+    pub node_id: i32,
+    /// `log.flush.on.ack`: the leader's own position counts only once durable.
+    pub flush_on_ack: bool,
+    /// `min.insync.replicas`: the high watermark moves only while the ISR is
+    /// at least this large.
+    pub min_insync_replicas: usize,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves
+    /// the ISR.
+    pub replica_lag_time_max_ms: i64,
+}
+
+impl ReplicaConfig {
+    /// One replica, alone: `min.insync.replicas` 1.
+    pub fn single(node_id: i32, flush_on_ack: bool) -> ReplicaConfig {
+        ReplicaConfig {
+            node_id,
+            flush_on_ack,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+        }
+    }
+}
+
+/// A follower's progress, as the leader sees it from its fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The offset the follower last fetched from: it holds everything below.
+    pub log_end_offset: i64,
+    /// The last time the follower was caught up: it fetched at the leader's
+    /// log end, or at least at the log end the leader had at its previous
+    /// fetch (so steady produce does not make a healthy follower lag).
+    pub caught_up_ms: i64,
+    /// The leader's log end offset when this follower last fetched, and when.
+    pub last_fetch_leader_end: i64,
+    pub last_fetch_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Leads the partition: tracks followers and decides the high watermark.
+    Leader {
+        replicas: BTreeSet<i32>,
+        /// The ISR the controller has recorded.
+        isr: BTreeSet<i32>,
+        /// An ISR change sent to the controller and not yet recorded. Until
+        /// it is, the high watermark counts every member of either set
+        /// (KIP-497's maximal ISR), so a shrink cannot expose what a replica
+        /// the controller might still elect does not hold.
+        pending_isr: Option<BTreeSet<i32>>,
+        followers: BTreeMap<i32, FollowerProgress>,
+    },
+    /// Follows `leader_id`; its high watermark is the leader's, as fetched.
+    Follower { leader_id: i32 },
+}
+
+/// What the shell must act on after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaEffect {
+    /// The high watermark moved to this offset: set it on the log.
+    HighWatermark(i64),
+    /// Propose this ISR to the controller; report back with
+    /// [`ReplicaState::on_isr_recorded`] once it is recorded.
+    IsrChanged(BTreeSet<i32>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaState {
+    config: ReplicaConfig,
+    leader_epoch: i32,
+    role: Role,
+    high_watermark: i64,
+    log_end_offset: i64,
+    durable_offset: i64,
+}
+
+impl ReplicaState {
+    /// The only replica of its partition, and so its leader, at epoch 0,
+    /// with a log recovered to these offsets.
+    pub fn single_replica(
+        config: ReplicaConfig,
+        log_end_offset: i64,
+        durable_offset: i64,
+        high_watermark: i64,
+    ) -> ReplicaState {
+        let node_id = config.node_id;
+        ReplicaState::leader(
+            config,
+            0,
+            (&[node_id], &[node_id]),
+            [log_end_offset, durable_offset, high_watermark],
+            0,
+        )
+    }
+
+    /// Leads at `leader_epoch` over `(replicas, isr)` (the ISR must hold
+    /// this broker and be among the replicas), its log at `[log end, durable,
+    /// high watermark]`. Followers start at the high watermark, caught up as
+    /// of `now_ms`.
+    pub fn leader(
+        config: ReplicaConfig,
+        leader_epoch: i32,
+        (replicas, isr): (&[i32], &[i32]),
+        [log_end_offset, durable_offset, high_watermark]: [i64; 3],
+        now_ms: i64,
+    ) -> ReplicaState {
+        assert!(isr.contains(&config.node_id), "the ISR holds the leader");
+        assert!(
+            isr.iter().all(|id| replicas.contains(id)),
+            "the ISR is among the replicas"
+        );
+        assert!(
+            high_watermark <= log_end_offset,
+            "high watermark above log end"
+        );
+        let followers = replicas
+            .iter()
+            .filter(|id| **id != config.node_id)
+            .map(|id| {
+                let progress = FollowerProgress {
+                    log_end_offset: high_watermark,
+                    caught_up_ms: now_ms,
+                    last_fetch_leader_end: high_watermark,
+                    last_fetch_ms: now_ms,
+                };
+                (*id, progress)
+            })
+            .collect();
+        ReplicaState {
+            role: Role::Leader {
+                replicas: replicas.iter().copied().collect(),
+                isr: isr.iter().copied().collect(),
+                pending_isr: None,
+                followers,
+            },
+            config,
+            leader_epoch,
+            high_watermark,
+            log_end_offset,
+            durable_offset,
+        }
+    }
+
+    /// Follows `leader_id` at `leader_epoch`.
+    pub fn follower(
+        config: ReplicaConfig,
+        leader_id: i32,
+        leader_epoch: i32,
+        [log_end_offset, durable_offset, high_watermark]: [i64; 3],
+    ) -> ReplicaState {
+        assert_ne!(
+            leader_id, config.node_id,
+            "a follower follows another broker"
+        );
+        ReplicaState {
+            role: Role::Follower { leader_id },
+            config,
+            leader_epoch,
+            high_watermark: high_watermark.min(log_end_offset),
+            log_end_offset,
+            durable_offset,
+        }
+    }
+
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// The ISR the controller has recorded, when leading.
+    pub fn isr(&self) -> Option<&BTreeSet<i32>> {
+        match &self.role {
+            Role::Leader { isr, .. } => Some(isr),
+            Role::Follower { .. } => None,
+        }
+    }
+
+    /// The controller recorded `isr` (the proposal, or a later one of its
+    /// own): it becomes the ISR, and the high watermark may move.
+    pub fn on_isr_recorded(&mut self, recorded: &BTreeSet<i32>) -> Vec<ReplicaEffect> {
+        let node_id = self.config.node_id;
+        let Role::Leader {
+            isr, pending_isr, ..
+        } = &mut self.role
+        else {
+            return Vec::new();
+        };
+        assert!(recorded.contains(&node_id), "the ISR holds the leader");
+        *isr = recorded.clone();
+        *pending_isr = None;
+        self.advance_high_watermark().into_iter().collect()
+    }
+
+    /// The local log moved: it appended, flushed or was truncated. Returns
+    /// the effects, the high watermark first.
+    pub fn on_log_progress(
+        &mut self,
+        log_end_offset: i64,
+        durable_offset: i64,
+    ) -> Vec<ReplicaEffect> {
+        assert!(
+            durable_offset <= log_end_offset,
+            "durable offset above log end"
+        );
+        self.log_end_offset = log_end_offset;
+        self.durable_offset = durable_offset;
+        let mut effects = Vec::new();
+        if self.high_watermark > log_end_offset {
+            // Only a follower truncates; its high watermark follows its log.
+            self.high_watermark = log_end_offset;
+            effects.push(ReplicaEffect::HighWatermark(log_end_offset));
+        }
+        effects.extend(self.advance_high_watermark());
+        effects
+    }
+
+    /// A follower fetched from `fetch_offset` at `now_ms` (leader only; a
+    /// follower ignores it, as does a leader for a broker outside the
+    /// replica set). A follower not in the ISR is proposed for it once it has
+    /// reached the high watermark.
+    pub fn on_follower_fetch(
+        &mut self,
+        follower_id: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Vec<ReplicaEffect> {
+        let log_end_offset = self.log_end_offset;
+        let high_watermark = self.high_watermark;
+        let Role::Leader {
+            replicas,
+            isr,
+            pending_isr,
+            followers,
+        } = &mut self.role
+        else {
+            return Vec::new();
+        };
+        if !replicas.contains(&follower_id) || follower_id == self.config.node_id {
+            return Vec::new();
+        }
+        let fetch_offset = fetch_offset.min(log_end_offset);
+        let Some(progress) = followers.get_mut(&follower_id) else {
+            return Vec::new();
+        };
+        if fetch_offset >= log_end_offset {
+            progress.caught_up_ms = now_ms;
+        } else if fetch_offset >= progress.last_fetch_leader_end {
+            progress.caught_up_ms = progress.caught_up_ms.max(progress.last_fetch_ms);
+        }
+        progress.log_end_offset = fetch_offset;
+        progress.last_fetch_leader_end = log_end_offset;
+        progress.last_fetch_ms = now_ms;
+        let mut effects = Vec::new();
+        let proposed = pending_isr.as_ref().unwrap_or(isr);
+        if !proposed.contains(&follower_id) && fetch_offset >= high_watermark {
+            let mut next = proposed.clone();
+            next.insert(follower_id);
+            *pending_isr = Some(next.clone());
+            effects.push(ReplicaEffect::IsrChanged(next));
+        }
+        let mut out: Vec<ReplicaEffect> = self.advance_high_watermark().into_iter().collect();
+        out.extend(effects);
+        out
+    }
+
+    /// Proposes dropping followers that have not caught up within
+    /// `replica.lag.time.max.ms` from the ISR (leader only). The high
+    /// watermark keeps counting them until the controller records it.
+    pub fn on_tick(&mut self, now_ms: i64) -> Vec<ReplicaEffect> {
+        let lag_max_ms = self.config.replica_lag_time_max_ms;
+        let Role::Leader {
+            isr,
+            pending_isr,
+            followers,
+            ..
+        } = &mut self.role
+        else {
+            return Vec::new();
+        };
+        let proposed = pending_isr.as_ref().unwrap_or(isr);
+        let lagging: Vec<i32> = followers
+            .iter()
+            .filter(|(id, progress)| {
+                proposed.contains(*id) && now_ms.saturating_sub(progress.caught_up_ms) > lag_max_ms
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if lagging.is_empty() {
+            return Vec::new();
+        }
+        let mut next = proposed.clone();
+        for id in &lagging {
+            next.remove(id);
+        }
+        *pending_isr = Some(next.clone());
+        vec![ReplicaEffect::IsrChanged(next)]
+    }
+
+    /// A follower takes the leader's high watermark from a fetch response,
+    /// bounded by what it holds.
+    pub fn on_leader_high_watermark(&mut self, leader_high_watermark: i64) -> Vec<ReplicaEffect> {
+        if !matches!(self.role, Role::Follower { .. }) {
+            return Vec::new();
+        }
+        let bounded = leader_high_watermark.min(self.log_end_offset);
+        if bounded == self.high_watermark {
+            return Vec::new();
+        }
+        self.high_watermark = bounded;
+        vec![ReplicaEffect::HighWatermark(bounded)]
+    }
+
+    /// The leader's own position: what it holds, or what it holds durably.
+    fn own_position(&self) -> i64 {
+        if self.config.flush_on_ack {
+            self.durable_offset
+        } else {
+            self.log_end_offset
+        }
+    }
+
+    fn advance_high_watermark(&mut self) -> Option<ReplicaEffect> {
+        let Role::Leader {
+            isr,
+            pending_isr,
+            followers,
+            ..
+        } = &self.role
+        else {
+            return None;
+        };
+        // Counted against the smaller of the recorded and proposed sets, so
+        // a pending expansion does not satisfy min.insync.replicas early.
+        let in_sync = pending_isr
+            .as_ref()
+            .map_or(isr.len(), |pending| pending.intersection(isr).count());
+        if in_sync < self.config.min_insync_replicas {
+            return None;
+        }
+        let own = self.own_position();
+        // The maximal ISR: every member of the recorded or proposed set.
+        let lowest = isr
+            .iter()
+            .chain(pending_isr.iter().flatten())
+            .map(|id| {
+                if *id == self.config.node_id {
+                    own
+                } else {
+                    followers.get(id).map_or(i64::MIN, |p| p.log_end_offset)
+                }
+            })
+            .min()
+            .unwrap_or(own);
+        if lowest > self.high_watermark {
+            self.high_watermark = lowest;
+            assert!(self.high_watermark <= self.log_end_offset);
+            Some(ReplicaEffect::HighWatermark(lowest))
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn high_watermarks(effects: &[ReplicaEffect]) -> Vec<i64> {
+        effects
+            .iter()
+            .filter_map(|effect| match effect {
+                ReplicaEffect::HighWatermark(offset) => Some(*offset),
+                ReplicaEffect::IsrChanged(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_single_replica_follows_its_log_end_or_with_flush_on_ack_its_durable_offset() {
+        let mut replica = ReplicaState::single_replica(ReplicaConfig::single(0, false), 0, 0, 0);
+        assert_eq!(high_watermarks(&replica.on_log_progress(5, 0)), [5]);
+        assert_eq!(replica.on_log_progress(5, 5), []);
+
+        let mut replica = ReplicaState::single_replica(ReplicaConfig::single(0, true), 0, 0, 0);
+        assert_eq!(replica.on_log_progress(5, 0), []);
+        assert_eq!(replica.high_watermark(), 0);
+        assert_eq!(high_watermarks(&replica.on_log_progress(7, 5)), [5]);
+        assert_eq!(high_watermarks(&replica.on_log_progress(7, 7)), [7]);
+    }
+
+    fn three_replicas(min_insync_replicas: usize) -> ReplicaState {
+        let config = ReplicaConfig {
+            node_id: 1,
+            flush_on_ack: false,
+            min_insync_replicas,
+            replica_lag_time_max_ms: 1_000,
+        };
+        ReplicaState::leader(config, 3, (&[1, 2, 3], &[1, 2, 3]), [10, 10, 10], 0)
+    }
+
+    #[test]
+    fn a_leader_exposes_only_what_every_in_sync_replica_holds() {
+        let mut leader = three_replicas(2);
+        assert_eq!(leader.on_log_progress(20, 20), []);
+        assert_eq!(
+            high_watermarks(&leader.on_follower_fetch(2, 15, 100)),
+            Vec::<i64>::new()
+        );
+        assert_eq!(high_watermarks(&leader.on_follower_fetch(3, 18, 100)), [15]);
+        assert_eq!(high_watermarks(&leader.on_follower_fetch(2, 20, 200)), [18]);
+        assert_eq!(high_watermarks(&leader.on_follower_fetch(3, 20, 200)), [20]);
+        // A fetch from further back (a retry) never moves it back.
+        assert_eq!(leader.on_follower_fetch(3, 12, 300), []);
+        assert_eq!(leader.high_watermark(), 20);
+    }
+
+    #[test]
+    fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
+        let mut leader = three_replicas(2);
+        leader.on_log_progress(20, 20);
+        leader.on_follower_fetch(2, 20, 500);
+        // Follower 3 has not caught up since time 0: it is proposed out,
+        // but the high watermark waits for the controller to record that.
+        let effects = leader.on_tick(1_500);
+        assert_eq!(effects, [ReplicaEffect::IsrChanged(BTreeSet::from([1, 2]))]);
+        assert_eq!(leader.high_watermark(), 10);
+        assert_eq!(
+            leader.on_isr_recorded(&BTreeSet::from([1, 2])),
+            [ReplicaEffect::HighWatermark(20)]
+        );
+        // Rejoins only at the high watermark.
+        assert_eq!(leader.on_follower_fetch(3, 19, 1_600), []);
+        assert_eq!(
+            leader.on_follower_fetch(3, 20, 1_700),
+            [ReplicaEffect::IsrChanged(BTreeSet::from([1, 2, 3]))]
+        );
+        // A broker outside the replica set is ignored.
+        assert_eq!(leader.on_follower_fetch(9, 20, 1_800), []);
+    }
+
+    #[test]
+    fn a_follower_that_keeps_up_with_steady_produce_stays_in_sync() {
+        let mut leader = three_replicas(2);
+        let mut now_ms = 0;
+        let mut end = 10;
+        for _ in 0..100 {
+            // Each fetch reaches the end the leader had at the previous one,
+            // never the current end, which moved on meanwhile.
+            now_ms += 100;
+            let previous_end = end;
+            end += 5;
+            leader.on_log_progress(end, end);
+            leader.on_follower_fetch(2, previous_end, now_ms);
+            leader.on_follower_fetch(3, previous_end, now_ms);
+            assert_eq!(leader.on_tick(now_ms), []);
+        }
+        assert_eq!(leader.high_watermark(), end - 5);
+    }
+
+    #[test]
+    fn below_min_insync_replicas_the_high_watermark_stands_still() {
+        let mut leader = three_replicas(3);
+        leader.on_log_progress(20, 20);
+        leader.on_follower_fetch(2, 20, 100);
+        // Follower 3 falls out; two in sync is below min.insync.replicas 3.
+        let effects = leader.on_tick(1_050);
+        assert_eq!(effects, [ReplicaEffect::IsrChanged(BTreeSet::from([1, 2]))]);
+        assert_eq!(leader.on_isr_recorded(&BTreeSet::from([1, 2])), []);
+        assert_eq!(leader.on_log_progress(30, 30), []);
+        assert_eq!(leader.high_watermark(), 10);
+    }
+
+    #[test]
+    fn a_follower_takes_the_leaders_high_watermark_bounded_by_its_log() {
+        let config = ReplicaConfig::single(2, false);
+        let mut follower = ReplicaState::follower(config, 1, 4, [8, 8, 5]);
+        assert_eq!(
+            follower.on_leader_high_watermark(12),
+            [ReplicaEffect::HighWatermark(8)]
+        );
+        assert_eq!(follower.on_log_progress(12, 12), []);
+        assert_eq!(
+            follower.on_leader_high_watermark(12),
+            [ReplicaEffect::HighWatermark(12)]
+        );
+        // Truncation pulls the high watermark down with the log.
+        assert_eq!(
+            follower.on_log_progress(9, 9),
+            [ReplicaEffect::HighWatermark(9)]
+        );
+        // Followers ignore leader-only inputs.
+        assert_eq!(follower.on_follower_fetch(3, 9, 0), []);
+        assert_eq!(follower.on_tick(1_000_000), []);
+        assert_eq!(follower.isr(), None);
+    }
+}
