@@ -99,29 +99,37 @@ pub enum Message {
         epoch: i32,
         leader_id: NodeId,
     },
-    Fetch {
-        epoch: i32,
-        replica_id: NodeId,
-        fetch_offset: u64,
-        last_fetched_epoch: i32,
-        /// Echoed in the answer, so a follower takes only the answer to its
-        /// outstanding fetch (the wire's correlation id).
-        fetch_id: u64,
-    },
-    FetchResponse {
-        fetch_id: u64,
-        epoch: i32,
-        leader_id: Option<NodeId>,
-        /// Only in an answer to a fetch the leader checked against its log; a
-        /// fenced or diverging answer carries none, since the follower's log
-        /// may not match below it.
-        high_watermark: Option<u64>,
-        /// The follower's log diverges: truncate to this end offset of this
-        /// epoch and fetch again.
-        diverging: Option<(i32, u64)>,
-        base_offset: u64,
-        entries: Vec<Entry>,
-    },
+    Fetch(FetchRequest),
+    FetchResponse(FetchResponse),
+}
+
+/// A follower's fetch from the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub epoch: i32,
+    pub replica_id: NodeId,
+    pub fetch_offset: u64,
+    pub last_fetched_epoch: i32,
+    /// Echoed in the answer, so a follower takes only the answer to its
+    /// outstanding fetch (the wire's correlation id).
+    pub fetch_id: u64,
+}
+
+/// The leader's answer to a [`FetchRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResponse {
+    pub fetch_id: u64,
+    pub epoch: i32,
+    pub leader_id: Option<NodeId>,
+    /// Only in an answer to a fetch the leader checked against its log; a
+    /// fenced or diverging answer carries none, since the follower's log
+    /// may not match below it.
+    pub high_watermark: Option<u64>,
+    /// The follower's log diverges: truncate to this end offset of this
+    /// epoch and fetch again.
+    pub diverging: Option<(i32, u64)>,
+    pub base_offset: u64,
+    pub entries: Vec<Entry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,7 +394,7 @@ impl Quorum {
             // A newer epoch: forget this one's role and vote.
             let leader_id = match &message {
                 Message::BeginQuorumEpoch { leader_id, .. } => Some(*leader_id),
-                Message::FetchResponse { leader_id, .. }
+                Message::FetchResponse(FetchResponse { leader_id, .. })
                 | Message::VoteResponse { leader_id, .. } => *leader_id,
                 _ => None,
             };
@@ -409,41 +417,8 @@ impl Quorum {
                     self.enter_epoch(epoch, self.state.voted_for, Some(leader_id), now_ms);
                 }
             }
-            Message::Fetch {
-                epoch,
-                replica_id,
-                fetch_offset,
-                last_fetched_epoch,
-                fetch_id,
-            } => {
-                let fetch = FetchRequest {
-                    epoch,
-                    replica_id,
-                    fetch_offset,
-                    last_fetched_epoch,
-                    fetch_id,
-                };
-                self.on_fetch(from, fetch, now_ms)
-            }
-            Message::FetchResponse {
-                fetch_id,
-                epoch,
-                high_watermark,
-                diverging,
-                base_offset,
-                entries,
-                ..
-            } => {
-                let answer = FetchAnswer {
-                    fetch_id,
-                    epoch,
-                    high_watermark,
-                    diverging,
-                    base_offset,
-                    entries,
-                };
-                self.on_fetch_response(answer, now_ms)
-            }
+            Message::Fetch(fetch) => self.on_fetch(from, fetch, now_ms),
+            Message::FetchResponse(answer) => self.on_fetch_response(answer, now_ms),
         }
     }
 
@@ -654,7 +629,7 @@ impl Quorum {
         let is_leader = matches!(self.role, Role::Leader { .. });
         if epoch != self.state.epoch || !is_leader || replica_id != from {
             // Fenced or misdirected: say who leads this epoch, if known.
-            let response = Message::FetchResponse {
+            let response = Message::FetchResponse(FetchResponse {
                 fetch_id,
                 epoch: self.state.epoch,
                 leader_id: leader_id
@@ -663,14 +638,14 @@ impl Quorum {
                 diverging: None,
                 base_offset: fetch_offset,
                 entries: Vec::new(),
-            };
+            });
             respond(self, response);
             return;
         }
         if fetch_offset > 0 {
             let (epoch_found, end_offset) = self.end_of_epoch(last_fetched_epoch);
             if epoch_found != last_fetched_epoch || fetch_offset > end_offset {
-                let response = Message::FetchResponse {
+                let response = Message::FetchResponse(FetchResponse {
                     fetch_id,
                     epoch: self.state.epoch,
                     leader_id,
@@ -678,7 +653,7 @@ impl Quorum {
                     diverging: Some((epoch_found, end_offset.min(fetch_offset))),
                     base_offset: fetch_offset,
                     entries: Vec::new(),
-                };
+                });
                 respond(self, response);
                 return;
             }
@@ -700,7 +675,7 @@ impl Quorum {
             .get(fetch_offset as usize..end)
             .unwrap_or_default()
             .to_vec();
-        let response = Message::FetchResponse {
+        let response = Message::FetchResponse(FetchResponse {
             fetch_id,
             epoch: self.state.epoch,
             leader_id,
@@ -708,7 +683,7 @@ impl Quorum {
             diverging: None,
             base_offset: fetch_offset,
             entries,
-        };
+        });
         respond(self, response);
     }
 
@@ -763,13 +738,13 @@ impl Quorum {
         *fetch_sent = Some((now_ms, fetch_id));
         let request = Outbound {
             to: *leader_id,
-            message: Message::Fetch {
+            message: Message::Fetch(FetchRequest {
                 epoch,
                 replica_id,
                 fetch_offset,
                 last_fetched_epoch,
                 fetch_id,
-            },
+            }),
         };
         if pending || self.ready.needs_persist() {
             self.ready.after_persist.push(request);
@@ -778,14 +753,15 @@ impl Quorum {
         }
     }
 
-    fn on_fetch_response(&mut self, answer: FetchAnswer, now_ms: i64) {
-        let FetchAnswer {
+    fn on_fetch_response(&mut self, answer: FetchResponse, now_ms: i64) {
+        let FetchResponse {
             fetch_id,
             epoch,
             high_watermark,
             diverging,
             base_offset,
             entries,
+            ..
         } = answer;
         let Role::Follower { fetch_sent, .. } = &self.role else {
             return;
@@ -838,32 +814,13 @@ impl Quorum {
     }
 }
 
-/// A fetch, unpacked from [`Message::Fetch`].
-struct FetchRequest {
-    epoch: i32,
-    replica_id: NodeId,
-    fetch_offset: u64,
-    last_fetched_epoch: i32,
-    fetch_id: u64,
-}
-
-/// A fetch answer, unpacked from [`Message::FetchResponse`].
-struct FetchAnswer {
-    fetch_id: u64,
-    epoch: i32,
-    high_watermark: Option<u64>,
-    diverging: Option<(i32, u64)>,
-    base_offset: u64,
-    entries: Vec<Entry>,
-}
-
 fn message_epoch(message: &Message) -> i32 {
     match message {
         Message::Vote { epoch, .. }
         | Message::VoteResponse { epoch, .. }
         | Message::BeginQuorumEpoch { epoch, .. }
-        | Message::Fetch { epoch, .. }
-        | Message::FetchResponse { epoch, .. } => *epoch,
+        | Message::Fetch(FetchRequest { epoch, .. })
+        | Message::FetchResponse(FetchResponse { epoch, .. }) => *epoch,
     }
 }
 

@@ -62,6 +62,18 @@ fn link_peers(topology: &Topology, kind: FaultKind, target: &str) -> Vec<String>
     peers
 }
 
+/// Applies `link` to the link between `target` and each of `peers`.
+fn each_link(
+    sim: &mut turmoil::Sim<'_>,
+    target: &str,
+    peers: &[String],
+    mut link: impl FnMut(&mut turmoil::Sim<'_>, &str, &str),
+) {
+    for peer in peers {
+        link(sim, target, peer.as_str());
+    }
+}
+
 /// A fault to start: what, on whom (drawn when `None`), for how long.
 struct FaultPlan {
     kind: FaultKind,
@@ -138,26 +150,13 @@ impl Nemesis {
         let peers = link_peers(topology, kind, &target);
         let mut power_loss = false;
         match kind {
-            FaultKind::Partition => {
-                for peer in &peers {
-                    sim.partition(target.as_str(), peer.as_str());
-                }
+            FaultKind::Partition | FaultKind::Isolate => {
+                each_link(sim, &target, &peers, |sim, a, b| sim.partition(a, b))
             }
             FaultKind::PartitionOneway => {
-                for peer in &peers {
-                    sim.partition_oneway(target.as_str(), peer.as_str());
-                }
+                each_link(sim, &target, &peers, |sim, a, b| sim.partition_oneway(a, b))
             }
-            FaultKind::Isolate => {
-                for peer in &peers {
-                    sim.partition(target.as_str(), peer.as_str());
-                }
-            }
-            FaultKind::Delay => {
-                for peer in &peers {
-                    sim.hold(target.as_str(), peer.as_str());
-                }
-            }
+            FaultKind::Delay => each_link(sim, &target, &peers, |sim, a, b| sim.hold(a, b)),
             FaultKind::CrashBroker | FaultKind::CrashClient => {
                 power_loss = kind == FaultKind::CrashBroker;
                 cut_links(sim, topology, &target);
@@ -188,9 +187,9 @@ impl Nemesis {
             }
             FaultKind::SlowNetwork => {
                 let slow = Duration::from_millis(SLOW_LINK_MAX_LATENCY_MS);
-                for peer in &peers {
-                    sim.set_link_max_message_latency(target.as_str(), peer.as_str(), slow);
-                }
+                each_link(sim, &target, &peers, |sim, a, b| {
+                    sim.set_link_max_message_latency(a, b, slow)
+                })
             }
             FaultKind::DiskFull => shared.disks.set(&target, Some(DiskFault::Full)),
             FaultKind::DiskErrors => shared.disks.set(&target, Some(DiskFault::IoErrors)),
@@ -231,20 +230,12 @@ impl Nemesis {
         let target = fault.target.as_str();
         match fault.kind {
             FaultKind::Partition | FaultKind::Isolate => {
-                for peer in &fault.peers {
-                    sim.repair(target, peer.as_str());
-                }
+                each_link(sim, target, &fault.peers, |sim, a, b| sim.repair(a, b))
             }
-            FaultKind::PartitionOneway => {
-                for peer in &fault.peers {
-                    sim.repair_oneway(target, peer.as_str());
-                }
-            }
-            FaultKind::Delay => {
-                for peer in &fault.peers {
-                    sim.release(target, peer.as_str());
-                }
-            }
+            FaultKind::PartitionOneway => each_link(sim, target, &fault.peers, |sim, a, b| {
+                sim.repair_oneway(a, b)
+            }),
+            FaultKind::Delay => each_link(sim, target, &fault.peers, |sim, a, b| sim.release(a, b)),
             FaultKind::CrashBroker | FaultKind::CrashClient => {
                 sim.bounce(fault.target.as_str());
                 mend_links(sim, topology, &fault.target);
@@ -259,9 +250,9 @@ impl Nemesis {
             }
             FaultKind::SlowNetwork => {
                 let normal = Duration::from_millis(LINK_MAX_LATENCY_MS);
-                for peer in &fault.peers {
-                    sim.set_link_max_message_latency(target, peer.as_str(), normal);
-                }
+                each_link(sim, target, &fault.peers, |sim, a, b| {
+                    sim.set_link_max_message_latency(a, b, normal)
+                })
             }
             FaultKind::DiskFull | FaultKind::DiskErrors => {
                 // A partition that hit a storage error stays offline until
