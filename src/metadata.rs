@@ -8,8 +8,12 @@
 //! replicated cluster will build it by replaying its metadata log, so the
 //! image is plain data with no I/O, clock or locking of its own.
 //!
+//! [`MetadataRecord`]s are the changes a controller will write to the
+//! metadata log; [`MetadataImage::apply`] replays them.
+//!
 //! Invariant: every partition's leader is one of its replicas, and its ISR
-//! is a non-empty subset of its replicas that holds the leader.
+//! is a non-empty subset of its replicas that holds the leader; a record that
+//! would break this is refused and changes nothing.
 
 use std::collections::BTreeMap;
 
@@ -45,20 +49,12 @@ impl PartitionImage {
         }
     }
 
-    fn check(&self) {
-        assert!(
-            self.replicas.contains(&self.leader_id),
-            "the leader is a replica"
-        );
-        assert!(!self.isr.is_empty(), "the ISR is never empty");
-        assert!(
-            self.isr.contains(&self.leader_id),
-            "the ISR holds the leader"
-        );
-        assert!(
-            self.isr.iter().all(|id| self.replicas.contains(id)),
-            "the ISR is a subset of the replicas"
-        );
+    /// Whether the leader is a replica in the ISR and the ISR is among the
+    /// replicas.
+    fn is_valid(&self) -> bool {
+        self.replicas.contains(&self.leader_id)
+            && self.isr.contains(&self.leader_id)
+            && self.isr.iter().all(|id| self.replicas.contains(id))
     }
 }
 
@@ -78,6 +74,36 @@ pub enum ImageError {
     TopicExists,
     UnknownTopic,
     NoPartitions,
+    UnknownPartition,
+    /// The leader is not in the ISR, or the ISR not among the replicas.
+    InvalidLeadership,
+}
+
+/// A change to the cluster as the controller will write it to the metadata
+/// log, named after KIP-631's record types. Replaying a log of these from an
+/// empty image rebuilds the cluster's image on every broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataRecord {
+    /// A broker registered, or registered again at a new address.
+    RegisterBroker(BrokerEndpoint),
+    /// A topic and its partitions (KIP-631's TopicRecord and
+    /// PartitionRecords together).
+    Topic {
+        name: String,
+        internal: bool,
+        partitions: Vec<PartitionImage>,
+    },
+    /// A partition's leader or ISR changed. A new leader bumps the leader
+    /// epoch; an ISR change alone does not.
+    PartitionChange {
+        topic: String,
+        partition: i32,
+        leader_id: i32,
+        isr: Vec<i32>,
+    },
+    RemoveTopic {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,8 +182,8 @@ impl MetadataImage {
         if self.topics.contains_key(name) {
             return Err(ImageError::TopicExists);
         }
-        for partition in &partitions {
-            partition.check();
+        if !partitions.iter().all(PartitionImage::is_valid) {
+            return Err(ImageError::InvalidLeadership);
         }
         self.topics.insert(
             name.to_string(),
@@ -172,6 +198,51 @@ impl MetadataImage {
 
     pub fn remove_topic(&mut self, name: &str) -> Result<TopicImage, ImageError> {
         self.topics.remove(name).ok_or(ImageError::UnknownTopic)
+    }
+
+    /// Applies one record. A refused record leaves the image as it was.
+    pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ImageError> {
+        match record {
+            MetadataRecord::RegisterBroker(endpoint) => {
+                self.set_endpoint(endpoint.clone());
+                Ok(())
+            }
+            MetadataRecord::Topic {
+                name,
+                internal,
+                partitions,
+            } => self.add_topic(name, *internal, partitions.clone()),
+            MetadataRecord::PartitionChange {
+                topic,
+                partition,
+                leader_id,
+                isr,
+            } => {
+                let current = self
+                    .topics
+                    .get_mut(topic)
+                    .ok_or(ImageError::UnknownTopic)?
+                    .partitions
+                    .get_mut(usize::try_from(*partition).map_err(|_| ImageError::UnknownPartition)?)
+                    .ok_or(ImageError::UnknownPartition)?;
+                let changed = PartitionImage {
+                    leader_id: *leader_id,
+                    leader_epoch: if *leader_id == current.leader_id {
+                        current.leader_epoch
+                    } else {
+                        current.leader_epoch + 1
+                    },
+                    replicas: current.replicas.clone(),
+                    isr: isr.clone(),
+                };
+                if !changed.is_valid() {
+                    return Err(ImageError::InvalidLeadership);
+                }
+                *current = changed;
+                Ok(())
+            }
+            MetadataRecord::RemoveTopic { name } => self.remove_topic(name).map(|_| ()),
+        }
     }
 
     /// The broker that coordinates `group_id`: the leader of the offsets
@@ -240,10 +311,99 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "the ISR holds the leader")]
+    fn replaying_records_builds_the_image_and_leader_changes_bump_the_epoch() {
+        let replicas = |leader_id, isr: &[i32]| PartitionImage {
+            leader_id,
+            leader_epoch: 0,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+        };
+        let mut image = MetadataImage::single_node("sluice", endpoint(1));
+        let records = [
+            MetadataRecord::RegisterBroker(endpoint(2)),
+            MetadataRecord::RegisterBroker(endpoint(3)),
+            MetadataRecord::Topic {
+                name: "orders".into(),
+                internal: false,
+                partitions: vec![replicas(1, &[1, 2, 3]), replicas(2, &[2, 3])],
+            },
+            // ISR shrinks: same leader, same epoch.
+            MetadataRecord::PartitionChange {
+                topic: "orders".into(),
+                partition: 0,
+                leader_id: 1,
+                isr: vec![1, 2],
+            },
+            // Failover: a new leader, the next epoch.
+            MetadataRecord::PartitionChange {
+                topic: "orders".into(),
+                partition: 0,
+                leader_id: 2,
+                isr: vec![2],
+            },
+        ];
+        for record in &records {
+            image.apply(record).expect("valid record");
+        }
+        assert_eq!(image.brokers().count(), 3);
+        let partition = &image.topic("orders").expect("topic").partitions[0];
+        assert_eq!((partition.leader_id, partition.leader_epoch), (2, 1));
+        assert_eq!(partition.isr, [2]);
+
+        // Refused records change nothing.
+        let before = image.clone();
+        let bad = [
+            MetadataRecord::PartitionChange {
+                topic: "orders".into(),
+                partition: 0,
+                leader_id: 3,
+                isr: vec![2],
+            },
+            MetadataRecord::PartitionChange {
+                topic: "orders".into(),
+                partition: 0,
+                leader_id: 4,
+                isr: vec![4],
+            },
+            MetadataRecord::PartitionChange {
+                topic: "orders".into(),
+                partition: 7,
+                leader_id: 2,
+                isr: vec![2],
+            },
+            MetadataRecord::PartitionChange {
+                topic: "gone".into(),
+                partition: 0,
+                leader_id: 2,
+                isr: vec![2],
+            },
+        ];
+        let errors: Vec<ImageError> = bad
+            .iter()
+            .map(|record| image.apply(record).expect_err("refused"))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                ImageError::InvalidLeadership,
+                ImageError::InvalidLeadership,
+                ImageError::UnknownPartition,
+                ImageError::UnknownTopic
+            ]
+        );
+        assert_eq!(image, before);
+        image
+            .apply(&MetadataRecord::RemoveTopic {
+                name: "orders".into(),
+            })
+            .expect("remove");
+        assert!(image.topic_names().is_empty());
+    }
+
+    #[test]
     fn an_isr_without_its_leader_is_refused() {
         let mut image = MetadataImage::single_node("sluice", endpoint(0));
-        let _ = image.add_topic(
+        let refused = image.add_topic(
             "t",
             false,
             vec![PartitionImage {
@@ -253,5 +413,7 @@ mod tests {
                 isr: vec![1],
             }],
         );
+        assert_eq!(refused, Err(ImageError::InvalidLeadership));
+        assert!(image.topic("t").is_none());
     }
 }

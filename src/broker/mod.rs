@@ -406,7 +406,7 @@ impl Broker {
                 false,
                 vec![PartitionImage::single_replica(self.config.node_id); partition_count as usize],
             )
-            .expect("topic admin is serialised, so the name is still free");
+            .expect("topic admin is serialised, so the name is free, and one replica leads itself");
         Ok(())
     }
 
