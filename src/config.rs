@@ -45,6 +45,10 @@ pub struct BrokerConfig {
     pub log_flush_scheduler_interval_ms: u64,
     /// Per-log settings (`log.segment.bytes`, `log.retention.ms`, ...).
     pub log: LogConfig,
+    /// `controller.quorum.voters`, when given: the one voter, as
+    /// `(node id, host:port)`. A sluice broker is a one-node cluster that is
+    /// its own only voter, so this must name this broker.
+    pub controller_quorum_voter: Option<(i32, String)>,
 }
 
 impl Default for BrokerConfig {
@@ -65,6 +69,7 @@ impl Default for BrokerConfig {
             log_retention_check_interval_ms: 300_000,
             log_flush_scheduler_interval_ms: 1000,
             log: LogConfig::default(),
+            controller_quorum_voter: None,
         }
     }
 }
@@ -139,6 +144,13 @@ fn parse_listener(key: &str, value: &str) -> Result<String, ConfigError> {
         .filter(|e| !e.is_empty())
         .collect();
     let [entry] = entries.as_slice() else {
+        if entries.iter().any(|e| e.starts_with("CONTROLLER://")) {
+            return Err(refuse(
+                "sluice serves exactly one PLAINTEXT listener; drop the CONTROLLER \
+                 listener: a one-node cluster's quorum runs inside the broker"
+                    .to_string(),
+            ));
+        }
         return Err(refuse(
             "sluice serves exactly one PLAINTEXT listener".to_string(),
         ));
@@ -170,7 +182,56 @@ fn parse_listener(key: &str, value: &str) -> Result<String, ConfigError> {
     Ok(format!("{host}:{port}"))
 }
 
+/// Parses `controller.quorum.voters`, which must name exactly one voter,
+/// `id@host:port`.
+fn parse_single_voter(key: &str, value: &str) -> Result<(i32, String), ConfigError> {
+    let refuse = |reason: &str| ConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let voters: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let [voter] = voters.as_slice() else {
+        return Err(refuse(
+            "a replicated controller quorum is not implemented yet: \
+             a sluice broker is its own only voter (one id@host:port)",
+        ));
+    };
+    let (id, address) = voter
+        .split_once('@')
+        .ok_or_else(|| refuse("expected id@host:port"))?;
+    let id: i32 = id
+        .trim()
+        .parse()
+        .map_err(|_| refuse("the voter id must be a number"))?;
+    if !address.contains(':') {
+        return Err(refuse("expected id@host:port"));
+    }
+    Ok((id, address.to_string()))
+}
+
 impl BrokerConfig {
+    /// Checks what no single setting can: run once all are applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some((voter_id, address)) = &self.controller_quorum_voter {
+            if *voter_id != self.node_id {
+                return Err(ConfigError::Value {
+                    key: "controller.quorum.voters".to_string(),
+                    value: format!("{voter_id}@{address}"),
+                    reason: format!(
+                        "the only voter must be this broker (node.id={})",
+                        self.node_id
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Applies one setting: an error for a bad value or an unknown key; a
     /// warning for a Kafka key with no effect here ([`NO_EFFECT_KEYS`]).
     pub fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
@@ -194,6 +255,22 @@ impl BrokerConfig {
         let value = value.trim();
         match key {
             "node.id" | "broker.id" => self.node_id = parse(key, value)?,
+            "process.roles" => {
+                let mut roles: Vec<&str> = value.split(',').map(str::trim).collect();
+                roles.sort_unstable();
+                if roles != ["broker", "controller"] {
+                    return Err(ConfigError::Value {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        reason:
+                            "sluice runs in combined mode only: process.roles=broker,controller"
+                                .to_string(),
+                    });
+                }
+            }
+            "controller.quorum.voters" => {
+                self.controller_quorum_voter = Some(parse_single_voter(key, value)?)
+            }
             "listeners" => self.listener = parse_listener(key, value)?,
             "advertised.listeners" => self.advertised_listener = Some(parse_listener(key, value)?),
             "log.dirs" | "log.dir" => {
@@ -323,6 +400,39 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn combined_mode_with_this_broker_as_its_only_voter_is_accepted_and_anything_else_refused() {
+        let config = BrokerConfig::from_properties(
+            "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@localhost:9093\n",
+        )
+        .expect("a one-node KRaft configuration");
+        assert_eq!(
+            config.controller_quorum_voter,
+            Some((1, "localhost:9093".to_string()))
+        );
+        assert_eq!(config.validate(), Ok(()));
+
+        let mut other = config.clone();
+        other.apply("node.id", "2").expect("node.id");
+        assert!(other.validate().is_err(), "the voter is another broker");
+
+        let mut config = BrokerConfig::default();
+        for (key, value) in [
+            ("process.roles", "broker"),
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093"),
+            ("controller.quorum.voters", "localhost:9093"),
+            ("controller.quorum.voters", "x@localhost:9093"),
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+        ] {
+            let error = config.apply(key, value).expect_err(value);
+            assert!(
+                matches!(error, ConfigError::Value { .. }),
+                "{key}={value}: {error}"
+            );
+        }
+    }
 
     #[test]
     fn a_kafka_server_properties_file_parses() {

@@ -281,6 +281,7 @@ fn broker_config(
     if let Some(dir) = data_dir {
         broker_config.log_dirs = dir;
     }
+    broker_config.validate()?;
     Ok(broker_config)
 }
 
