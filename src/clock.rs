@@ -42,6 +42,7 @@ impl RuntimeClock {
     pub fn new(epoch_ms: i64) -> Self {
         Self {
             epoch_ms,
+            // tokio's clock, not the OS's: virtual under the simulation.
             start: tokio::time::Instant::now(),
         }
     }

@@ -329,15 +329,6 @@ impl Broker {
         self.topics.read().expect("topics lock").get(name).cloned()
     }
 
-    pub fn topic_names(&self) -> Vec<String> {
-        self.topics
-            .read()
-            .expect("topics lock")
-            .keys()
-            .cloned()
-            .collect()
-    }
-
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         let topic = self.topic(topic)?;
         usize::try_from(index)

@@ -123,63 +123,41 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> io::Result<u64> {
         let start = self.log.append(bytes).await?;
-        let mut offset_entries = BytesMut::new();
-        let mut time_entries = BytesMut::new();
         for (position_in_payload, header) in headers {
             let position = start + *position_in_payload as u64;
-            self.index_batch(
-                position,
-                header,
-                index_interval_bytes,
-                &mut offset_entries,
-                &mut time_entries,
-            );
+            self.index_batch(position, header, index_interval_bytes);
             self.next_offset = header.next_offset();
         }
-        self.write_index_entries(offset_entries, time_entries)
-            .await?;
+        self.write_index_entries_if_due().await?;
         Ok(start)
     }
 
     /// Adds index entries for one batch at `position`, if it is due one.
-    fn index_batch(
-        &mut self,
-        position: u64,
-        header: &BatchHeader,
-        index_interval_bytes: u64,
-        offset_entries: &mut BytesMut,
-        time_entries: &mut BytesMut,
-    ) {
+    fn index_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u64) {
         if self.offset_entries.is_empty() || self.bytes_since_index_entry >= index_interval_bytes {
             let relative = self.relative(header.base_offset);
             let position = u32::try_from(position).expect("segment larger than 4 GiB");
             self.offset_entries.push((relative, position));
-            offset_entries.put_u32(relative);
-            offset_entries.put_u32(position);
+            self.pending_offset_bytes.put_u32(relative);
+            self.pending_offset_bytes.put_u32(position);
             self.bytes_since_index_entry = 0;
             let newest_indexed_time = self.time_entries.last().map_or(-1, |e| e.0);
             let batch_time = header.max_timestamp.max(self.max_timestamp);
             if batch_time > newest_indexed_time {
                 let relative = self.relative(header.last_offset());
                 self.time_entries.push((batch_time, relative));
-                time_entries.put_i64(batch_time);
-                time_entries.put_u32(relative);
+                self.pending_time_bytes.put_i64(batch_time);
+                self.pending_time_bytes.put_u32(relative);
             }
         }
         self.bytes_since_index_entry += header.size_bytes as u64;
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
     }
 
-    /// Queues new index entries, writing them out once enough have gathered.
-    async fn write_index_entries(
-        &mut self,
-        offset_entries: BytesMut,
-        time_entries: BytesMut,
-    ) -> io::Result<()> {
-        debug_assert_eq!(offset_entries.len() % OFFSET_ENTRY_BYTES, 0);
-        debug_assert_eq!(time_entries.len() % TIME_ENTRY_BYTES, 0);
-        self.pending_offset_bytes.unsplit(offset_entries);
-        self.pending_time_bytes.unsplit(time_entries);
+    /// Writes the queued index entries out once enough have gathered.
+    async fn write_index_entries_if_due(&mut self) -> io::Result<()> {
+        debug_assert_eq!(self.pending_offset_bytes.len() % OFFSET_ENTRY_BYTES, 0);
+        debug_assert_eq!(self.pending_time_bytes.len() % TIME_ENTRY_BYTES, 0);
         if self.pending_offset_bytes.len() + self.pending_time_bytes.len()
             >= INDEX_PENDING_BYTES_MAX
         {
@@ -345,19 +323,9 @@ impl Segment {
             position += header.size_bytes;
         }
         // The same index logic as at append time, without rewriting the log.
-        let mut offset_entries = BytesMut::new();
-        let mut time_entries = BytesMut::new();
         for (position, header) in &placed {
-            self.index_batch(
-                *position as u64,
-                header,
-                index_interval_bytes,
-                &mut offset_entries,
-                &mut time_entries,
-            );
+            self.index_batch(*position as u64, header, index_interval_bytes);
         }
-        self.write_index_entries(offset_entries, time_entries)
-            .await?;
         self.write_pending_index_entries().await
     }
 
