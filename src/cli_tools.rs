@@ -111,6 +111,62 @@ pub async fn topics_describe(
     Ok(())
 }
 
+/// `kafka-metadata-quorum.sh describe --status`: the metadata quorum as its
+/// leader sees it.
+pub async fn metadata_quorum_status(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    let admin = admin(bootstrap, connector);
+    let response = admin
+        .describe_quorum()
+        .await
+        .context("describing the metadata quorum")?;
+    let Some(partition) = response.topics.first().and_then(|t| t.partitions.first()) else {
+        bail!("DescribeQuorum answered without the metadata partition");
+    };
+    let leader_end = partition
+        .current_voters
+        .iter()
+        .find(|v| v.replica_id == partition.leader_id)
+        .map_or(partition.high_watermark, |v| v.log_end_offset);
+    let leader_fetch_ms = partition
+        .current_voters
+        .iter()
+        .map(|v| v.last_fetch_timestamp)
+        .max()
+        .unwrap_or(-1);
+    let max_lag = partition
+        .current_voters
+        .iter()
+        .map(|v| (leader_end - v.log_end_offset).max(0))
+        .max()
+        .unwrap_or(0);
+    let max_lag_ms = partition
+        .current_voters
+        .iter()
+        .filter(|v| v.last_fetch_timestamp >= 0)
+        .map(|v| (leader_fetch_ms - v.last_fetch_timestamp).max(0))
+        .max()
+        .unwrap_or(0);
+    let voters: Vec<i32> = partition
+        .current_voters
+        .iter()
+        .map(|v| v.replica_id.0)
+        .collect();
+    let observers: Vec<i32> = partition.observers.iter().map(|v| v.replica_id.0).collect();
+    writeln!(out, "ClusterId:              sluice")?;
+    writeln!(out, "LeaderId:               {}", partition.leader_id.0)?;
+    writeln!(out, "LeaderEpoch:            {}", partition.leader_epoch)?;
+    writeln!(out, "HighWatermark:          {}", partition.high_watermark)?;
+    writeln!(out, "MaxFollowerLag:         {max_lag}")?;
+    writeln!(out, "MaxFollowerLagTimeMs:   {max_lag_ms}")?;
+    writeln!(out, "CurrentVoters:          [{}]", join_ids(&voters))?;
+    writeln!(out, "CurrentObservers:       [{}]", join_ids(&observers))?;
+    Ok(())
+}
+
 fn join_ids(ids: &[i32]) -> String {
     ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }

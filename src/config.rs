@@ -45,10 +45,18 @@ pub struct BrokerConfig {
     pub log_flush_scheduler_interval_ms: u64,
     /// Per-log settings (`log.segment.bytes`, `log.retention.ms`, ...).
     pub log: LogConfig,
-    /// `controller.quorum.voters`, when given: the one voter, as
-    /// `(node id, host:port)`. A sluice broker is a one-node cluster that is
-    /// its own only voter, so this must name this broker.
-    pub controller_quorum_voter: Option<(i32, String)>,
+    /// `controller.quorum.voters`: every voter as `(node id, host:port)`,
+    /// the address its quorum requests go to. Empty: this broker is a
+    /// one-node cluster and its own only voter. sluice runs in combined
+    /// mode, so this broker must be one of the voters.
+    pub controller_quorum_voters: Vec<(i32, String)>,
+    /// The `CONTROLLER` entry of `listeners`, if any: a second address that
+    /// serves the same requests, for the other voters to reach.
+    pub controller_listener: Option<String>,
+    /// Seeds the controller quorum's randomised election timeouts. Not a
+    /// Kafka setting: the binary draws it at start, the simulation from its
+    /// run seed, so runs replay.
+    pub quorum_seed: u64,
 }
 
 impl Default for BrokerConfig {
@@ -69,7 +77,9 @@ impl Default for BrokerConfig {
             log_retention_check_interval_ms: 300_000,
             log_flush_scheduler_interval_ms: 1000,
             log: LogConfig::default(),
-            controller_quorum_voter: None,
+            controller_quorum_voters: Vec::new(),
+            controller_listener: None,
+            quorum_seed: 0,
         }
     }
 }
@@ -130,104 +140,120 @@ where
 
 /// Parses `listeners` / `advertised.listeners`: `PLAINTEXT://host:port`
 /// (an empty host means every interface: `PLAINTEXT://:9092`), or a bare
-/// `host:port`. Only one plaintext listener is served; TLS and SASL are
-/// refused rather than served as plaintext.
-fn parse_listener(key: &str, value: &str) -> Result<String, ConfigError> {
+/// `host:port`, and at most one `CONTROLLER://host:port` beside it (only
+/// `listeners` takes one). TLS and SASL are refused rather than served as
+/// plaintext. Returns the plaintext address and the controller's.
+fn parse_listeners(
+    key: &str,
+    value: &str,
+    controller_allowed: bool,
+) -> Result<(String, Option<String>), ConfigError> {
     let refuse = |reason: String| ConfigError::Value {
         key: key.to_string(),
         value: value.to_string(),
         reason,
     };
-    let entries: Vec<&str> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .collect();
-    let [entry] = entries.as_slice() else {
-        if entries.iter().any(|e| e.starts_with("CONTROLLER://")) {
-            return Err(refuse(
-                "sluice serves exactly one PLAINTEXT listener; drop the CONTROLLER \
-                 listener: a one-node cluster's quorum runs inside the broker"
-                    .to_string(),
-            ));
+    let mut plaintext = None;
+    let mut controller = None;
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (scheme, address) = match entry.split_once("://") {
+            Some((scheme, address)) => (scheme, address),
+            None => ("PLAINTEXT", entry),
+        };
+        let slot = match scheme {
+            "PLAINTEXT" => &mut plaintext,
+            "CONTROLLER" if controller_allowed => &mut controller,
+            "CONTROLLER" => {
+                return Err(refuse(
+                    "the CONTROLLER listener is not advertised to clients".to_string(),
+                ))
+            }
+            "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => {
+                return Err(refuse(format!(
+                    "{scheme} listeners are not supported (no TLS or SASL); use PLAINTEXT"
+                )))
+            }
+            other => {
+                return Err(refuse(format!(
+                    "listener {other:?}: sluice serves PLAINTEXT and CONTROLLER only"
+                )))
+            }
+        };
+        if slot.is_some() {
+            return Err(refuse(format!("more than one {scheme} listener")));
         }
-        return Err(refuse(
-            "sluice serves exactly one PLAINTEXT listener".to_string(),
-        ));
-    };
-    let (scheme, address) = match entry.split_once("://") {
-        Some((scheme, address)) => (scheme, address),
-        None => ("PLAINTEXT", *entry),
-    };
-    match scheme {
-        "PLAINTEXT" => {}
-        "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => {
-            return Err(refuse(format!(
-                "{scheme} listeners are not supported (no TLS or SASL); use PLAINTEXT"
-            )))
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return Err(refuse("expected host:port".to_string()));
+        };
+        if port.parse::<u16>().is_err() {
+            return Err(refuse(format!("{port:?} is not a port")));
         }
-        other => {
-            return Err(refuse(format!(
-                "listener {other:?}: sluice serves only PLAINTEXT"
-            )))
-        }
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
+        *slot = Some(format!("{host}:{port}"));
     }
-    let Some((host, port)) = address.rsplit_once(':') else {
-        return Err(refuse("expected host:port".to_string()));
+    let Some(plaintext) = plaintext else {
+        return Err(refuse("a PLAINTEXT listener is required".to_string()));
     };
-    if port.parse::<u16>().is_err() {
-        return Err(refuse(format!("{port:?} is not a port")));
-    }
-    let host = if host.is_empty() { "0.0.0.0" } else { host };
-    Ok(format!("{host}:{port}"))
+    Ok((plaintext, controller))
 }
 
-/// Parses `controller.quorum.voters`, which must name exactly one voter,
-/// `id@host:port`.
-fn parse_single_voter(key: &str, value: &str) -> Result<(i32, String), ConfigError> {
+/// Voters beyond this make every metadata write wait on more fsyncs for no
+/// gain in what the cluster survives that users ask for.
+pub const CONTROLLER_QUORUM_VOTERS_MAX: usize = 9;
+
+/// Parses `controller.quorum.voters`: `id@host:port,...`, ids distinct.
+fn parse_voters(key: &str, value: &str) -> Result<Vec<(i32, String)>, ConfigError> {
     let refuse = |reason: &str| ConfigError::Value {
         key: key.to_string(),
         value: value.to_string(),
         reason: reason.to_string(),
     };
-    let voters: Vec<&str> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let [voter] = voters.as_slice() else {
-        return Err(refuse(
-            "a replicated controller quorum is not implemented yet: \
-             a sluice broker is its own only voter (one id@host:port)",
-        ));
-    };
-    let (id, address) = voter
-        .split_once('@')
-        .ok_or_else(|| refuse("expected id@host:port"))?;
-    let id: i32 = id
-        .trim()
-        .parse()
-        .map_err(|_| refuse("the voter id must be a number"))?;
-    if !address.contains(':') {
-        return Err(refuse("expected id@host:port"));
+    let mut voters: Vec<(i32, String)> = Vec::new();
+    for voter in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+        let (id, address) = voter
+            .split_once('@')
+            .ok_or_else(|| refuse("expected id@host:port"))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .map_err(|_| refuse("the voter id must be a number"))?;
+        if id < 0 {
+            return Err(refuse("voter ids are not negative"));
+        }
+        if !address.contains(':') {
+            return Err(refuse("expected id@host:port"));
+        }
+        if voters.iter().any(|(other, _)| *other == id) {
+            return Err(refuse("a voter id appears twice"));
+        }
+        voters.push((id, address.trim().to_string()));
     }
-    Ok((id, address.to_string()))
+    if voters.is_empty() {
+        return Err(refuse("expected id@host:port,..."));
+    }
+    if voters.len() > CONTROLLER_QUORUM_VOTERS_MAX {
+        return Err(refuse("at most 9 voters"));
+    }
+    Ok(voters)
 }
 
 impl BrokerConfig {
     /// Checks what no single setting can: run once all are applied.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some((voter_id, address)) = &self.controller_quorum_voter {
-            if *voter_id != self.node_id {
-                return Err(ConfigError::Value {
-                    key: "controller.quorum.voters".to_string(),
-                    value: format!("{voter_id}@{address}"),
-                    reason: format!(
-                        "the only voter must be this broker (node.id={})",
-                        self.node_id
-                    ),
-                });
-            }
+        let voters = &self.controller_quorum_voters;
+        if !voters.is_empty() && !voters.iter().any(|(id, _)| *id == self.node_id) {
+            return Err(ConfigError::Value {
+                key: "controller.quorum.voters".to_string(),
+                value: voters
+                    .iter()
+                    .map(|(id, address)| format!("{id}@{address}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                reason: format!(
+                    "sluice runs in combined mode, so this broker (node.id={}) must be a voter",
+                    self.node_id
+                ),
+            });
         }
         Ok(())
     }
@@ -268,11 +294,22 @@ impl BrokerConfig {
                     });
                 }
             }
-            "controller.quorum.voters" => {
-                self.controller_quorum_voter = Some(parse_single_voter(key, value)?)
+            "controller.quorum.voters" => self.controller_quorum_voters = parse_voters(key, value)?,
+            "controller.listener.names" => {
+                if value != "CONTROLLER" {
+                    return Err(ConfigError::Value {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        reason: "sluice names its controller listener CONTROLLER".to_string(),
+                    });
+                }
             }
-            "listeners" => self.listener = parse_listener(key, value)?,
-            "advertised.listeners" => self.advertised_listener = Some(parse_listener(key, value)?),
+            "listeners" => {
+                (self.listener, self.controller_listener) = parse_listeners(key, value, true)?
+            }
+            "advertised.listeners" => {
+                self.advertised_listener = Some(parse_listeners(key, value, false)?.0)
+            }
             "log.dirs" | "log.dir" => {
                 let dirs: Vec<&str> = value
                     .split(',')
@@ -402,29 +439,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn combined_mode_with_this_broker_as_its_only_voter_is_accepted_and_anything_else_refused() {
+    fn combined_mode_voters_and_the_controller_listener_parse_and_bad_ones_are_refused() {
         let config = BrokerConfig::from_properties(
             "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@localhost:9093\n",
         )
         .expect("a one-node KRaft configuration");
         assert_eq!(
-            config.controller_quorum_voter,
-            Some((1, "localhost:9093".to_string()))
+            config.controller_quorum_voters,
+            [(1, "localhost:9093".to_string())]
         );
         assert_eq!(config.validate(), Ok(()));
 
+        let config = BrokerConfig::from_properties(
+            "process.roles=broker,controller\nnode.id=2\n\
+             controller.quorum.voters=1@a:9093, 2@b:9093,3@c:9093\n\
+             listeners=PLAINTEXT://:9092,CONTROLLER://:9093\n\
+             controller.listener.names=CONTROLLER\n",
+        )
+        .expect("a three-voter configuration");
+        assert_eq!(config.controller_quorum_voters.len(), 3);
+        assert_eq!(
+            config.controller_quorum_voters[1],
+            (2, "b:9093".to_string())
+        );
+        assert_eq!(config.listener, "0.0.0.0:9092");
+        assert_eq!(config.controller_listener.as_deref(), Some("0.0.0.0:9093"));
+        assert_eq!(config.validate(), Ok(()));
+
         let mut other = config.clone();
-        other.apply("node.id", "2").expect("node.id");
-        assert!(other.validate().is_err(), "the voter is another broker");
+        other.apply("node.id", "4").expect("node.id");
+        assert!(other.validate().is_err(), "this broker is not a voter");
 
         let mut config = BrokerConfig::default();
         for (key, value) in [
             ("process.roles", "broker"),
             ("process.roles", "controller"),
-            ("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093"),
+            ("controller.quorum.voters", "1@a:9093,1@b:9093"),
             ("controller.quorum.voters", "localhost:9093"),
             ("controller.quorum.voters", "x@localhost:9093"),
-            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+            ("controller.quorum.voters", "-1@localhost:9093"),
+            ("controller.listener.names", "CTRL"),
+            ("listeners", "CONTROLLER://:9093"),
+            (
+                "listeners",
+                "PLAINTEXT://:9092,CONTROLLER://:9093,CONTROLLER://:9094",
+            ),
+            (
+                "advertised.listeners",
+                "PLAINTEXT://a:9092,CONTROLLER://a:9093",
+            ),
         ] {
             let error = config.apply(key, value).expect_err(value);
             assert!(

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cli_tools;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod log;

@@ -96,6 +96,13 @@ enum Command {
         #[arg(long)]
         print_key: bool,
     },
+    /// Describe the metadata quorum (like kafka-metadata-quorum.sh).
+    MetadataQuorum {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[command(subcommand)]
+        action: QuorumAction,
+    },
     /// List groups, or describe one with lag per partition (like kafka-consumer-groups.sh).
     Groups {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -106,6 +113,16 @@ enum Command {
         describe: bool,
         #[arg(long)]
         group: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuorumAction {
+    /// Show the quorum's leader, epoch, high watermark and voters.
+    Describe {
+        /// The quorum's status (the only view there is so far).
+        #[arg(long)]
+        status: bool,
     },
 }
 
@@ -223,6 +240,15 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             eprintln!("Processed a total of {count} messages");
             Ok(())
         }
+        Command::MetadataQuorum {
+            bootstrap_server,
+            action: QuorumAction::Describe { status },
+        } => {
+            if !status {
+                anyhow::bail!("say describe --status");
+            }
+            cli_tools::metadata_quorum_status(&bootstrap_server, connector, &mut stdout).await
+        }
         Command::Groups {
             bootstrap_server,
             list,
@@ -281,6 +307,14 @@ fn broker_config(
     if let Some(dir) = data_dir {
         broker_config.log_dirs = dir;
     }
+    // The election timeouts' seed: the process hasher's keys come from the
+    // operating system, so voters started together draw apart.
+    broker_config.quorum_seed = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_i32(broker_config.node_id);
+        hasher.finish()
+    };
     broker_config.validate()?;
     Ok(broker_config)
 }
@@ -290,8 +324,25 @@ async fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
         .await
         .map_err(|error| anyhow::anyhow!("binding {}: {error}", config.listener))?;
     let address = sluice::net::Listener::local_addr(&listener)?;
+    let controller_listener = match &config.controller_listener {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+            anyhow::anyhow!("binding the CONTROLLER listener {address}: {error}")
+        })?),
+        None => None,
+    };
     let broker = Broker::open(config.clone(), Arc::new(FsStorage), Arc::new(SystemClock)).await?;
-    let background = broker.spawn_background();
+    let mut background = broker.spawn_background();
+    if let Some(listener) = controller_listener {
+        let address = sluice::net::Listener::local_addr(&listener)?;
+        tracing::info!(%address, "serving the CONTROLLER listener");
+        let broker = Arc::clone(&broker);
+        background.push(tokio::spawn(async move {
+            if let Err(error) = sluice::server::serve_unadvertised(broker, Box::new(listener)).await
+            {
+                tracing::error!(%error, "the CONTROLLER listener stopped");
+            }
+        }));
+    }
     tracing::info!(%address, data_dir = %config.log_dirs.display(), "sluice broker started");
     let serving = tokio::spawn(sluice::server::serve(
         Arc::clone(&broker),

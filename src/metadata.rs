@@ -106,6 +106,154 @@ pub enum MetadataRecord {
     },
 }
 
+/// The format of an encoded [`MetadataRecord`], its first byte.
+const RECORD_FORMAT_VERSION: u8 = 0;
+
+/// Why bytes did not decode to a [`MetadataRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("undecodable metadata record: {0}")]
+pub struct RecordDecodeError(&'static str);
+
+impl MetadataRecord {
+    /// Encodes the record as a metadata log entry's value: a format byte, a
+    /// type byte, then the fields, integers big-endian and strings and lists
+    /// prefixed with their 32-bit length.
+    pub fn encode(&self) -> bytes::Bytes {
+        use bytes::BufMut;
+        let mut out = bytes::BytesMut::with_capacity(64);
+        out.put_u8(RECORD_FORMAT_VERSION);
+        let put_str = |out: &mut bytes::BytesMut, text: &str| {
+            out.put_u32(text.len() as u32);
+            out.put_slice(text.as_bytes());
+        };
+        let put_ids = |out: &mut bytes::BytesMut, ids: &[i32]| {
+            out.put_u32(ids.len() as u32);
+            ids.iter().for_each(|id| out.put_i32(*id));
+        };
+        match self {
+            MetadataRecord::RegisterBroker(endpoint) => {
+                out.put_u8(0);
+                out.put_i32(endpoint.node_id);
+                put_str(&mut out, &endpoint.host);
+                out.put_i32(endpoint.port);
+            }
+            MetadataRecord::Topic {
+                name,
+                internal,
+                partitions,
+            } => {
+                out.put_u8(1);
+                put_str(&mut out, name);
+                out.put_u8(u8::from(*internal));
+                out.put_u32(partitions.len() as u32);
+                for partition in partitions {
+                    out.put_i32(partition.leader_id);
+                    out.put_i32(partition.leader_epoch);
+                    put_ids(&mut out, &partition.replicas);
+                    put_ids(&mut out, &partition.isr);
+                }
+            }
+            MetadataRecord::PartitionChange {
+                topic,
+                partition,
+                leader_id,
+                isr,
+            } => {
+                out.put_u8(2);
+                put_str(&mut out, topic);
+                out.put_i32(*partition);
+                out.put_i32(*leader_id);
+                put_ids(&mut out, isr);
+            }
+            MetadataRecord::RemoveTopic { name } => {
+                out.put_u8(3);
+                put_str(&mut out, name);
+            }
+        }
+        out.freeze()
+    }
+
+    /// Decodes what [`MetadataRecord::encode`] wrote. Lengths are checked
+    /// against the bytes left before anything is allocated.
+    pub fn decode(mut bytes: &[u8]) -> Result<MetadataRecord, RecordDecodeError> {
+        use bytes::Buf;
+        fn need(bytes: &[u8], count: usize) -> Result<(), RecordDecodeError> {
+            if bytes.remaining() < count {
+                return Err(RecordDecodeError("truncated"));
+            }
+            Ok(())
+        }
+        fn get_i32(bytes: &mut &[u8]) -> Result<i32, RecordDecodeError> {
+            need(bytes, 4)?;
+            Ok(bytes.get_i32())
+        }
+        fn get_len(bytes: &mut &[u8], item_bytes: usize) -> Result<usize, RecordDecodeError> {
+            need(bytes, 4)?;
+            let len = bytes.get_u32() as usize;
+            need(bytes, len.saturating_mul(item_bytes))?;
+            Ok(len)
+        }
+        fn get_str(bytes: &mut &[u8]) -> Result<String, RecordDecodeError> {
+            let len = get_len(bytes, 1)?;
+            let text = std::str::from_utf8(&bytes[..len])
+                .map_err(|_| RecordDecodeError("a string is not UTF-8"))?
+                .to_string();
+            bytes.advance(len);
+            Ok(text)
+        }
+        fn get_ids(bytes: &mut &[u8]) -> Result<Vec<i32>, RecordDecodeError> {
+            let len = get_len(bytes, 4)?;
+            (0..len).map(|_| get_i32(bytes)).collect()
+        }
+        need(bytes, 2)?;
+        if bytes.get_u8() != RECORD_FORMAT_VERSION {
+            return Err(RecordDecodeError("unknown format version"));
+        }
+        let record = match bytes.get_u8() {
+            0 => MetadataRecord::RegisterBroker(BrokerEndpoint {
+                node_id: get_i32(&mut bytes)?,
+                host: get_str(&mut bytes)?,
+                port: get_i32(&mut bytes)?,
+            }),
+            1 => {
+                let name = get_str(&mut bytes)?;
+                need(bytes, 1)?;
+                let internal = bytes.get_u8() != 0;
+                // A partition takes at least 16 bytes.
+                let count = get_len(&mut bytes, 16)?;
+                let mut partitions = Vec::with_capacity(count);
+                for _ in 0..count {
+                    partitions.push(PartitionImage {
+                        leader_id: get_i32(&mut bytes)?,
+                        leader_epoch: get_i32(&mut bytes)?,
+                        replicas: get_ids(&mut bytes)?,
+                        isr: get_ids(&mut bytes)?,
+                    });
+                }
+                MetadataRecord::Topic {
+                    name,
+                    internal,
+                    partitions,
+                }
+            }
+            2 => MetadataRecord::PartitionChange {
+                topic: get_str(&mut bytes)?,
+                partition: get_i32(&mut bytes)?,
+                leader_id: get_i32(&mut bytes)?,
+                isr: get_ids(&mut bytes)?,
+            },
+            3 => MetadataRecord::RemoveTopic {
+                name: get_str(&mut bytes)?,
+            },
+            _ => return Err(RecordDecodeError("unknown record type")),
+        };
+        if bytes.has_remaining() {
+            return Err(RecordDecodeError("trailing bytes"));
+        }
+        Ok(record)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataImage {
     cluster_id: String,
@@ -133,6 +281,22 @@ impl MetadataImage {
             )
             .expect("a new image has no topics");
         image
+    }
+
+    /// A cluster image before any metadata record is replayed: no brokers,
+    /// no topics, no controller known (-1).
+    pub fn empty(cluster_id: &str) -> MetadataImage {
+        MetadataImage {
+            cluster_id: cluster_id.to_string(),
+            controller_id: -1,
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+        }
+    }
+
+    /// The active controller, as the quorum reports it (-1: none known).
+    pub fn set_controller_id(&mut self, controller_id: i32) {
+        self.controller_id = controller_id;
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -398,6 +562,50 @@ mod tests {
             })
             .expect("remove");
         assert!(image.topic_names().is_empty());
+    }
+
+    #[test]
+    fn records_round_trip_and_bad_bytes_are_refused() {
+        let records = [
+            MetadataRecord::RegisterBroker(endpoint(2)),
+            MetadataRecord::Topic {
+                name: "orders".into(),
+                internal: false,
+                partitions: vec![
+                    PartitionImage::single_replica(1),
+                    PartitionImage {
+                        leader_id: 2,
+                        leader_epoch: 4,
+                        replicas: vec![2, 3, 1],
+                        isr: vec![2, 3],
+                    },
+                ],
+            },
+            MetadataRecord::PartitionChange {
+                topic: "orders".into(),
+                partition: 1,
+                leader_id: 3,
+                isr: vec![3],
+            },
+            MetadataRecord::RemoveTopic {
+                name: "orders".into(),
+            },
+        ];
+        for record in &records {
+            let bytes = record.encode();
+            assert_eq!(MetadataRecord::decode(&bytes).as_ref(), Ok(record));
+            for cut in 0..bytes.len() {
+                assert!(MetadataRecord::decode(&bytes[..cut]).is_err(), "{cut}");
+            }
+            let mut longer = bytes.to_vec();
+            longer.push(0);
+            assert!(MetadataRecord::decode(&longer).is_err());
+        }
+        // A list length far beyond the bytes is refused before allocating.
+        let huge = [0u8, 3, 0xff, 0xff, 0xff, 0xff];
+        assert!(MetadataRecord::decode(&huge).is_err());
+        assert!(MetadataRecord::decode(&[1, 0]).is_err());
+        assert!(MetadataRecord::decode(&[0, 9]).is_err());
     }
 
     #[test]

@@ -422,9 +422,12 @@ impl Quorum {
         }
     }
 
-    /// How long a follower waits for a fetch's answer before asking again.
+    /// How long a follower waits for a fetch's answer before asking again:
+    /// a quarter of the fetch timeout, so a lost fetch is retried three
+    /// times before the follower stands, and a fetch the leader holds for a
+    /// while (the shell's long poll) is not given up on.
     fn fetch_retry_ms(&self) -> i64 {
-        (self.config.fetch_timeout_ms / 8).max(1)
+        (self.config.fetch_timeout_ms / 4).max(1)
     }
 
     fn majority(&self) -> usize {

@@ -84,10 +84,19 @@ async fn write_all(stream: &mut BoxStream, bytes: Bytes) -> std::io::Result<()> 
 
 /// Accepts connections forever, each served on its own task, at most
 /// `max.connections` at once.
-pub async fn serve(broker: Arc<Broker>, mut listener: Box<dyn Listener>) -> std::io::Result<()> {
+pub async fn serve(broker: Arc<Broker>, listener: Box<dyn Listener>) -> std::io::Result<()> {
     if let Ok(address) = listener.local_addr() {
         broker.set_bound_address(&address);
     }
+    serve_unadvertised(broker, listener).await
+}
+
+/// [`serve`] for a listener clients are not told about: the CONTROLLER
+/// listener, which the other voters reach through `controller.quorum.voters`.
+pub async fn serve_unadvertised(
+    broker: Arc<Broker>,
+    mut listener: Box<dyn Listener>,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(broker.config().max_connections.max(1)));
     loop {
         let permit = Arc::clone(&slots)

@@ -198,6 +198,10 @@ pub struct Phases {
 /// whatever its length, so a run takes a tenth of the steps it would at 1 ms.
 pub const TICK_MS_DEFAULT: u64 = 10;
 
+/// The most brokers a scenario may ask for: every broker is a voter of the
+/// controller quorum, and Kafka's quorums stay small.
+pub const BROKERS_MAX: u32 = 5;
+
 impl Scenario {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -210,14 +214,14 @@ impl Scenario {
         // A setting the world would not honour is refused, never ignored: a
         // scenario that asks for three brokers must not quietly test one.
         anyhow::ensure!(
-            scenario.topology.brokers == 1,
-            "topology.brokers = {}: the simulation runs a single broker until replication \
-             exists",
+            (1..=BROKERS_MAX).contains(&scenario.topology.brokers),
+            "topology.brokers = {}: between 1 and {BROKERS_MAX}",
             scenario.topology.brokers
         );
         anyhow::ensure!(
             scenario.topology.replication_factor == 1,
-            "topology.replication_factor = {}: a single broker holds one replica",
+            "topology.replication_factor = {}: partitions have one replica until follower \
+             replication exists (several brokers spread the partitions)",
             scenario.topology.replication_factor
         );
         anyhow::ensure!(

@@ -21,7 +21,7 @@ use crate::history::{Event, History};
 use crate::nemesis::Nemesis;
 use crate::recorder::{BrokerObserver, Recorder};
 use crate::scenario::{child_seed, Resolved, ScheduledFault};
-use crate::seams::{DiskFaults, FsyncLatency, SimClock, SimListener};
+use crate::seams::{DiskFaults, FsyncLatency, SimClock, SimConnector, SimListener};
 use crate::topology::{Topology, BROKER_PORT, READER_HOST};
 use crate::workloads::{final_reads, run_consumer, run_producer};
 
@@ -108,6 +108,17 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
         resolved.flush_messages
     };
     config.log.flush_ms = 1_000;
+    if resolved.brokers > 1 {
+        // Every broker is a voter, reached at its one listener.
+        config.controller_quorum_voters = (0..resolved.brokers)
+            .map(|i| {
+                (
+                    i as i32,
+                    format!("{}:{BROKER_PORT}", Topology::broker_name(i)),
+                )
+            })
+            .collect();
+    }
     config
 }
 
@@ -130,6 +141,7 @@ async fn run_broker(
         config,
         Arc::new(storage),
         Arc::new(SimClock),
+        Arc::new(SimConnector),
         observed,
     )
     .await?;
@@ -175,8 +187,10 @@ pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
         let (shared, seed) = (Arc::clone(&shared), resolved.seed);
         sim.host(host.as_str(), move || {
             let incarnation = shared.next_incarnation(&name);
+            let mut config = config.clone();
+            config.quorum_seed = child_seed(seed, &format!("{name}/{incarnation}/quorum"));
             run_broker(
-                config.clone(),
+                config,
                 name.clone(),
                 Arc::clone(&shared),
                 recorder.clone(),

@@ -159,4 +159,6 @@ scenario_tests! {
     slow_consumer_passes, slow_consumer_is_deterministic => "slow-consumer", CI_SEEDS;
     ingest_passes, ingest_is_deterministic => "ingest", CI_SEEDS;
     power_loss_passes, power_loss_is_deterministic => "power-loss", CI_SEEDS;
+    orders_cluster_passes, orders_cluster_is_deterministic => "orders-cluster", CI_SEEDS;
+    ingest_cluster_passes, ingest_cluster_is_deterministic => "ingest-cluster", CI_SEEDS;
 }

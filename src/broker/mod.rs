@@ -6,6 +6,7 @@
 //! clock and network come in as seams; time-based work runs on `tokio::time`.
 
 mod api;
+mod cluster;
 mod offsets;
 pub mod partition;
 pub mod wire;
@@ -41,6 +42,11 @@ const CLUSTER_ID: &str = "sluice";
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 const PRODUCER_ID_BLOCK_FILE: &str = "producer_id_block";
 
+/// In a cluster, broker `n` hands out producer ids from `n << 32`: 2^32 ids
+/// per broker before ranges could meet, far more than a broker's lifetime
+/// of InitProducerId calls.
+const PRODUCER_ID_NODE_SHIFT: u32 = 32;
+
 /// Counts the broker's starts; each start persists the next number before
 /// serving, and group member ids carry it, so no member id handed out after
 /// a restart can equal one handed out before.
@@ -59,7 +65,9 @@ pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
 
 pub struct Topic {
     pub name: String,
-    pub partitions: Vec<Arc<Partition>>,
+    /// The partitions this broker holds a replica of, by index: all of them
+    /// on a single node, those the controller assigned here in a cluster.
+    pub partitions: BTreeMap<i32, Arc<Partition>>,
 }
 
 /// Callers parked until the coordinator answers them: JoinGroup,
@@ -102,6 +110,9 @@ pub struct Broker {
     /// Who hears the broker's facts (the simulation's recorder); nobody in
     /// the real binary.
     observed: Observed,
+    /// The controller quorum, when `controller.quorum.voters` names more
+    /// than this broker: then topics come from the metadata log.
+    cluster: Option<cluster::ClusterState>,
 }
 
 /// Splits `topic-3` into ("topic", 3).
@@ -142,14 +153,23 @@ impl Broker {
         storage: SharedStorage,
         clock: SharedClock,
     ) -> io::Result<Arc<Self>> {
-        Self::open_observed(config, storage, clock, Observed::none()).await
+        Self::open_observed(
+            config,
+            storage,
+            clock,
+            Arc::new(crate::net::TcpConnector),
+            Observed::none(),
+        )
+        .await
     }
 
-    /// [`Broker::open`], reporting facts to `observed`.
+    /// [`Broker::open`], dialling other brokers through `connector` and
+    /// reporting facts to `observed`.
     pub async fn open_observed(
         config: BrokerConfig,
         storage: SharedStorage,
         clock: SharedClock,
+        connector: Arc<dyn crate::net::Connector>,
         observed: Observed,
     ) -> io::Result<Arc<Self>> {
         let data_dir = config.log_dirs.clone();
@@ -157,8 +177,16 @@ impl Broker {
             io::Error::new(error.kind(), format!("{}: {error}", data_dir.display()))
         })?;
         let now_ms = clock.now_ms();
+        let clustered = config.controller_quorum_voters.len() > 1;
         let mut found: BTreeMap<String, BTreeMap<i32, PathBuf>> = BTreeMap::new();
-        for name in storage.list(&data_dir).await? {
+        // In a cluster the metadata log says which partitions live here; the
+        // directories are opened as its records are applied.
+        let names = if clustered {
+            Vec::new()
+        } else {
+            storage.list(&data_dir).await?
+        };
+        for name in names {
             if let Some((topic, index)) = parse_partition_dir(&name) {
                 if topic != OFFSETS_TOPIC && valid_topic_name(&topic) {
                     found
@@ -175,19 +203,23 @@ impl Broker {
                 .unwrap_or(&config.listener),
         );
         let node_id = config.node_id;
-        let mut metadata = MetadataImage::single_node(
-            CLUSTER_ID,
-            BrokerEndpoint {
-                node_id,
-                host,
-                port,
-            },
-        );
+        let mut metadata = if clustered {
+            MetadataImage::empty(CLUSTER_ID)
+        } else {
+            MetadataImage::single_node(
+                CLUSTER_ID,
+                BrokerEndpoint {
+                    node_id,
+                    host,
+                    port,
+                },
+            )
+        };
         let mut topics = BTreeMap::new();
         let mut max_producer_id = -1;
         for (name, partitions) in found {
             let count = partitions.keys().next_back().map_or(0, |last| last + 1);
-            let mut opened = Vec::new();
+            let mut opened = BTreeMap::new();
             for index in 0..count {
                 let dir = data_dir.join(format!("{name}-{index}"));
                 let log = PartitionLog::open(storage.clone(), &dir, config.log.clone(), now_ms)
@@ -196,26 +228,17 @@ impl Broker {
                         io::Error::other(format!("opening {}: {error}", dir.display()))
                     })?;
                 max_producer_id = max_producer_id.max(log.max_producer_id().unwrap_or(-1));
-                // Recovery sets the high watermark too (to what it kept), so
-                // both facts are reported before anything can be fetched.
-                observed.report(|| Fact::Recovered {
-                    topic: name.clone(),
-                    partition: index,
-                    log_end_offset: log.log_end_offset(),
-                    high_watermark: log.high_watermark(),
-                });
-                observed.report(|| Fact::HighWatermark {
-                    topic: name.clone(),
-                    partition: index,
-                    high_watermark: log.high_watermark(),
-                });
-                opened.push(Arc::new(Partition::new(
-                    name.clone(),
+                report_recovered(&observed, &name, index, &log);
+                opened.insert(
                     index,
-                    log,
-                    node_id,
-                    observed.clone(),
-                )));
+                    Arc::new(Partition::new(
+                        name.clone(),
+                        index,
+                        log,
+                        node_id,
+                        observed.clone(),
+                    )),
+                );
             }
             tracing::info!(topic = %name, partitions = count, "loaded topic");
             metadata
@@ -259,9 +282,22 @@ impl Broker {
             .map_err(|error| io::Error::other(format!("replaying the offsets log: {error}")))?;
         let persisted_block_end =
             read_number_file(storage.as_ref(), &data_dir, PRODUCER_ID_BLOCK_FILE).await?;
-        let next = persisted_block_end.max(max_producer_id + 1);
+        let next = if clustered {
+            // Every broker hands out producer ids, so each takes its own
+            // range, node.id in the high 32 bits, and its persisted block
+            // alone keeps ids from repeating across restarts. (The logs'
+            // largest id may be another broker's.)
+            persisted_block_end.max(i64::from(node_id) << PRODUCER_ID_NODE_SHIFT)
+        } else {
+            persisted_block_end.max(max_producer_id + 1)
+        };
         let (data_arrived, _) = watch::channel(0);
         let (persist_queue, persist_requests) = mpsc::channel(offsets::PERSIST_QUEUE_MAX);
+        let cluster = if clustered {
+            Some(cluster::ClusterState::open(&config, &storage, &clock, connector).await?)
+        } else {
+            None
+        };
         let broker = Arc::new(Self {
             storage,
             clock,
@@ -287,6 +323,7 @@ impl Broker {
             metadata: RwLock::new(metadata),
             config,
             observed,
+            cluster,
         });
         tokio::spawn(offsets::persist_loop(
             Arc::downgrade(&broker),
@@ -309,14 +346,20 @@ impl Broker {
     pub fn set_bound_address(&self, address: &str) {
         if self.config.advertised_listener.is_none() {
             let (host, port) = split_host_port(address);
-            self.metadata
-                .write()
-                .expect("metadata lock")
-                .set_endpoint(BrokerEndpoint {
-                    node_id: self.config.node_id,
-                    host,
-                    port,
-                });
+            let endpoint = BrokerEndpoint {
+                node_id: self.config.node_id,
+                host,
+                port,
+            };
+            match &self.cluster {
+                // A cluster learns addresses from registrations.
+                Some(cluster) => cluster.set_endpoint(endpoint),
+                None => self
+                    .metadata
+                    .write()
+                    .expect("metadata lock")
+                    .set_endpoint(endpoint),
+            }
         }
     }
 
@@ -330,10 +373,7 @@ impl Broker {
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        let topic = self.topic(topic)?;
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| topic.partitions.get(i).cloned())
+        self.topic(topic)?.partitions.get(&index).cloned()
     }
 
     /// Creates a topic. Errors are Kafka error codes.
@@ -350,6 +390,11 @@ impl Broker {
         if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partition_count) {
             return Err(ResponseError::InvalidPartitions.code());
         }
+        if self.cluster.is_some() {
+            return self
+                .create_topic_in_cluster(name, partition_count, validate_only)
+                .await;
+        }
         let _admin = self.topic_admin.lock().await;
         if self.topic(name).is_some() {
             return Err(ResponseError::TopicAlreadyExists.code());
@@ -358,7 +403,7 @@ impl Broker {
             return Ok(());
         }
         let now_ms = self.clock.now_ms();
-        let mut partitions = Vec::new();
+        let mut partitions = BTreeMap::new();
         for index in 0..partition_count {
             let dir = self.config.log_dirs.join(format!("{name}-{index}"));
             let log =
@@ -368,13 +413,16 @@ impl Broker {
                         tracing::error!(topic = name, %error, "creating a partition failed");
                         ResponseError::KafkaStorageError.code()
                     })?;
-            partitions.push(Arc::new(Partition::new(
-                name.to_string(),
+            partitions.insert(
                 index,
-                log,
-                self.config.node_id,
-                self.observed.clone(),
-            )));
+                Arc::new(Partition::new(
+                    name.to_string(),
+                    index,
+                    log,
+                    self.config.node_id,
+                    self.observed.clone(),
+                )),
+            );
         }
         if let Err(error) = self.storage.sync_dir(&self.config.log_dirs).await {
             tracing::error!(topic = name, %error, "syncing the data directory failed");
@@ -406,6 +454,9 @@ impl Broker {
     /// that a recreated topic of the same name would resume from.
     pub async fn delete_topic(&self, name: &str) -> Result<(), i16> {
         use kafka_protocol::error::ResponseError;
+        if self.cluster.is_some() {
+            return self.delete_topic_in_cluster(name).await;
+        }
         let _admin = self.topic_admin.lock().await;
         if self.topic(name).is_none() {
             return Err(ResponseError::UnknownTopicOrPartition.code());
@@ -431,7 +482,7 @@ impl Broker {
             .expect("metadata lock")
             .remove_topic(name)
             .expect("topic admin is serialised, so the topic is still in the image");
-        for partition in &topic.partitions {
+        for partition in topic.partitions.values() {
             if let Err(error) = partition.delete().await {
                 tracing::error!(topic = name, partition = partition.index, %error, "deleting partition files failed");
             }
@@ -539,7 +590,7 @@ impl Broker {
     /// Runs the periodic work until the returned handles are aborted: group
     /// timers, `log.flush.interval.ms` and retention.
     pub fn spawn_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut handles = Vec::new();
+        let mut handles = self.spawn_cluster();
         let broker = Arc::clone(self);
         handles.push(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_millis(GROUP_TICK_MS));
@@ -579,7 +630,7 @@ impl Broker {
         let topics = self.topics.read().expect("topics lock");
         topics
             .values()
-            .flat_map(|t| t.partitions.iter().cloned())
+            .flat_map(|t| t.partitions.values().cloned())
             .collect()
     }
 
@@ -629,6 +680,23 @@ impl Broker {
             let _ = partition.with_log(async |log| log.flush().await).await;
         }
     }
+}
+
+/// Reports a recovered partition log. Recovery sets the high watermark too
+/// (to what it kept), so both facts are reported before anything can be
+/// fetched.
+fn report_recovered(observed: &Observed, topic: &str, partition: i32, log: &PartitionLog) {
+    observed.report(|| Fact::Recovered {
+        topic: topic.to_string(),
+        partition,
+        log_end_offset: log.log_end_offset(),
+        high_watermark: log.high_watermark(),
+    });
+    observed.report(|| Fact::HighWatermark {
+        topic: topic.to_string(),
+        partition,
+        high_watermark: log.high_watermark(),
+    });
 }
 
 /// Reads a number kept in its own file in `dir`; 0 when the file is new.

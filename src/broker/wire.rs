@@ -321,6 +321,14 @@ impl Summarise for InitProducerIdRequest {}
 impl Summarise for FindCoordinatorRequest {}
 impl Summarise for OffsetFetchRequest {}
 impl Summarise for OffsetFetchResponse {}
+impl Summarise for VoteRequest {}
+impl Summarise for VoteResponse {}
+impl Summarise for BeginQuorumEpochRequest {}
+impl Summarise for BeginQuorumEpochResponse {}
+impl Summarise for DescribeQuorumRequest {}
+impl Summarise for DescribeQuorumResponse {}
+impl Summarise for BrokerRegistrationRequest {}
+impl Summarise for BrokerRegistrationResponse {}
 impl Summarise for DescribeGroupsRequest {}
 impl Summarise for DescribeGroupsResponse {}
 impl Summarise for ListGroupsRequest {}

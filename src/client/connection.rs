@@ -68,6 +68,7 @@ const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeQuorum, 0, 1),
 ];
 
 /// The highest ApiVersions version we send first; brokers that do not know it

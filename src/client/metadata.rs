@@ -588,19 +588,26 @@ impl Cluster {
             self.refresh(Some(&[]), false).await?;
         }
         let controller = lock(&self.state).controller;
-        match controller {
-            Some(id) => self.broker_connection(id),
-            None => {
-                let addr = self
-                    .candidate_addrs()
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| ClientError::Metadata("no bootstrap servers".to_string()))?;
-                self.connection(&addr)
-            }
+        // A controller the metadata names but lists no address for (it has
+        // not registered yet) is reached through any broker, which answers
+        // NOT_CONTROLLER until the metadata catches up.
+        if let Some(connection) = controller.and_then(|id| self.broker_connection(id).ok()) {
+            return Ok(connection);
         }
+        let addr = self
+            .candidate_addrs()
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Metadata("no bootstrap servers".to_string()))?;
+        self.connection(&addr)
     }
 }
+
+/// Attempts at a controller request before its error is returned.
+const CONTROLLER_ATTEMPTS_MAX: u32 = 20;
+
+/// The pause between attempts: an election takes a second or two.
+const CONTROLLER_RETRY_BACKOFF_MS: u64 = 250;
 
 /// Topic and group administration: what `kafka-topics.sh` and
 /// `kafka-consumer-groups.sh` do.
@@ -650,24 +657,103 @@ impl Admin {
         let req = CreateTopicsRequest::default()
             .with_topics(vec![topic])
             .with_timeout_ms(timeout_ms);
-        let connection = self.cluster.controller_connection().await?;
-        let response = connection.call(req).await?;
-        let result = response
-            .topics
-            .iter()
-            .find(|t| t.name.0.as_str() == name)
-            .ok_or_else(|| ClientError::Protocol {
-                addr: connection.addr().to_string(),
-                message: format!("CreateTopics response lacks {name}"),
-            })?;
-        ClientError::check(result.error_code)?;
+        self.at_controller(|connection| {
+            let req = req.clone();
+            async move {
+                let response = connection.call(req).await?;
+                let result = response
+                    .topics
+                    .iter()
+                    .find(|t| t.name.0.as_str() == name)
+                    .ok_or_else(|| ClientError::Protocol {
+                        addr: connection.addr().to_string(),
+                        message: format!("CreateTopics response lacks {name}"),
+                    })?;
+                ClientError::check(result.error_code)
+            }
+        })
+        .await?;
         self.cluster.invalidate(name);
         Ok(())
     }
 
+    /// Runs a controller request, following the controller as Kafka's admin
+    /// client does: on NOT_CONTROLLER it refreshes the metadata and tries
+    /// again, a bounded number of times. Other errors are the caller's.
+    async fn at_controller<F, Fut>(&self, request: F) -> Result<(), ClientError>
+    where
+        F: Fn(Arc<Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ClientError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match self.cluster.controller_connection().await {
+                Ok(connection) => request(connection).await,
+                Err(error) => Err(error),
+            };
+            let not_controller = |error: &ClientError| {
+                error.code() == Some(kafka_protocol::error::ResponseError::NotController.code())
+            };
+            match result {
+                Err(error) if attempt < CONTROLLER_ATTEMPTS_MAX && not_controller(&error) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        CONTROLLER_RETRY_BACKOFF_MS,
+                    ))
+                    .await;
+                    self.cluster.refresh(Some(&[]), false).await.ok();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// DescribeQuorum at the active controller: the metadata quorum's
+    /// leader, epoch, high watermark and voters.
+    pub async fn describe_quorum(
+        &self,
+    ) -> Result<kafka_protocol::messages::DescribeQuorumResponse, ClientError> {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        use kafka_protocol::messages::DescribeQuorumRequest;
+        let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default()])]);
+        let answer = std::sync::Mutex::new(None);
+        self.at_controller(|connection| {
+            let req = req.clone();
+            let answer = &answer;
+            async move {
+                let response = connection.call(req).await?;
+                let code = response
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .map_or(response.error_code, |p| p.error_code);
+                ClientError::check(code)?;
+                *answer.lock().expect("answer lock") = Some(response);
+                Ok(())
+            }
+        })
+        .await?;
+        answer
+            .into_inner()
+            .expect("answer lock")
+            .ok_or_else(|| ClientError::Metadata("DescribeQuorum gave no answer".to_string()))
+    }
+
     /// DeleteTopics for one topic.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        let connection = self.cluster.controller_connection().await?;
+        self.at_controller(|connection| self.delete_topic_at(connection, name))
+            .await?;
+        self.cluster.invalidate(name);
+        Ok(())
+    }
+
+    async fn delete_topic_at(
+        &self,
+        connection: Arc<Connection>,
+        name: &str,
+    ) -> Result<(), ClientError> {
         let version = connection.version::<DeleteTopicsRequest>().await?;
         let topic_name = TopicName(StrBytes::from_string(name.to_string()));
         let timeout_ms = i32::try_from(self.cluster.config.request_timeout_ms).unwrap_or(i32::MAX);
@@ -686,9 +772,7 @@ impl Admin {
                 addr: connection.addr().to_string(),
                 message: format!("DeleteTopics response lacks {name}"),
             })?;
-        ClientError::check(result.error_code)?;
-        self.cluster.invalidate(name);
-        Ok(())
+        ClientError::check(result.error_code)
     }
 
     /// Names of all non-internal topics, sorted.

@@ -13,7 +13,6 @@ use super::leader_epoch_error;
 /// connection is never parked indefinitely.
 const FETCH_MAX_WAIT_MS_LIMIT: i32 = 30_000;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 
 use super::{str_bytes, RequestContext, Versions};
@@ -29,6 +28,9 @@ impl Broker {
         _: i16,
         _: &RequestContext,
     ) -> Option<FetchResponse> {
+        if crate::cluster::wire::is_quorum_fetch(&request) {
+            return Some(self.quorum_fetch(request).await);
+        }
         let max_wait =
             Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_LIMIT) as u64);
         // tokio's clock (virtual under the simulation), as every wait here.
@@ -76,7 +78,7 @@ impl Broker {
                     .with_records(Some(Bytes::new()));
                 match self.partition(&name, wanted.partition) {
                     None => {
-                        data.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        data.error_code = self.missing_partition_error(&name, wanted.partition);
                         any_error = true;
                     }
                     Some(partition)

@@ -150,6 +150,15 @@ impl Broker {
         version: i16,
         context: &RequestContext,
     ) -> Option<JoinGroupResponse> {
+        if let Some(code) = self.group_coordinator_error(&request.group_id) {
+            return Some(
+                JoinGroupResponse::default()
+                    .with_error_code(code)
+                    .with_generation_id(-1)
+                    .with_protocol_name(Some(str_bytes("")))
+                    .with_member_id(request.member_id.clone()),
+            );
+        }
         let rebalance_timeout_ms = if version == 0 {
             request.session_timeout_ms
         } else {
@@ -235,6 +244,9 @@ impl Broker {
         _: i16,
         _: &RequestContext,
     ) -> Option<SyncGroupResponse> {
+        if let Some(code) = self.group_coordinator_error(&request.group_id) {
+            return Some(SyncGroupResponse::default().with_error_code(code));
+        }
         let waiter = self.new_waiter();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         self.waiters
@@ -293,6 +305,9 @@ impl Broker {
         _: i16,
         _: &RequestContext,
     ) -> Option<HeartbeatResponse> {
+        if let Some(code) = self.group_coordinator_error(&request.group_id) {
+            return Some(HeartbeatResponse::default().with_error_code(code));
+        }
         let instance = request.group_instance_id.as_ref().map(|id| id.to_string());
         let now_ms = self.clock.now_ms();
         let error_code = self
@@ -315,6 +330,9 @@ impl Broker {
         version: i16,
         _: &RequestContext,
     ) -> Option<LeaveGroupResponse> {
+        if let Some(code) = self.group_coordinator_error(&request.group_id) {
+            return Some(LeaveGroupResponse::default().with_error_code(code));
+        }
         let leaving: Vec<LeavingMember> = if version >= 3 {
             request
                 .members

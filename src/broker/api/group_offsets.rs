@@ -46,16 +46,18 @@ impl Broker {
         // as one.
         let mut accepted = Vec::new();
         let mut codes: Vec<Vec<Option<i16>>> = Vec::new();
+        let not_coordinator = self.group_coordinator_error(&request.group_id);
         for topic in &request.topics {
             let name = topic.name.to_string();
-            let known = self.topic(&name);
+            let partition_count =
+                self.with_metadata(|image| image.topic(&name).map_or(0, |t| t.partitions.len()));
             let mut topic_codes = Vec::new();
             for partition in &topic.partitions {
-                let exists = known.as_ref().is_some_and(|t| {
-                    usize::try_from(partition.partition_index)
-                        .is_ok_and(|index| index < t.partitions.len())
-                });
-                if exists {
+                let exists = usize::try_from(partition.partition_index)
+                    .is_ok_and(|index| index < partition_count);
+                if not_coordinator.is_some() {
+                    topic_codes.push(not_coordinator);
+                } else if exists {
                     accepted.push((
                         name.clone(),
                         partition.partition_index,
@@ -207,6 +209,14 @@ impl Broker {
         let mut response = OffsetFetchResponse::default();
         if version >= 8 {
             for group in request.groups {
+                if let Some(code) = self.group_coordinator_error(&group.group_id) {
+                    response.groups.push(
+                        OffsetFetchResponseGroup::default()
+                            .with_group_id(group.group_id)
+                            .with_error_code(code),
+                    );
+                    continue;
+                }
                 let wanted = group.topics.map(|topics| {
                     topics
                         .into_iter()
@@ -220,6 +230,8 @@ impl Broker {
                         .with_topics(topics),
                 );
             }
+        } else if let Some(code) = self.group_coordinator_error(&request.group_id) {
+            response.error_code = code;
         } else {
             // Versions before 8 ask for one group and answer in the older,
             // field-for-field identical shape.

@@ -34,7 +34,10 @@ impl Broker {
                     .with_offset(-1)
                     .with_leader_epoch(-1);
                 match self.partition(&name, wanted.partition_index) {
-                    None => response.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                    None => {
+                        response.error_code =
+                            self.missing_partition_error(&name, wanted.partition_index)
+                    }
                     Some(partition) => {
                         if version >= 4 {
                             response.leader_epoch = partition.leader_epoch();

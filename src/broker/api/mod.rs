@@ -15,7 +15,10 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod quorum;
 mod topics;
+
+pub use quorum::BROKER_REGISTRATION_VERSION;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -55,6 +58,10 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     topics::CREATE_TOPICS,
     topics::DELETE_TOPICS,
     init_producer_id::INIT_PRODUCER_ID,
+    quorum::VOTE,
+    quorum::BEGIN_QUORUM_EPOCH,
+    quorum::DESCRIBE_QUORUM,
+    quorum::BROKER_REGISTRATION,
 ];
 
 /// What the connection loop does with a request.
@@ -83,6 +90,40 @@ fn leader_epoch_error(requested: i32, current: i32) -> Option<i16> {
         r if r < 0 || r == current => None,
         r if r < current => Some(ResponseError::FencedLeaderEpoch.code()),
         _ => Some(ResponseError::UnknownLeaderEpoch.code()),
+    }
+}
+
+impl Broker {
+    /// The error for a partition this broker holds no replica of: another
+    /// broker leads it (NOT_LEADER_OR_FOLLOWER, so the client refreshes its
+    /// metadata), or it does not exist.
+    fn missing_partition_error(&self, topic: &str, partition: i32) -> i16 {
+        let known = self.with_metadata(|image| {
+            image.topic(topic).is_some_and(|t| {
+                usize::try_from(partition).is_ok_and(|index| index < t.partitions.len())
+            })
+        });
+        if known {
+            ResponseError::NotLeaderOrFollower.code()
+        } else {
+            ResponseError::UnknownTopicOrPartition.code()
+        }
+    }
+
+    /// NOT_COORDINATOR when another broker coordinates `group_id`: in a
+    /// cluster only the offsets partition's leader serves groups.
+    fn group_coordinator_error(&self, group_id: &str) -> Option<i16> {
+        let node_id = self.config.node_id;
+        let coordinator = self.with_metadata(|image| {
+            image
+                .group_coordinator(group_id)
+                .map(|broker| broker.node_id)
+        });
+        match coordinator {
+            Some(id) if id == node_id => None,
+            Some(_) => Some(ResponseError::NotCoordinator.code()),
+            None => Some(ResponseError::CoordinatorNotAvailable.code()),
+        }
     }
 }
 
@@ -288,6 +329,10 @@ impl Broker {
             OffsetFetch => OffsetFetchRequest => offset_fetch,
             DescribeGroups => DescribeGroupsRequest => describe_groups,
             ListGroups => ListGroupsRequest => list_groups,
+            Vote => VoteRequest => vote,
+            BeginQuorumEpoch => BeginQuorumEpochRequest => begin_quorum_epoch,
+            DescribeQuorum => DescribeQuorumRequest => describe_quorum,
+            BrokerRegistration => BrokerRegistrationRequest => broker_registration,
         )
     }
 

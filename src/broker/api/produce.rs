@@ -55,7 +55,7 @@ impl Broker {
                         },
                     }
                 } else {
-                    ResponseError::UnknownTopicOrPartition.code()
+                    self.missing_partition_error(&name, data.index)
                 };
                 response.error_code = error_code;
                 partition_responses.push(response);

@@ -1,0 +1,469 @@
+//! The broker in a cluster: it runs a voter of the controller quorum,
+//! applies the committed metadata log to its image, opens the partitions
+//! the controller assigned to it, registers its address, and, while it
+//! leads the quorum, is the active controller that writes topic records.
+//!
+//! Only committed records are applied, in log order, so every broker's
+//! image passes through the same states. A controller write is answered
+//! once this broker has applied it (the high watermark passed it with the
+//! epoch it was written in), so a client that saw the answer finds the
+//! topic in this broker's Metadata.
+//!
+//! Not here yet: partitions with more than one replica (followers fetching
+//! from leaders, ISR changes, leader failover), broker heartbeats and
+//! fencing, and forwarding controller requests from other brokers.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use tokio::sync::watch;
+
+use super::partition::Partition;
+use super::{Broker, Topic};
+use crate::client::connection::{Connection, ConnectionConfig};
+use crate::clock::SharedClock;
+use crate::cluster::{ControllerQuorum, PeerQueues, ProposeError, QuorumStatus};
+use crate::config::BrokerConfig;
+use crate::log::PartitionLog;
+use crate::metadata::{BrokerEndpoint, MetadataRecord, PartitionImage, OFFSETS_TOPIC};
+use crate::net::Connector;
+use crate::quorum::LEADER_CHANGE;
+use crate::storage::SharedStorage;
+
+/// How long a controller write may wait to be committed and applied before
+/// the request is answered REQUEST_TIMED_OUT. Elections take a few seconds
+/// at most; a write that waits longer is waiting on a lost majority.
+const CONTROLLER_WRITE_TIMEOUT_MS: u64 = 10_000;
+
+/// How often a broker checks that the controller knows its address, and
+/// how often it retries while it does not.
+const REGISTRATION_RETRY_MS: u64 = 500;
+const REGISTRATION_CHECK_MS: u64 = 5_000;
+
+pub(super) struct ClusterState {
+    pub(super) quorum: Arc<ControllerQuorum>,
+    peer_queues: std::sync::Mutex<Option<PeerQueues>>,
+    connector: Arc<dyn Connector>,
+    /// How many metadata log entries this broker has applied to its image.
+    applied: watch::Sender<u64>,
+    /// Where clients reach this broker, as it registers itself.
+    endpoint: RwLock<BrokerEndpoint>,
+    /// Set while the controller's write of the offsets topic is in flight.
+    offsets_topic_pending: AtomicBool,
+}
+
+impl ClusterState {
+    pub(super) async fn open(
+        config: &BrokerConfig,
+        storage: &SharedStorage,
+        clock: &SharedClock,
+        connector: Arc<dyn Connector>,
+    ) -> io::Result<ClusterState> {
+        let voters: BTreeMap<i32, String> =
+            config.controller_quorum_voters.iter().cloned().collect();
+        let (quorum, peer_queues) = ControllerQuorum::open(
+            config.node_id,
+            voters,
+            storage.clone(),
+            &config.log_dirs,
+            &config.log,
+            clock.clone(),
+            config.quorum_seed,
+        )
+        .await?;
+        let (host, port) = super::split_host_port(
+            config
+                .advertised_listener
+                .as_deref()
+                .unwrap_or(&config.listener),
+        );
+        Ok(ClusterState {
+            quorum,
+            peer_queues: std::sync::Mutex::new(Some(peer_queues)),
+            connector,
+            applied: watch::channel(0).0,
+            endpoint: RwLock::new(BrokerEndpoint {
+                node_id: config.node_id,
+                host,
+                port,
+            }),
+            offsets_topic_pending: AtomicBool::new(false),
+        })
+    }
+
+    pub(super) fn set_endpoint(&self, endpoint: BrokerEndpoint) {
+        *self.endpoint.write().expect("endpoint lock") = endpoint;
+    }
+
+    fn endpoint(&self) -> BrokerEndpoint {
+        self.endpoint.read().expect("endpoint lock").clone()
+    }
+}
+
+impl Broker {
+    fn cluster(&self) -> &ClusterState {
+        self.cluster.as_ref().expect("called only in a cluster")
+    }
+
+    /// The quorum's tasks, the apply loop and the registration loop.
+    pub(super) fn spawn_cluster(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let mut handles = Vec::new();
+        if let Some(queues) = cluster.peer_queues.lock().expect("queues lock").take() {
+            handles.extend(cluster.quorum.spawn(queues, Arc::clone(&cluster.connector)));
+        }
+        handles.push(tokio::spawn(apply_loop(
+            Arc::downgrade(self),
+            cluster.quorum.status(),
+        )));
+        handles.push(tokio::spawn(register_loop(Arc::downgrade(self))));
+        handles
+    }
+
+    pub(super) fn is_active_controller(&self) -> bool {
+        match &self.cluster {
+            Some(cluster) => cluster.quorum.current_status().leader_id == Some(self.config.node_id),
+            None => true,
+        }
+    }
+
+    /// Writes `record` through the quorum and waits until this broker has
+    /// applied it. Returns the record's offset in the metadata log.
+    pub(super) async fn controller_write(&self, record: MetadataRecord) -> Result<u64, i16> {
+        let cluster = self.cluster();
+        let (offset, epoch) = cluster
+            .quorum
+            .propose(record.encode())
+            .await
+            .map_err(|error| match error {
+                ProposeError::NotLeader(_) => ResponseError::NotController.code(),
+                ProposeError::Failed => ResponseError::KafkaStorageError.code(),
+            })?;
+        let mut applied = cluster.applied.subscribe();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(CONTROLLER_WRITE_TIMEOUT_MS),
+            applied.wait_for(|applied| *applied > offset),
+        )
+        .await
+        .is_ok_and(|result| result.is_ok());
+        if !waited {
+            return Err(ResponseError::RequestTimedOut.code());
+        }
+        // A new leader may have replaced the entry before it committed.
+        match cluster.quorum.committed(offset).await.first() {
+            Some(entry) if entry.epoch == epoch => Ok(offset),
+            _ => Err(ResponseError::NotController.code()),
+        }
+    }
+
+    /// CreateTopics in a cluster: the active controller assigns each
+    /// partition's one replica round-robin over the registered brokers and
+    /// writes the topic record.
+    pub(super) async fn create_topic_in_cluster(
+        &self,
+        name: &str,
+        partition_count: i32,
+        validate_only: bool,
+    ) -> Result<(), i16> {
+        let _admin = self.topic_admin.lock().await;
+        if !self.is_active_controller() {
+            return Err(ResponseError::NotController.code());
+        }
+        let (exists, brokers, topic_count) = self.with_metadata(|image| {
+            (
+                image.topic(name).is_some(),
+                image.brokers().map(|b| b.node_id).collect::<Vec<_>>(),
+                image.topic_names().len(),
+            )
+        });
+        if exists {
+            return Err(ResponseError::TopicAlreadyExists.code());
+        }
+        if brokers.is_empty() {
+            return Err(ResponseError::InvalidReplicationFactor.code());
+        }
+        if validate_only {
+            return Ok(());
+        }
+        // Start each topic on the next broker, so small topics spread too.
+        let partitions = (0..partition_count as usize)
+            .map(|index| {
+                PartitionImage::single_replica(brokers[(topic_count + index) % brokers.len()])
+            })
+            .collect();
+        self.controller_write(MetadataRecord::Topic {
+            name: name.to_string(),
+            internal: false,
+            partitions,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn delete_topic_in_cluster(&self, name: &str) -> Result<(), i16> {
+        let _admin = self.topic_admin.lock().await;
+        if !self.is_active_controller() {
+            return Err(ResponseError::NotController.code());
+        }
+        if self.with_metadata(|image| image.topic(name).is_none()) {
+            return Err(ResponseError::UnknownTopicOrPartition.code());
+        }
+        self.controller_write(MetadataRecord::RemoveTopic {
+            name: name.to_string(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// BrokerRegistration, on the active controller: records the broker's
+    /// address unless the image already has it. The answer's broker epoch
+    /// is the record's offset.
+    pub(super) async fn register_broker(&self, endpoint: BrokerEndpoint) -> Result<i64, i16> {
+        if !self.is_active_controller() {
+            return Err(ResponseError::NotController.code());
+        }
+        if self.with_metadata(|image| image.broker(endpoint.node_id) == Some(&endpoint)) {
+            return Ok(0);
+        }
+        self.controller_write(MetadataRecord::RegisterBroker(endpoint))
+            .await
+            .map(|offset| offset as i64)
+    }
+
+    /// Applies one committed record to the image, then opens or deletes the
+    /// partitions it gives to or takes from this broker.
+    async fn apply_record(&self, record: MetadataRecord) {
+        let applied = self.metadata.write().expect("metadata lock").apply(&record);
+        if let Err(error) = applied {
+            tracing::warn!(
+                ?record,
+                ?error,
+                "a committed metadata record was refused by the image"
+            );
+            return;
+        }
+        match record {
+            MetadataRecord::Topic {
+                name,
+                internal: false,
+                partitions,
+            } => self.open_hosted_partitions(&name, &partitions).await,
+            MetadataRecord::RemoveTopic { name } => {
+                self.coordinate(|coordinator, _| coordinator.remove_topic(&name, None));
+                let removed = self.topics.write().expect("topics lock").remove(&name);
+                for partition in removed.iter().flat_map(|t| t.partitions.values()) {
+                    if let Err(error) = partition.delete().await {
+                        tracing::error!(topic = %name, partition = partition.index, %error, "deleting partition files failed");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn open_hosted_partitions(&self, name: &str, partitions: &[PartitionImage]) {
+        let node_id = self.config.node_id;
+        let now_ms = self.clock.now_ms();
+        let mut hosted = BTreeMap::new();
+        for (index, partition) in partitions.iter().enumerate() {
+            if !partition.replicas.contains(&node_id) {
+                continue;
+            }
+            let index = index as i32;
+            let dir = self.config.log_dirs.join(format!("{name}-{index}"));
+            match PartitionLog::open(self.storage.clone(), &dir, self.config.log.clone(), now_ms)
+                .await
+            {
+                Ok(log) => {
+                    super::report_recovered(&self.observed, name, index, &log);
+                    hosted.insert(
+                        index,
+                        Arc::new(Partition::new(
+                            name.to_string(),
+                            index,
+                            log,
+                            node_id,
+                            self.observed.clone(),
+                        )),
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(topic = name, partition = index, %error, "opening a partition failed")
+                }
+            }
+        }
+        if let Err(error) = self.storage.sync_dir(&self.config.log_dirs).await {
+            tracing::error!(topic = name, %error, "syncing the data directory failed");
+        }
+        tracing::info!(topic = name, partitions = hosted.len(), "hosting topic");
+        self.topics.write().expect("topics lock").insert(
+            name.to_string(),
+            Arc::new(Topic {
+                name: name.to_string(),
+                partitions: hosted,
+            }),
+        );
+    }
+
+    /// What the active controller does unasked: create the offsets topic
+    /// once a broker has registered to hold it.
+    fn controller_duties(self: &Arc<Self>, status: QuorumStatus) {
+        if status.leader_id != Some(self.config.node_id) {
+            return;
+        }
+        let first_broker = self.with_metadata(|image| {
+            if image.topic(OFFSETS_TOPIC).is_some() {
+                None
+            } else {
+                image.brokers().map(|b| b.node_id).next()
+            }
+        });
+        let Some(coordinator) = first_broker else {
+            return;
+        };
+        let cluster = self.cluster();
+        if cluster.offsets_topic_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let broker = Arc::clone(self);
+        tokio::spawn(async move {
+            let record = MetadataRecord::Topic {
+                name: OFFSETS_TOPIC.to_string(),
+                internal: true,
+                partitions: vec![PartitionImage::single_replica(coordinator)],
+            };
+            if let Err(code) = broker.controller_write(record).await {
+                tracing::info!(
+                    code,
+                    "creating the offsets topic did not commit; will retry"
+                );
+            }
+            broker
+                .cluster()
+                .offsets_topic_pending
+                .store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Applies committed metadata records as the quorum's high watermark moves.
+async fn apply_loop(broker: Weak<Broker>, mut status: watch::Receiver<QuorumStatus>) {
+    let mut applied = 0u64;
+    loop {
+        let current = *status.borrow_and_update();
+        {
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            broker
+                .metadata
+                .write()
+                .expect("metadata lock")
+                .set_controller_id(current.leader_id.unwrap_or(-1));
+            let cluster = broker.cluster();
+            let entries = cluster.quorum.committed(applied).await;
+            for entry in entries {
+                applied += 1;
+                if entry.payload.as_ref() == LEADER_CHANGE {
+                    continue;
+                }
+                match MetadataRecord::decode(&entry.payload) {
+                    Ok(record) => broker.apply_record(record).await,
+                    Err(error) => {
+                        tracing::error!(offset = applied - 1, %error, "skipping a metadata record")
+                    }
+                }
+            }
+            cluster.applied.send_if_modified(|count| {
+                let moved = *count != applied;
+                *count = applied;
+                moved
+            });
+            broker.controller_duties(current);
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Makes sure the controller has this broker's address: sends
+/// BrokerRegistration to the active controller until the image shows it.
+async fn register_loop(broker: Weak<Broker>) {
+    let mut connections: BTreeMap<i32, Connection> = BTreeMap::new();
+    loop {
+        let registered = {
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            let cluster = broker.cluster();
+            let endpoint = cluster.endpoint();
+            if broker.with_metadata(|image| image.broker(endpoint.node_id) == Some(&endpoint)) {
+                true
+            } else {
+                match cluster.quorum.current_status().leader_id {
+                    None => false,
+                    Some(leader) if leader == broker.config.node_id => {
+                        broker.register_broker(endpoint).await.is_ok()
+                    }
+                    Some(leader) => {
+                        let address = cluster.quorum.voters().get(&leader).cloned();
+                        let Some(address) = address else {
+                            return;
+                        };
+                        let connection = connections.entry(leader).or_insert_with(|| {
+                            Connection::new(
+                                address,
+                                Arc::clone(&cluster.connector),
+                                ConnectionConfig {
+                                    client_id: format!("sluice-broker-{}", broker.config.node_id),
+                                    ..ConnectionConfig::default()
+                                },
+                            )
+                        });
+                        send_registration(connection, &endpoint).await
+                    }
+                }
+            }
+        };
+        let pause = if registered {
+            REGISTRATION_CHECK_MS
+        } else {
+            REGISTRATION_RETRY_MS
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+async fn send_registration(connection: &Connection, endpoint: &BrokerEndpoint) -> bool {
+    use kafka_protocol::messages::broker_registration_request::Listener;
+    use kafka_protocol::messages::{BrokerId, BrokerRegistrationRequest};
+    use kafka_protocol::protocol::StrBytes;
+    let request = BrokerRegistrationRequest::default()
+        .with_broker_id(BrokerId(endpoint.node_id))
+        .with_cluster_id(StrBytes::from_static_str(super::CLUSTER_ID))
+        .with_listeners(vec![Listener::default()
+            .with_name(StrBytes::from_static_str("PLAINTEXT"))
+            .with_host(StrBytes::from_string(endpoint.host.clone()))
+            .with_port(u16::try_from(endpoint.port).unwrap_or(0))]);
+    match connection
+        .send(request, super::api::BROKER_REGISTRATION_VERSION)
+        .await
+    {
+        Ok(response) if response.error_code == 0 => true,
+        Ok(response) => {
+            tracing::debug!(code = response.error_code, "broker registration refused");
+            false
+        }
+        Err(error) => {
+            tracing::debug!(%error, "broker registration failed");
+            false
+        }
+    }
+}
