@@ -44,6 +44,9 @@ const CONTROLLER_WRITE_TIMEOUT_MS: u64 = 10_000;
 const REGISTRATION_RETRY_MS: u64 = 500;
 const REGISTRATION_CHECK_MS: u64 = 5_000;
 
+/// The CreateTopics version a broker forwards auto-creation with.
+const FORWARDED_CREATE_TOPICS_VERSION: i16 = 5;
+
 pub(super) struct ClusterState {
     pub(super) quorum: Arc<ControllerQuorum>,
     peer_queues: std::sync::Mutex<Option<PeerQueues>>,
@@ -219,6 +222,47 @@ impl Broker {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Sends CreateTopics for an auto-created topic to the active
+    /// controller, in the background; the client's next Metadata finds the
+    /// topic once this broker has applied the record. A topic that exists
+    /// by then is no error.
+    pub(super) fn forward_create_topic(&self, name: &str, partition_count: i32) {
+        use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let leader = cluster.quorum.current_status().leader_id;
+        let Some(address) = leader.and_then(|id| cluster.quorum.voters().get(&id).cloned()) else {
+            return;
+        };
+        let connection = Connection::new(
+            address,
+            Arc::clone(&cluster.connector),
+            ConnectionConfig {
+                client_id: format!("sluice-broker-{}", self.config.node_id),
+                ..ConnectionConfig::default()
+            },
+        );
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(CONTROLLER_WRITE_TIMEOUT_MS as i32)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_num_partitions(partition_count)
+                .with_replication_factor(-1)]);
+        let topic = name.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = connection
+                .send(request, FORWARDED_CREATE_TOPICS_VERSION)
+                .await
+            {
+                tracing::debug!(%topic, %error, "forwarding an auto-created topic failed");
+            }
+            connection.close().await;
+        });
     }
 
     /// BrokerRegistration, on the active controller: records the broker's

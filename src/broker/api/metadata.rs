@@ -46,6 +46,11 @@ impl Broker {
             if self.with_metadata(|image| image.topic(&name).is_none()) {
                 error_code = if !crate::broker::valid_topic_name(&name) {
                     ResponseError::InvalidTopicException.code()
+                } else if may_create && !self.is_active_controller() {
+                    // As a KRaft broker does: ask the controller to create it
+                    // and tell the client to look again.
+                    self.forward_create_topic(&name, self.config.num_partitions);
+                    ResponseError::LeaderNotAvailable.code()
                 } else if may_create {
                     match self
                         .create_topic(&name, self.config.num_partitions, false)

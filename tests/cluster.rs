@@ -1,0 +1,369 @@
+//! Three real `sluice broker` processes on loopback, each a broker and a
+//! voter of the controller quorum: the quorum elects a leader, topics are
+//! created through it and spread over the brokers, records go to each
+//! partition's broker, and after the active controller is killed with
+//! SIGKILL the others elect a new one and keep serving the control plane.
+//! The killed node comes back with its partitions.
+//!
+//! It needs only the `sluice` binary. With `SLUICE_INTEROP=1` kcat also
+//! produces and consumes across the brokers.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the cluster may take to elect, or re-elect, a controller.
+const ELECTION_WAIT: Duration = Duration::from_secs(30);
+
+struct Node {
+    id: i32,
+    config: PathBuf,
+    log: PathBuf,
+    address: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["broker", "--config"])
+            .arg(&self.config)
+            .args(["--override", "group.initial.rebalance.delay.ms=0"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sluice broker");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(&self.address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not listen on {}",
+                self.id,
+                self.address
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().unwrap().port()
+}
+
+fn cluster(dir: &Path) -> Vec<Node> {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let voters = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (plaintext, controller))| {
+            let id = i as i32 + 1;
+            let config = dir.join(format!("node-{id}.properties"));
+            std::fs::write(
+                &config,
+                format!(
+                    "process.roles=broker,controller\nnode.id={id}\n\
+                     controller.quorum.voters={voters}\n\
+                     listeners=PLAINTEXT://127.0.0.1:{plaintext},CONTROLLER://127.0.0.1:{controller}\n\
+                     controller.listener.names=CONTROLLER\nlog.dirs={}\n",
+                    dir.join(format!("data-{id}")).display()
+                ),
+            )
+            .unwrap();
+            Node {
+                id,
+                config,
+                log: dir.join(format!("node-{id}.log")),
+                address: format!("127.0.0.1:{plaintext}"),
+                child: None,
+            }
+        })
+        .collect()
+}
+
+fn sluice(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `sluice metadata-quorum describe --status` through `bootstrap`, until it
+/// names a leader other than `not`; returns the leader and the epoch.
+fn wait_for_leader(bootstrap: &str, not: Option<i32>) -> (i32, i32) {
+    let deadline = Instant::now() + ELECTION_WAIT;
+    loop {
+        let output = sluice(
+            &[
+                "metadata-quorum",
+                "--bootstrap-server",
+                bootstrap,
+                "describe",
+                "--status",
+            ],
+            None,
+        );
+        let text = stdout(&output);
+        let field = |name: &str| -> Option<i32> {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.trim().parse().ok())
+        };
+        if let (true, Some(leader), Some(epoch)) = (
+            output.status.success(),
+            field("LeaderId:"),
+            field("LeaderEpoch:"),
+        ) {
+            if leader >= 0 && Some(leader) != not {
+                assert!(text.contains("CurrentVoters:          [1,2,3]"), "{text}");
+                return (leader, epoch);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no controller elected via {bootstrap}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: &str) {
+    let output = sluice(
+        &[
+            "topics",
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            partitions,
+            "--bootstrap-server",
+            bootstrap,
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "creating {topic}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The leader of each partition, from `sluice topics --describe`. Another
+/// broker learns of a new topic once it has the metadata record committed,
+/// a moment after the controller answered, so this asks until it knows.
+fn leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let output = sluice(
+            &[
+                "topics",
+                "--describe",
+                "--topic",
+                topic,
+                "--bootstrap-server",
+                bootstrap,
+            ],
+            None,
+        );
+        if output.status.success() {
+            return stdout(&output)
+                .lines()
+                .filter_map(|line| line.split("Leader: ").nth(1))
+                .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "describing {topic} at {bootstrap}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn produce(bootstrap: &str, topic: &str, lines: &str) {
+    let output = sluice(
+        &[
+            "produce",
+            "--topic",
+            topic,
+            "--parse-key",
+            "--timeout-ms",
+            "30000",
+            "--bootstrap-server",
+            bootstrap,
+        ],
+        Some(lines),
+    );
+    assert!(
+        output.status.success(),
+        "producing to {topic}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn consume_count(bootstrap: &str, topic: &str, expected: usize) -> usize {
+    let output = sluice(
+        &[
+            "consume",
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--max-messages",
+            &expected.to_string(),
+            "--timeout-ms",
+            "20000",
+            "--bootstrap-server",
+            bootstrap,
+        ],
+        None,
+    );
+    stdout(&output).lines().count()
+}
+
+#[test]
+fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path());
+    for node in &mut nodes {
+        node.start();
+    }
+    let bootstrap_all = nodes
+        .iter()
+        .map(|n| n.address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (controller, epoch) = wait_for_leader(&nodes[0].address, None);
+
+    // Brokers register with the controller as they come up; a topic is
+    // spread over those registered when it is created. Probe until all
+    // three are.
+    let deadline = Instant::now() + ELECTION_WAIT;
+    for probe in 0.. {
+        let topic = format!("probe-{probe}");
+        create_topic(&nodes[1].address, &topic, "3");
+        let spread: std::collections::BTreeSet<i32> =
+            leaders(&nodes[2].address, &topic).into_iter().collect();
+        if spread.len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "brokers did not all register");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    create_topic(&nodes[1].address, "orders", "6");
+    let placed = leaders(&nodes[2].address, "orders");
+    assert_eq!(placed.len(), 6, "{placed:?}");
+    let spread: std::collections::BTreeSet<i32> = placed.iter().copied().collect();
+    assert_eq!(spread.len(), 3, "partitions not spread: {placed:?}");
+
+    let lines: String = (0..60).map(|i| format!("k{}:v{i}\n", i % 12)).collect();
+    produce(&bootstrap_all, "orders", &lines);
+    assert_eq!(consume_count(&bootstrap_all, "orders", 60), 60);
+
+    if std::env::var("SLUICE_INTEROP").as_deref() == Ok("1") {
+        let output = Command::new("timeout")
+            .args([
+                "60",
+                "kcat",
+                "-b",
+                &bootstrap_all,
+                "-t",
+                "orders",
+                "-C",
+                "-e",
+                "-q",
+            ])
+            .output()
+            .expect("kcat");
+        let read = String::from_utf8_lossy(&output.stdout).lines().count();
+        assert_eq!(read, 60, "kcat read {read} of 60 across the brokers");
+    }
+
+    // SIGKILL the active controller: the other two elect a new one, in a
+    // later epoch, and it serves controller writes.
+    let killed = nodes
+        .iter()
+        .position(|n| n.id == controller)
+        .expect("the controller is a node");
+    nodes[killed].kill();
+    let survivor = &nodes[(killed + 1) % 3].address;
+    let (_, new_epoch) = wait_for_leader(survivor, Some(controller));
+    assert!(new_epoch > epoch, "epoch {new_epoch} after {epoch}");
+    create_topic(survivor, "after-failover", "2");
+
+    // The killed node comes back, catches up and serves its partitions.
+    nodes[killed].start();
+    let deadline = Instant::now() + ELECTION_WAIT;
+    loop {
+        let output = sluice(
+            &[
+                "topics",
+                "--describe",
+                "--topic",
+                "after-failover",
+                "--bootstrap-server",
+                &nodes[killed].address,
+            ],
+            None,
+        );
+        if output.status.success() && stdout(&output).contains("PartitionCount: 2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {controller} did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    produce(&bootstrap_all, "orders", "k0:after\n");
+    assert_eq!(consume_count(&bootstrap_all, "orders", 61), 61);
+}
