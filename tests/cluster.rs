@@ -12,10 +12,36 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the cluster may take to elect, or re-elect, a controller.
 const ELECTION_WAIT: Duration = Duration::from_secs(30);
+
+/// A bounded wait counted in sleeps (the workspace's lints keep the OS clock
+/// out of the code, tests included): each `pause` sleeps `step`, and says
+/// whether the time allowed has run out.
+struct Patience {
+    sleeps_left: u128,
+    step: Duration,
+}
+
+impl Patience {
+    fn new(allowed: Duration, step: Duration) -> Patience {
+        Patience {
+            sleeps_left: allowed.as_millis() / step.as_millis().max(1),
+            step,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.sleeps_left == 0
+    }
+
+    fn pause(&mut self) {
+        self.sleeps_left = self.sleeps_left.saturating_sub(1);
+        std::thread::sleep(self.step);
+    }
+}
 
 struct Node {
     id: i32,
@@ -41,15 +67,15 @@ impl Node {
             .spawn()
             .expect("spawn sluice broker");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut patience = Patience::new(Duration::from_secs(10), Duration::from_millis(50));
         while TcpStream::connect(&self.address).is_err() {
             assert!(
-                Instant::now() < deadline,
+                !patience.exhausted(),
                 "node {} did not listen on {}",
                 self.id,
                 self.address
             );
-            std::thread::sleep(Duration::from_millis(50));
+            patience.pause();
         }
     }
 
@@ -139,7 +165,7 @@ fn stdout(output: &Output) -> String {
 /// `sluice metadata-quorum describe --status` through `bootstrap`, until it
 /// names a leader other than `not`; returns the leader and the epoch.
 fn wait_for_leader(bootstrap: &str, not: Option<i32>) -> (i32, i32) {
-    let deadline = Instant::now() + ELECTION_WAIT;
+    let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(200));
     loop {
         let output = sluice(
             &[
@@ -168,11 +194,11 @@ fn wait_for_leader(bootstrap: &str, not: Option<i32>) -> (i32, i32) {
             }
         }
         assert!(
-            Instant::now() < deadline,
+            !patience.exhausted(),
             "no controller elected via {bootstrap}: {text}{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        std::thread::sleep(Duration::from_millis(200));
+        patience.pause();
     }
 }
 
@@ -201,7 +227,7 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: &str) {
 /// broker learns of a new topic once it has the metadata record committed,
 /// a moment after the controller answered, so this asks until it knows.
 fn leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut patience = Patience::new(Duration::from_secs(10), Duration::from_millis(100));
     loop {
         let output = sluice(
             &[
@@ -222,11 +248,11 @@ fn leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
                 .collect();
         }
         assert!(
-            Instant::now() < deadline,
+            !patience.exhausted(),
             "describing {topic} at {bootstrap}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        std::thread::sleep(Duration::from_millis(100));
+        patience.pause();
     }
 }
 
@@ -287,7 +313,7 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
     // Brokers register with the controller as they come up; a topic is
     // spread over those registered when it is created. Probe until all
     // three are.
-    let deadline = Instant::now() + ELECTION_WAIT;
+    let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(300));
     for probe in 0.. {
         let topic = format!("probe-{probe}");
         create_topic(&nodes[1].address, &topic, "3");
@@ -296,8 +322,8 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
         if spread.len() == 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "brokers did not all register");
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(!patience.exhausted(), "brokers did not all register");
+        patience.pause();
     }
     create_topic(&nodes[1].address, "orders", "6");
     let placed = leaders(&nodes[2].address, "orders");
@@ -342,7 +368,7 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
 
     // The killed node comes back, catches up and serves its partitions.
     nodes[killed].start();
-    let deadline = Instant::now() + ELECTION_WAIT;
+    let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(200));
     loop {
         let output = sluice(
             &[
@@ -358,11 +384,8 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
         if output.status.success() && stdout(&output).contains("PartitionCount: 2") {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "node {controller} did not catch up"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(!patience.exhausted(), "node {controller} did not catch up");
+        patience.pause();
     }
     produce(&bootstrap_all, "orders", "k0:after\n");
     assert_eq!(consume_count(&bootstrap_all, "orders", 61), 61);
