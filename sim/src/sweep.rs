@@ -130,9 +130,16 @@ pub fn summarise(records: &[RunRecord], out: &mut dyn Write) -> anyhow::Result<i
             );
         }
     }
+    // The scenario column fits the longest name, so the table stays aligned.
+    let width = by_scenario
+        .keys()
+        .map(|name| name.len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     writeln!(
         out,
-        "{:<16} {:>6} {:>6} {:>13} {:>15}",
+        "{:<width$} {:>6} {:>6} {:>13} {:>15}",
         "SCENARIO", "SEEDS", "FAILED", "SEEDS/MIN", "SIM-S/WALL-S"
     )?;
     for (scenario, runs) in &by_scenario {
@@ -145,7 +152,7 @@ pub fn summarise(records: &[RunRecord], out: &mut dyn Write) -> anyhow::Result<i
         let wall_minutes = wall_ms as f64 / 60_000.0;
         writeln!(
             out,
-            "{:<16} {:>6} {:>6} {:>13.1} {:>15.1}",
+            "{:<width$} {:>6} {:>6} {:>13.1} {:>15.1}",
             scenario,
             runs.len(),
             failed,

@@ -161,4 +161,9 @@ scenario_tests! {
     power_loss_passes, power_loss_is_deterministic => "power-loss", CI_SEEDS;
     orders_cluster_passes, orders_cluster_is_deterministic => "orders-cluster", CI_SEEDS;
     ingest_cluster_passes, ingest_cluster_is_deterministic => "ingest-cluster", CI_SEEDS;
+    power_loss_cluster_passes, power_loss_cluster_is_deterministic => "power-loss-cluster", CI_SEEDS;
+    balances_cluster_passes, balances_cluster_is_deterministic => "balances-cluster", CI_SEEDS;
+    fanout_cluster_passes, fanout_cluster_is_deterministic => "fanout-cluster", CI_SEEDS;
+    slow_consumer_cluster_passes, slow_consumer_cluster_is_deterministic => "slow-consumer-cluster", CI_SEEDS;
+    crawler_cluster_passes, crawler_cluster_is_deterministic => "crawler-cluster", CRAWLER_CI_SEEDS;
 }

@@ -14,6 +14,15 @@ use crate::history::{Entry, Event, FaultKind, Kind, Op, Record};
 /// A partition, borrowed from the history: `(topic, partition)`.
 pub(crate) type Tp<'a> = (&'a str, i32);
 
+/// A power-lost broker reopened a partition's log: its `Recovered` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossShown<'a> {
+    pub index: u64,
+    pub tp: Tp<'a>,
+    /// Where the reopened log ends: what survived.
+    pub log_end_offset: i64,
+}
+
 /// How anomalies and summaries print a partition: Kafka's `topic-partition`.
 pub(crate) fn show(tp: Tp<'_>) -> String {
     format!("{}-{}", tp.0, tp.1)
@@ -79,7 +88,7 @@ pub(crate) struct Facts<'a> {
     pub power_losses: Vec<u64>,
     /// Where a power-lost broker reopened a log (its `Recovered` events up
     /// to its next clean crash): the loss becomes visible there.
-    pub losses_shown: Vec<u64>,
+    pub losses_shown: Vec<LossShown<'a>>,
     /// Per producer process, the entries after which it may be a new
     /// idempotent session (a new producer id): a send that failed or whose
     /// outcome is unknown, or a crash or restart of the process. Ascending.
@@ -135,8 +144,17 @@ impl<'a> Facts<'a> {
                     // The loss shows when the power-lost broker reopens its
                     // logs; with several brokers, the others went on
                     // answering (commits, acks) in between.
-                    Event::Recovered { .. } if lossy_brokers.contains(entry.process.as_str()) => {
-                        losses_shown.push(entry.index)
+                    Event::Recovered {
+                        topic,
+                        partition,
+                        log_end_offset,
+                        ..
+                    } if lossy_brokers.contains(entry.process.as_str()) => {
+                        losses_shown.push(LossShown {
+                            index: entry.index,
+                            tp: (topic.as_str(), *partition),
+                            log_end_offset: *log_end_offset,
+                        })
                     }
                     // A restarted producer is a new idempotent session.
                     Event::Fault {
@@ -261,8 +279,23 @@ impl<'a> Facts<'a> {
             && self
                 .power_losses
                 .iter()
-                .chain(&self.losses_shown)
+                .chain(self.losses_shown.iter().map(|shown| &shown.index))
                 .any(|&index| after < index && index < before)
+    }
+
+    /// Whether a consumer that had read `tp` up to `previous` may read it
+    /// again from `offset` at entry `index` without a seek: a power-lost
+    /// log of `tp` reopened ending at or below `previous`, so the consumer's
+    /// position was out of range and reset, as Kafka's consumers reset, to
+    /// an offset that survived.
+    pub fn reset_permitted(&self, tp: Tp<'_>, index: u64, previous: i64, offset: i64) -> bool {
+        !self.settings.flush_on_ack
+            && self.losses_shown.iter().any(|shown| {
+                shown.tp == tp
+                    && shown.index < index
+                    && previous >= shown.log_end_offset
+                    && offset <= shown.log_end_offset
+            })
     }
 
     /// Whether the entry at `index` is a power loss that may legitimately lose
@@ -562,6 +595,21 @@ pub(crate) mod build {
         }
 
         /// Logs a fault's beginning; returns its index.
+        /// `broker` reopened partition `partition`'s log, ending at
+        /// `log_end_offset`.
+        pub fn recovered(&mut self, broker: &str, partition: i32, log_end_offset: i64) -> u64 {
+            self.event_by(
+                broker,
+                Event::Recovered {
+                    broker: broker.into(),
+                    topic: TOPIC.into(),
+                    partition,
+                    log_end_offset,
+                    high_watermark: log_end_offset,
+                },
+            )
+        }
+
         pub fn fault(&mut self, kind: FaultKind, target: &str, power_loss: bool) -> u64 {
             self.event(Event::Fault {
                 kind,
@@ -643,7 +691,8 @@ mod tests {
         let clean = h.event_by("broker-1", recovered("broker-1"));
         let history = h.build();
         let facts = Facts::new(&history);
-        assert_eq!(facts.losses_shown, vec![shown]);
+        let shown_at: Vec<u64> = facts.losses_shown.iter().map(|l| l.index).collect();
+        assert_eq!(shown_at, vec![shown]);
         assert!(facts.loss_permitted_between(between.1, shown + 1));
         assert!(!facts.loss_permitted_between(between.1, other + 1));
         assert!(!facts.loss_permitted_between(after_clean.1, clean + 1));

@@ -655,6 +655,40 @@ impl<'f, 'a> State<'f, 'a> {
     fn poll(&mut self, entry: &'a Entry, records: &'a [Record]) {
         let process = entry.process.as_str();
         let consumer = self.consumers.entry(process).or_default();
+        // A consumer whose partition's log came back shorter after a power
+        // loss is reset to an offset that survived: as if it had sought
+        // there, what it processed beyond no longer bounds its commits.
+        let mut reset_to: BTreeMap<Tp<'a>, i64> = BTreeMap::new();
+        for record in records {
+            reset_to.entry(record_tp(record)).or_insert(record.offset);
+        }
+        for (tp, first) in reset_to {
+            let Some(partition) = consumer.partitions.get(&tp) else {
+                continue;
+            };
+            let previous = partition
+                .processed_max
+                .map(|(max, _)| max)
+                .into_iter()
+                .chain(partition.unprocessed.keys().next_back().copied())
+                .max();
+            let Some(previous) = previous.filter(|previous| first <= *previous) else {
+                continue;
+            };
+            if self.facts.reset_permitted(tp, entry.index, previous, first) {
+                self.counts.excused += 1;
+                if let Some(group) = consumer.group {
+                    self.last_seek.insert((group, tp), entry.index);
+                }
+                consumer.partitions.insert(
+                    tp,
+                    PartitionState {
+                        start: Some(first),
+                        ..PartitionState::default()
+                    },
+                );
+            }
+        }
         let mut firsts: BTreeMap<Tp<'a>, i64> = BTreeMap::new();
         let mut unowned_reported = BTreeSet::new();
         let mut above_reported = BTreeSet::new();
@@ -784,6 +818,38 @@ mod tests {
             ],
         );
         (h, poll)
+    }
+
+    /// A consumer processed @0..@2, its partition's power-lost log came
+    /// back ending at @1, and it was reset to @0: committing what it
+    /// processes anew is not behind. Without the loss it is.
+    #[test]
+    fn commits_after_a_reset_to_a_surviving_offset_are_not_behind() {
+        for shown in [true, false] {
+            let mut h = H::new(false, true);
+            h.high_watermark(0, 100);
+            h.generation(G, 1);
+            h.assign(C0, G, 1, &[0]);
+            let records: Vec<_> = (0..3).map(|o| record(0, o, None, "v")).collect();
+            h.poll(C0, G, records.clone());
+            for record in records {
+                h.process(C0, G, record);
+            }
+            h.commit(C0, G, 1, &[(0, 3)]);
+            h.fault(FaultKind::CrashBroker, "broker-1", true);
+            if shown {
+                h.recovered("broker-1", 0, 1);
+            }
+            h.poll(C0, G, vec![record(0, 0, None, "w")]);
+            h.process(C0, G, record(0, 0, None, "w"));
+            h.commit(C0, G, 1, &[(0, 1)]);
+            let verdict = OffsetCommits.check(&h.build());
+            if shown {
+                assert!(verdict.valid, "{verdict:?}");
+            } else {
+                assert_eq!(prefixes(&verdict), vec!["commit-behind"], "{verdict:?}");
+            }
+        }
     }
 
     #[test]

@@ -129,7 +129,12 @@ fn check_polls(history: &[Entry], facts: &Facts<'_>, anomalies: &mut Vec<Anomaly
                     let offset = record.offset;
                     if let Some(&(previous, previous_poll)) = last.get(&(process, tp)) {
                         let within = previous_poll == entry.index;
-                        let problem = if offset <= previous {
+                        let reset = !within
+                            && offset <= previous
+                            && facts.reset_permitted(tp, entry.index, previous, offset);
+                        let problem = if reset {
+                            None
+                        } else if offset <= previous {
                             Some("nonmonotonic-poll")
                         } else if offset > previous.saturating_add(1) {
                             Some("poll-skip")
@@ -276,6 +281,46 @@ mod tests {
         );
         assert_eq!(verdict.anomalies[0].entries, vec![skip]);
         assert_eq!(verdict.anomalies[1].entries, vec![back]);
+    }
+
+    /// With several brokers, a consumer may read a partition past what its
+    /// power-lost broker kept, and is reset when that log comes back
+    /// shorter. Reading again from an offset that survived is excused; the
+    /// same step back with no such recovery, under `flush_on_ack`, or to
+    /// an offset above what survived is not.
+    #[test]
+    fn a_reset_after_a_shown_loss_is_excused_and_nothing_else() {
+        let history = |flush_on_ack: bool, recovered_end: Option<i64>, reset_to: i64| {
+            let mut h = H::new(flush_on_ack, true);
+            let records = |range: std::ops::Range<i64>| -> Vec<_> {
+                range.map(|o| record(0, o, None, "v")).collect()
+            };
+            h.poll("consumer-0", "g", records(0..3));
+            // The loss shows at the recovery; without one there is no
+            // power loss at all here. Meanwhile the consumer polls what it
+            // had fetched before the broker went down.
+            if recovered_end.is_some() {
+                h.fault(FaultKind::CrashBroker, "broker-1", true);
+            }
+            h.poll("consumer-0", "g", records(3..5));
+            if let Some(end) = recovered_end {
+                h.recovered("broker-1", 0, end);
+            }
+            h.poll("consumer-0", "g", vec![record(0, reset_to, None, "w")]);
+            Ordering.check(&h.build())
+        };
+        assert!(history(false, Some(2), 0).valid);
+        assert!(history(false, Some(2), 2).valid);
+        for (flush_on_ack, end, reset_to) in
+            [(false, None, 0), (true, Some(2), 0), (false, Some(2), 3)]
+        {
+            let verdict = history(flush_on_ack, end, reset_to);
+            assert_eq!(
+                descriptions(&verdict),
+                vec!["nonmonotonic-poll"],
+                "{flush_on_ack} {end:?} {reset_to}"
+            );
+        }
     }
 
     #[test]
