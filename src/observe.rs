@@ -92,6 +92,18 @@ pub enum Fact {
         member: String,
         reason: RemovalReason,
     },
+    /// This broker became the metadata quorum's leader, the active
+    /// controller, in `epoch` (its claim is durable before it acts).
+    QuorumLeader { epoch: i32 },
+    /// This broker applied the committed metadata log entry at `offset`,
+    /// written in quorum epoch `epoch`, whose payload has CRC32C `digest`.
+    /// Every broker applies the same entries in the same order, so two
+    /// brokers' facts for one offset must agree.
+    MetadataApplied {
+        offset: u64,
+        epoch: i32,
+        digest: u32,
+    },
     /// A request the broker received or the response it sent, for readable
     /// traces. Reported only when [`Observer::wants_wire`] says so, since the
     /// summary costs a formatting pass over the message.

@@ -56,10 +56,13 @@ pub enum Bug {
     /// The group coordinator never expires a member whose session lapsed,
     /// so a crashed consumer keeps its partitions for ever.
     SessionExpirySkipped,
+    /// A metadata quorum voter grants its vote to every candidate of an
+    /// epoch, not only the first, so two candidates can both win it.
+    VoteTwice,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 13] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -72,6 +75,7 @@ impl Bug {
         Bug::SegmentRollLosesIndex,
         Bug::RebalanceDeadlineIgnored,
         Bug::SessionExpirySkipped,
+        Bug::VoteTwice,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -89,6 +93,7 @@ impl Bug {
             Bug::SegmentRollLosesIndex => "segment-roll-loses-index",
             Bug::RebalanceDeadlineIgnored => "rebalance-deadline-ignored",
             Bug::SessionExpirySkipped => "session-expiry-skipped",
+            Bug::VoteTwice => "vote-twice",
         }
     }
 
@@ -111,6 +116,7 @@ impl Bug {
                 "a rebalance deadline is now * timeout, not now + timeout"
             }
             Bug::SessionExpirySkipped => "members whose session lapsed are never expired",
+            Bug::VoteTwice => "a quorum voter grants every candidate of an epoch its vote",
         }
     }
 

@@ -514,10 +514,11 @@ impl Quorum {
         let granted = epoch == self.state.epoch
             && candidate_id == from
             && self.state.leader_id.is_none()
-            && self
+            && (self
                 .state
                 .voted_for
                 .is_none_or(|voted| voted == candidate_id)
+                || crate::planted!(VoteTwice))
             && up_to_date;
         if granted && self.state.voted_for.is_none() {
             self.state.voted_for = Some(candidate_id);

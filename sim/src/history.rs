@@ -198,6 +198,17 @@ pub enum Event {
         partition: i32,
         high_watermark: i64,
     },
+    /// A broker became the metadata quorum's leader (the active
+    /// controller) in quorum epoch `epoch`.
+    QuorumLeader { broker: String, epoch: i32 },
+    /// A broker applied the committed metadata log entry at `offset`,
+    /// written in quorum epoch `epoch`, whose payload has CRC32C `digest`.
+    MetadataApplied {
+        broker: String,
+        offset: u64,
+        epoch: i32,
+        digest: u32,
+    },
     /// A broker opened a partition's log on start: what recovery kept.
     Recovered {
         broker: String,

@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 12] = [
+pub const TARGETS: [Target; 13] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -82,6 +82,11 @@ pub const TARGETS: [Target; 12] = [
         bug: Bug::SessionExpirySkipped,
         scenario: "fanout",
         checker: "group-liveness",
+    },
+    Target {
+        bug: Bug::VoteTwice,
+        scenario: "ingest-cluster",
+        checker: "single-leader",
     },
 ];
 

@@ -154,6 +154,17 @@ impl Observer for BrokerObserver {
                 generation,
                 rebalance_timeout_ms,
             },
+            Fact::QuorumLeader { epoch } => Event::QuorumLeader { broker, epoch },
+            Fact::MetadataApplied {
+                offset,
+                epoch,
+                digest,
+            } => Event::MetadataApplied {
+                broker,
+                offset,
+                epoch,
+                digest,
+            },
             Fact::Generation { group, generation } => Event::Generation {
                 broker,
                 group,

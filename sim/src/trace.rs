@@ -185,6 +185,13 @@ fn describe_event(event: &Event) -> String {
         } => format!(
             "recovered {topic}-{partition} log-end = {log_end_offset} high-watermark = {high_watermark}"
         ),
+        Event::QuorumLeader { epoch, .. } => format!("quorum leader in epoch {epoch}"),
+        Event::MetadataApplied {
+            offset,
+            epoch,
+            digest,
+            ..
+        } => format!("metadata applied @{offset} epoch {epoch} digest {digest:08x}"),
         Event::Generation {
             group, generation, ..
         } => format!("generation {group} = {generation}"),

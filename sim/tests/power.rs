@@ -69,4 +69,5 @@ planted_bug_tests! {
     segment_roll_loses_index_is_caught => Bug::SegmentRollLosesIndex;
     rebalance_deadline_ignored_is_caught => Bug::RebalanceDeadlineIgnored;
     session_expiry_skipped_is_caught => Bug::SessionExpirySkipped;
+    vote_twice_is_caught => Bug::VoteTwice;
 }

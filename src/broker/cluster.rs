@@ -26,11 +26,12 @@ use super::partition::Partition;
 use super::{Broker, Topic};
 use crate::client::connection::{Connection, ConnectionConfig};
 use crate::clock::SharedClock;
-use crate::cluster::{ControllerQuorum, PeerQueues, ProposeError, QuorumStatus};
+use crate::cluster::{ControllerQuorum, PeerQueues, ProposeError, QuorumSetup, QuorumStatus};
 use crate::config::BrokerConfig;
 use crate::log::PartitionLog;
 use crate::metadata::{BrokerEndpoint, MetadataRecord, PartitionImage, OFFSETS_TOPIC};
 use crate::net::Connector;
+use crate::observe::Fact;
 use crate::quorum::LEADER_CHANGE;
 use crate::storage::SharedStorage;
 
@@ -65,19 +66,19 @@ impl ClusterState {
         storage: &SharedStorage,
         clock: &SharedClock,
         connector: Arc<dyn Connector>,
+        observed: crate::observe::Observed,
     ) -> io::Result<ClusterState> {
         let voters: BTreeMap<i32, String> =
             config.controller_quorum_voters.iter().cloned().collect();
-        let (quorum, peer_queues) = ControllerQuorum::open(
-            config.node_id,
+        let setup = QuorumSetup {
+            node_id: config.node_id,
             voters,
-            storage.clone(),
-            &config.log_dirs,
-            &config.log,
-            clock.clone(),
-            config.quorum_seed,
-        )
-        .await?;
+            log_dirs: &config.log_dirs,
+            log_config: &config.log,
+            seed: config.quorum_seed,
+        };
+        let (quorum, peer_queues) =
+            ControllerQuorum::open(setup, storage.clone(), clock.clone(), observed).await?;
         let (host, port) = super::split_host_port(
             config
                 .advertised_listener
@@ -414,6 +415,11 @@ async fn apply_loop(broker: Weak<Broker>, mut status: watch::Receiver<QuorumStat
             let entries = cluster.quorum.committed(applied).await;
             for entry in entries {
                 applied += 1;
+                broker.observed.report(|| Fact::MetadataApplied {
+                    offset: applied - 1,
+                    epoch: entry.epoch,
+                    digest: crc32c::crc32c(&entry.payload),
+                });
                 if entry.payload.as_ref() == LEADER_CHANGE {
                     continue;
                 }

@@ -294,7 +294,10 @@ impl Broker {
         let (data_arrived, _) = watch::channel(0);
         let (persist_queue, persist_requests) = mpsc::channel(offsets::PERSIST_QUEUE_MAX);
         let cluster = if clustered {
-            Some(cluster::ClusterState::open(&config, &storage, &clock, connector).await?)
+            Some(
+                cluster::ClusterState::open(&config, &storage, &clock, connector, observed.clone())
+                    .await?,
+            )
         } else {
             None
         };

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use crate::client::connection::{Connection, ConnectionConfig};
 use crate::clock::SharedClock;
 use crate::net::Connector;
+use crate::observe::{Fact, Observed};
 use crate::quorum::{Entry, Message, NodeId, Quorum, QuorumConfig, Role};
 use crate::storage::SharedStorage;
 
@@ -110,6 +111,19 @@ pub struct ControllerQuorum {
     /// The high watermark last sent to each follower, so a fetch is held
     /// only when its answer would tell the follower nothing new.
     sent_high_watermarks: std::sync::Mutex<BTreeMap<NodeId, u64>>,
+    /// Who hears that this voter became leader.
+    observed: Observed,
+}
+
+/// Who this voter is and where it keeps its state.
+pub struct QuorumSetup<'a> {
+    pub node_id: NodeId,
+    /// Every voter's id and the address its quorum requests go to.
+    pub voters: BTreeMap<NodeId, String>,
+    pub log_dirs: &'a std::path::Path,
+    pub log_config: &'a crate::log::LogConfig,
+    /// Seeds the randomised election timeouts.
+    pub seed: u64,
 }
 
 /// The receiving ends of the peer queues, until [`ControllerQuorum::spawn`]
@@ -117,17 +131,20 @@ pub struct ControllerQuorum {
 pub struct PeerQueues(Vec<(NodeId, String, mpsc::Receiver<Message>)>);
 
 impl ControllerQuorum {
-    /// Recovers this voter's quorum state and metadata log. `voters` maps
-    /// every voter's id to the address its quorum requests go to.
+    /// Recovers this voter's quorum state and metadata log.
     pub async fn open(
-        node_id: NodeId,
-        voters: BTreeMap<NodeId, String>,
+        setup: QuorumSetup<'_>,
         storage: SharedStorage,
-        log_dirs: &std::path::Path,
-        log_config: &crate::log::LogConfig,
         clock: SharedClock,
-        seed: u64,
+        observed: Observed,
     ) -> std::io::Result<(Arc<ControllerQuorum>, PeerQueues)> {
+        let QuorumSetup {
+            node_id,
+            voters,
+            log_dirs,
+            log_config,
+            seed,
+        } = setup;
         let now_ms = clock.now_ms();
         let (store, recovered) =
             store::QuorumStore::open(storage, log_dirs, log_config, now_ms).await?;
@@ -166,6 +183,7 @@ impl ControllerQuorum {
             status: watch::channel(status).0,
             peers,
             sent_high_watermarks: std::sync::Mutex::new(BTreeMap::new()),
+            observed,
         });
         Ok((quorum, PeerQueues(queues)))
     }
@@ -402,6 +420,13 @@ impl ControllerQuorum {
                 return false;
             }
             if current.leader_id != status.leader_id || current.epoch != status.epoch {
+                if status.leader_id == Some(self.node_id) {
+                    // Reported while the quorum's lock is held, so in the
+                    // order the claims were made.
+                    self.observed.report(|| Fact::QuorumLeader {
+                        epoch: status.epoch,
+                    });
+                }
                 tracing::info!(
                     node = self.node_id,
                     epoch = status.epoch,

@@ -17,6 +17,7 @@ mod intact_reads;
 mod lost_write;
 mod offset_commits;
 mod ordering;
+mod quorum;
 mod unseen;
 
 pub use at_least_once::AtLeastOnce;
@@ -27,6 +28,7 @@ pub use intact_reads::IntactReads;
 pub use lost_write::LostWrite;
 pub use offset_commits::OffsetCommits;
 pub use ordering::Ordering;
+pub use quorum::{MetadataAgreement, SingleLeader};
 pub use unseen::Unseen;
 
 /// Whether a violation breaks safety (something bad happened) or liveness
@@ -80,6 +82,8 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(OffsetCommits),
         Box::new(AtLeastOnce),
         Box::new(GroupLiveness),
+        Box::new(SingleLeader),
+        Box::new(MetadataAgreement),
     ]
 }
 
@@ -121,6 +125,22 @@ mod tests {
     /// final reads. Every checker must pass it.
     fn clean_run() -> History {
         let mut h = H::new(true, true);
+        h.event_by(
+            "broker-0",
+            Event::QuorumLeader {
+                broker: "broker-0".into(),
+                epoch: 1,
+            },
+        );
+        h.event_by(
+            "broker-0",
+            Event::MetadataApplied {
+                broker: "broker-0".into(),
+                offset: 0,
+                epoch: 1,
+                digest: 0xdead_beef,
+            },
+        );
         let mut log: [Vec<Record>; 2] = Default::default();
         for sequence in 0..6 {
             for producer in ["producer-0", "producer-1"] {
@@ -174,7 +194,9 @@ mod tests {
                 "ordering",
                 "offset-commits",
                 "at-least-once",
-                "group-liveness"
+                "group-liveness",
+                "single-leader",
+                "metadata-agreement"
             ]
         );
         for verdict in &verdicts {
