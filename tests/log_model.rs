@@ -56,7 +56,27 @@ fn decode_values(mut bytes: Bytes) -> Vec<(i64, Vec<u8>)> {
 struct Model {
     /// Values by offset; entries below `log_start` are gone.
     values: Vec<Vec<u8>>,
+    /// The leader epoch each offset was written in.
+    epochs: Vec<i32>,
     log_start: i64,
+    /// Appends so far: the epoch rises every third one, as if leaders
+    /// changed.
+    appends: i32,
+}
+
+impl Model {
+    /// OffsetForLeaderEpoch over the records that remain.
+    fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let kept = &self.epochs[self.log_start as usize..];
+        let Some(found) = kept.iter().copied().filter(|e| *e <= epoch).max() else {
+            return (-1, -1);
+        };
+        let end = kept
+            .iter()
+            .position(|e| *e > found)
+            .map_or(self.epochs.len() as i64, |i| self.log_start + i as i64);
+        (found, end)
+    }
 }
 
 async fn open(storage: &MemStorage, config: &LogConfig) -> PartitionLog {
@@ -104,17 +124,24 @@ async fn run(ops: Vec<Op>, flush_on_ack: bool) {
     let mut replica = replica_of(&log, flush_on_ack);
     let mut model = Model {
         values: Vec::new(),
+        epochs: Vec::new(),
         log_start: 0,
+        appends: 0,
     };
     for op in ops {
         match op {
             Op::Append(values) => {
                 let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
                 let batch = encode_batch(&slices, 1_000, -1, -1, -1);
+                let epoch = model.appends / 3;
+                model.appends += 1;
                 let outcome = log
-                    .append(BytesMut::from(&batch[..]), 0, 1_000)
+                    .append(BytesMut::from(&batch[..]), epoch, 1_000)
                     .await
                     .expect("append");
+                model
+                    .epochs
+                    .extend(std::iter::repeat_n(epoch, values.len()));
                 assert_eq!(outcome.base_offset, model.values.len() as i64);
                 assert_eq!(
                     outcome.last_offset,
@@ -168,6 +195,7 @@ async fn run(ops: Vec<Op>, flush_on_ack: bool) {
                     end <= wanted.max(log.log_start_offset()) || end == model.values.len() as i64
                 );
                 model.values.truncate(end as usize);
+                model.epochs.truncate(end as usize);
             }
             Op::Retention => {
                 log.apply_retention(1_000).await.expect("retention");
@@ -197,6 +225,7 @@ async fn run(ops: Vec<Op>, flush_on_ack: bool) {
                     "recovery invented records"
                 );
                 model.values.truncate(end as usize);
+                model.epochs.truncate(end as usize);
                 assert_eq!(
                     log.log_start_offset(),
                     model.log_start.min(end).max(log.log_start_offset())
@@ -218,6 +247,15 @@ async fn run(ops: Vec<Op>, flush_on_ack: bool) {
             }
         }
         settle(&mut log, &mut replica);
+        // The leader-epoch cache, rebuilt from headers on every open, answers
+        // as the per-record model does.
+        for epoch in -1..=model.appends / 3 + 1 {
+            assert_eq!(
+                log.end_offset_for_epoch(epoch),
+                model.end_offset_for_epoch(epoch),
+                "epoch {epoch}"
+            );
+        }
         if flush_on_ack {
             assert!(log.high_watermark() <= log.durable_offset());
         } else {

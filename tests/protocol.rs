@@ -197,6 +197,9 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
                 ApiKey::InitProducerId => frame(key, version, &InitProducerIdRequest::default()),
                 // A one-node broker has no quorum to step: these answer
                 // with an error code, never a hang or a closed connection.
+                ApiKey::OffsetForLeaderEpoch => {
+                    frame(key, version, &OffsetForLeaderEpochRequest::default())
+                }
                 ApiKey::Vote => frame(key, version, &VoteRequest::default()),
                 ApiKey::BeginQuorumEpoch => {
                     frame(key, version, &BeginQuorumEpochRequest::default())
@@ -520,4 +523,76 @@ async fn a_generation_that_cannot_be_persisted_is_never_handed_out() {
     let joined: JoinGroupResponse = call(&restarted.broker, ApiKey::JoinGroup, 5, &join).await;
     assert_eq!(joined.error_code, 0);
     assert!(joined.generation_id >= 1);
+}
+
+#[tokio::test]
+async fn offset_for_leader_epoch_answers_where_an_epoch_ends() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let test = start_broker(test_config()).await;
+    let broker = &test.broker;
+    broker.create_topic("t", 1, false).await.unwrap();
+    for value in [b"a".as_slice(), b"b", b"c"] {
+        assert_eq!(
+            produce_one(broker, "t", encode_batch(&[value], 1, -1, -1, -1))
+                .await
+                .0,
+            0
+        );
+    }
+    let ask = |topic: &str, current_leader_epoch: i32, leader_epoch: i32| {
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(current_leader_epoch)
+                    .with_leader_epoch(leader_epoch)])])
+    };
+    let answer = |response: OffsetForLeaderEpochResponse| {
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    for version in 2..=4 {
+        // One broker has led every batch in epoch 0: it ends at the log end.
+        let response: OffsetForLeaderEpochResponse = call(
+            broker,
+            ApiKey::OffsetForLeaderEpoch,
+            version,
+            &ask("t", -1, 0),
+        )
+        .await;
+        assert_eq!(answer(response), (0, 0, 3));
+        // A later epoch than any in the log answers the latest one.
+        let response = call(
+            broker,
+            ApiKey::OffsetForLeaderEpoch,
+            version,
+            &ask("t", 0, 7),
+        )
+        .await;
+        assert_eq!(answer(response), (0, 0, 3));
+        // A stale current leader epoch is fenced, a future one unknown.
+        let response = call(
+            broker,
+            ApiKey::OffsetForLeaderEpoch,
+            version,
+            &ask("t", 5, 0),
+        )
+        .await;
+        assert_eq!(answer(response).0, ResponseError::UnknownLeaderEpoch.code());
+        let response = call(
+            broker,
+            ApiKey::OffsetForLeaderEpoch,
+            version,
+            &ask("missing", -1, 0),
+        )
+        .await;
+        assert_eq!(
+            answer(response).0,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+    }
 }

@@ -321,6 +321,8 @@ impl Summarise for InitProducerIdRequest {}
 impl Summarise for FindCoordinatorRequest {}
 impl Summarise for OffsetFetchRequest {}
 impl Summarise for OffsetFetchResponse {}
+impl Summarise for OffsetForLeaderEpochRequest {}
+impl Summarise for OffsetForLeaderEpochResponse {}
 impl Summarise for VoteRequest {}
 impl Summarise for VoteResponse {}
 impl Summarise for BeginQuorumEpochRequest {}

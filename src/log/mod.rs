@@ -19,6 +19,7 @@
 //! read never returns a batch at or past the bound it was given.
 
 pub mod batch;
+pub mod leader_epochs;
 pub mod producer_state;
 pub mod segment;
 pub mod testing;
@@ -131,6 +132,8 @@ pub struct PartitionLog {
     /// When the oldest unflushed append happened, for `log.flush.interval.ms`.
     oldest_unflushed_ms: Option<i64>,
     producers: ProducerStateManager,
+    /// Where each leader epoch's writes start, rebuilt from batch headers.
+    epochs: leader_epochs::LeaderEpochCache,
 }
 
 impl PartitionLog {
@@ -163,6 +166,7 @@ impl PartitionLog {
             unflushed_messages: 0,
             oldest_unflushed_ms: None,
             producers: ProducerStateManager::default(),
+            epochs: leader_epochs::LeaderEpochCache::default(),
         };
         let mut cut_at: Option<usize> = None;
         for (at, base_offset) in bases.iter().enumerate() {
@@ -173,6 +177,8 @@ impl PartitionLog {
                 .await?;
             for header in &headers {
                 log.producers.record(header);
+                log.epochs
+                    .record(header.partition_leader_epoch, header.base_offset);
             }
             if cut_bytes > 0 {
                 tracing::warn!(
@@ -263,6 +269,18 @@ impl PartitionLog {
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(Segment::size_bytes).sum()
     }
+    /// The latest leader epoch that wrote to this log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch not above `epoch` in this
+    /// log and the offset where it ends ([`leader_epochs::UNDEFINED`] below
+    /// the first).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset)
+    }
+
     pub fn max_producer_id(&self) -> Option<i64> {
         self.producers.max_producer_id()
     }
@@ -333,6 +351,8 @@ impl PartitionLog {
             .await?;
         for (_, header) in &assigned {
             self.producers.record(header);
+            self.epochs
+                .record(header.partition_leader_epoch, header.base_offset);
         }
         let record_count = (next_offset - base_offset) as u64;
         self.log_end_offset = next_offset;
@@ -530,6 +550,7 @@ impl PartitionLog {
         if !doomed.is_empty() {
             self.storage.sync_dir(&self.dir).await?;
             self.log_start_offset = *self.segments.keys().next().expect("active segment remains");
+            self.epochs.truncate_from_start(self.log_start_offset);
         }
         self.check_invariants();
         Ok(doomed.len())
@@ -558,6 +579,7 @@ impl PartitionLog {
         self.durable_offset = self.durable_offset.min(self.log_end_offset);
         self.high_watermark = self.high_watermark.min(self.log_end_offset);
         self.producers.truncate_to(self.log_end_offset);
+        self.epochs.truncate_from_end(self.log_end_offset);
         tracing::warn!(dir = %self.dir.display(), log_end_offset = self.log_end_offset, "log truncated");
         self.check_invariants();
         Ok(())

@@ -14,6 +14,7 @@ mod group_offsets;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 mod quorum;
 mod topics;
@@ -58,6 +59,7 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     topics::CREATE_TOPICS,
     topics::DELETE_TOPICS,
     init_producer_id::INIT_PRODUCER_ID,
+    offset_for_leader_epoch::OFFSET_FOR_LEADER_EPOCH,
     quorum::VOTE,
     quorum::BEGIN_QUORUM_EPOCH,
     quorum::DESCRIBE_QUORUM,
@@ -329,6 +331,7 @@ impl Broker {
             OffsetFetch => OffsetFetchRequest => offset_fetch,
             DescribeGroups => DescribeGroupsRequest => describe_groups,
             ListGroups => ListGroupsRequest => list_groups,
+            OffsetForLeaderEpoch => OffsetForLeaderEpochRequest => offset_for_leader_epoch,
             Vote => VoteRequest => vote,
             BeginQuorumEpoch => BeginQuorumEpochRequest => begin_quorum_epoch,
             DescribeQuorum => DescribeQuorumRequest => describe_quorum,
