@@ -422,3 +422,91 @@ fn segments_roll_on_size_and_time_and_retention_by_time_deletes_them() {
         assert_eq!(found, Some((11, 40_000)));
     });
 }
+
+/// A follower appends what it fetched from the leader as it is: it ends up
+/// with the same offsets, bytes, leader epochs and idempotent-producer
+/// state, keeps them across a restart, and refuses a payload that does not
+/// continue its log.
+#[tokio::test]
+async fn a_follower_copy_matches_the_leader_and_refuses_gaps() {
+    let config = LogConfig {
+        segment_bytes: 300,
+        index_interval_bytes: 64,
+        ..LogConfig::default()
+    };
+    let leader_storage = MemStorage::new();
+    let mut leader = open(&leader_storage, &config).await;
+    let producer_id = 7;
+    for (sequence, epoch) in [(0, 0), (2, 0), (4, 3), (6, 5)] {
+        let batch = encode_batch(&[b"x".as_slice(), b"y"], 1_000, producer_id, 0, sequence);
+        leader
+            .append(BytesMut::from(&batch[..]), epoch, 1_000)
+            .await
+            .expect("leader append");
+    }
+    let end = leader.log_end_offset();
+    assert_eq!(end, 8);
+
+    let follower_storage = MemStorage::new();
+    let mut follower = open(&follower_storage, &config).await;
+    let mut offset = 0;
+    while offset < end {
+        // One batch at a time, as fetches of a small max_bytes bring them.
+        let bytes = leader.read(offset, 1, end).await.expect("leader read");
+        assert!(!bytes.is_empty());
+        offset = follower
+            .append_replicated(bytes, 2_000)
+            .await
+            .expect("replicated append");
+    }
+    assert_eq!(follower.log_end_offset(), end);
+    follower.set_high_watermark(end);
+    let copy = follower.read(0, 1 << 16, end).await.expect("follower read");
+    let original = leader.read(0, 1 << 16, end).await.expect("leader read");
+    assert_eq!(decode_values(copy), decode_values(original));
+    for epoch in -1..=6 {
+        assert_eq!(
+            follower.end_offset_for_epoch(epoch),
+            leader.end_offset_for_epoch(epoch),
+            "epoch {epoch}"
+        );
+    }
+
+    // A gap, a batch that goes back, and a corrupt batch are refused.
+    let again = leader.read(0, 1, end).await.expect("read");
+    assert!(matches!(
+        follower.append_replicated(again, 2_000).await,
+        Err(LogError::NotContiguous {
+            expected: 8,
+            base_offset: 0
+        })
+    ));
+    let mut corrupt = leader.read(6, 1, end).await.expect("read").to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    follower.truncate_to(6).await.expect("truncate");
+    assert!(follower
+        .append_replicated(Bytes::from(corrupt), 2_000)
+        .await
+        .is_err());
+    let intact = leader.read(6, 1, end).await.expect("read");
+    follower
+        .append_replicated(intact, 2_000)
+        .await
+        .expect("the intact batch");
+
+    // After a restart the copy is the same, and as a new leader it answers
+    // a producer's retry with the original offsets.
+    follower.flush().await.expect("flush");
+    drop(follower);
+    let mut follower = open(&follower_storage, &config).await;
+    assert_eq!(follower.log_end_offset(), end);
+    assert_eq!(follower.end_offset_for_epoch(4), (3, 6));
+    let retry = encode_batch(&[b"x".as_slice(), b"y"], 1_000, producer_id, 0, 6);
+    let outcome = follower
+        .append(BytesMut::from(&retry[..]), 9, 3_000)
+        .await
+        .expect("retry");
+    assert!(outcome.duplicate);
+    assert_eq!(outcome.base_offset, 6);
+}

@@ -46,6 +46,7 @@ impl PartitionError {
                     ResponseError::InvalidProducerEpoch
                 }
                 LogError::Io(_) => ResponseError::KafkaStorageError,
+                LogError::NotContiguous { .. } => ResponseError::OffsetOutOfRange,
             },
         };
         error.code()

@@ -105,6 +105,10 @@ pub enum LogError {
     Sequence(#[from] SequenceError),
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
+    /// A replicated payload does not continue this log: its first batch
+    /// starts at `base_offset`, or its batches leave a gap or go back.
+    #[error("replicated batch at offset {base_offset} does not continue the log at {expected}")]
+    NotContiguous { expected: i64, base_offset: i64 },
 }
 
 /// What an append did.
@@ -368,6 +372,55 @@ impl PartitionLog {
             log_append_time_ms,
             duplicate: false,
         })
+    }
+
+    /// Appends batches fetched from the partition's leader as they are:
+    /// offsets, leader epochs and timestamps are the leader's. The payload
+    /// must continue this log exactly (the first batch at the log end, each
+    /// next one where the last ended); each batch is validated as on the
+    /// leader, and the idempotent-producer state and the leader-epoch cache
+    /// are rebuilt from the headers, so a follower that becomes leader
+    /// dedups retries and answers OffsetForLeaderEpoch as the old leader
+    /// would have. Returns the new log end offset.
+    pub async fn append_replicated(
+        &mut self,
+        payload: Bytes,
+        now_ms: i64,
+    ) -> Result<i64, LogError> {
+        let batches = batch::split_batches(&payload)?;
+        if batches.is_empty() {
+            return Ok(self.log_end_offset);
+        }
+        let mut next_offset = self.log_end_offset;
+        for (position, header) in &batches {
+            if header.base_offset != next_offset {
+                return Err(LogError::NotContiguous {
+                    expected: next_offset,
+                    base_offset: header.base_offset,
+                });
+            }
+            batch::validate(&payload[*position..*position + header.size_bytes])?;
+            next_offset = header.next_offset();
+        }
+        self.maybe_roll(payload.len() as u64, now_ms).await?;
+        let index_interval_bytes = self.config.index_interval_bytes;
+        self.active_mut()
+            .append(payload, &batches, index_interval_bytes)
+            .await?;
+        for (_, header) in &batches {
+            self.producers.record(header);
+            self.epochs
+                .record(header.partition_leader_epoch, header.base_offset);
+        }
+        let record_count = (next_offset - self.log_end_offset) as u64;
+        self.log_end_offset = next_offset;
+        self.unflushed_messages += record_count;
+        self.oldest_unflushed_ms.get_or_insert(now_ms);
+        if self.unflushed_messages >= self.config.flush_messages {
+            self.flush().await?;
+        }
+        self.check_invariants();
+        Ok(self.log_end_offset)
     }
 
     /// Sets what consumers may see, as the replica core decided: never below
