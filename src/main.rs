@@ -359,6 +359,7 @@ async fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+    broker.resign_controller().await;
     for task in &background {
         task.abort();
     }

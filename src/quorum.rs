@@ -21,10 +21,13 @@
 //! leader that has not heard fetches from a majority within the fetch timeout
 //! resigns.
 //!
-//! Not here yet: EndQuorumEpoch (a resigning leader lets the others time
-//! out), pre-vote (KIP-996: a voter cut off for a while returns with a higher
-//! epoch and unseats a healthy leader), snapshots, and changing the voter
-//! set.
+//! A leader that resigns sends EndQuorumEpoch, naming its followers most
+//! caught-up first; each stands after a wait that grows with its place, so
+//! a successor leads long before the fetch timeout would have run out.
+//!
+//! Not here yet: pre-vote (KIP-996: a voter cut off for a while returns with
+//! a higher epoch and unseats a healthy leader), snapshots, and changing the
+//! voter set.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -98,6 +101,15 @@ pub enum Message {
     BeginQuorumEpoch {
         epoch: i32,
         leader_id: NodeId,
+    },
+    /// The leader of `epoch` gave up (for want of a majority, or shutting
+    /// down): its followers stand at once instead of waiting out the fetch
+    /// timeout, the most caught-up first.
+    EndQuorumEpoch {
+        epoch: i32,
+        leader_id: NodeId,
+        /// The other voters, most caught-up first.
+        preferred_successors: Vec<NodeId>,
     },
     Fetch(FetchRequest),
     FetchResponse(FetchResponse),
@@ -188,8 +200,11 @@ pub enum Role {
         /// While a fetch is outstanding: when it was sent and its id. Only
         /// its answer is taken; duplicates and stale answers are dropped.
         fetch_sent: Option<(i64, u64)>,
+        /// The leader said it resigned (EndQuorumEpoch): answers it sent
+        /// before that no longer prove it alive.
+        leader_resigned: bool,
     },
-    /// Led this epoch and gave up for want of a majority.
+    /// Led this epoch and gave up (for want of a majority, or asked to).
     Resigned,
 }
 
@@ -246,6 +261,7 @@ impl Quorum {
             Some(leader_id) if leader_id != quorum.config.node_id => Role::Follower {
                 leader_id,
                 fetch_sent: None,
+                leader_resigned: false,
             },
             Some(_) => Role::Resigned,
             None => Role::Unattached,
@@ -379,9 +395,37 @@ impl Quorum {
         if heard >= self.majority() {
             self.deadline_ms = now_ms + fetch_timeout_ms;
         } else {
-            self.role = Role::Resigned;
-            self.deadline_ms = now_ms + self.election_wait_ms();
+            self.resign(now_ms);
         }
+    }
+
+    /// Gives up leading this epoch (check-quorum, or the shell shutting
+    /// down) and tells the other voters, so they need not wait out the
+    /// fetch timeout. A voter that does not lead does nothing.
+    pub fn resign(&mut self, now_ms: i64) {
+        let Role::Leader { progress, .. } = &self.role else {
+            return;
+        };
+        let mut successors: Vec<(u64, NodeId)> = progress
+            .iter()
+            .map(|(id, (offset, _))| (*offset, *id))
+            .collect();
+        // Most caught up first; ties by id, so the order is deterministic.
+        successors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let preferred_successors: Vec<NodeId> = successors.into_iter().map(|(_, id)| id).collect();
+        let message = Message::EndQuorumEpoch {
+            epoch: self.state.epoch,
+            leader_id: self.config.node_id,
+            preferred_successors,
+        };
+        for voter in self.others() {
+            self.ready.messages.push(Outbound {
+                to: voter,
+                message: message.clone(),
+            });
+        }
+        self.role = Role::Resigned;
+        self.deadline_ms = now_ms + self.election_wait_ms();
     }
 
     /// Handles a message from `from`.
@@ -417,6 +461,11 @@ impl Quorum {
                     self.enter_epoch(epoch, self.state.voted_for, Some(leader_id), now_ms);
                 }
             }
+            Message::EndQuorumEpoch {
+                epoch,
+                leader_id,
+                preferred_successors,
+            } => self.on_end_quorum_epoch(epoch, leader_id, &preferred_successors, now_ms),
             Message::Fetch(fetch) => self.on_fetch(from, fetch, now_ms),
             Message::FetchResponse(answer) => self.on_fetch_response(answer, now_ms),
         }
@@ -459,16 +508,27 @@ impl Quorum {
             leader_id,
         };
         self.ready.election_state = Some(self.state);
+        // A follower told its leader resigned keeps its early turn to stand
+        // through a rival's election, which it may have refused for having
+        // the longer log.
+        let hurried_ms = match self.role {
+            Role::Follower {
+                leader_resigned: true,
+                ..
+            } => self.deadline_ms,
+            _ => i64::MAX,
+        };
         self.role = match leader_id {
             Some(leader_id) if leader_id != self.config.node_id => Role::Follower {
                 leader_id,
                 fetch_sent: None,
+                leader_resigned: false,
             },
             _ => Role::Unattached,
         };
         self.deadline_ms = match self.role {
             Role::Follower { .. } => now_ms + self.config.fetch_timeout_ms,
-            _ => now_ms + self.election_wait_ms(),
+            _ => hurried_ms.min(now_ms + self.election_wait_ms()),
         };
         self.maybe_fetch(now_ms);
     }
@@ -539,6 +599,40 @@ impl Quorum {
         } else {
             self.ready.messages.push(response);
         }
+    }
+
+    /// The leader this voter follows gave up: stand soon, after a wait
+    /// that grows with its place among the preferred successors (KIP-595),
+    /// so the most caught-up voter usually stands first and wins.
+    fn on_end_quorum_epoch(
+        &mut self,
+        epoch: i32,
+        leader_id: NodeId,
+        preferred_successors: &[NodeId],
+        now_ms: i64,
+    ) {
+        let Role::Follower {
+            leader_id: following,
+            leader_resigned,
+            ..
+        } = &mut self.role
+        else {
+            return;
+        };
+        if epoch != self.state.epoch || *following != leader_id {
+            return;
+        }
+        *leader_resigned = true;
+        let rank = preferred_successors
+            .iter()
+            .position(|id| *id == self.config.node_id)
+            .unwrap_or(preferred_successors.len()) as i64;
+        // A quarter of the election timeout per place: longer than a
+        // message takes, so the first successor's Vote reaches the others
+        // before they stand themselves; a little jitter within it.
+        let step_ms = (self.config.election_timeout_ms / 4).max(4);
+        let jitter_ms = (self.rng.next_u64() % (step_ms as u64 / 4)) as i64;
+        self.deadline_ms = self.deadline_ms.min(now_ms + rank * step_ms + jitter_ms);
     }
 
     fn on_vote_response(
@@ -730,6 +824,7 @@ impl Quorum {
         let Role::Follower {
             leader_id,
             fetch_sent,
+            ..
         } = &mut self.role
         else {
             return;
@@ -767,14 +862,20 @@ impl Quorum {
             entries,
             ..
         } = answer;
-        let Role::Follower { fetch_sent, .. } = &self.role else {
+        let Role::Follower {
+            fetch_sent,
+            leader_resigned,
+            ..
+        } = &self.role
+        else {
             return;
         };
         if epoch != self.state.epoch || fetch_sent.map(|(_, id)| id) != Some(fetch_id) {
             return;
         }
+        let leader_resigned = *leader_resigned;
         self.clear_fetch();
-        if high_watermark.is_some() || diverging.is_some() {
+        if (high_watermark.is_some() || diverging.is_some()) && !leader_resigned {
             // The leader answered as leader: it is alive.
             self.deadline_ms = now_ms + self.config.fetch_timeout_ms;
         }
@@ -823,6 +924,7 @@ fn message_epoch(message: &Message) -> i32 {
         Message::Vote { epoch, .. }
         | Message::VoteResponse { epoch, .. }
         | Message::BeginQuorumEpoch { epoch, .. }
+        | Message::EndQuorumEpoch { epoch, .. }
         | Message::Fetch(FetchRequest { epoch, .. })
         | Message::FetchResponse(FetchResponse { epoch, .. }) => *epoch,
     }
@@ -1170,6 +1272,54 @@ mod tests {
         assert!(cluster.committed.len() > committed_before);
         let rejoined = &cluster.nodes[&first_leader];
         assert_eq!(rejoined.leader_id(), Some(leader));
+    }
+
+    #[test]
+    fn a_resigning_leader_hands_over_well_before_the_fetch_timeout() {
+        for seed in 3..43 {
+            resign_and_hand_over(seed);
+        }
+    }
+
+    fn resign_and_hand_over(seed: u64) {
+        let mut cluster = Cluster::new(seed, &[1, 2, 3], u64::MAX, u64::MAX);
+        cluster.run(5_000);
+        let (&first_epoch, &first_leader) = cluster.leaders.iter().next().expect("a leader");
+        let resigned_at = cluster.now_ms;
+        let node = cluster.nodes.get_mut(&first_leader).expect("leader");
+        node.resign(resigned_at);
+        assert_eq!(node.role(), &Role::Resigned);
+        let ready = node.ready();
+        let told: Vec<NodeId> = ready.messages.iter().map(|m| m.to).collect();
+        assert_eq!(told.len(), 2, "{:?}", ready.messages);
+        for outbound in ready.messages {
+            assert!(matches!(
+                outbound.message,
+                Message::EndQuorumEpoch { epoch, leader_id, ref preferred_successors }
+                    if epoch == first_epoch
+                        && leader_id == first_leader
+                        && preferred_successors.len() == 2
+            ));
+            cluster.send(first_leader, outbound);
+        }
+        // A successor leads within a fraction of the 2 s fetch timeout a
+        // follower would otherwise wait out (40 seeds: at most 330 ms).
+        let end = resigned_at + 500;
+        cluster.run(end);
+        let (&epoch, &leader) = cluster.leaders.iter().next_back().expect("a leader");
+        assert!(
+            epoch > first_epoch,
+            "seed {seed}: no election within 500 ms of resigning"
+        );
+        assert_ne!(leader, first_leader);
+        // A non-leader's resign does nothing.
+        let follower = cluster.nodes.get_mut(&first_leader).expect("node");
+        follower.resign(end);
+        assert!(!follower
+            .ready()
+            .messages
+            .iter()
+            .any(|m| matches!(m.message, Message::EndQuorumEpoch { .. })));
     }
 
     // Seeds swept once by hand before committing, with these settings: 1,500

@@ -204,6 +204,7 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
                 ApiKey::BeginQuorumEpoch => {
                     frame(key, version, &BeginQuorumEpochRequest::default())
                 }
+                ApiKey::EndQuorumEpoch => frame(key, version, &EndQuorumEpochRequest::default()),
                 ApiKey::DescribeQuorum => frame(key, version, &DescribeQuorumRequest::default()),
                 ApiKey::BrokerRegistration => {
                     frame(key, version, &BrokerRegistrationRequest::default())

@@ -304,6 +304,10 @@ pub(crate) async fn run_consumer(
     consumer.subscribe(vec![resolved.topic.clone()], None)?;
     let group_name = Some(group.group.clone());
     let mut corrupt_partitions = BTreeSet::new();
+    // What was processed and not yet committed, as an application that
+    // commits manually keeps it: a failed commit is retried with the next
+    // one, so a partition that gets no more records is still committed.
+    let mut uncommitted: BTreeMap<TopicPartition, i64> = BTreeMap::new();
     while !shared.stop.load(Ordering::Acquire) {
         let pause_until = shared
             .paused_until_ms
@@ -326,8 +330,12 @@ pub(crate) async fn run_consumer(
         );
         let polled = consumer.poll(Duration::from_millis(500)).await;
         // Group events were recorded by the observer as they happened; the
-        // queue is drained only to keep it from filling.
-        let _ = consumer.drain_group_events();
+        // queue is drained to keep it from filling, and a rebalance in it
+        // makes what was left uncommitted someone else's business: the
+        // group resumes from its committed offsets.
+        if !consumer.drain_group_events().is_empty() {
+            uncommitted.clear();
+        }
         let records = match polled {
             Ok(records) => records,
             Err(error) => {
@@ -374,13 +382,24 @@ pub(crate) async fn run_consumer(
                 },
             );
         }
-        if group.commit == CommitMode::Manual && !next_offsets.is_empty() {
-            // Each attempt is recorded by the group observer when it is sent.
-            if let Err(error) = consumer.commit_sync(Some(next_offsets)).await {
-                tracing::debug!(%error, "commit_sync failed");
+        if group.commit == CommitMode::Manual {
+            uncommitted.extend(next_offsets);
+            // A partition given away in a rebalance is its new owner's to
+            // commit.
+            let owned = consumer.assignment().to_vec();
+            uncommitted.retain(|tp, _| owned.contains(tp));
+            if !uncommitted.is_empty() {
+                // Each attempt is recorded by the group observer when it is
+                // sent.
+                match consumer.commit_sync(Some(uncommitted.clone())).await {
+                    Ok(()) => uncommitted.clear(),
+                    Err(error) => tracing::debug!(%error, "commit_sync failed"),
+                }
             }
         }
-        let _ = consumer.drain_group_events();
+        if !consumer.drain_group_events().is_empty() {
+            uncommitted.clear();
+        }
     }
     let _ = consumer.close().await;
     std::future::pending::<()>().await;

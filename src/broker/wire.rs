@@ -323,6 +323,8 @@ impl Summarise for OffsetFetchRequest {}
 impl Summarise for OffsetFetchResponse {}
 impl Summarise for OffsetForLeaderEpochRequest {}
 impl Summarise for OffsetForLeaderEpochResponse {}
+impl Summarise for EndQuorumEpochRequest {}
+impl Summarise for EndQuorumEpochResponse {}
 impl Summarise for VoteRequest {}
 impl Summarise for VoteResponse {}
 impl Summarise for BeginQuorumEpochRequest {}

@@ -8,9 +8,9 @@ use kafka_protocol::messages::fetch_response::{
     EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData as FetchPartitionData,
 };
 use kafka_protocol::messages::{
-    begin_quorum_epoch_request, begin_quorum_epoch_response, vote_request, vote_response,
-    BeginQuorumEpochRequest, BeginQuorumEpochResponse, BrokerId, FetchRequest, FetchResponse,
-    TopicName, VoteRequest, VoteResponse,
+    begin_quorum_epoch_request, begin_quorum_epoch_response, end_quorum_epoch_request,
+    vote_request, vote_response, BeginQuorumEpochRequest, BeginQuorumEpochResponse, BrokerId,
+    EndQuorumEpochRequest, FetchRequest, FetchResponse, TopicName, VoteRequest, VoteResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -20,6 +20,7 @@ use crate::quorum::{self, Message, NodeId};
 /// The versions the quorum speaks to its peers, and serves.
 pub const VOTE_VERSION: i16 = 0;
 pub const BEGIN_QUORUM_EPOCH_VERSION: i16 = 0;
+pub const END_QUORUM_EPOCH_VERSION: i16 = 0;
 /// Fetch v12: topics by name, the follower's id in `replica_id`.
 pub const QUORUM_FETCH_VERSION: i16 = 12;
 
@@ -167,6 +168,44 @@ pub fn begin_quorum_epoch_response(
     ])
 }
 
+pub fn end_quorum_epoch_request(message: &Message) -> Option<EndQuorumEpochRequest> {
+    let Message::EndQuorumEpoch {
+        epoch,
+        leader_id,
+        preferred_successors,
+    } = message
+    else {
+        return None;
+    };
+    let partition = end_quorum_epoch_request::PartitionData::default()
+        .with_partition_index(0)
+        .with_leader_id(BrokerId(*leader_id))
+        .with_leader_epoch(*epoch)
+        .with_preferred_successors(preferred_successors.clone());
+    Some(EndQuorumEpochRequest::default().with_topics(vec![
+            end_quorum_epoch_request::TopicData::default()
+                .with_topic_name(topic_name())
+                .with_partitions(vec![partition]),
+        ]))
+}
+
+/// The resigning leader and its EndQuorumEpoch.
+pub fn end_quorum_epoch_from_request(request: &EndQuorumEpochRequest) -> Option<(NodeId, Message)> {
+    let topic = request
+        .topics
+        .iter()
+        .find(|t| is_metadata_topic(&t.topic_name))?;
+    let partition = topic.partitions.iter().find(|p| p.partition_index == 0)?;
+    Some((
+        partition.leader_id.0,
+        Message::EndQuorumEpoch {
+            epoch: partition.leader_epoch,
+            leader_id: partition.leader_id.0,
+            preferred_successors: partition.preferred_successors.clone(),
+        },
+    ))
+}
+
 pub fn fetch_request(fetch: &quorum::FetchRequest) -> FetchRequest {
     let partition = FetchPartition::default()
         .with_partition(0)
@@ -301,6 +340,14 @@ mod tests {
         };
         let request = begin_quorum_epoch_request(&begin).expect("begin");
         assert_eq!(begin_quorum_epoch_from_request(&request), Some((3, begin)));
+
+        let end = Message::EndQuorumEpoch {
+            epoch: 5,
+            leader_id: 3,
+            preferred_successors: vec![2, 1],
+        };
+        let request = end_quorum_epoch_request(&end).expect("end");
+        assert_eq!(end_quorum_epoch_from_request(&request), Some((3, end)));
 
         let fetch = quorum::FetchRequest {
             epoch: 5,

@@ -62,6 +62,7 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     offset_for_leader_epoch::OFFSET_FOR_LEADER_EPOCH,
     quorum::VOTE,
     quorum::BEGIN_QUORUM_EPOCH,
+    quorum::END_QUORUM_EPOCH,
     quorum::DESCRIBE_QUORUM,
     quorum::BROKER_REGISTRATION,
 ];
@@ -334,6 +335,7 @@ impl Broker {
             OffsetForLeaderEpoch => OffsetForLeaderEpochRequest => offset_for_leader_epoch,
             Vote => VoteRequest => vote,
             BeginQuorumEpoch => BeginQuorumEpochRequest => begin_quorum_epoch,
+            EndQuorumEpoch => EndQuorumEpochRequest => end_quorum_epoch,
             DescribeQuorum => DescribeQuorumRequest => describe_quorum,
             BrokerRegistration => BrokerRegistrationRequest => broker_registration,
         )

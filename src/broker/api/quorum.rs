@@ -1,10 +1,10 @@
-//! The controller quorum's APIs: Vote, BeginQuorumEpoch and the voters'
-//! Fetch of `__cluster_metadata` (KIP-595), DescribeQuorum (what
+//! The controller quorum's APIs: Vote, BeginQuorumEpoch, EndQuorumEpoch and
+//! the voters' Fetch of `__cluster_metadata` (KIP-595), DescribeQuorum (what
 //! `kafka-metadata-quorum describe --status` asks), and BrokerRegistration
 //! (KIP-631), served by the active controller.
 //!
-//! On a one-node broker there is no quorum to step: Vote and
-//! BeginQuorumEpoch answer INCONSISTENT_VOTER_SET, and DescribeQuorum shows
+//! On a one-node broker there is no quorum to step: Vote, BeginQuorumEpoch
+//! and EndQuorumEpoch answer INCONSISTENT_VOTER_SET, and DescribeQuorum shows
 //! this broker as the only voter and leader.
 
 use kafka_protocol::error::ResponseError;
@@ -25,6 +25,8 @@ pub(super) const BEGIN_QUORUM_EPOCH: Versions = (
     0,
     wire::BEGIN_QUORUM_EPOCH_VERSION,
 );
+pub(super) const END_QUORUM_EPOCH: Versions =
+    (ApiKey::EndQuorumEpoch, 0, wire::END_QUORUM_EPOCH_VERSION);
 /// v1 adds the voters' fetch times.
 pub(super) const DESCRIBE_QUORUM: Versions = (ApiKey::DescribeQuorum, 0, 1);
 /// Versions 0 to 4 differ only in fields sluice does not read.
@@ -87,6 +89,26 @@ impl Broker {
             status.epoch,
             status.leader_id,
         ))
+    }
+
+    pub(super) async fn end_quorum_epoch(
+        &self,
+        request: EndQuorumEpochRequest,
+        _: i16,
+        _: &RequestContext,
+    ) -> Option<EndQuorumEpochResponse> {
+        let parsed = wire::end_quorum_epoch_from_request(&request);
+        let Some(((from, message), cluster)) = parsed
+            .filter(|(from, _)| self.is_voter(*from))
+            .zip(self.cluster.as_ref())
+        else {
+            return Some(
+                EndQuorumEpochResponse::default()
+                    .with_error_code(ResponseError::InconsistentVoterSet.code()),
+            );
+        };
+        cluster.quorum.step(from, message).await;
+        Some(EndQuorumEpochResponse::default())
     }
 
     /// A voter's fetch of the metadata log.
