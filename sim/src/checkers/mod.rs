@@ -17,6 +17,7 @@ mod intact_reads;
 mod lost_write;
 mod offset_commits;
 mod ordering;
+mod progress;
 mod quorum;
 mod unseen;
 
@@ -28,6 +29,7 @@ pub use intact_reads::IntactReads;
 pub use lost_write::LostWrite;
 pub use offset_commits::OffsetCommits;
 pub use ordering::Ordering;
+pub use progress::Progress;
 pub use quorum::{MetadataAgreement, SingleLeader};
 pub use unseen::Unseen;
 
@@ -82,6 +84,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(OffsetCommits),
         Box::new(AtLeastOnce),
         Box::new(GroupLiveness),
+        Box::new(Progress),
         Box::new(SingleLeader),
         Box::new(MetadataAgreement),
     ]
@@ -195,6 +198,7 @@ mod tests {
                 "offset-commits",
                 "at-least-once",
                 "group-liveness",
+                "progress",
                 "single-leader",
                 "metadata-agreement"
             ]
