@@ -488,6 +488,22 @@ impl ControllerQuorum {
     }
 }
 
+/// Sends a request whose answer the core does not need (BeginQuorumEpoch,
+/// EndQuorumEpoch); a failure is logged, and the core resends if it must.
+async fn notify<R: kafka_protocol::protocol::Request>(
+    connection: &Connection,
+    peer: NodeId,
+    request: Option<R>,
+    version: i16,
+) {
+    let Some(request) = request else {
+        return;
+    };
+    if let Err(error) = connection.send(request, version).await {
+        tracing::debug!(peer, %error, api = ?R::KEY, "quorum notification failed");
+    }
+}
+
 /// Sends one peer's queued messages, one at a time, and steps the answers
 /// back into the core.
 async fn send_loop(
@@ -531,25 +547,13 @@ async fn send_loop(
                 }
             }
             Message::BeginQuorumEpoch { .. } => {
-                if let Some(request) = wire::begin_quorum_epoch_request(&message) {
-                    if let Err(error) = connection
-                        .send(request, wire::BEGIN_QUORUM_EPOCH_VERSION)
-                        .await
-                    {
-                        tracing::debug!(peer, %error, "BeginQuorumEpoch failed");
-                    }
-                }
+                let request = wire::begin_quorum_epoch_request(&message);
+                notify(&connection, peer, request, wire::BEGIN_QUORUM_EPOCH_VERSION).await;
                 None
             }
             Message::EndQuorumEpoch { .. } => {
-                if let Some(request) = wire::end_quorum_epoch_request(&message) {
-                    if let Err(error) = connection
-                        .send(request, wire::END_QUORUM_EPOCH_VERSION)
-                        .await
-                    {
-                        tracing::debug!(peer, %error, "EndQuorumEpoch failed");
-                    }
-                }
+                let request = wire::end_quorum_epoch_request(&message);
+                notify(&connection, peer, request, wire::END_QUORUM_EPOCH_VERSION).await;
                 None
             }
             Message::Fetch(fetch) => {

@@ -353,19 +353,7 @@ impl PartitionLog {
         self.active_mut()
             .append(payload.freeze(), &assigned, index_interval_bytes)
             .await?;
-        for (_, header) in &assigned {
-            self.producers.record(header);
-            self.epochs
-                .record(header.partition_leader_epoch, header.base_offset);
-        }
-        let record_count = (next_offset - base_offset) as u64;
-        self.log_end_offset = next_offset;
-        self.unflushed_messages += record_count;
-        self.oldest_unflushed_ms.get_or_insert(now_ms);
-        if self.unflushed_messages >= self.config.flush_messages {
-            self.flush().await?;
-        }
-        self.check_invariants();
+        self.appended(&assigned, next_offset, now_ms).await?;
         Ok(AppendOutcome {
             base_offset,
             last_offset: next_offset - 1,
@@ -407,7 +395,21 @@ impl PartitionLog {
         self.active_mut()
             .append(payload, &batches, index_interval_bytes)
             .await?;
-        for (_, header) in &batches {
+        self.appended(&batches, next_offset, now_ms).await?;
+        Ok(self.log_end_offset)
+    }
+
+    /// Bookkeeping after batches were written to the active segment, the
+    /// same for a leader's append and a follower's: producer state and the
+    /// leader-epoch cache learn the headers, the log end moves, and
+    /// `log.flush.interval.messages` may call for an fsync.
+    async fn appended(
+        &mut self,
+        batches: &[(usize, BatchHeader)],
+        next_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        for (_, header) in batches {
             self.producers.record(header);
             self.epochs
                 .record(header.partition_leader_epoch, header.base_offset);
@@ -420,7 +422,7 @@ impl PartitionLog {
             self.flush().await?;
         }
         self.check_invariants();
-        Ok(self.log_end_offset)
+        Ok(())
     }
 
     /// Sets what consumers may see, as the replica core decided: never below
