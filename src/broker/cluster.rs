@@ -99,6 +99,18 @@ impl ClusterState {
         })
     }
 
+    /// A broker's connection to the active controller's quorum address.
+    fn controller_connection(&self, address: String, node_id: i32) -> Connection {
+        Connection::new(
+            address,
+            Arc::clone(&self.connector),
+            ConnectionConfig {
+                client_id: format!("sluice-broker-{node_id}"),
+                ..ConnectionConfig::default()
+            },
+        )
+    }
+
     pub(super) fn set_endpoint(&self, endpoint: BrokerEndpoint) {
         *self.endpoint.write().expect("endpoint lock") = endpoint;
     }
@@ -249,14 +261,7 @@ impl Broker {
         let Some(address) = leader.and_then(|id| cluster.quorum.voters().get(&id).cloned()) else {
             return;
         };
-        let connection = Connection::new(
-            address,
-            Arc::clone(&cluster.connector),
-            ConnectionConfig {
-                client_id: format!("sluice-broker-{}", self.config.node_id),
-                ..ConnectionConfig::default()
-            },
-        );
+        let connection = cluster.controller_connection(address, self.config.node_id);
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(CONTROLLER_WRITE_TIMEOUT_MS as i32)
             .with_topics(vec![CreatableTopic::default()
@@ -477,14 +482,7 @@ async fn register_loop(broker: Weak<Broker>) {
                             return;
                         };
                         let connection = connections.entry(leader).or_insert_with(|| {
-                            Connection::new(
-                                address,
-                                Arc::clone(&cluster.connector),
-                                ConnectionConfig {
-                                    client_id: format!("sluice-broker-{}", broker.config.node_id),
-                                    ..ConnectionConfig::default()
-                                },
-                            )
+                            cluster.controller_connection(address, broker.config.node_id)
                         });
                         send_registration(connection, &endpoint).await
                     }

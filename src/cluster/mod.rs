@@ -214,15 +214,7 @@ impl ControllerQuorum {
             }
         }));
         for (peer, address, queue) in queues.0 {
-            let connection = Connection::new(
-                address,
-                Arc::clone(&connector),
-                ConnectionConfig {
-                    client_id: format!("sluice-quorum-{}", self.node_id),
-                    request_timeout_ms: PEER_REQUEST_TIMEOUT_MS,
-                    ..ConnectionConfig::default()
-                },
-            );
+            let connection = self.peer_connection(address, &connector);
             handles.push(tokio::spawn(send_loop(
                 Arc::downgrade(self),
                 peer,
@@ -231,6 +223,19 @@ impl ControllerQuorum {
             )));
         }
         handles
+    }
+
+    /// A connection to another voter, bounded by the peer request timeout.
+    fn peer_connection(&self, address: String, connector: &Arc<dyn Connector>) -> Connection {
+        Connection::new(
+            address,
+            Arc::clone(connector),
+            ConnectionConfig {
+                client_id: format!("sluice-quorum-{}", self.node_id),
+                request_timeout_ms: PEER_REQUEST_TIMEOUT_MS,
+                ..ConnectionConfig::default()
+            },
+        )
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -342,15 +347,7 @@ impl ControllerQuorum {
             sends.push((address, request));
         }
         for (address, request) in sends {
-            let connection = Connection::new(
-                address,
-                Arc::clone(&connector),
-                ConnectionConfig {
-                    client_id: format!("sluice-quorum-{}", self.node_id),
-                    request_timeout_ms: PEER_REQUEST_TIMEOUT_MS,
-                    ..ConnectionConfig::default()
-                },
-            );
+            let connection = self.peer_connection(address, &connector);
             let _ = connection
                 .send(request, wire::END_QUORUM_EPOCH_VERSION)
                 .await;
