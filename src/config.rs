@@ -53,6 +53,23 @@ pub struct BrokerConfig {
     /// The `CONTROLLER` entry of `listeners`, if any: a second address that
     /// serves the same requests, for the other voters to reach.
     pub controller_listener: Option<String>,
+    /// `default.replication.factor`: replicas of a topic created without an
+    /// explicit replication factor (auto-created ones too).
+    pub default_replication_factor: i16,
+    /// `min.insync.replicas`: an acks=all produce needs at least this many
+    /// in-sync replicas, and the high watermark moves only while there are.
+    pub min_insync_replicas: usize,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long
+    /// leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
+    /// `replica.fetch.wait.max.ms`: how long a leader holds a follower's
+    /// fetch that finds nothing new.
+    pub replica_fetch_wait_max_ms: i32,
+    /// `broker.session.timeout.ms`: the controller fences a broker whose
+    /// heartbeats stopped this long ago, and moves its leaderships.
+    pub broker_session_timeout_ms: i64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
     /// Seeds the controller quorum's randomised election timeouts. Not a
     /// Kafka setting: the binary draws it at start, the simulation from its
     /// run seed, so runs replay.
@@ -79,6 +96,12 @@ impl Default for BrokerConfig {
             log: LogConfig::default(),
             controller_quorum_voters: Vec::new(),
             controller_listener: None,
+            default_replication_factor: 1,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
             quorum_seed: 0,
         }
     }
@@ -101,6 +124,14 @@ pub const NO_EFFECT_KEYS: &[&str] = &[
     "zookeeper.connection.timeout.ms",
     "listener.security.protocol.map",
 ];
+
+fn out_of_range(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
 
 /// Kafka's smallest `log.segment.bytes` (since Kafka 4.0, KIP-1030).
 pub const LOG_SEGMENT_BYTES_MIN: u64 = 1_048_576;
@@ -333,6 +364,33 @@ impl BrokerConfig {
                         value: value.to_string(),
                         reason: "must be at least 1".to_string(),
                     });
+                }
+            }
+            "default.replication.factor" => {
+                self.default_replication_factor = parse(key, value)?;
+                if self.default_replication_factor < 1 {
+                    return Err(out_of_range(key, value, "at least 1"));
+                }
+            }
+            "min.insync.replicas" => {
+                self.min_insync_replicas = parse(key, value)?;
+                if self.min_insync_replicas < 1 {
+                    return Err(out_of_range(key, value, "at least 1"));
+                }
+            }
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse(key, value)?,
+            "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms = parse(key, value)?,
+            "broker.session.timeout.ms" => self.broker_session_timeout_ms = parse(key, value)?,
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_interval_ms = parse(key, value)?
+            }
+            "unclean.leader.election.enable" => {
+                if parse::<bool>(key, value)? {
+                    return Err(out_of_range(
+                        key,
+                        value,
+                        "unclean leader election is not supported: it can lose acknowledged records",
+                    ));
                 }
             }
             "auto.create.topics.enable" => self.auto_create_topics_enable = parse(key, value)?,

@@ -9,6 +9,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod controller;
 pub mod group;
 pub mod log;
 pub mod metadata;

@@ -104,6 +104,31 @@ pub enum MetadataRecord {
     RemoveTopic {
         name: String,
     },
+    /// A broker registered from a new process (its persisted start count,
+    /// which it sends as its incarnation id). A broker that restarts may
+    /// have lost what it had not synced, so it leaves every ISR that has
+    /// another member, and the partitions it led move to the next ISR
+    /// member in replica order, in a new leader epoch (KIP-903). It
+    /// rejoins ISRs as a follower that caught up. Its first registration
+    /// changes no ISR.
+    BrokerIncarnation {
+        node_id: i32,
+        incarnation: u64,
+    },
+}
+
+/// A topic's id, for the requests that name topics by id (AlterPartition).
+/// Derived from the name, so every broker computes the same one without a
+/// record carrying it; a topic deleted and created again keeps its id, and
+/// the leader epoch check is what fences requests meant for the old one.
+pub fn topic_id(name: &str) -> uuid::Uuid {
+    // Two FNV-1a passes with different offsets make the 128 bits.
+    let fnv = |basis: u64| {
+        name.bytes().fold(basis, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    uuid::Uuid::from_u64_pair(fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142))
 }
 
 /// The format of an encoded [`MetadataRecord`], its first byte.
@@ -168,6 +193,14 @@ impl MetadataRecord {
             MetadataRecord::RemoveTopic { name } => {
                 out.put_u8(3);
                 put_str(&mut out, name);
+            }
+            MetadataRecord::BrokerIncarnation {
+                node_id,
+                incarnation,
+            } => {
+                out.put_u8(4);
+                out.put_i32(*node_id);
+                out.put_u64(*incarnation);
             }
         }
         out.freeze()
@@ -245,6 +278,14 @@ impl MetadataRecord {
             3 => MetadataRecord::RemoveTopic {
                 name: get_str(&mut bytes)?,
             },
+            4 => {
+                let node_id = get_i32(&mut bytes)?;
+                need(bytes, 8)?;
+                MetadataRecord::BrokerIncarnation {
+                    node_id,
+                    incarnation: bytes.get_u64(),
+                }
+            }
             _ => return Err(RecordDecodeError("unknown record type")),
         };
         if bytes.has_remaining() {
@@ -259,6 +300,8 @@ pub struct MetadataImage {
     cluster_id: String,
     controller_id: i32,
     brokers: BTreeMap<i32, BrokerEndpoint>,
+    /// Each broker's incarnation, as it last registered.
+    incarnations: BTreeMap<i32, u64>,
     topics: BTreeMap<String, TopicImage>,
 }
 
@@ -271,6 +314,7 @@ impl MetadataImage {
             cluster_id: cluster_id.to_string(),
             controller_id: node_id,
             brokers: BTreeMap::from([(node_id, endpoint)]),
+            incarnations: BTreeMap::new(),
             topics: BTreeMap::new(),
         };
         image
@@ -290,6 +334,7 @@ impl MetadataImage {
             cluster_id: cluster_id.to_string(),
             controller_id: -1,
             brokers: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
             topics: BTreeMap::new(),
         }
     }
@@ -332,6 +377,18 @@ impl MetadataImage {
             .filter(|topic| !topic.internal)
             .map(|topic| topic.name.clone())
             .collect()
+    }
+
+    /// Every topic's name, internal ones included, in name order.
+    pub fn all_topic_names(&self) -> Vec<String> {
+        self.topics.keys().cloned().collect()
+    }
+
+    /// The topic whose id ([`topic_id`]) is `id`.
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<&TopicImage> {
+        self.topics
+            .values()
+            .find(|topic| topic_id(&topic.name) == id)
     }
 
     pub fn add_topic(
@@ -406,6 +463,46 @@ impl MetadataImage {
                 Ok(())
             }
             MetadataRecord::RemoveTopic { name } => self.remove_topic(name).map(|_| ()),
+            MetadataRecord::BrokerIncarnation {
+                node_id,
+                incarnation,
+            } => {
+                let previous = self.incarnations.insert(*node_id, *incarnation);
+                if previous.is_some_and(|previous| previous != *incarnation) {
+                    self.restarted(*node_id);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The incarnation `node_id` last registered with.
+    pub fn incarnation(&self, node_id: i32) -> Option<u64> {
+        self.incarnations.get(&node_id).copied()
+    }
+
+    /// `node_id` came back from a restart: out of every ISR it shares, its
+    /// leaderships to the next ISR member (see
+    /// [`MetadataRecord::BrokerIncarnation`]).
+    fn restarted(&mut self, node_id: i32) {
+        for topic in self.topics.values_mut() {
+            for partition in &mut topic.partitions {
+                if !partition.isr.contains(&node_id) || partition.isr.len() < 2 {
+                    continue;
+                }
+                partition.isr.retain(|id| *id != node_id);
+                if partition.leader_id == node_id {
+                    let successor = partition
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|id| partition.isr.contains(id))
+                        .expect("the ISR keeps a member");
+                    partition.leader_id = successor;
+                    partition.leader_epoch += 1;
+                }
+                debug_assert!(partition.is_valid());
+            }
         }
     }
 

@@ -192,6 +192,36 @@ impl ReplicaState {
         self.leader_epoch
     }
 
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// The leader this replica knows of: itself when leading.
+    pub fn leader_id(&self) -> i32 {
+        match &self.role {
+            Role::Leader { .. } => self.config.node_id,
+            Role::Follower { leader_id } => *leader_id,
+        }
+    }
+
+    /// How many replicas count toward `min.insync.replicas`: the recorded
+    /// ISR, less any member a pending change drops (a pending addition
+    /// does not count until recorded). 0 on a follower.
+    pub fn in_sync_count(&self) -> usize {
+        match &self.role {
+            Role::Leader {
+                isr, pending_isr, ..
+            } => pending_isr
+                .as_ref()
+                .map_or(isr.len(), |pending| pending.intersection(isr).count()),
+            Role::Follower { .. } => 0,
+        }
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark
     }
@@ -328,7 +358,7 @@ impl ReplicaState {
     /// A follower takes the leader's high watermark from a fetch response,
     /// bounded by what it holds.
     pub fn on_leader_high_watermark(&mut self, leader_high_watermark: i64) -> Vec<ReplicaEffect> {
-        if !matches!(self.role, Role::Follower { .. }) {
+        if !matches!(self.role, Role::Follower { .. }) || leader_high_watermark < 0 {
             return Vec::new();
         }
         let bounded = leader_high_watermark.min(self.log_end_offset);
@@ -360,10 +390,7 @@ impl ReplicaState {
         };
         // Counted against the smaller of the recorded and proposed sets, so
         // a pending expansion does not satisfy min.insync.replicas early.
-        let in_sync = pending_isr
-            .as_ref()
-            .map_or(isr.len(), |pending| pending.intersection(isr).count());
-        if in_sync < self.config.min_insync_replicas {
+        if self.in_sync_count() < self.config.min_insync_replicas {
             return None;
         }
         let own = self.own_position();

@@ -173,6 +173,10 @@ pub enum RemovalReason {
     Replaced,
 }
 
+fn one_replica() -> i16 {
+    1
+}
+
 /// A broker-side fact or a fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "e", rename_all = "snake_case")]
@@ -191,6 +195,10 @@ pub enum Event {
         /// group's first rebalance may wait for more members.
         #[serde(default)]
         group_initial_rebalance_delay_ms: u64,
+        /// Replicas per partition. Above 1, a new leader may start with a
+        /// high watermark below the highest its predecessor advertised.
+        #[serde(default = "one_replica")]
+        replication_factor: i16,
     },
     HighWatermark {
         broker: String,

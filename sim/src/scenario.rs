@@ -102,6 +102,8 @@ pub struct BrokerKnobs {
     pub block_size: Option<u64>,
     /// `group.initial.rebalance.delay.ms`: 0, or Kafka's default of 3000.
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// `min.insync.replicas` (Kafka's default, 1, when unset).
+    pub min_insync_replicas: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -219,9 +221,16 @@ impl Scenario {
             scenario.topology.brokers
         );
         anyhow::ensure!(
-            scenario.topology.replication_factor == 1,
-            "topology.replication_factor = {}: partitions have one replica until follower \
-             replication exists (several brokers spread the partitions)",
+            (1..=scenario.topology.brokers as i16).contains(&scenario.topology.replication_factor),
+            "topology.replication_factor = {}: between 1 and the {} brokers",
+            scenario.topology.replication_factor,
+            scenario.topology.brokers
+        );
+        let min_insync_replicas = scenario.broker.min_insync_replicas.unwrap_or(1);
+        anyhow::ensure!(
+            (1..=scenario.topology.replication_factor as usize).contains(&min_insync_replicas),
+            "broker.min_insync_replicas = {min_insync_replicas}: between 1 and the replication \
+             factor {}, or no acks=all produce could ever succeed",
             scenario.topology.replication_factor
         );
         anyhow::ensure!(
@@ -283,6 +292,8 @@ pub struct Resolved {
     pub seed: u64,
     pub brokers: u32,
     pub partitions: i32,
+    pub replication_factor: i16,
+    pub min_insync_replicas: usize,
     pub topic: String,
     pub segment_bytes: u64,
     pub index_interval_bytes: u64,
@@ -438,6 +449,8 @@ impl Scenario {
             seed,
             brokers: self.topology.brokers,
             partitions,
+            replication_factor: self.topology.replication_factor,
+            min_insync_replicas: self.broker.min_insync_replicas.unwrap_or(1),
             topic: self.topology.topic.clone(),
             segment_bytes,
             index_interval_bytes,

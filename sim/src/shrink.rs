@@ -75,7 +75,7 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
         topology: TopologySpec {
             brokers: resolved.brokers,
             partitions: Some(resolved.partitions),
-            replication_factor: 1,
+            replication_factor: resolved.replication_factor,
             topic: resolved.topic.clone(),
         },
         broker: BrokerKnobs {
@@ -86,6 +86,7 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
             flush_messages: Some(resolved.flush_messages.min(i64::MAX as u64)),
             block_size: Some(resolved.block_size),
             group_initial_rebalance_delay_ms: Some(resolved.group_initial_rebalance_delay_ms),
+            min_insync_replicas: Some(resolved.min_insync_replicas),
         },
         // One entry per producer keeps each one's name and settings.
         producers: resolved

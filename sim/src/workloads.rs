@@ -36,7 +36,12 @@ async fn ensure_topic(resolved: &Resolved) {
     );
     loop {
         match admin
-            .create_topic(&resolved.topic, resolved.partitions, 1, &[])
+            .create_topic(
+                &resolved.topic,
+                resolved.partitions,
+                resolved.replication_factor,
+                &[],
+            )
             .await
         {
             Ok(()) => return,

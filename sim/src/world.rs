@@ -86,6 +86,12 @@ pub struct RunResult {
     pub faults_started: Vec<ScheduledFault>,
 }
 
+/// `broker.session.timeout.ms`, `broker.heartbeat.interval.ms` and
+/// `replica.lag.time.max.ms` in the simulation, scaled down with its faults.
+const SIM_BROKER_SESSION_TIMEOUT_MS: i64 = 3_000;
+const SIM_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 500;
+const SIM_REPLICA_LAG_TIME_MAX_MS: i64 = 3_000;
+
 fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
     let mut config = BrokerConfig {
         node_id: index as i32,
@@ -108,6 +114,13 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
         resolved.flush_messages
     };
     config.log.flush_ms = 1_000;
+    config.min_insync_replicas = resolved.min_insync_replicas;
+    // Faults last half a second to a few seconds and runs a minute: with
+    // Kafka's defaults (a 9 s session, a 30 s lag limit) a failover would
+    // outlast most faults and an ISR would never shrink within a run.
+    config.broker_session_timeout_ms = SIM_BROKER_SESSION_TIMEOUT_MS;
+    config.broker_heartbeat_interval_ms = SIM_BROKER_HEARTBEAT_INTERVAL_MS;
+    config.replica_lag_time_max_ms = SIM_REPLICA_LAG_TIME_MAX_MS;
     if resolved.brokers > 1 {
         // Every broker is a voter, reached at its one listener.
         config.controller_quorum_voters = (0..resolved.brokers)
@@ -166,6 +179,7 @@ pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
             idempotence: resolved.producers.iter().all(|p| p.idempotence),
             checkers: resolved.checkers.clone(),
             group_initial_rebalance_delay_ms: resolved.group_initial_rebalance_delay_ms,
+            replication_factor: resolved.replication_factor,
         },
     );
     let duration_ms =

@@ -33,6 +33,7 @@ use crate::metadata::{BrokerEndpoint, MetadataRecord, PartitionImage, OFFSETS_TO
 use crate::net::Connector;
 use crate::observe::Fact;
 use crate::quorum::LEADER_CHANGE;
+use crate::replica::ReplicaConfig;
 use crate::storage::SharedStorage;
 
 /// How long a controller write may wait to be committed and applied before
@@ -44,6 +45,12 @@ const CONTROLLER_WRITE_TIMEOUT_MS: u64 = 10_000;
 /// how often it retries while it does not.
 const REGISTRATION_RETRY_MS: u64 = 500;
 const REGISTRATION_CHECK_MS: u64 = 5_000;
+
+/// Bounds on a broker-to-broker request's timeout: long enough for a held
+/// follower fetch's answer to travel, short enough that a lost peer is
+/// noticed well within Kafka's request timeout.
+const BROKER_REQUEST_TIMEOUT_MS_MIN: u64 = 500;
+const BROKER_REQUEST_TIMEOUT_MS_MAX: u64 = 30_000;
 
 /// The CreateTopics version a broker forwards auto-creation with.
 const FORWARDED_CREATE_TOPICS_VERSION: i16 = 5;
@@ -58,6 +65,20 @@ pub(super) struct ClusterState {
     endpoint: RwLock<BrokerEndpoint>,
     /// Set while the controller's write of the offsets topic is in flight.
     offsets_topic_pending: AtomicBool,
+    /// Set once this broker's registration in its current incarnation is
+    /// applied. Until then it leads nothing: after a restart it may have
+    /// lost unsynced records, and the registration takes it out of the ISRs
+    /// it shared (see `MetadataRecord::BrokerIncarnation`).
+    registered: AtomicBool,
+    /// How long a request to another broker may take: half of
+    /// `broker.session.timeout.ms`, within [`BROKER_REQUEST_TIMEOUT_MS_MIN`,
+    /// `BROKER_REQUEST_TIMEOUT_MS_MAX`].
+    pub(super) request_timeout_ms: u64,
+    /// One follower fetcher per leader broker.
+    pub(super) fetchers: std::sync::Mutex<BTreeMap<i32, tokio::task::JoinHandle<()>>>,
+    /// The brokers' sessions while this broker is the active controller,
+    /// with the quorum epoch they were started in.
+    pub(super) sessions: std::sync::Mutex<Option<(i32, crate::controller::BrokerSessions)>>,
 }
 
 impl ClusterState {
@@ -96,16 +117,26 @@ impl ClusterState {
                 port,
             }),
             offsets_topic_pending: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
+            request_timeout_ms: u64::try_from(config.broker_session_timeout_ms / 2)
+                .unwrap_or(0)
+                .clamp(BROKER_REQUEST_TIMEOUT_MS_MIN, BROKER_REQUEST_TIMEOUT_MS_MAX),
+            fetchers: std::sync::Mutex::new(BTreeMap::new()),
+            sessions: std::sync::Mutex::new(None),
         })
     }
 
-    /// A broker's connection to the active controller's quorum address.
-    fn controller_connection(&self, address: String, node_id: i32) -> Connection {
+    /// A broker's connection to another broker (its quorum address, or its
+    /// client listener for follower fetches). Requests time out within half
+    /// a broker session, so a controller that went away holds up neither
+    /// registration nor heartbeats for longer than a session lasts.
+    pub(super) fn broker_connection(&self, address: String, node_id: i32) -> Connection {
         Connection::new(
             address,
             Arc::clone(&self.connector),
             ConnectionConfig {
                 client_id: format!("sluice-broker-{node_id}"),
+                request_timeout_ms: self.request_timeout_ms,
                 ..ConnectionConfig::default()
             },
         )
@@ -139,6 +170,12 @@ impl Broker {
             cluster.quorum.status(),
         )));
         handles.push(tokio::spawn(register_loop(Arc::downgrade(self))));
+        handles.push(tokio::spawn(super::replication::replica_loop(
+            Arc::downgrade(self),
+        )));
+        handles.push(tokio::spawn(super::active_controller::controller_loop(
+            Arc::downgrade(self),
+        )));
         handles
     }
 
@@ -187,13 +224,14 @@ impl Broker {
         }
     }
 
-    /// CreateTopics in a cluster: the active controller assigns each
-    /// partition's one replica round-robin over the registered brokers and
-    /// writes the topic record.
+    /// CreateTopics in a cluster: the active controller places each
+    /// partition's replicas round-robin over the registered brokers
+    /// (`crate::controller::assign_replicas`) and writes the topic record.
     pub(super) async fn create_topic_in_cluster(
         &self,
         name: &str,
         partition_count: i32,
+        replication_factor: i16,
         validate_only: bool,
     ) -> Result<(), i16> {
         let _admin = self.topic_admin.lock().await;
@@ -210,18 +248,20 @@ impl Broker {
         if exists {
             return Err(ResponseError::TopicAlreadyExists.code());
         }
-        if brokers.is_empty() {
+        let replication_factor = usize::try_from(replication_factor).unwrap_or(0);
+        if replication_factor == 0 || replication_factor > brokers.len() {
             return Err(ResponseError::InvalidReplicationFactor.code());
         }
         if validate_only {
             return Ok(());
         }
         // Start each topic on the next broker, so small topics spread too.
-        let partitions = (0..partition_count as usize)
-            .map(|index| {
-                PartitionImage::single_replica(brokers[(topic_count + index) % brokers.len()])
-            })
-            .collect();
+        let partitions = crate::controller::assign_replicas(
+            &brokers,
+            partition_count as usize,
+            replication_factor,
+            topic_count,
+        );
         self.controller_write(MetadataRecord::Topic {
             name: name.to_string(),
             internal: false,
@@ -261,7 +301,7 @@ impl Broker {
         let Some(address) = leader.and_then(|id| cluster.quorum.voters().get(&id).cloned()) else {
             return;
         };
-        let connection = cluster.controller_connection(address, self.config.node_id);
+        let connection = cluster.broker_connection(address, self.config.node_id);
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(CONTROLLER_WRITE_TIMEOUT_MS as i32)
             .with_topics(vec![CreatableTopic::default()
@@ -280,24 +320,10 @@ impl Broker {
         });
     }
 
-    /// BrokerRegistration, on the active controller: records the broker's
-    /// address unless the image already has it. The answer's broker epoch
-    /// is the record's offset.
-    pub(super) async fn register_broker(&self, endpoint: BrokerEndpoint) -> Result<i64, i16> {
-        if !self.is_active_controller() {
-            return Err(ResponseError::NotController.code());
-        }
-        if self.with_metadata(|image| image.broker(endpoint.node_id) == Some(&endpoint)) {
-            return Ok(0);
-        }
-        self.controller_write(MetadataRecord::RegisterBroker(endpoint))
-            .await
-            .map(|offset| offset as i64)
-    }
-
     /// Applies one committed record to the image, then opens or deletes the
-    /// partitions it gives to or takes from this broker.
-    async fn apply_record(&self, record: MetadataRecord) {
+    /// partitions it gives to or takes from this broker, and takes on the
+    /// leaderships it records.
+    async fn apply_record(self: &Arc<Self>, record: MetadataRecord) {
         let applied = self.metadata.write().expect("metadata lock").apply(&record);
         if let Err(error) = applied {
             tracing::warn!(
@@ -322,11 +348,80 @@ impl Broker {
                     }
                 }
             }
+            MetadataRecord::PartitionChange {
+                topic, partition, ..
+            } => self.take_leadership(&topic, Some(partition)).await,
+            MetadataRecord::BrokerIncarnation {
+                node_id,
+                incarnation,
+            } => {
+                if node_id == self.config.node_id && incarnation == self.incarnation {
+                    self.cluster().registered.store(true, Ordering::Release);
+                }
+                for topic in self.with_metadata(|image| image.topic_names()) {
+                    self.take_leadership(&topic, None).await;
+                }
+            }
             _ => {}
         }
     }
 
-    async fn open_hosted_partitions(&self, name: &str, partitions: &[PartitionImage]) {
+    /// Whether this broker's registration in its current incarnation has
+    /// been applied (always, outside a cluster).
+    pub(super) fn is_registered(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|cluster| cluster.registered.load(Ordering::Acquire))
+    }
+
+    /// The leadership this broker takes on for a partition: the image's,
+    /// or, until its registration is applied, none (a follower of -1, which
+    /// fetches from nobody and serves nothing).
+    fn leadership(&self, topic: &str, index: i32) -> Option<PartitionImage> {
+        let mut leadership = self.with_metadata(|image| {
+            image
+                .topic(topic)?
+                .partitions
+                .get(usize::try_from(index).ok()?)
+                .cloned()
+        })?;
+        if !self.is_registered() {
+            leadership.leader_id = -1;
+        }
+        Some(leadership)
+    }
+
+    /// Brings the roles of this broker's replicas of `topic` (or of one of
+    /// its partitions) in line with the image, and starts the fetchers its
+    /// followers need.
+    async fn take_leadership(self: &Arc<Self>, topic: &str, only: Option<i32>) {
+        let Some(hosted) = self.topic(topic) else {
+            return;
+        };
+        let now_ms = self.clock.now_ms();
+        for (index, partition) in &hosted.partitions {
+            if only.is_some_and(|wanted| wanted != *index) {
+                continue;
+            }
+            let Some(leadership) = self.leadership(topic, *index) else {
+                continue;
+            };
+            partition.apply_leadership(&leadership, now_ms).await;
+            self.ensure_fetcher(partition.leader_id());
+        }
+        self.notify_data_arrived();
+    }
+
+    fn replica_config(&self) -> ReplicaConfig {
+        ReplicaConfig {
+            node_id: self.config.node_id,
+            flush_on_ack: self.config.log.flush_on_ack,
+            min_insync_replicas: self.config.min_insync_replicas,
+            replica_lag_time_max_ms: self.config.replica_lag_time_max_ms,
+        }
+    }
+
+    async fn open_hosted_partitions(self: &Arc<Self>, name: &str, partitions: &[PartitionImage]) {
         let node_id = self.config.node_id;
         let now_ms = self.clock.now_ms();
         let mut hosted = BTreeMap::new();
@@ -335,6 +430,9 @@ impl Broker {
                 continue;
             }
             let index = index as i32;
+            let Some(leadership) = self.leadership(name, index) else {
+                continue;
+            };
             let dir = self.config.log_dirs.join(format!("{name}-{index}"));
             match PartitionLog::open(self.storage.clone(), &dir, self.config.log.clone(), now_ms)
                 .await
@@ -343,11 +441,12 @@ impl Broker {
                     super::report_recovered(&self.observed, name, index, &log);
                     hosted.insert(
                         index,
-                        Arc::new(Partition::new(
-                            name.to_string(),
-                            index,
+                        Arc::new(Partition::replicated(
+                            (name.to_string(), index),
                             log,
-                            node_id,
+                            self.replica_config(),
+                            &leadership,
+                            now_ms,
                             self.observed.clone(),
                         )),
                     );
@@ -361,6 +460,7 @@ impl Broker {
             tracing::error!(topic = name, %error, "syncing the data directory failed");
         }
         tracing::info!(topic = name, partitions = hosted.len(), "hosting topic");
+        let leaders: Vec<i32> = hosted.values().map(|p| p.leader_id()).collect();
         self.topics.write().expect("topics lock").insert(
             name.to_string(),
             Arc::new(Topic {
@@ -368,6 +468,9 @@ impl Broker {
                 partitions: hosted,
             }),
         );
+        for leader_id in leaders {
+            self.ensure_fetcher(leader_id);
+        }
     }
 
     /// What the active controller does unasked: create the offsets topic
@@ -457,8 +560,9 @@ async fn apply_loop(broker: Weak<Broker>, mut status: watch::Receiver<QuorumStat
     }
 }
 
-/// Makes sure the controller has this broker's address: sends
-/// BrokerRegistration to the active controller until the image shows it.
+/// Makes sure the controller has this broker's address and incarnation:
+/// sends BrokerRegistration to the active controller until the image shows
+/// both.
 async fn register_loop(broker: Weak<Broker>) {
     let mut connections: BTreeMap<i32, Connection> = BTreeMap::new();
     loop {
@@ -468,13 +572,18 @@ async fn register_loop(broker: Weak<Broker>) {
             };
             let cluster = broker.cluster();
             let endpoint = cluster.endpoint();
-            if broker.with_metadata(|image| image.broker(endpoint.node_id) == Some(&endpoint)) {
+            let incarnation = broker.incarnation;
+            let known = broker.with_metadata(|image| {
+                image.broker(endpoint.node_id) == Some(&endpoint)
+                    && image.incarnation(endpoint.node_id) == Some(incarnation)
+            });
+            if known {
                 true
             } else {
                 match cluster.quorum.current_status().leader_id {
                     None => false,
                     Some(leader) if leader == broker.config.node_id => {
-                        broker.register_broker(endpoint).await.is_ok()
+                        broker.register_broker(endpoint, incarnation).await.is_ok()
                     }
                     Some(leader) => {
                         let address = cluster.quorum.voters().get(&leader).cloned();
@@ -482,9 +591,9 @@ async fn register_loop(broker: Weak<Broker>) {
                             return;
                         };
                         let connection = connections.entry(leader).or_insert_with(|| {
-                            cluster.controller_connection(address, broker.config.node_id)
+                            cluster.broker_connection(address, broker.config.node_id)
                         });
-                        send_registration(connection, &endpoint).await
+                        send_registration(connection, &endpoint, incarnation).await
                     }
                 }
             }
@@ -498,13 +607,18 @@ async fn register_loop(broker: Weak<Broker>) {
     }
 }
 
-async fn send_registration(connection: &Connection, endpoint: &BrokerEndpoint) -> bool {
+async fn send_registration(
+    connection: &Connection,
+    endpoint: &BrokerEndpoint,
+    incarnation: u64,
+) -> bool {
     use kafka_protocol::messages::broker_registration_request::Listener;
     use kafka_protocol::messages::{BrokerId, BrokerRegistrationRequest};
     use kafka_protocol::protocol::StrBytes;
     let request = BrokerRegistrationRequest::default()
         .with_broker_id(BrokerId(endpoint.node_id))
         .with_cluster_id(StrBytes::from_static_str(super::CLUSTER_ID))
+        .with_incarnation_id(incarnation_id(endpoint.node_id, incarnation))
         .with_listeners(vec![Listener::default()
             .with_name(StrBytes::from_static_str("PLAINTEXT"))
             .with_host(StrBytes::from_string(endpoint.host.clone()))
@@ -523,4 +637,15 @@ async fn send_registration(connection: &Connection, endpoint: &BrokerEndpoint) -
             false
         }
     }
+}
+
+/// A broker's incarnation as BrokerRegistration carries it: its node id and
+/// its persisted start count.
+pub(super) fn incarnation_id(node_id: i32, incarnation: u64) -> uuid::Uuid {
+    uuid::Uuid::from_u64_pair(node_id as u64, incarnation)
+}
+
+/// The start count in an incarnation id.
+pub(super) fn incarnation_of(id: uuid::Uuid) -> u64 {
+    id.as_u64_pair().1
 }

@@ -5,10 +5,12 @@
 //! Everything here is shared by the real binary and the simulation: storage,
 //! clock and network come in as seams; time-based work runs on `tokio::time`.
 
+mod active_controller;
 mod api;
 mod cluster;
 mod offsets;
 pub mod partition;
+mod replication;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -113,6 +115,10 @@ pub struct Broker {
     /// The controller quorum, when `controller.quorum.voters` names more
     /// than this broker: then topics come from the metadata log.
     cluster: Option<cluster::ClusterState>,
+    /// This broker's start count, persisted before serving; in a cluster
+    /// it registers with it, and a new one tells the controller the broker
+    /// restarted.
+    incarnation: u64,
 }
 
 /// Splits `topic-3` into ("topic", 3).
@@ -327,6 +333,7 @@ impl Broker {
             config,
             observed,
             cluster,
+            incarnation: incarnation as u64,
         });
         tokio::spawn(offsets::persist_loop(
             Arc::downgrade(&broker),
@@ -366,6 +373,15 @@ impl Broker {
         }
     }
 
+    /// A requested replication factor, -1 meaning `default.replication.factor`.
+    pub fn replication_factor(&self, requested: i16) -> i16 {
+        if requested == -1 {
+            self.config.default_replication_factor
+        } else {
+            requested
+        }
+    }
+
     /// Reads the metadata image.
     fn with_metadata<R>(&self, read: impl FnOnce(&MetadataImage) -> R) -> R {
         read(&self.metadata.read().expect("metadata lock"))
@@ -379,11 +395,13 @@ impl Broker {
         self.topic(topic)?.partitions.get(&index).cloned()
     }
 
-    /// Creates a topic. Errors are Kafka error codes.
+    /// Creates a topic with `replication_factor` replicas per partition
+    /// (-1: `default.replication.factor`). Errors are Kafka error codes.
     pub async fn create_topic(
         &self,
         name: &str,
         partition_count: i32,
+        replication_factor: i16,
         validate_only: bool,
     ) -> Result<(), i16> {
         use kafka_protocol::error::ResponseError;
@@ -393,10 +411,15 @@ impl Broker {
         if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partition_count) {
             return Err(ResponseError::InvalidPartitions.code());
         }
+        let replication_factor = self.replication_factor(replication_factor);
         if self.cluster.is_some() {
             return self
-                .create_topic_in_cluster(name, partition_count, validate_only)
+                .create_topic_in_cluster(name, partition_count, replication_factor, validate_only)
                 .await;
+        }
+        if replication_factor != 1 {
+            // One broker holds one replica.
+            return Err(ResponseError::InvalidReplicationFactor.code());
         }
         let _admin = self.topic_admin.lock().await;
         if self.topic(name).is_some() {

@@ -5,14 +5,24 @@
 //! hands the log's offsets to the replica core ([`crate::replica`]) and sets
 //! the high watermark that core decides. The leader epoch is stamped into
 //! every batch.
+//!
+//! In a cluster a partition is led here or followed from another broker, as
+//! the metadata image says ([`Partition::apply_leadership`]). A leader
+//! answers its followers' fetches ([`Partition::follower_read`]), which is
+//! how the core learns their positions; a follower appends what it fetched
+//! ([`Partition::append_from_leader`]). ISR changes the core proposes wait in
+//! [`Partition::take_isr_proposal`] for the broker to send to the controller.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 
 use crate::log::producer_state::SequenceError;
 use crate::log::{AppendOutcome, LogError, PartitionLog};
+use crate::metadata::PartitionImage;
 use crate::observe::{Fact, Observed};
 use crate::replica::{ReplicaConfig, ReplicaEffect, ReplicaState};
 
@@ -66,6 +76,35 @@ pub struct PartitionOffsets {
 struct Hosted {
     log: PartitionLog,
     replica: ReplicaState,
+    /// Effects of replica-core calls made inside an operation, applied with
+    /// the log's own progress when it ends.
+    effects: Vec<ReplicaEffect>,
+}
+
+/// How an acks=all produce's wait for the high watermark ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckWait {
+    /// The high watermark passed the batch.
+    Replicated,
+    /// This broker stopped leading the partition (NOT_LEADER_OR_FOLLOWER).
+    NotLeader,
+    /// The ISR fell below `min.insync.replicas` while waiting
+    /// (NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    BelowMinInsync,
+}
+
+/// What a leader answers a follower's fetch with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowerRead {
+    /// The follower's log diverges from the leader's: its last fetched
+    /// epoch ends here on the leader (KIP-320's `diverging_epoch`), and it
+    /// must truncate before fetching again.
+    Diverging { epoch: i32, end_offset: i64 },
+    /// Records from the fetch offset up to the leader's log end.
+    Records {
+        bytes: Bytes,
+        offsets: PartitionOffsets,
+    },
 }
 
 pub struct Partition {
@@ -77,6 +116,20 @@ pub struct Partition {
     /// None once deleted.
     hosted: tokio::sync::Mutex<Option<Hosted>>,
     leader_epoch: AtomicI32,
+    /// The leader this broker knows of (itself when leading), mirrored out
+    /// of the replica state so request handlers can route without the lock.
+    leader_id: AtomicI32,
+    /// This broker's `node.id`.
+    node_id: i32,
+    /// Bumped with every high-watermark move; acks=all produces wait on it.
+    high_watermark_moved: tokio::sync::watch::Sender<i64>,
+    /// How many replicas the leader counts as in sync, mirrored out of the
+    /// replica state after every operation; `min.insync.replicas` beside it.
+    in_sync_replicas: std::sync::atomic::AtomicUsize,
+    min_insync_replicas: usize,
+    /// The ISR the replica core last proposed, with the leader epoch it was
+    /// proposed in, until the broker sends it to the controller.
+    isr_proposal: Mutex<Option<(i32, BTreeSet<i32>)>>,
     /// Set after a storage error: the in-memory state may no longer match the
     /// files, so nothing more is served until recovery on restart.
     offline: AtomicBool,
@@ -99,13 +152,53 @@ impl Partition {
             log.durable_offset(),
             log.high_watermark(),
         );
+        Self::hosting(topic, index, log, replica, observed)
+    }
+
+    /// Hosts `log` as one replica of a partition with the leadership
+    /// `image` records: its leader when `image` names this broker, a
+    /// follower otherwise.
+    pub fn replicated(
+        (topic, index): (String, i32),
+        log: PartitionLog,
+        config: ReplicaConfig,
+        image: &PartitionImage,
+        now_ms: i64,
+        observed: Observed,
+    ) -> Self {
+        let replica = replica_for(config, image, &log, now_ms);
+        Self::hosting(topic, index, log, replica, observed)
+    }
+
+    fn hosting(
+        topic: String,
+        index: i32,
+        log: PartitionLog,
+        replica: ReplicaState,
+        observed: Observed,
+    ) -> Self {
         let leader_epoch = AtomicI32::new(replica.leader_epoch());
+        let node_id = replica.node_id();
+        let leader_id = AtomicI32::new(replica.leader_id());
+        let high_watermark_moved = tokio::sync::watch::channel(log.high_watermark()).0;
+        let in_sync_replicas = std::sync::atomic::AtomicUsize::new(replica.in_sync_count());
+        let min_insync_replicas = replica.config().min_insync_replicas;
         Self {
             topic,
             index,
             observed,
-            hosted: tokio::sync::Mutex::new(Some(Hosted { log, replica })),
+            hosted: tokio::sync::Mutex::new(Some(Hosted {
+                log,
+                replica,
+                effects: Vec::new(),
+            })),
             leader_epoch,
+            leader_id,
+            node_id,
+            high_watermark_moved,
+            in_sync_replicas,
+            min_insync_replicas,
+            isr_proposal: Mutex::new(None),
             offline: AtomicBool::new(false),
             flush_turn: tokio::sync::Mutex::new(()),
         }
@@ -113,6 +206,16 @@ impl Partition {
 
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// The broker this replica takes to be the partition's leader.
+    pub fn leader_id(&self) -> i32 {
+        self.leader_id.load(Ordering::Acquire)
+    }
+
+    /// Whether this broker leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.leader_id() == self.node_id
     }
 
     fn check_online(&self) -> Result<(), PartitionError> {
@@ -136,38 +239,267 @@ impl Partition {
         &self,
         f: impl AsyncFnOnce(&mut PartitionLog) -> Result<T, LogError>,
     ) -> Result<T, PartitionError> {
+        self.with_hosted(async |hosted: &mut Hosted| f(&mut hosted.log).await)
+            .await
+    }
+
+    /// Runs `f` on the log and the replica state, then lets the replica core
+    /// decide what the log's progress means.
+    async fn with_hosted<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Hosted) -> Result<T, LogError>,
+    ) -> Result<T, PartitionError> {
         self.check_online()?;
         let mut guard = self.hosted.lock().await;
-        let Hosted { log, replica } = guard.as_mut().ok_or(PartitionError::Deleted)?;
-        let high_watermark = log.high_watermark();
-        let result = f(log).await.map_err(|error| self.take_offline_on_io(error));
+        let hosted = guard.as_mut().ok_or(PartitionError::Deleted)?;
+        let high_watermark = hosted.log.high_watermark();
+        let result = f(hosted)
+            .await
+            .map_err(|error| self.take_offline_on_io(error));
+        let Hosted {
+            log,
+            replica,
+            effects,
+        } = hosted;
         // Whatever a successful operation did to the log, the replica core
         // decides what consumers may now see. A failed one exposes nothing
         // more: its storage error has taken the partition offline, and
         // recovery on restart decides what survives.
-        let effects = match &result {
-            Ok(_) => replica.on_log_progress(log.log_end_offset(), log.durable_offset()),
-            Err(_) => Vec::new(),
-        };
+        let mut effects = std::mem::take(effects);
+        if result.is_ok() {
+            effects.extend(replica.on_log_progress(log.log_end_offset(), log.durable_offset()));
+        }
         for effect in effects {
             match effect {
                 ReplicaEffect::HighWatermark(offset) => log.set_high_watermark(offset),
-                // A partition's only replica is its whole ISR, always.
                 ReplicaEffect::IsrChanged(isr) => {
-                    unreachable!("a single replica's ISR changed to {isr:?}")
+                    *self.isr_proposal.lock().expect("proposal lock") =
+                        Some((replica.leader_epoch(), isr));
                 }
             }
         }
+        let in_sync = replica.in_sync_count();
+        if self.in_sync_replicas.swap(in_sync, Ordering::AcqRel) != in_sync {
+            // Wakes acks=all produces, which give up below the minimum.
+            self.high_watermark_moved.send_modify(|_| {});
+        }
         // Reported under the lock, so the fact precedes every fetch that can
-        // see the new high watermark.
+        // see the new high watermark. Only a leader's is what clients see; a
+        // follower's trails it.
         if log.high_watermark() != high_watermark {
-            self.observed.report(|| Fact::HighWatermark {
-                topic: self.topic.clone(),
-                partition: self.index,
-                high_watermark: log.high_watermark(),
-            });
+            if replica.leader_id() == replica.node_id() {
+                self.observed.report(|| Fact::HighWatermark {
+                    topic: self.topic.clone(),
+                    partition: self.index,
+                    high_watermark: log.high_watermark(),
+                });
+            }
+            self.high_watermark_moved.send_replace(log.high_watermark());
         }
         result
+    }
+
+    /// Takes on the leadership the metadata image records: leads, follows,
+    /// or (same leader and epoch) learns the ISR the controller recorded.
+    /// Returns whether this broker now follows a different leader or epoch
+    /// than before (so its fetcher must start over).
+    pub async fn apply_leadership(&self, image: &PartitionImage, now_ms: i64) -> bool {
+        let mut changed = false;
+        let _ = self
+            .with_hosted(async |hosted: &mut Hosted| {
+                let same = hosted.replica.leader_epoch() == image.leader_epoch
+                    && hosted.replica.leader_id() == image.leader_id;
+                if same {
+                    if hosted.replica.isr().is_some() {
+                        let isr: BTreeSet<i32> = image.isr.iter().copied().collect();
+                        let effects = hosted.replica.on_isr_recorded(&isr);
+                        hosted.effects.extend(effects);
+                    }
+                    return Ok(());
+                }
+                if image.leader_epoch < hosted.replica.leader_epoch() {
+                    return Ok(());
+                }
+                let config = hosted.replica.config().clone();
+                hosted.replica = replica_for(config, image, &hosted.log, now_ms);
+                changed = true;
+                Ok(())
+            })
+            .await;
+        if changed {
+            *self.isr_proposal.lock().expect("proposal lock") = None;
+            self.leader_epoch
+                .store(image.leader_epoch, Ordering::Release);
+            self.leader_id.store(image.leader_id, Ordering::Release);
+            // Wakes acks=all produces, which stop waiting once this broker
+            // no longer leads.
+            self.high_watermark_moved.send_modify(|_| {});
+            tracing::info!(
+                topic = %self.topic,
+                partition = self.index,
+                leader = image.leader_id,
+                leader_epoch = image.leader_epoch,
+                "leadership changed"
+            );
+        }
+        changed
+    }
+
+    /// The ISR change the replica core proposed, for the controller.
+    pub fn take_isr_proposal(&self) -> Option<(i32, BTreeSet<i32>)> {
+        self.isr_proposal.lock().expect("proposal lock").take()
+    }
+
+    /// Puts back a proposal the controller could not take (no controller, a
+    /// lost connection), unless a newer one or a leadership change came.
+    pub fn restore_isr_proposal(&self, leader_epoch: i32, isr: BTreeSet<i32>) {
+        let mut proposal = self.isr_proposal.lock().expect("proposal lock");
+        if proposal.is_none() && leader_epoch == self.leader_epoch() && self.is_leader() {
+            *proposal = Some((leader_epoch, isr));
+        }
+    }
+
+    /// The high watermark as last set (without taking the lock).
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark_moved.borrow()
+    }
+
+    /// Lets the leader drop followers that stopped keeping up.
+    pub async fn tick(&self, now_ms: i64) {
+        let _ = self
+            .with_hosted(async |hosted: &mut Hosted| {
+                let effects = hosted.replica.on_tick(now_ms);
+                hosted.effects.extend(effects);
+                Ok(())
+            })
+            .await;
+    }
+
+    /// Whether the leader counts at least `min.insync.replicas` replicas
+    /// in sync (the smaller of the recorded and proposed ISR).
+    pub fn has_min_insync_replicas(&self) -> bool {
+        self.in_sync_replicas.load(Ordering::Acquire) >= self.min_insync_replicas
+    }
+
+    /// An acks=all produce's wait: until the high watermark reaches
+    /// `offset`, this broker stops leading in `leader_epoch`, or the ISR
+    /// falls below `min.insync.replicas`. The caller bounds the wait.
+    pub async fn wait_replicated(&self, offset: i64, leader_epoch: i32) -> AckWait {
+        let mut moved = self.high_watermark_moved.subscribe();
+        loop {
+            if !self.is_leader() || self.leader_epoch() != leader_epoch {
+                return AckWait::NotLeader;
+            }
+            if *moved.borrow_and_update() >= offset {
+                return AckWait::Replicated;
+            }
+            if !self.has_min_insync_replicas() {
+                return AckWait::BelowMinInsync;
+            }
+            if moved.changed().await.is_err() {
+                return AckWait::NotLeader;
+            }
+        }
+    }
+
+    /// A follower's fetch, on the leader: checks the follower's log against
+    /// the leader's epochs, then reads up to the log end and tells the core
+    /// where the follower is.
+    pub async fn follower_read(
+        &self,
+        follower_id: i32,
+        (fetch_offset, last_fetched_epoch): (i64, i32),
+        max_bytes: usize,
+        now_ms: i64,
+    ) -> Result<FollowerRead, PartitionError> {
+        self.with_hosted(async |hosted: &mut Hosted| {
+            let log = &mut hosted.log;
+            if last_fetched_epoch >= 0 {
+                let (epoch, end_offset) = log.end_offset_for_epoch(last_fetched_epoch);
+                if epoch < 0 {
+                    // Every epoch here is newer than the follower's last:
+                    // nothing it holds is known to match, so it starts over
+                    // from this log's start.
+                    let end_offset = log.log_start_offset();
+                    return Ok(FollowerRead::Diverging { epoch, end_offset });
+                }
+                if epoch != last_fetched_epoch || end_offset < fetch_offset {
+                    return Ok(FollowerRead::Diverging { epoch, end_offset });
+                }
+            }
+            let bytes = log
+                .read(fetch_offset, max_bytes, log.log_end_offset())
+                .await?;
+            let effects = hosted
+                .replica
+                .on_follower_fetch(follower_id, fetch_offset, now_ms);
+            hosted.effects.extend(effects);
+            let log = &hosted.log;
+            Ok(FollowerRead::Records {
+                bytes,
+                offsets: PartitionOffsets {
+                    log_start_offset: log.log_start_offset(),
+                    high_watermark: log.high_watermark(),
+                    log_end_offset: log.log_end_offset(),
+                },
+            })
+        })
+        .await
+    }
+
+    /// Where a follower fetches from next: its log end and the epoch of its
+    /// last batch (-1 for an empty log).
+    pub async fn fetch_position(&self) -> Result<(i64, i32), PartitionError> {
+        self.with_log(async |log| Ok((log.log_end_offset(), log.latest_epoch().unwrap_or(-1))))
+            .await
+    }
+
+    /// A follower appends what it fetched from the leader and takes the
+    /// leader's high watermark.
+    pub async fn append_from_leader(
+        &self,
+        payload: Bytes,
+        leader_high_watermark: i64,
+        now_ms: i64,
+    ) -> Result<(), PartitionError> {
+        self.with_hosted(async |hosted: &mut Hosted| {
+            if !payload.is_empty() {
+                hosted.log.append_replicated(payload, now_ms).await?;
+            }
+            let end = hosted.log.log_end_offset();
+            let durable = hosted.log.durable_offset();
+            let mut effects = hosted.replica.on_log_progress(end, durable);
+            effects.extend(
+                hosted
+                    .replica
+                    .on_leader_high_watermark(leader_high_watermark),
+            );
+            hosted.effects.extend(effects);
+            Ok(())
+        })
+        .await
+    }
+
+    /// A follower told its log diverges: it truncates to where its own copy
+    /// of `epoch` ends or where the leader's does, whichever is lower
+    /// (KIP-279), never simply to its high watermark.
+    pub async fn truncate_diverging(
+        &self,
+        epoch: i32,
+        leader_end_offset: i64,
+    ) -> Result<i64, PartitionError> {
+        self.with_log(async |log| {
+            let (own_epoch, own_end) = log.end_offset_for_epoch(epoch);
+            let target = if own_epoch < 0 {
+                // Nothing of that epoch or earlier: everything diverges.
+                log.log_start_offset()
+            } else {
+                own_end.min(leader_end_offset)
+            };
+            log.truncate_to(target).await?;
+            Ok(log.log_end_offset())
+        })
+        .await
     }
 
     pub async fn offsets(&self) -> Result<PartitionOffsets, PartitionError> {
@@ -256,5 +588,31 @@ impl Partition {
             .take()
             .ok_or(PartitionError::Deleted)?;
         hosted.log.delete().await.map_err(PartitionError::Log)
+    }
+}
+
+/// The replica state `image` gives this broker: leading at its epoch with
+/// its ISR, or following its leader.
+fn replica_for(
+    config: ReplicaConfig,
+    image: &PartitionImage,
+    log: &PartitionLog,
+    now_ms: i64,
+) -> ReplicaState {
+    let offsets = [
+        log.log_end_offset(),
+        log.durable_offset(),
+        log.high_watermark(),
+    ];
+    if image.leader_id == config.node_id {
+        ReplicaState::leader(
+            config,
+            image.leader_epoch,
+            (&image.replicas, &image.isr),
+            offsets,
+            now_ms,
+        )
+    } else {
+        ReplicaState::follower(config, image.leader_id, image.leader_epoch, offsets)
     }
 }

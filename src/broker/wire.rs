@@ -333,6 +333,10 @@ impl Summarise for DescribeQuorumRequest {}
 impl Summarise for DescribeQuorumResponse {}
 impl Summarise for BrokerRegistrationRequest {}
 impl Summarise for BrokerRegistrationResponse {}
+impl Summarise for AlterPartitionRequest {}
+impl Summarise for AlterPartitionResponse {}
+impl Summarise for BrokerHeartbeatRequest {}
+impl Summarise for BrokerHeartbeatResponse {}
 impl Summarise for DescribeGroupsRequest {}
 impl Summarise for DescribeGroupsResponse {}
 impl Summarise for ListGroupsRequest {}

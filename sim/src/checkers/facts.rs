@@ -37,6 +37,8 @@ pub(crate) fn record_tp(record: &Record) -> Tp<'_> {
 pub(crate) struct Settings {
     pub flush_on_ack: bool,
     pub idempotence: bool,
+    /// More than one replica per partition.
+    pub replicated: bool,
     /// False when the history has no `Meta` event. The checkers then assume the
     /// strict settings (every ack durable, idempotent producers): a missing
     /// Meta is a recorder bug, and a false alarm is easier to notice than a
@@ -60,6 +62,9 @@ pub(crate) struct AckedSend<'a> {
 #[derive(Debug, Clone)]
 pub(crate) struct FinalRead<'a> {
     pub index: u64,
+    /// Where the final read began: a send acknowledged after this may lie
+    /// beyond the end the read fixed when it started.
+    pub invoke_index: u64,
     pub log_start_offset: i64,
     pub records: &'a [Record],
     /// Offset to value, for lookups.
@@ -100,6 +105,7 @@ impl<'a> Facts<'a> {
         let mut settings = Settings {
             flush_on_ack: true,
             idempotence: true,
+            replicated: false,
             from_meta: false,
         };
         let mut invokes = BTreeMap::new();
@@ -118,11 +124,13 @@ impl<'a> Facts<'a> {
                     Event::Meta {
                         flush_on_ack,
                         idempotence,
+                        replication_factor,
                         ..
                     } if !settings.from_meta => {
                         settings = Settings {
                             flush_on_ack: *flush_on_ack,
                             idempotence: *idempotence,
+                            replicated: *replication_factor > 1,
                             from_meta: true,
                         };
                     }
@@ -206,6 +214,10 @@ impl<'a> Facts<'a> {
                                 (target.topic.as_str(), target.partition),
                                 FinalRead {
                                     index: entry.index,
+                                    invoke_index: invokes
+                                        .get(&(entry.process.as_str(), entry.id))
+                                        .copied()
+                                        .unwrap_or(entry.index),
                                     log_start_offset: *log_start_offset,
                                     records,
                                     values,
@@ -435,6 +447,7 @@ pub(crate) mod build {
                 idempotence,
                 checkers: Vec::new(),
                 group_initial_rebalance_delay_ms: 0,
+                replication_factor: 1,
             });
             h
         }
@@ -591,6 +604,23 @@ pub(crate) mod build {
                 records,
             };
             let (_, id) = self.invoke("final-reader", op(Vec::new()));
+            self.ok("final-reader", id, op(records))
+        }
+
+        /// A final read of `partition` during which `meanwhile` happens.
+        pub fn final_read_around(
+            &mut self,
+            partition: i32,
+            records: Vec<Record>,
+            meanwhile: impl FnOnce(&mut Self),
+        ) -> u64 {
+            let op = |records| Op::FinalRead {
+                target: tp(partition),
+                log_start_offset: 0,
+                records,
+            };
+            let (_, id) = self.invoke("final-reader", op(Vec::new()));
+            meanwhile(self);
             self.ok("final-reader", id, op(records))
         }
 

@@ -120,6 +120,7 @@ mod tests {
                 idempotence: true,
                 checkers: vec![],
                 group_initial_rebalance_delay_ms: 0,
+                replication_factor: 1,
             },
         );
         let send = |value: &str, offset: Option<i64>| Op::Send {

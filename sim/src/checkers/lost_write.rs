@@ -47,6 +47,7 @@ impl Checker for LostWrite {
         let mut retained = 0usize;
         let mut beyond_end = 0usize;
         let mut without_final_read = 0usize;
+        let mut acked_during_final_read = 0usize;
         // Per (producer, partition): the earliest permitted loss.
         let mut first_permitted_loss: std::collections::BTreeMap<_, &AckedSend<'_>> =
             std::collections::BTreeMap::new();
@@ -85,6 +86,12 @@ impl Checker for LostWrite {
                     Some(last) if last > send.offset => {
                         hole = true;
                         Some(format!("the final read skips it but reaches offset {last}"))
+                    }
+                    _ if send.ok_index > read.invoke_index => {
+                        // Acknowledged after the final read fixed the end
+                        // it reads to: it cannot be expected there.
+                        acked_during_final_read += 1;
+                        continue;
                     }
                     last => {
                         beyond_end += 1;
@@ -149,7 +156,8 @@ impl Checker for LostWrite {
         let summary = format!(
             "checked {checked} acked sends against {} final reads{}; {permitted} permitted losses \
              (power loss, flush_on_ack={}); {retained} below log start; {beyond_end} beyond the \
-             final read's end; {without_final_read} without a final read; {} acks without offset",
+             final read's end; {acked_during_final_read} acked after the final read began, beyond \
+             its end; {without_final_read} without a final read; {} acks without offset",
             facts.final_reads.len(),
             facts.settings_note(),
             facts.settings.flush_on_ack,
@@ -182,6 +190,33 @@ mod tests {
         let verdict = LostWrite.check(&h.build());
         assert!(!verdict.valid, "{verdict:?}");
         assert_eq!(verdict.anomalies.len(), 1);
+        assert_eq!(verdict.anomalies[0].entries, vec![lost.0, lost.1, read]);
+    }
+
+    #[test]
+    fn an_ack_after_the_final_read_began_may_lie_beyond_its_end() {
+        let mut h = H::new(true, true);
+        h.send("producer-0", None, "producer-0-1", 0, 0);
+        h.final_read_around(0, vec![record(0, 0, None, "producer-0-1")], |h| {
+            h.send("producer-0", None, "producer-0-2", 0, 1);
+        });
+        let verdict = LostWrite.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(
+            verdict
+                .summary
+                .contains("1 acked after the final read began"),
+            "{}",
+            verdict.summary
+        );
+
+        // Acknowledged before the final read began, it must be there.
+        let mut h = H::new(true, true);
+        h.send("producer-0", None, "producer-0-1", 0, 0);
+        let lost = h.send("producer-0", None, "producer-0-2", 0, 1);
+        let read = h.final_read_around(0, vec![record(0, 0, None, "producer-0-1")], |_| {});
+        let verdict = LostWrite.check(&h.build());
+        assert!(!verdict.valid, "{verdict:?}");
         assert_eq!(verdict.anomalies[0].entries, vec![lost.0, lost.1, read]);
     }
 

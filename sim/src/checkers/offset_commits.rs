@@ -11,6 +11,9 @@
 //! - `commit-above-high-watermark`: nobody can have read past the high
 //!   watermark, so a commit above the latest `HighWatermark` event at its
 //!   completion is invented. Skipped for partitions without such events.
+//!   With replicas, a new leader may advertise a high watermark below its
+//!   predecessor's until its followers catch up, so there the bound is the
+//!   highest high watermark advertised so far.
 //! - `commit-unprocessed`: commit-before-process: the commit covers an offset
 //!   the member polled since its last Assign or Seek but had not processed
 //!   when it invoked the commit.
@@ -86,7 +89,7 @@ impl Checker for OffsetCommits {
         let summary = format!(
             "{} ok commits of {} partition offsets, {} assigns ({} new owners' first polls \
              checked, {} resumed at an unfinished commit){}; {} excused by a power loss \
-             (flush_on_ack={})",
+             (flush_on_ack={}); {} below a higher high watermark advertised before a leader change",
             state.counts.commits,
             state.counts.commit_offsets,
             state.counts.assigns,
@@ -95,6 +98,7 @@ impl Checker for OffsetCommits {
             facts.settings_note(),
             state.counts.excused,
             facts.settings.flush_on_ack,
+            state.counts.below_earlier_high_watermark,
         );
         verdict(self, state.anomalies, summary)
     }
@@ -167,6 +171,9 @@ struct Counts {
     /// not know (it may have reached the broker).
     resumed_at_unfinished: usize,
     excused: usize,
+    /// Reads and commits between a new leader's high watermark and the
+    /// highest its predecessor advertised.
+    below_earlier_high_watermark: usize,
 }
 
 struct State<'f, 'a> {
@@ -541,7 +548,9 @@ impl<'f, 'a> State<'f, 'a> {
             let offset = commit.offset;
             if let Some(hw) = self.high_watermarks.get(&tp) {
                 if offset > hw.latest {
-                    if offset <= hw.max
+                    if offset <= hw.max && self.facts.settings.replicated {
+                        self.counts.below_earlier_high_watermark += 1;
+                    } else if offset <= hw.max
                         && self.facts.loss_permitted_between(hw.max_index, entry.index)
                     {
                         self.counts.excused += 1;
@@ -696,7 +705,9 @@ impl<'f, 'a> State<'f, 'a> {
             let tp = record_tp(record);
             if let Some(hw) = self.high_watermarks.get(&tp) {
                 if record.offset >= hw.latest && above_reported.insert(tp) {
-                    if record.offset < hw.max
+                    if record.offset < hw.max && self.facts.settings.replicated {
+                        self.counts.below_earlier_high_watermark += 1;
+                    } else if record.offset < hw.max
                         && self.facts.loss_permitted_between(hw.max_index, entry.index)
                     {
                         self.counts.excused += 1;

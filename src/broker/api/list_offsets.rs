@@ -33,7 +33,7 @@ impl Broker {
                     .with_timestamp(-1)
                     .with_offset(-1)
                     .with_leader_epoch(-1);
-                match self.partition(&name, wanted.partition_index) {
+                match self.led_partition(&name, wanted.partition_index) {
                     None => {
                         response.error_code =
                             self.missing_partition_error(&name, wanted.partition_index)

@@ -53,7 +53,7 @@ impl Broker {
                     ResponseError::LeaderNotAvailable.code()
                 } else if may_create {
                     match self
-                        .create_topic(&name, self.config.num_partitions, false)
+                        .create_topic(&name, self.config.num_partitions, -1, false)
                         .await
                     {
                         Ok(()) => 0,

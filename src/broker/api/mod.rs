@@ -17,6 +17,7 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
 mod quorum;
+mod replication;
 mod topics;
 
 pub use quorum::BROKER_REGISTRATION_VERSION;
@@ -64,7 +65,9 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     quorum::BEGIN_QUORUM_EPOCH,
     quorum::END_QUORUM_EPOCH,
     quorum::DESCRIBE_QUORUM,
+    replication::ALTER_PARTITION,
     quorum::BROKER_REGISTRATION,
+    replication::BROKER_HEARTBEAT,
 ];
 
 /// What the connection loop does with a request.
@@ -97,6 +100,18 @@ fn leader_epoch_error(requested: i32, current: i32) -> Option<i16> {
 }
 
 impl Broker {
+    /// The partition as clients may use it here: only where this broker
+    /// leads it. A follower's replica answers NOT_LEADER_OR_FOLLOWER, as a
+    /// missing one answers [`Broker::missing_partition_error`].
+    fn led_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Option<std::sync::Arc<crate::broker::partition::Partition>> {
+        self.partition(topic, partition)
+            .filter(|partition| partition.is_leader())
+    }
+
     /// The error for a partition this broker holds no replica of: another
     /// broker leads it (NOT_LEADER_OR_FOLLOWER, so the client refreshes its
     /// metadata), or it does not exist.
@@ -338,6 +353,8 @@ impl Broker {
             EndQuorumEpoch => EndQuorumEpochRequest => end_quorum_epoch,
             DescribeQuorum => DescribeQuorumRequest => describe_quorum,
             BrokerRegistration => BrokerRegistrationRequest => broker_registration,
+            AlterPartition => AlterPartitionRequest => alter_partition,
+            BrokerHeartbeat => BrokerHeartbeatRequest => broker_heartbeat,
         )
     }
 

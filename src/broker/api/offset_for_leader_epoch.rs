@@ -33,7 +33,7 @@ impl Broker {
                     .with_partition(wanted.partition)
                     .with_leader_epoch(-1)
                     .with_end_offset(-1);
-                match self.partition(&name, wanted.partition) {
+                match self.led_partition(&name, wanted.partition) {
                     None => {
                         answer.error_code = self.missing_partition_error(&name, wanted.partition)
                     }

@@ -10,6 +10,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 
 use super::{str_bytes, RequestContext, Versions};
+use crate::broker::partition::{AckWait, Partition};
 use crate::broker::Broker;
 
 /// From 3 (record batches v2) to 12; 13 names topics by id, which sluice does not.
@@ -38,7 +39,7 @@ impl Broker {
                     ResponseError::InvalidRequiredAcks.code()
                 } else if request.transactional_id.is_some() {
                     ResponseError::TransactionalIdAuthorizationFailed.code()
-                } else if let Some(partition) = self.partition(&name, data.index) {
+                } else if let Some(partition) = self.led_partition(&name, data.index) {
                     match data.records {
                         None => ResponseError::CorruptMessage.code(),
                         Some(records) => match self
@@ -72,29 +73,50 @@ impl Broker {
         Some(ProduceResponse::default().with_responses(responses))
     }
 
+    /// Appends one partition's batches and waits for what `acks` asks:
+    /// nothing more for acks=1 (or, under `log.flush.on.ack`, the fsync),
+    /// and for acks=all the high watermark passing the batch, which in a
+    /// cluster means every in-sync replica holds it.
     pub(super) async fn produce_partition(
         &self,
-        partition: &crate::broker::partition::Partition,
+        partition: &Partition,
         records: Bytes,
         acks: i16,
         timeout: Duration,
     ) -> Result<(crate::log::AppendOutcome, i64), i16> {
+        if acks == -1 && !partition.has_min_insync_replicas() {
+            return Err(ResponseError::NotEnoughReplicas.code());
+        }
+        let leader_epoch = partition.leader_epoch();
         let outcome = partition.append(records, self.clock.now_ms()).await.map_err(|error| {
             tracing::debug!(topic = %partition.topic, partition = partition.index, %error, "produce rejected");
             error.code()
         })?;
-        if crate::planted!(FetchBeyondHighWatermark) {
-            // Planted: the log end is what fetches may see, so wake them now.
-            self.notify_data_arrived();
-        }
+        // Wakes followers' held fetches, and consumers' if the high
+        // watermark moved.
+        self.notify_data_arrived();
+        let deadline = tokio::time::Instant::now() + timeout;
         if self.config.log.flush_on_ack && acks != 0 {
-            match tokio::time::timeout(timeout, partition.sync_to(outcome.last_offset + 1)).await {
+            match tokio::time::timeout_at(deadline, partition.sync_to(outcome.last_offset + 1))
+                .await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => return Err(error.code()),
                 Err(_) => return Err(ResponseError::RequestTimedOut.code()),
             }
+            self.notify_data_arrived();
         }
-        self.notify_data_arrived();
+        if acks == -1 {
+            let replicated = partition.wait_replicated(outcome.last_offset + 1, leader_epoch);
+            match tokio::time::timeout_at(deadline, replicated).await {
+                Ok(AckWait::Replicated) => {}
+                Ok(AckWait::NotLeader) => return Err(ResponseError::NotLeaderOrFollower.code()),
+                Ok(AckWait::BelowMinInsync) => {
+                    return Err(ResponseError::NotEnoughReplicasAfterAppend.code())
+                }
+                Err(_) => return Err(ResponseError::RequestTimedOut.code()),
+            }
+        }
         let log_start_offset = partition
             .offsets()
             .await

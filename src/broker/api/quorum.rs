@@ -202,7 +202,8 @@ impl Broker {
             host: listener.host.to_string(),
             port: i32::from(listener.port),
         };
-        Some(match self.register_broker(endpoint).await {
+        let incarnation = crate::broker::cluster::incarnation_of(request.incarnation_id);
+        Some(match self.register_broker(endpoint, incarnation).await {
             Ok(broker_epoch) => response.with_broker_epoch(broker_epoch),
             Err(code) => response.with_error_code(code),
         })

@@ -30,16 +30,12 @@ impl Broker {
             } else {
                 topic.num_partitions
             };
+            let replication_factor = self.replication_factor(topic.replication_factor);
             let mut result = CreatableTopicResult::default()
                 .with_name(topic.name.clone())
                 .with_num_partitions(partition_count)
-                .with_replication_factor(1);
-            let outcome = if !matches!(topic.replication_factor, -1 | 1) {
-                Err((
-                    ResponseError::InvalidReplicationFactor.code(),
-                    "a single broker holds one replica".to_string(),
-                ))
-            } else if !topic.assignments.is_empty() {
+                .with_replication_factor(replication_factor);
+            let outcome = if !topic.assignments.is_empty() {
                 Err((
                     ResponseError::InvalidReplicaAssignment.code(),
                     "manual assignment is not supported".to_string(),
@@ -50,9 +46,23 @@ impl Broker {
                     "topic-level configs are not supported yet; set them broker-wide".to_string(),
                 ))
             } else {
-                self.create_topic(&name, partition_count, request.validate_only)
-                    .await
-                    .map_err(|code| (code, String::new()))
+                self.create_topic(
+                    &name,
+                    partition_count,
+                    replication_factor,
+                    request.validate_only,
+                )
+                .await
+                .map_err(|code| {
+                    let message = if code == ResponseError::InvalidReplicationFactor.code() {
+                        format!(
+                            "replication factor {replication_factor} is more than the brokers available"
+                        )
+                    } else {
+                        String::new()
+                    };
+                    (code, message)
+                })
             };
             if let Err((code, message)) = outcome {
                 result.error_code = code;

@@ -1,0 +1,185 @@
+//! What the active controller does beyond topic records: it keeps the
+//! brokers' sessions from their heartbeats, fences a broker whose session
+//! lapsed and moves its leaderships to other in-sync replicas, records the
+//! ISR changes leaders ask for (AlterPartition), and records a broker's new
+//! incarnation when it registers after a restart.
+//!
+//! The decisions are `crate::controller`'s pure functions; this is the
+//! shell that feeds them the image and the time and writes what they
+//! return. Every write that was decided against the image holds the
+//! `topic_admin` lock until it is applied, so the next decision sees it:
+//! without that, an ISR change checked before a fencing was applied could
+//! hand leadership back to the fenced broker.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+
+use super::Broker;
+use crate::controller::{self, AlterIsrError, BrokerSessions};
+use crate::metadata::{BrokerEndpoint, MetadataRecord};
+
+/// How often the active controller looks for lapsed sessions.
+const CONTROLLER_TICK_MS: u64 = 250;
+
+/// At most this many leadership changes are written per round, so one
+/// round stays short; a broker leading more partitions is finished in the
+/// next rounds.
+const CONTROLLER_WRITES_PER_TICK_MAX: usize = 64;
+
+impl Broker {
+    /// Runs `f` on the brokers' sessions if this broker is the active
+    /// controller. A controller in a new quorum epoch starts every
+    /// registered broker's session afresh.
+    fn with_sessions<R>(&self, f: impl FnOnce(&mut BrokerSessions) -> R) -> Option<R> {
+        let cluster = self.cluster.as_ref()?;
+        let status = cluster.quorum.current_status();
+        let mut sessions = cluster.sessions.lock().expect("sessions lock");
+        if status.leader_id != Some(self.config.node_id) {
+            *sessions = None;
+            return None;
+        }
+        let now_ms = self.clock.now_ms();
+        let stale = sessions
+            .as_ref()
+            .is_none_or(|(epoch, _)| *epoch != status.epoch);
+        if stale {
+            let brokers: Vec<i32> =
+                self.with_metadata(|image| image.brokers().map(|b| b.node_id).collect());
+            *sessions = Some((status.epoch, BrokerSessions::starting(brokers, now_ms)));
+        }
+        let (_, sessions) = sessions.as_mut().expect("just set");
+        Some(f(sessions))
+    }
+
+    /// A heartbeat from `node_id`. False when this broker is not the
+    /// active controller.
+    pub(super) fn heartbeat_received(&self, node_id: i32) -> bool {
+        let now_ms = self.clock.now_ms();
+        self.with_sessions(|sessions| sessions.heartbeat(node_id, now_ms))
+            .is_some()
+    }
+
+    /// BrokerRegistration, on the active controller: records the broker's
+    /// address and incarnation where they changed, and starts its session.
+    /// The answer's broker epoch is its incarnation.
+    pub(super) async fn register_broker(
+        &self,
+        endpoint: BrokerEndpoint,
+        incarnation: u64,
+    ) -> Result<i64, i16> {
+        let _admin = self.topic_admin.lock().await;
+        if !self.heartbeat_received(endpoint.node_id) {
+            return Err(ResponseError::NotController.code());
+        }
+        let node_id = endpoint.node_id;
+        let (known_endpoint, known_incarnation) = self.with_metadata(|image| {
+            (
+                image.broker(node_id) == Some(&endpoint),
+                image.incarnation(node_id) == Some(incarnation),
+            )
+        });
+        if !known_endpoint {
+            self.controller_write(MetadataRecord::RegisterBroker(endpoint))
+                .await?;
+        }
+        if !known_incarnation {
+            self.controller_write(MetadataRecord::BrokerIncarnation {
+                node_id,
+                incarnation,
+            })
+            .await?;
+        }
+        Ok(incarnation as i64)
+    }
+
+    /// AlterPartition for one partition, on the active controller.
+    pub(super) async fn alter_partition_here(
+        &self,
+        key: (&str, i32),
+        leader: (i32, i32),
+        isr: &[i32],
+    ) -> Result<(), i16> {
+        let _admin = self.topic_admin.lock().await;
+        let decided = self.with_sessions(|sessions| {
+            let image = self.metadata.read().expect("metadata lock");
+            controller::alter_isr(&image, key, leader, isr, sessions)
+        });
+        let record = match decided {
+            None => return Err(ResponseError::NotController.code()),
+            Some(Err(error)) => {
+                return Err(match error {
+                    AlterIsrError::UnknownPartition => ResponseError::UnknownTopicOrPartition,
+                    AlterIsrError::NotLeader => ResponseError::NotLeaderOrFollower,
+                    AlterIsrError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+                    AlterIsrError::Invalid => ResponseError::InvalidRequest,
+                }
+                .code())
+            }
+            Some(Ok(None)) => return Ok(()),
+            Some(Ok(Some(record))) => record,
+        };
+        self.controller_write(record).await.map(|_| ())
+    }
+
+    /// One controller round: fences brokers whose sessions lapsed and writes
+    /// the leadership changes fencing calls for, and gives offline
+    /// partitions a leader once an in-sync replica is back. Each change is
+    /// decided against the image as the previous one left it.
+    async fn controller_tick(&self) {
+        let _admin = self.topic_admin.lock().await;
+        let now_ms = self.clock.now_ms();
+        let timeout_ms = self.config.broker_session_timeout_ms;
+        let node_id = self.config.node_id;
+        let expired = self.with_sessions(|sessions| {
+            sessions.heartbeat(node_id, now_ms);
+            sessions.expire(now_ms, timeout_ms)
+        });
+        for fenced in expired.into_iter().flatten() {
+            tracing::warn!(broker = fenced, "broker session expired: fenced");
+        }
+        for _ in 0..CONTROLLER_WRITES_PER_TICK_MAX {
+            let Some(Some(record)) =
+                self.with_sessions(|sessions| self.next_leadership_change(sessions))
+            else {
+                return;
+            };
+            if let Err(code) = self.controller_write(record).await {
+                tracing::info!(code, "a leadership change did not commit; will retry");
+                return;
+            }
+        }
+    }
+
+    fn next_leadership_change(&self, sessions: &BrokerSessions) -> Option<MetadataRecord> {
+        let image = self.metadata.read().expect("metadata lock");
+        let alive = sessions.alive();
+        let fenced_changes = image
+            .brokers()
+            .map(|b| b.node_id)
+            .filter(|id| sessions.is_fenced(*id))
+            .flat_map(|fenced| controller::fence_changes(&image, fenced, &alive))
+            .next();
+        fenced_changes.or_else(|| {
+            controller::offline_recoveries(&image, sessions)
+                .into_iter()
+                .next()
+        })
+    }
+}
+
+/// The active controller's timer.
+pub(super) async fn controller_loop(broker: Weak<Broker>) {
+    loop {
+        {
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            if broker.is_active_controller() {
+                broker.controller_tick().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(CONTROLLER_TICK_MS)).await;
+    }
+}

@@ -1,0 +1,389 @@
+//! The active controller's decisions, as a pure core: where a new topic's
+//! replicas go, which brokers' sessions have lapsed, what leadership moves
+//! when a broker is fenced, and whether a leader's ISR change is accepted.
+//! Each takes the metadata image (and the time) and returns the
+//! [`MetadataRecord`]s to write; `broker/cluster.rs` writes them through
+//! the quorum.
+//!
+//! Broker sessions live only in the active controller's memory, as in
+//! Kafka: a newly elected controller gives every registered broker a fresh
+//! session, so a broker is fenced only after the controller that fences it
+//! has itself waited a whole `broker.session.timeout.ms` without hearing
+//! from it.
+//!
+//! Invariants: nothing here reads a clock or does I/O; a new leader is
+//! always taken from the ISR (no unclean election); an ISR never loses its
+//! last member.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::metadata::{MetadataImage, MetadataRecord, PartitionImage};
+
+/// Places `partition_count` partitions of `replication_factor` replicas
+/// over `brokers` round-robin, starting at `start`: partition `p`'s replicas
+/// are the `replication_factor` brokers from `start + p` on, and the first
+/// is its leader, so leaderships spread as evenly as the replicas.
+pub fn assign_replicas(
+    brokers: &[i32],
+    partition_count: usize,
+    replication_factor: usize,
+    start: usize,
+) -> Vec<PartitionImage> {
+    assert!(
+        (1..=brokers.len()).contains(&replication_factor),
+        "replication factor {replication_factor} over {} brokers",
+        brokers.len()
+    );
+    (0..partition_count)
+        .map(|partition| {
+            let replicas: Vec<i32> = (0..replication_factor)
+                .map(|replica| brokers[(start + partition + replica) % brokers.len()])
+                .collect();
+            PartitionImage {
+                leader_id: replicas[0],
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+            }
+        })
+        .collect()
+}
+
+/// The brokers' sessions, as the active controller sees them: when each
+/// last heartbeated, and which are fenced.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerSessions {
+    last_heartbeat_ms: BTreeMap<i32, i64>,
+    fenced: BTreeSet<i32>,
+}
+
+impl BrokerSessions {
+    /// Starts every registered broker's session at `now_ms`: what a newly
+    /// elected controller does.
+    pub fn starting(brokers: impl IntoIterator<Item = i32>, now_ms: i64) -> BrokerSessions {
+        BrokerSessions {
+            last_heartbeat_ms: brokers.into_iter().map(|id| (id, now_ms)).collect(),
+            fenced: BTreeSet::new(),
+        }
+    }
+
+    /// A heartbeat (or registration) from `broker`: its session is alive,
+    /// and it is unfenced.
+    pub fn heartbeat(&mut self, broker: i32, now_ms: i64) {
+        self.last_heartbeat_ms.insert(broker, now_ms);
+        self.fenced.remove(&broker);
+    }
+
+    /// Fences the brokers whose sessions lapsed; returns the newly fenced.
+    pub fn expire(&mut self, now_ms: i64, session_timeout_ms: i64) -> Vec<i32> {
+        let lapsed: Vec<i32> = self
+            .last_heartbeat_ms
+            .iter()
+            .filter(|(id, last)| {
+                !self.fenced.contains(*id) && now_ms.saturating_sub(**last) > session_timeout_ms
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        self.fenced.extend(lapsed.iter().copied());
+        lapsed
+    }
+
+    pub fn is_fenced(&self, broker: i32) -> bool {
+        self.fenced.contains(&broker)
+    }
+
+    /// The brokers with a live session.
+    pub fn alive(&self) -> BTreeSet<i32> {
+        self.last_heartbeat_ms
+            .keys()
+            .filter(|id| !self.fenced.contains(id))
+            .copied()
+            .collect()
+    }
+}
+
+/// What fencing `fenced` changes: every partition it leads gets a new leader
+/// from the rest of its ISR that is `alive` (the first in replica order),
+/// and it leaves every other ISR it is in. A partition whose ISR has no
+/// other live member keeps its leader and goes offline until that leader
+/// returns: electing outside the ISR could lose acknowledged records.
+pub fn fence_changes(
+    image: &MetadataImage,
+    fenced: i32,
+    alive: &BTreeSet<i32>,
+) -> Vec<MetadataRecord> {
+    let mut changes = Vec::new();
+    for name in image.all_topic_names() {
+        let topic = image.topic(&name).expect("listed topic");
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            if !partition.isr.contains(&fenced) {
+                continue;
+            }
+            let rest: Vec<i32> = partition
+                .isr
+                .iter()
+                .copied()
+                .filter(|id| *id != fenced)
+                .collect();
+            let leader_id = if partition.leader_id == fenced {
+                let successor = partition
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|id| rest.contains(id) && alive.contains(id));
+                match successor {
+                    Some(successor) => successor,
+                    None => continue,
+                }
+            } else {
+                partition.leader_id
+            };
+            if rest.is_empty() {
+                continue;
+            }
+            changes.push(MetadataRecord::PartitionChange {
+                topic: name.clone(),
+                partition: index as i32,
+                leader_id,
+                isr: rest,
+            });
+        }
+    }
+    changes
+}
+
+/// A partition's leadership becomes available again: a partition whose
+/// leader is fenced and whose ISR holds no one else alive stays offline in
+/// [`fence_changes`]; once an ISR member is back, it leads.
+pub fn offline_recoveries(image: &MetadataImage, sessions: &BrokerSessions) -> Vec<MetadataRecord> {
+    let alive = sessions.alive();
+    let mut changes = Vec::new();
+    for name in image.all_topic_names() {
+        let topic = image.topic(&name).expect("listed topic");
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            if !sessions.is_fenced(partition.leader_id) {
+                continue;
+            }
+            let successor = partition.replicas.iter().copied().find(|id| {
+                *id != partition.leader_id && partition.isr.contains(id) && alive.contains(id)
+            });
+            if let Some(successor) = successor {
+                changes.push(MetadataRecord::PartitionChange {
+                    topic: name.clone(),
+                    partition: index as i32,
+                    leader_id: successor,
+                    isr: partition
+                        .isr
+                        .iter()
+                        .copied()
+                        .filter(|id| *id != partition.leader_id)
+                        .collect(),
+                });
+            }
+        }
+    }
+    changes
+}
+
+/// Why the controller refused an ISR change (AlterPartition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlterIsrError {
+    /// No such topic or partition.
+    UnknownPartition,
+    /// The sender does not lead the partition (NOT_LEADER_OR_FOLLOWER).
+    NotLeader,
+    /// The sender leads at an older epoch (FENCED_LEADER_EPOCH).
+    FencedLeaderEpoch,
+    /// The ISR would drop the leader, hold a non-replica, or add a fenced
+    /// broker (INVALID_REQUEST / INELIGIBLE_REPLICA).
+    Invalid,
+}
+
+/// Checks a leader's ISR change: it must come from the partition's current
+/// leader at its current epoch, keep the leader, stay among the replicas,
+/// and add no fenced broker. Returns the record to write, or None when the
+/// ISR is already that.
+pub fn alter_isr(
+    image: &MetadataImage,
+    (topic, partition): (&str, i32),
+    (leader_id, leader_epoch): (i32, i32),
+    new_isr: &[i32],
+    sessions: &BrokerSessions,
+) -> Result<Option<MetadataRecord>, AlterIsrError> {
+    let current = image
+        .topic(topic)
+        .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?))
+        .ok_or(AlterIsrError::UnknownPartition)?;
+    if current.leader_id != leader_id {
+        return Err(AlterIsrError::NotLeader);
+    }
+    if leader_epoch < current.leader_epoch {
+        return Err(AlterIsrError::FencedLeaderEpoch);
+    }
+    if leader_epoch > current.leader_epoch {
+        return Err(AlterIsrError::NotLeader);
+    }
+    let mut isr: Vec<i32> = new_isr.to_vec();
+    isr.sort_unstable();
+    isr.dedup();
+    let keeps_leader = isr.contains(&leader_id);
+    let among_replicas = isr.iter().all(|id| current.replicas.contains(id));
+    let adds_fenced = isr
+        .iter()
+        .any(|id| !current.isr.contains(id) && sessions.is_fenced(*id));
+    if !keeps_leader || !among_replicas || adds_fenced {
+        return Err(AlterIsrError::Invalid);
+    }
+    let mut recorded = current.isr.clone();
+    recorded.sort_unstable();
+    if recorded == isr {
+        return Ok(None);
+    }
+    Ok(Some(MetadataRecord::PartitionChange {
+        topic: topic.to_string(),
+        partition,
+        leader_id,
+        isr,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::BrokerEndpoint;
+
+    fn image_with(partitions: Vec<PartitionImage>) -> MetadataImage {
+        let mut image = MetadataImage::empty("sluice");
+        for node_id in 1..=3 {
+            image.set_endpoint(BrokerEndpoint {
+                node_id,
+                host: format!("broker-{node_id}"),
+                port: 9092,
+            });
+        }
+        image.add_topic("t", false, partitions).expect("topic");
+        image
+    }
+
+    #[test]
+    fn replicas_spread_round_robin_with_the_first_leading() {
+        let partitions = assign_replicas(&[1, 2, 3], 4, 3, 1);
+        let replicas: Vec<Vec<i32>> = partitions.iter().map(|p| p.replicas.clone()).collect();
+        assert_eq!(
+            replicas,
+            [vec![2, 3, 1], vec![3, 1, 2], vec![1, 2, 3], vec![2, 3, 1]]
+        );
+        assert!(partitions
+            .iter()
+            .all(|p| p.leader_id == p.replicas[0] && p.isr == p.replicas));
+        let single = assign_replicas(&[1, 2, 3], 3, 1, 0);
+        let leaders: Vec<i32> = single.iter().map(|p| p.leader_id).collect();
+        assert_eq!(leaders, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_lapsed_session_is_fenced_once_and_a_heartbeat_unfences_it() {
+        let mut sessions = BrokerSessions::starting([1, 2, 3], 0);
+        sessions.heartbeat(1, 5_000);
+        sessions.heartbeat(2, 5_000);
+        assert_eq!(sessions.expire(9_000, 9_000), Vec::<i32>::new());
+        assert_eq!(sessions.expire(9_001, 9_000), [3]);
+        assert_eq!(sessions.expire(20_000, 9_000), [1, 2]);
+        assert!(sessions.is_fenced(3));
+        sessions.heartbeat(3, 20_000);
+        assert_eq!(sessions.alive(), BTreeSet::from([3]));
+    }
+
+    #[test]
+    fn fencing_a_leader_elects_from_the_live_isr_and_never_outside_it() {
+        let led_by_1 = PartitionImage {
+            leader_id: 1,
+            leader_epoch: 4,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 3],
+        };
+        let followed_by_1 = PartitionImage {
+            leader_id: 2,
+            leader_epoch: 0,
+            replicas: vec![2, 1, 3],
+            isr: vec![1, 2, 3],
+        };
+        let only_1 = PartitionImage {
+            leader_id: 1,
+            leader_epoch: 0,
+            replicas: vec![1, 2],
+            isr: vec![1],
+        };
+        let image = image_with(vec![led_by_1, followed_by_1, only_1]);
+        let changes = fence_changes(&image, 1, &BTreeSet::from([2, 3]));
+        assert_eq!(
+            changes,
+            [
+                MetadataRecord::PartitionChange {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader_id: 3,
+                    isr: vec![3],
+                },
+                MetadataRecord::PartitionChange {
+                    topic: "t".into(),
+                    partition: 1,
+                    leader_id: 2,
+                    isr: vec![2, 3],
+                },
+            ]
+        );
+        // Broker 2 is not in partition 0's ISR: with 3 dead too, nobody
+        // may lead it, and it stays with its fenced leader.
+        let changes = fence_changes(&image, 1, &BTreeSet::from([2]));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+    }
+
+    #[test]
+    fn an_isr_change_must_come_from_the_current_leader_and_keep_it() {
+        let image = image_with(vec![PartitionImage {
+            leader_id: 1,
+            leader_epoch: 2,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+        }]);
+        let mut sessions = BrokerSessions::starting([1, 2, 3], 0);
+        let shrink = alter_isr(&image, ("t", 0), (1, 2), &[1, 2], &sessions);
+        assert!(matches!(
+            shrink,
+            Ok(Some(MetadataRecord::PartitionChange { ref isr, .. })) if isr == &[1, 2]
+        ));
+        assert_eq!(
+            alter_isr(&image, ("t", 0), (1, 2), &[3, 2, 1], &sessions),
+            Ok(None)
+        );
+        assert_eq!(
+            alter_isr(&image, ("t", 0), (1, 1), &[1, 2], &sessions),
+            Err(AlterIsrError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            alter_isr(&image, ("t", 0), (2, 2), &[1, 2], &sessions),
+            Err(AlterIsrError::NotLeader)
+        );
+        assert_eq!(
+            alter_isr(&image, ("t", 0), (1, 2), &[2, 3], &sessions),
+            Err(AlterIsrError::Invalid)
+        );
+        assert_eq!(
+            alter_isr(&image, ("t", 1), (1, 2), &[1], &sessions),
+            Err(AlterIsrError::UnknownPartition)
+        );
+        let shrunk = image_with(vec![PartitionImage {
+            leader_id: 1,
+            leader_epoch: 2,
+            replicas: vec![1, 2, 3],
+            isr: vec![1],
+        }]);
+        sessions.expire(100_000, 9_000);
+        sessions.heartbeat(1, 100_000);
+        assert_eq!(
+            alter_isr(&shrunk, ("t", 0), (1, 2), &[1, 3], &sessions),
+            Err(AlterIsrError::Invalid)
+        );
+    }
+}
