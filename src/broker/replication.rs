@@ -322,16 +322,13 @@ fn alter_partition_request(
     leader_epoch: i32,
     isr: &[i32],
 ) -> AlterPartitionRequest {
-    use alter_partition_request::{BrokerState, PartitionData, TopicData};
+    use alter_partition_request::{PartitionData, TopicData};
+    // v2 carries the ISR as plain ids (v3's ids with broker epochs would
+    // not encode at v2).
     let partition = PartitionData::default()
         .with_partition_index(partition)
         .with_leader_epoch(leader_epoch)
         .with_new_isr(isr.iter().map(|id| BrokerId(*id)).collect())
-        .with_new_isr_with_epochs(
-            isr.iter()
-                .map(|id| BrokerState::default().with_broker_id(BrokerId(*id)))
-                .collect(),
-        )
         .with_partition_epoch(leader_epoch);
     AlterPartitionRequest::default()
         .with_broker_id(BrokerId(node_id))
