@@ -150,7 +150,7 @@ async fn produce_one(broker: &Broker, topic: &str, batch: Vec<u8>) -> (i16, i64)
 #[tokio::test]
 async fn every_advertised_api_answers_at_every_advertised_version() {
     let test = start_broker(test_config()).await;
-    test.broker.create_topic("t", 1, false).await.unwrap();
+    test.broker.create_topic("t", 1, -1, false).await.unwrap();
     produce_one(
         &test.broker,
         "t",
@@ -245,7 +245,7 @@ async fn api_versions_beyond_our_range_gets_the_kip_511_fallback() {
 async fn produce_errors_carry_the_right_kafka_codes() {
     let test = start_broker(test_config()).await;
     let broker = &test.broker;
-    broker.create_topic("t", 1, false).await.unwrap();
+    broker.create_topic("t", 1, -1, false).await.unwrap();
     let batch = encode_batch(&[b"ok".as_slice()], 1, -1, -1, -1);
     assert_eq!(produce_one(broker, "t", batch.clone()).await, (0, 0));
     let mut corrupt = batch.clone();
@@ -292,7 +292,7 @@ async fn produce_errors_carry_the_right_kafka_codes() {
 async fn idempotent_retries_return_the_original_offset_and_gaps_are_refused() {
     let test = start_broker(test_config()).await;
     let broker = &test.broker;
-    broker.create_topic("t", 1, false).await.unwrap();
+    broker.create_topic("t", 1, -1, false).await.unwrap();
     let init: InitProducerIdResponse = call(
         broker,
         ApiKey::InitProducerId,
@@ -324,7 +324,7 @@ async fn idempotent_retries_return_the_original_offset_and_gaps_are_refused() {
 async fn fetch_long_polls_until_data_arrives_and_reports_out_of_range() {
     let test = start_broker(test_config()).await;
     let broker = test.broker.clone();
-    broker.create_topic("t", 1, false).await.unwrap();
+    broker.create_topic("t", 1, -1, false).await.unwrap();
     let waiting = {
         let broker = broker.clone();
         tokio::spawn(async move {
@@ -359,7 +359,7 @@ async fn fetch_long_polls_until_data_arrives_and_reports_out_of_range() {
 #[tokio::test]
 async fn data_and_committed_offsets_survive_a_restart() {
     let test = start_broker(test_config()).await;
-    test.broker.create_topic("t", 2, false).await.unwrap();
+    test.broker.create_topic("t", 2, -1, false).await.unwrap();
     produce_one(
         &test.broker,
         "t",
@@ -465,7 +465,7 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let test = start_broker(test_config()).await;
-            test.broker.create_topic("t", 1, false).await.unwrap();
+            test.broker.create_topic("t", 1, -1, false).await.unwrap();
             let input = if use_random {
                 Bytes::from(random)
             } else {
@@ -533,7 +533,7 @@ async fn offset_for_leader_epoch_answers_where_an_epoch_ends() {
     };
     let test = start_broker(test_config()).await;
     let broker = &test.broker;
-    broker.create_topic("t", 1, false).await.unwrap();
+    broker.create_topic("t", 1, -1, false).await.unwrap();
     for value in [b"a".as_slice(), b"b", b"c"] {
         assert_eq!(
             produce_one(broker, "t", encode_batch(&[value], 1, -1, -1, -1))

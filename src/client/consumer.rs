@@ -46,6 +46,9 @@ use super::group::{
 use super::metadata::{fetch_committed_offsets, Cluster, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 use super::records::{decode_fetched, FetchDecodeError};
 use super::{codes, is_stale_metadata_error, ClientError, Header, TopicPartition};
+
+/// The first Fetch version that carries `current_leader_epoch` (KIP-320).
+const FETCH_CURRENT_LEADER_EPOCH_VERSION: i16 = 9;
 use crate::clock::SharedClock;
 use crate::net::Connector;
 
@@ -1557,6 +1560,7 @@ impl Consumer {
                 topics.entry(tp.topic.clone()).or_default().push(
                     FetchPartition::default()
                         .with_partition(tp.partition)
+                        .with_current_leader_epoch(self.cluster.leader_epoch(tp).unwrap_or(-1))
                         .with_fetch_offset(*position)
                         .with_partition_max_bytes(self.config.max_partition_fetch_bytes),
                 );
@@ -1583,6 +1587,13 @@ impl Consumer {
             let task = tokio::spawn(async move {
                 let connection = cluster.broker_connection(leader)?;
                 let version = connection.version::<FetchRequest>().await?;
+                let mut req = req;
+                if version < FETCH_CURRENT_LEADER_EPOCH_VERSION {
+                    // Older brokers cannot be told the epoch.
+                    for partition in req.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                        partition.current_leader_epoch = -1;
+                    }
+                }
                 connection.send_with_timeout(req, version, timeout).await
             });
             requests.push((leader, partitions, task));

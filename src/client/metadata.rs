@@ -315,6 +315,18 @@ impl Cluster {
         (partition.leader >= 0).then_some(partition.leader)
     }
 
+    /// The leader epoch of `tp` according to the cache, which fetches carry
+    /// as `current_leader_epoch` so a deposed leader refuses them (KIP-320).
+    pub fn leader_epoch(&self, tp: &TopicPartition) -> Option<i32> {
+        let state = lock(&self.state);
+        let topic = state.topics.get(&tp.topic)?;
+        let partition = topic
+            .partitions
+            .iter()
+            .find(|p| p.partition == tp.partition)?;
+        (partition.leader_epoch >= 0).then_some(partition.leader_epoch)
+    }
+
     /// `topic` with its partitions, refreshing the cache until the topic is
     /// known with at least one partition or `wait` has passed.
     pub async fn topic_info(
