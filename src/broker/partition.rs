@@ -528,10 +528,6 @@ impl Partition {
     /// Waits until everything below `offset` is durable, sharing fsyncs with
     /// concurrent callers (group commit).
     pub async fn sync_to(&self, offset: i64) -> Result<(), PartitionError> {
-        if crate::planted!(AckBeforeFsync) {
-            // Planted: the write reached the page cache, call it durable.
-            return Ok(());
-        }
         loop {
             if self.with_log(async |log| Ok(log.durable_offset())).await? >= offset {
                 return Ok(());

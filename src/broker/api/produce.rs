@@ -96,7 +96,10 @@ impl Broker {
         // watermark moved.
         self.notify_data_arrived();
         let deadline = tokio::time::Instant::now() + timeout;
-        if self.config.log.flush_on_ack && acks != 0 {
+        // Planted: the write reached the page cache, call it durable (and
+        // replicated) at once.
+        let skip_waits = crate::planted!(AckBeforeFsync);
+        if self.config.log.flush_on_ack && acks != 0 && !skip_waits {
             match tokio::time::timeout_at(deadline, partition.sync_to(outcome.last_offset + 1))
                 .await
             {
@@ -106,7 +109,7 @@ impl Broker {
             }
             self.notify_data_arrived();
         }
-        if acks == -1 {
+        if acks == -1 && !skip_waits {
             let replicated = partition.wait_replicated(outcome.last_offset + 1, leader_epoch);
             match tokio::time::timeout_at(deadline, replicated).await {
                 Ok(AckWait::Replicated) => {}
