@@ -5,6 +5,13 @@
 //! SIGKILL the others elect a new one and keep serving the control plane.
 //! The killed node comes back with its partitions.
 //!
+//! A second cluster replicates: a topic with three replicas and
+//! `min.insync.replicas=2` takes acks=all writes without pause while the
+//! partition's leader, and later the active controller, are SIGKILLed and
+//! restarted; every acknowledged record is then read back exactly once, in
+//! order. The longest gap between acknowledgements is printed: the
+//! failover time a producer sees.
+//!
 //! It needs only the `sluice` binary. With `SLUICE_INTEROP=1` kcat also
 //! produces and consumes across the brokers.
 
@@ -100,6 +107,12 @@ fn free_port() -> u16 {
 }
 
 fn cluster(dir: &Path) -> Vec<Node> {
+    cluster_with(dir, "")
+}
+
+/// Three nodes whose configuration files end with `extra` (settings, one
+/// per line).
+fn cluster_with(dir: &Path, extra: &str) -> Vec<Node> {
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let voters = ports
         .iter()
@@ -119,7 +132,7 @@ fn cluster(dir: &Path) -> Vec<Node> {
                     "process.roles=broker,controller\nnode.id={id}\n\
                      controller.quorum.voters={voters}\n\
                      listeners=PLAINTEXT://127.0.0.1:{plaintext},CONTROLLER://127.0.0.1:{controller}\n\
-                     controller.listener.names=CONTROLLER\nlog.dirs={}\n",
+                     controller.listener.names=CONTROLLER\nlog.dirs={}\n{extra}",
                     dir.join(format!("data-{id}")).display()
                 ),
             )
@@ -389,4 +402,165 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
     }
     produce(&bootstrap_all, "orders", "k0:after\n");
     assert_eq!(consume_count(&bootstrap_all, "orders", 61), 61);
+}
+
+/// The broker leading `topic`'s partition 0, from `sluice topics --describe`
+/// at `bootstrap`, once it is one of `candidates`.
+fn partition_leader(bootstrap: &str, topic: &str, not: Option<i32>) -> i32 {
+    let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(200));
+    loop {
+        let leader = leaders(bootstrap, topic).first().copied();
+        if let Some(leader) = leader.filter(|l| *l >= 0 && Some(*l) != not) {
+            return leader;
+        }
+        assert!(!patience.exhausted(), "no new leader for {topic}");
+        patience.pause();
+    }
+}
+
+#[test]
+fn a_replicated_partition_loses_no_acknowledged_record_when_its_leader_or_the_controller_is_killed(
+) {
+    use sluice::client::consumer::{Consumer, ConsumerConfig};
+    use sluice::client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
+    use sluice::client::TopicPartition;
+    use std::sync::Arc;
+
+    const RECORDS: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    // A short broker session, so a killed leader is fenced in seconds
+    // (Kafka's default is 9 s).
+    let mut nodes = cluster_with(
+        dir.path(),
+        "min.insync.replicas=2\nbroker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n",
+    );
+    for node in &mut nodes {
+        node.start();
+    }
+    let bootstrap_all = nodes
+        .iter()
+        .map(|n| n.address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for_leader(&nodes[0].address, None);
+    // Three replicas need all three brokers registered.
+    let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(300));
+    loop {
+        let output = sluice(
+            &[
+                "topics", "--create", "--topic", "ledger", "--partitions", "1",
+                "--replication-factor", "3", "--bootstrap-server", &bootstrap_all,
+            ],
+            None,
+        );
+        if output.status.success() {
+            break;
+        }
+        assert!(
+            !patience.exhausted(),
+            "creating ledger: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        patience.pause();
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (acked, gaps) = runtime.block_on(async {
+        let producer = Producer::new(
+            ProducerConfig {
+                bootstrap_servers: bootstrap_all.clone(),
+                acks: Acks::All,
+                linger_ms: 0,
+                seed: 11,
+                ..ProducerConfig::default()
+            },
+            Arc::new(sluice::net::TcpConnector),
+            Arc::new(sluice::clock::SystemClock),
+        )
+        .expect("producer");
+        let mut acked: Vec<(i64, String)> = Vec::new();
+        let mut last_ack = tokio::time::Instant::now();
+        // The longest gap between acknowledgements after each kill.
+        let mut gaps = [Duration::ZERO; 2];
+        let mut killed: Option<usize> = None;
+        for i in 0..RECORDS {
+            // At 100 acks kill the partition leader; at 250 bring it back;
+            // at 350 kill the active controller; at 450 bring it back.
+            match i {
+                100 => {
+                    let leader = partition_leader(&bootstrap_all, "ledger", None);
+                    let index = nodes.iter().position(|n| n.id == leader).unwrap();
+                    nodes[index].kill();
+                    killed = Some(index);
+                }
+                350 => {
+                    let live = nodes.iter().find(|n| n.child.is_some()).unwrap();
+                    let (controller, _) = wait_for_leader(&live.address, None);
+                    let index = nodes.iter().position(|n| n.id == controller).unwrap();
+                    nodes[index].kill();
+                    killed = Some(index);
+                }
+                250 | 450 => {
+                    if let Some(index) = killed.take() {
+                        nodes[index].start();
+                    }
+                }
+                _ => {}
+            }
+            let value = format!("v{i}");
+            let record = ProducerRecord::new(
+                "ledger",
+                Some(bytes::Bytes::from(format!("k{}", i % 7))),
+                Some(bytes::Bytes::from(value.clone())),
+            );
+            let metadata = producer
+                .send(record)
+                .await
+                .unwrap_or_else(|error| panic!("send {i} failed: {error}"));
+            let now = tokio::time::Instant::now();
+            let phase = usize::from(i >= 350);
+            gaps[phase] = gaps[phase].max(now - last_ack);
+            last_ack = now;
+            acked.push((metadata.offset, value));
+        }
+        producer.close().await;
+        (acked, gaps)
+    });
+    eprintln!(
+        "longest gap between acks=all acknowledgements: {:?} after the partition leader's kill, \
+         {:?} after the active controller's",
+        gaps[0], gaps[1]
+    );
+
+    // Every acknowledged record, exactly once, at its offset, in order.
+    let records = runtime.block_on(async {
+        let mut consumer = Consumer::new(
+            ConsumerConfig {
+                bootstrap_servers: bootstrap_all.clone(),
+                ..ConsumerConfig::default()
+            },
+            Arc::new(sluice::net::TcpConnector),
+            Arc::new(sluice::clock::SystemClock),
+        )
+        .expect("consumer");
+        let tp = TopicPartition::new("ledger", 0);
+        consumer.assign(vec![tp.clone()]).unwrap();
+        consumer.seek(&tp, 0).unwrap();
+        let mut records = Vec::new();
+        let mut polls = 0;
+        while records.len() < RECORDS && polls < 200 {
+            polls += 1;
+            for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+                let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default())
+                    .into_owned();
+                records.push((record.offset, value));
+            }
+        }
+        records
+    });
+    assert_eq!(records.len(), RECORDS, "read {} of {RECORDS}", records.len());
+    assert_eq!(records, acked, "the log differs from what was acknowledged");
 }
