@@ -419,11 +419,9 @@ fn partition_leader(bootstrap: &str, topic: &str, not: Option<i32>) -> i32 {
 }
 
 #[test]
-fn a_replicated_partition_loses_no_acknowledged_record_when_its_leader_or_the_controller_is_killed(
-) {
-    use sluice::client::consumer::{Consumer, ConsumerConfig};
+fn a_replicated_partition_loses_no_acknowledged_record_when_its_leader_or_the_controller_is_killed()
+{
     use sluice::client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
-    use sluice::client::TopicPartition;
     use std::sync::Arc;
 
     const RECORDS: usize = 600;
@@ -444,25 +442,7 @@ fn a_replicated_partition_loses_no_acknowledged_record_when_its_leader_or_the_co
         .join(",");
     wait_for_leader(&nodes[0].address, None);
     // Three replicas need all three brokers registered.
-    let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(300));
-    loop {
-        let output = sluice(
-            &[
-                "topics", "--create", "--topic", "ledger", "--partitions", "1",
-                "--replication-factor", "3", "--bootstrap-server", &bootstrap_all,
-            ],
-            None,
-        );
-        if output.status.success() {
-            break;
-        }
-        assert!(
-            !patience.exhausted(),
-            "creating ledger: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        patience.pause();
-    }
+    create_replicated_topic(&bootstrap_all, "ledger");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -490,12 +470,7 @@ fn a_replicated_partition_loses_no_acknowledged_record_when_its_leader_or_the_co
             // At 100 acks kill the partition leader; at 250 bring it back;
             // at 350 kill the active controller; at 450 bring it back.
             match i {
-                100 => {
-                    let leader = partition_leader(&bootstrap_all, "ledger", None);
-                    let index = nodes.iter().position(|n| n.id == leader).unwrap();
-                    nodes[index].kill();
-                    killed = Some(index);
-                }
+                100 => killed = Some(kill_partition_leader(&mut nodes, &bootstrap_all, "ledger")),
                 350 => {
                     let live = nodes.iter().find(|n| n.child.is_some()).unwrap();
                     let (controller, _) = wait_for_leader(&live.address, None);
@@ -536,31 +511,187 @@ fn a_replicated_partition_loses_no_acknowledged_record_when_its_leader_or_the_co
     );
 
     // Every acknowledged record, exactly once, at its offset, in order.
-    let records = runtime.block_on(async {
-        let mut consumer = Consumer::new(
-            ConsumerConfig {
-                bootstrap_servers: bootstrap_all.clone(),
-                ..ConsumerConfig::default()
-            },
-            Arc::new(sluice::net::TcpConnector),
-            Arc::new(sluice::clock::SystemClock),
-        )
-        .expect("consumer");
-        let tp = TopicPartition::new("ledger", 0);
-        consumer.assign(vec![tp.clone()]).unwrap();
-        consumer.seek(&tp, 0).unwrap();
-        let mut records = Vec::new();
-        let mut polls = 0;
-        while records.len() < RECORDS && polls < 200 {
-            polls += 1;
-            for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-                let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default())
-                    .into_owned();
-                records.push((record.offset, value));
-            }
-        }
-        records
-    });
-    assert_eq!(records.len(), RECORDS, "read {} of {RECORDS}", records.len());
+    let records = runtime.block_on(read_partition(&bootstrap_all, "ledger", RECORDS));
+    assert_eq!(
+        records.len(),
+        RECORDS,
+        "read {} of {RECORDS}",
+        records.len()
+    );
     assert_eq!(records, acked, "the log differs from what was acknowledged");
+
+    if std::env::var("SLUICE_INTEROP").as_deref() == Ok("1") {
+        kafka_python_through_failover(&mut nodes, &bootstrap_all, &runtime);
+        kcat_through_failover(&mut nodes, &bootstrap_all, &runtime);
+    }
+}
+
+/// Partition 0 of `topic` from the start, as (offset, value), until
+/// `expected` records are read (or the polls run out).
+async fn read_partition(bootstrap: &str, topic: &str, expected: usize) -> Vec<(i64, String)> {
+    use sluice::client::consumer::{Consumer, ConsumerConfig};
+    use sluice::client::TopicPartition;
+    let mut consumer = Consumer::new(
+        ConsumerConfig {
+            bootstrap_servers: bootstrap.to_string(),
+            ..ConsumerConfig::default()
+        },
+        std::sync::Arc::new(sluice::net::TcpConnector),
+        std::sync::Arc::new(sluice::clock::SystemClock),
+    )
+    .expect("consumer");
+    let tp = TopicPartition::new(topic, 0);
+    consumer.assign(vec![tp.clone()]).unwrap();
+    consumer.seek(&tp, 0).unwrap();
+    let mut records = Vec::new();
+    let mut polls = 0;
+    while records.len() < expected && polls < 200 {
+        polls += 1;
+        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let value =
+                String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned();
+            records.push((record.offset, value));
+        }
+    }
+    records
+}
+
+/// Creates `topic` with one partition and three replicas, retrying while
+/// the cluster settles.
+fn create_replicated_topic(bootstrap: &str, topic: &str) {
+    let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(300));
+    loop {
+        let output = sluice(
+            &[
+                "topics",
+                "--create",
+                "--topic",
+                topic,
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "3",
+                "--bootstrap-server",
+                bootstrap,
+            ],
+            None,
+        );
+        if output.status.success() {
+            return;
+        }
+        assert!(
+            !patience.exhausted(),
+            "creating {topic}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        patience.pause();
+    }
+}
+
+/// Kills `topic`'s partition leader; returns its index in `nodes`.
+fn kill_partition_leader(nodes: &mut [Node], bootstrap: &str, topic: &str) -> usize {
+    let leader = partition_leader(bootstrap, topic, None);
+    let index = nodes.iter().position(|n| n.id == leader).unwrap();
+    nodes[index].kill();
+    index
+}
+
+/// kafka-python's idempotent acks=all producer while the partition leader
+/// is SIGKILLed and restarted: every value it saw acknowledged is in the
+/// log once, at the offset it was told.
+fn kafka_python_through_failover(
+    nodes: &mut [Node],
+    bootstrap: &str,
+    runtime: &tokio::runtime::Runtime,
+) {
+    use std::io::BufRead;
+    const COUNT: usize = 300;
+    create_replicated_topic(bootstrap, "ledger-py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/kafka_python_failover.py");
+    let mut child = Command::new("timeout")
+        .args(["300", "python3"])
+        .arg(&script)
+        .args([bootstrap, "ledger-py", &COUNT.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut acked = Vec::new();
+    let mut killed = None;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let Some(ack) = line.strip_prefix("ACK ") else {
+            continue;
+        };
+        let (offset, value) = ack.split_once(' ').expect("ACK offset value");
+        acked.push((offset.parse::<i64>().unwrap(), value.to_string()));
+        match acked.len() {
+            100 => killed = Some(kill_partition_leader(nodes, bootstrap, "ledger-py")),
+            200 => nodes[killed.take().unwrap()].start(),
+            _ => {}
+        }
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success() && acked.len() == COUNT,
+        "kafka-python acknowledged {} of {COUNT}: {}",
+        acked.len(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let records = runtime.block_on(read_partition(bootstrap, "ledger-py", COUNT));
+    assert_eq!(
+        records, acked,
+        "kafka-python's acknowledged records differ from the log"
+    );
+}
+
+/// kcat (librdkafka) with acks=all and idempotence, fed lines while the
+/// partition leader is SIGKILLed and restarted: it reports every message
+/// delivered, and each is in the log once, in the order written.
+fn kcat_through_failover(nodes: &mut [Node], bootstrap: &str, runtime: &tokio::runtime::Runtime) {
+    const COUNT: usize = 300;
+    create_replicated_topic(bootstrap, "ledger-kcat");
+    let mut child = Command::new("timeout")
+        .args([
+            "300",
+            "kcat",
+            "-P",
+            "-b",
+            bootstrap,
+            "-t",
+            "ledger-kcat",
+            "-p",
+            "0",
+        ])
+        .args(["-X", "acks=all", "-X", "enable.idempotence=true"])
+        .args(["-X", "message.timeout.ms=120000", "-X", "linger.ms=5"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut killed = None;
+    for i in 0..COUNT {
+        writeln!(stdin, "kcat-{i}").unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        match i {
+            100 => killed = Some(kill_partition_leader(nodes, bootstrap, "ledger-kcat")),
+            200 => nodes[killed.take().unwrap()].start(),
+            _ => {}
+        }
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kcat failed: {stderr}");
+    let records = runtime.block_on(read_partition(bootstrap, "ledger-kcat", COUNT));
+    let values: Vec<String> = records.into_iter().map(|(_, value)| value).collect();
+    let written: Vec<String> = (0..COUNT).map(|i| format!("kcat-{i}")).collect();
+    assert_eq!(
+        values, written,
+        "kcat's records are not in the log once each, in order"
+    );
 }

@@ -210,9 +210,7 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
                     frame(key, version, &BrokerRegistrationRequest::default())
                 }
                 ApiKey::AlterPartition => frame(key, version, &AlterPartitionRequest::default()),
-                ApiKey::BrokerHeartbeat => {
-                    frame(key, version, &BrokerHeartbeatRequest::default())
-                }
+                ApiKey::BrokerHeartbeat => frame(key, version, &BrokerHeartbeatRequest::default()),
                 other => panic!("advertised but untested: {other:?}"),
             };
             match test.broker.handle(request, "/127.0.0.1").await {

@@ -23,7 +23,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -167,7 +166,7 @@ impl Broker {
                 }
             };
         }
-        let records = data.records.unwrap_or_else(Bytes::new);
+        let records = data.records.unwrap_or_default();
         match partition
             .append_from_leader(records, data.high_watermark, now_ms)
             .await
