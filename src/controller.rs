@@ -50,11 +50,22 @@ pub fn assign_replicas(
 }
 
 /// The brokers' sessions, as the active controller sees them: when each
-/// last heartbeated, and which are fenced.
+/// last heartbeated, which are fenced, and which this controller has heard
+/// from in the incarnation they registered.
+///
+/// Only a confirmed broker may be elected a new leader. A new controller
+/// starts every registered broker's session afresh, so a broker that
+/// restarted just before (and lost what it had not synced) still looks
+/// alive until its session lapses; until it registers its new incarnation
+/// and heartbeats, it must not be handed a leadership (KIP-903).
 #[derive(Debug, Clone, Default)]
 pub struct BrokerSessions {
     last_heartbeat_ms: BTreeMap<i32, i64>,
     fenced: BTreeSet<i32>,
+    /// Heard from by this controller in the incarnation they registered.
+    confirmed: BTreeSet<i32>,
+    /// Heard from by this controller at all.
+    heard: BTreeSet<i32>,
 }
 
 impl BrokerSessions {
@@ -64,14 +75,23 @@ impl BrokerSessions {
         BrokerSessions {
             last_heartbeat_ms: brokers.into_iter().map(|id| (id, now_ms)).collect(),
             fenced: BTreeSet::new(),
+            confirmed: BTreeSet::new(),
+            heard: BTreeSet::new(),
         }
     }
 
     /// A heartbeat (or registration) from `broker`: its session is alive,
-    /// and it is unfenced.
-    pub fn heartbeat(&mut self, broker: i32, now_ms: i64) {
+    /// and it is unfenced. `current` says it came from the incarnation the
+    /// image has registered, which makes the broker electable.
+    pub fn heartbeat(&mut self, broker: i32, current: bool, now_ms: i64) {
         self.last_heartbeat_ms.insert(broker, now_ms);
         self.fenced.remove(&broker);
+        self.heard.insert(broker);
+        if current {
+            self.confirmed.insert(broker);
+        } else {
+            self.confirmed.remove(&broker);
+        }
     }
 
     /// Fences the brokers whose sessions lapsed; returns the newly fenced.
@@ -85,6 +105,9 @@ impl BrokerSessions {
             .map(|(id, _)| *id)
             .collect();
         self.fenced.extend(lapsed.iter().copied());
+        for broker in &lapsed {
+            self.confirmed.remove(broker);
+        }
         lapsed
     }
 
@@ -92,25 +115,37 @@ impl BrokerSessions {
         self.fenced.contains(&broker)
     }
 
-    /// The brokers with a live session.
-    pub fn alive(&self) -> BTreeSet<i32> {
+    /// The brokers this controller is still waiting to hear from: a fresh
+    /// session not yet lapsed and no heartbeat yet. They may turn out
+    /// electable within a heartbeat interval.
+    pub fn unheard(&self) -> BTreeSet<i32> {
         self.last_heartbeat_ms
             .keys()
-            .filter(|id| !self.fenced.contains(id))
+            .filter(|id| !self.fenced.contains(id) && !self.heard.contains(id))
+            .copied()
+            .collect()
+    }
+
+    /// The brokers that may be elected: a live session, confirmed by a
+    /// heartbeat to this controller from their registered incarnation.
+    pub fn electable(&self) -> BTreeSet<i32> {
+        self.last_heartbeat_ms
+            .keys()
+            .filter(|id| !self.fenced.contains(id) && self.confirmed.contains(id))
             .copied()
             .collect()
     }
 }
 
 /// What fencing `fenced` changes: every partition it leads gets a new leader
-/// from the rest of its ISR that is `alive` (the first in replica order),
+/// from the rest of its ISR that is `electable` (the first in replica order),
 /// and it leaves every other ISR it is in. A partition whose ISR has no
 /// other live member keeps its leader and goes offline until that leader
 /// returns: electing outside the ISR could lose acknowledged records.
 pub fn fence_changes(
     image: &MetadataImage,
     fenced: i32,
-    alive: &BTreeSet<i32>,
+    electable: &BTreeSet<i32>,
 ) -> Vec<MetadataRecord> {
     let mut changes = Vec::new();
     for name in image.all_topic_names() {
@@ -130,7 +165,7 @@ pub fn fence_changes(
                     .replicas
                     .iter()
                     .copied()
-                    .find(|id| rest.contains(id) && alive.contains(id));
+                    .find(|id| rest.contains(id) && electable.contains(id));
                 match successor {
                     Some(successor) => successor,
                     None => continue,
@@ -152,11 +187,34 @@ pub fn fence_changes(
     changes
 }
 
+/// Whether a broker that restarted must wait before its new incarnation is
+/// recorded: it leads a partition whose ISR holds other replicas, none of
+/// them electable yet but some not yet heard from by this controller (a new
+/// controller starts every session fresh). Recording it now would let it
+/// lead again although it may have lost records those replicas hold. It
+/// does not wait for replicas that are fenced or that restarted too (heard
+/// from in an unregistered incarnation): they are no better a leader.
+pub fn restart_must_wait(
+    image: &MetadataImage,
+    restarted: i32,
+    (electable, unheard): (&BTreeSet<i32>, &BTreeSet<i32>),
+) -> bool {
+    image.all_topic_names().iter().any(|name| {
+        let topic = image.topic(name).expect("listed topic");
+        topic.partitions.iter().any(|partition| {
+            let others = || partition.isr.iter().filter(|id| **id != restarted);
+            partition.leader_id == restarted
+                && !others().any(|id| electable.contains(id))
+                && others().any(|id| unheard.contains(id))
+        })
+    })
+}
+
 /// A partition's leadership becomes available again: a partition whose
 /// leader is fenced and whose ISR holds no one else alive stays offline in
 /// [`fence_changes`]; once an ISR member is back, it leads.
 pub fn offline_recoveries(image: &MetadataImage, sessions: &BrokerSessions) -> Vec<MetadataRecord> {
-    let alive = sessions.alive();
+    let electable = sessions.electable();
     let mut changes = Vec::new();
     for name in image.all_topic_names() {
         let topic = image.topic(&name).expect("listed topic");
@@ -165,7 +223,7 @@ pub fn offline_recoveries(image: &MetadataImage, sessions: &BrokerSessions) -> V
                 continue;
             }
             let successor = partition.replicas.iter().copied().find(|id| {
-                *id != partition.leader_id && partition.isr.contains(id) && alive.contains(id)
+                *id != partition.leader_id && partition.isr.contains(id) && electable.contains(id)
             });
             if let Some(successor) = successor {
                 changes.push(MetadataRecord::PartitionChange {
@@ -284,14 +342,22 @@ mod tests {
     #[test]
     fn a_lapsed_session_is_fenced_once_and_a_heartbeat_unfences_it() {
         let mut sessions = BrokerSessions::starting([1, 2, 3], 0);
-        sessions.heartbeat(1, 5_000);
-        sessions.heartbeat(2, 5_000);
+        // A fresh session is alive but not yet electable.
+        assert_eq!(sessions.electable(), BTreeSet::new());
+        sessions.heartbeat(1, true, 5_000);
+        sessions.heartbeat(2, true, 5_000);
+        assert_eq!(sessions.electable(), BTreeSet::from([1, 2]));
         assert_eq!(sessions.expire(9_000, 9_000), Vec::<i32>::new());
         assert_eq!(sessions.expire(9_001, 9_000), [3]);
         assert_eq!(sessions.expire(20_000, 9_000), [1, 2]);
         assert!(sessions.is_fenced(3));
-        sessions.heartbeat(3, 20_000);
-        assert_eq!(sessions.alive(), BTreeSet::from([3]));
+        sessions.heartbeat(3, true, 20_000);
+        assert_eq!(sessions.electable(), BTreeSet::from([3]));
+        // A heartbeat from an incarnation the image has not registered
+        // keeps the session but makes the broker unelectable.
+        sessions.heartbeat(3, false, 21_000);
+        assert_eq!(sessions.electable(), BTreeSet::new());
+        assert!(!sessions.is_fenced(3));
     }
 
     #[test]
@@ -340,6 +406,45 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_leader_waits_until_another_in_sync_replica_can_lead() {
+        let image = image_with(vec![
+            PartitionImage {
+                leader_id: 1,
+                leader_epoch: 0,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2],
+            },
+            PartitionImage {
+                leader_id: 2,
+                leader_epoch: 0,
+                replicas: vec![2, 1, 3],
+                isr: vec![2, 1],
+            },
+        ]);
+        let none = BTreeSet::new();
+        let unheard_2 = BTreeSet::from([2]);
+        // Broker 2 may yet heartbeat: wait for it.
+        assert!(restart_must_wait(
+            &image,
+            1,
+            (&BTreeSet::from([3]), &unheard_2)
+        ));
+        // Broker 2 can lead: no wait, leadership moves.
+        assert!(!restart_must_wait(&image, 1, (&BTreeSet::from([2]), &none)));
+        // Broker 2 is fenced or restarted too: it is no better a leader.
+        assert!(!restart_must_wait(&image, 1, (&none, &none)));
+        // Broker 3 leads nothing.
+        assert!(!restart_must_wait(&image, 3, (&none, &unheard_2)));
+        let alone = image_with(vec![PartitionImage {
+            leader_id: 1,
+            leader_epoch: 0,
+            replicas: vec![1, 2],
+            isr: vec![1],
+        }]);
+        assert!(!restart_must_wait(&alone, 1, (&none, &unheard_2)));
+    }
+
+    #[test]
     fn an_isr_change_must_come_from_the_current_leader_and_keep_it() {
         let image = image_with(vec![PartitionImage {
             leader_id: 1,
@@ -380,7 +485,7 @@ mod tests {
             isr: vec![1],
         }]);
         sessions.expire(100_000, 9_000);
-        sessions.heartbeat(1, 100_000);
+        sessions.heartbeat(1, true, 100_000);
         assert_eq!(
             alter_isr(&shrunk, ("t", 0), (1, 2), &[1, 3], &sessions),
             Err(AlterIsrError::Invalid)

@@ -105,12 +105,10 @@ pub enum MetadataRecord {
         name: String,
     },
     /// A broker registered from a new process (its persisted start count,
-    /// which it sends as its incarnation id). A broker that restarts may
-    /// have lost what it had not synced, so it leaves every ISR that has
-    /// another member, and the partitions it led move to the next ISR
-    /// member in replica order, in a new leader epoch (KIP-903). It
-    /// rejoins ISRs as a follower that caught up. Its first registration
-    /// changes no ISR.
+    /// which it sends as its incarnation id). A broker leads nothing until
+    /// its current incarnation is recorded; before recording a restart the
+    /// controller takes the broker out of the ISRs it shares and moves its
+    /// leaderships, since it may have lost what it had not synced (KIP-903).
     BrokerIncarnation {
         node_id: i32,
         incarnation: u64,
@@ -467,10 +465,7 @@ impl MetadataImage {
                 node_id,
                 incarnation,
             } => {
-                let previous = self.incarnations.insert(*node_id, *incarnation);
-                if previous.is_some_and(|previous| previous != *incarnation) {
-                    self.restarted(*node_id);
-                }
+                self.incarnations.insert(*node_id, *incarnation);
                 Ok(())
             }
         }
@@ -479,31 +474,6 @@ impl MetadataImage {
     /// The incarnation `node_id` last registered with.
     pub fn incarnation(&self, node_id: i32) -> Option<u64> {
         self.incarnations.get(&node_id).copied()
-    }
-
-    /// `node_id` came back from a restart: out of every ISR it shares, its
-    /// leaderships to the next ISR member (see
-    /// [`MetadataRecord::BrokerIncarnation`]).
-    fn restarted(&mut self, node_id: i32) {
-        for topic in self.topics.values_mut() {
-            for partition in &mut topic.partitions {
-                if !partition.isr.contains(&node_id) || partition.isr.len() < 2 {
-                    continue;
-                }
-                partition.isr.retain(|id| *id != node_id);
-                if partition.leader_id == node_id {
-                    let successor = partition
-                        .replicas
-                        .iter()
-                        .copied()
-                        .find(|id| partition.isr.contains(id))
-                        .expect("the ISR keeps a member");
-                    partition.leader_id = successor;
-                    partition.leader_epoch += 1;
-                }
-                debug_assert!(partition.is_valid());
-            }
-        }
     }
 
     /// The broker that coordinates `group_id`: the leader of the offsets

@@ -95,6 +95,14 @@ pub enum Fact {
     /// This broker became the metadata quorum's leader, the active
     /// controller, in `epoch` (its claim is durable before it acts).
     QuorumLeader { epoch: i32 },
+    /// This broker became the leader of a partition in `leader_epoch`, with
+    /// `isr` as the controller recorded it.
+    PartitionLeader {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
     /// This broker applied the committed metadata log entry at `offset`,
     /// written in quorum epoch `epoch`, whose payload has CRC32C `digest`.
     /// Every broker applies the same entries in the same order, so two

@@ -209,6 +209,15 @@ pub enum Event {
     /// A broker became the metadata quorum's leader (the active
     /// controller) in quorum epoch `epoch`.
     QuorumLeader { broker: String, epoch: i32 },
+    /// A broker became a partition's leader in `leader_epoch`, with the ISR
+    /// the controller recorded.
+    PartitionLeader {
+        broker: String,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
     /// A broker applied the committed metadata log entry at `offset`,
     /// written in quorum epoch `epoch`, whose payload has CRC32C `digest`.
     MetadataApplied {

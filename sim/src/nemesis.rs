@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::history::Event;
+use crate::history::{Event, Kind};
 use crate::recorder::Recorder;
-use crate::scenario::{child_seed, Draw, FaultKind, Resolved, ScheduledFault};
+use crate::scenario::{child_seed, Aim, Draw, FaultKind, Resolved, ScheduledFault};
 use crate::seams::DiskFault;
 use crate::topology::Topology;
 use crate::world::{Shared, LINK_MAX_LATENCY_MS};
@@ -93,6 +93,42 @@ pub(crate) struct Nemesis {
     pub(crate) started: Vec<ScheduledFault>,
 }
 
+/// The broker `resolved.fault_aim` names, from the facts recorded so far:
+/// the latest quorum leader, or the latest leader of a partition drawn from
+/// the seed. None when aiming at any broker or before any such fact.
+fn aimed(draw: &mut Draw, resolved: &Resolved, recorder: &Recorder) -> Option<String> {
+    let partition = match resolved.fault_aim {
+        Aim::Any => return None,
+        Aim::Controller => None,
+        Aim::Leader => Some(draw.range(0, resolved.partitions.max(1) as u64) as i32),
+    };
+    recorder
+        .entries()
+        .iter()
+        .rev()
+        .find_map(|entry| match (&entry.kind, partition) {
+            (
+                Kind::Event {
+                    event: Event::QuorumLeader { broker, .. },
+                },
+                None,
+            ) => Some(broker.clone()),
+            (
+                Kind::Event {
+                    event:
+                        Event::PartitionLeader {
+                            broker,
+                            topic,
+                            partition: led,
+                            ..
+                        },
+                },
+                Some(wanted),
+            ) if *topic == resolved.topic && *led == wanted => Some(broker.clone()),
+            _ => None,
+        })
+}
+
 impl Nemesis {
     pub(crate) fn new(resolved: &Resolved) -> Self {
         let mut draw = Draw::new(child_seed(resolved.seed, "nemesis"));
@@ -137,7 +173,8 @@ impl Nemesis {
                 | FaultKind::RestartBroker
                 | FaultKind::DiskFull
                 | FaultKind::DiskErrors,
-            ) => pick(&mut self.draw, topology.brokers()),
+            ) => aimed(&mut self.draw, resolved, recorder)
+                .or_else(|| pick(&mut self.draw, topology.brokers())),
             (None, FaultKind::PauseConsumer) => pick(&mut self.draw, topology.consumers()),
             (None, FaultKind::Isolate) => pick(&mut self.draw, &topology.targets()),
             (None, _) => pick(&mut self.draw, &topology.clients()),

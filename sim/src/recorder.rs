@@ -155,6 +155,18 @@ impl Observer for BrokerObserver {
                 rebalance_timeout_ms,
             },
             Fact::QuorumLeader { epoch } => Event::QuorumLeader { broker, epoch },
+            Fact::PartitionLeader {
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => Event::PartitionLeader {
+                broker,
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            },
             Fact::MetadataApplied {
                 offset,
                 epoch,

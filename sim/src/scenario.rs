@@ -175,6 +175,24 @@ pub struct Faults {
     /// A scripted schedule; when present, nothing is drawn.
     #[serde(default)]
     pub schedule: Vec<ScheduledFault>,
+    /// Which broker a drawn broker fault (crash, restart, disk) hits.
+    #[serde(default)]
+    pub aim: Aim,
+}
+
+/// The broker a drawn broker fault aims at.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aim {
+    /// Any broker, drawn from the seed.
+    #[default]
+    Any,
+    /// The active controller: the broker that most recently became the
+    /// metadata quorum's leader.
+    Controller,
+    /// A partition leader: the broker that most recently became the leader
+    /// of a partition drawn from the seed.
+    Leader,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -304,6 +322,7 @@ pub struct Resolved {
     pub producers: Vec<ResolvedProducer>,
     pub groups: Vec<ResolvedGroup>,
     pub fault_kinds: Vec<FaultKind>,
+    pub fault_aim: Aim,
     pub fault_interval_ms: [u64; 2],
     pub fault_duration_ms: [u64; 2],
     pub schedule: Vec<ScheduledFault>,
@@ -461,6 +480,7 @@ impl Scenario {
             producers,
             groups,
             fault_kinds: self.faults.kinds.clone(),
+            fault_aim: self.faults.aim,
             fault_interval_ms,
             fault_duration_ms,
             schedule: self.faults.schedule.clone(),

@@ -124,6 +124,8 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
             interval_ms: None,
             duration_ms: None,
             schedule,
+            // The schedule names each fault's host as it was hit.
+            aim: crate::scenario::Aim::Any,
         },
         phases: Phases {
             fault_ms: Some(resolved.fault_ms),

@@ -31,6 +31,9 @@ fn partitions_of(entry: &Entry) -> Vec<String> {
                 }
                 | Event::CorruptRead {
                     topic, partition, ..
+                }
+                | Event::PartitionLeader {
+                    topic, partition, ..
                 } => {
                     vec![format!("{topic}-{partition}")]
                 }
@@ -186,6 +189,13 @@ fn describe_event(event: &Event) -> String {
             "recovered {topic}-{partition} log-end = {log_end_offset} high-watermark = {high_watermark}"
         ),
         Event::QuorumLeader { epoch, .. } => format!("quorum leader in epoch {epoch}"),
+        Event::PartitionLeader {
+            topic,
+            partition,
+            leader_epoch,
+            isr,
+            ..
+        } => format!("leads {topic}-{partition} in epoch {leader_epoch}, isr {isr:?}"),
         Event::MetadataApplied {
             offset,
             epoch,

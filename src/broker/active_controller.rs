@@ -23,6 +23,10 @@ use crate::metadata::{BrokerEndpoint, MetadataRecord};
 /// How often the active controller looks for lapsed sessions.
 const CONTROLLER_TICK_MS: u64 = 250;
 
+/// At most this many ISR and leadership changes are written for one
+/// restarted broker's registration.
+const CONTROLLER_WRITES_PER_REGISTRATION_MAX: usize = 1024;
+
 /// At most this many leadership changes are written per round, so one
 /// round stays short; a broker leading more partitions is finished in the
 /// next rounds.
@@ -53,11 +57,12 @@ impl Broker {
         Some(f(sessions))
     }
 
-    /// A heartbeat from `node_id`. False when this broker is not the
-    /// active controller.
-    pub(super) fn heartbeat_received(&self, node_id: i32) -> bool {
+    /// A heartbeat from `node_id` in `incarnation`. False when this broker
+    /// is not the active controller.
+    pub(super) fn heartbeat_received(&self, node_id: i32, incarnation: u64) -> bool {
         let now_ms = self.clock.now_ms();
-        self.with_sessions(|sessions| sessions.heartbeat(node_id, now_ms))
+        let current = self.with_metadata(|image| image.incarnation(node_id) == Some(incarnation));
+        self.with_sessions(|sessions| sessions.heartbeat(node_id, current, now_ms))
             .is_some()
     }
 
@@ -70,7 +75,7 @@ impl Broker {
         incarnation: u64,
     ) -> Result<i64, i16> {
         let _admin = self.topic_admin.lock().await;
-        if !self.heartbeat_received(endpoint.node_id) {
+        if !self.heartbeat_received(endpoint.node_id, incarnation) {
             return Err(ResponseError::NotController.code());
         }
         let node_id = endpoint.node_id;
@@ -85,13 +90,56 @@ impl Broker {
                 .await?;
         }
         if !known_incarnation {
+            self.leave_isrs_on_restart(node_id).await?;
             self.controller_write(MetadataRecord::BrokerIncarnation {
                 node_id,
                 incarnation,
             })
             .await?;
+            // Registered now: its session counts it electable.
+            self.heartbeat_received(node_id, incarnation);
         }
         Ok(incarnation as i64)
+    }
+
+    /// A broker registering a new incarnation restarted and may have lost
+    /// what it had not synced: before its registration is recorded (it
+    /// leads nothing until then) it leaves every ISR that has another
+    /// member, and its leaderships go to electable in-sync replicas, one
+    /// record at a time, as fencing would do. Its first registration
+    /// changes nothing.
+    async fn leave_isrs_on_restart(&self, node_id: i32) -> Result<(), i16> {
+        if self.with_metadata(|image| image.incarnation(node_id).is_none()) {
+            return Ok(());
+        }
+        for _ in 0..CONTROLLER_WRITES_PER_REGISTRATION_MAX {
+            let next = self.with_sessions(|sessions| {
+                let mut electable = sessions.electable();
+                electable.remove(&node_id);
+                let image = self.metadata.read().expect("metadata lock");
+                let unheard = sessions.unheard();
+                if controller::restart_must_wait(&image, node_id, (&electable, &unheard)) {
+                    return Err(());
+                }
+                Ok(controller::fence_changes(&image, node_id, &electable)
+                    .into_iter()
+                    .next())
+            });
+            match next {
+                None => return Err(ResponseError::NotController.code()),
+                // The broker retries its registration; by then the other
+                // replicas have heartbeated, or stay away and the partition
+                // stays offline.
+                Some(Err(())) => return Err(ResponseError::RequestTimedOut.code()),
+                Some(Ok(None)) => return Ok(()),
+                Some(Ok(Some(record))) => {
+                    self.controller_write(record).await?;
+                }
+            }
+        }
+        // More partitions than one registration writes: the broker retries
+        // and the next attempt carries on.
+        Err(ResponseError::RequestTimedOut.code())
     }
 
     /// AlterPartition for one partition, on the active controller.
@@ -132,8 +180,10 @@ impl Broker {
         let now_ms = self.clock.now_ms();
         let timeout_ms = self.config.broker_session_timeout_ms;
         let node_id = self.config.node_id;
+        let current =
+            self.with_metadata(|image| image.incarnation(node_id) == Some(self.incarnation));
         let expired = self.with_sessions(|sessions| {
-            sessions.heartbeat(node_id, now_ms);
+            sessions.heartbeat(node_id, current, now_ms);
             sessions.expire(now_ms, timeout_ms)
         });
         for fenced in expired.into_iter().flatten() {
@@ -154,12 +204,12 @@ impl Broker {
 
     fn next_leadership_change(&self, sessions: &BrokerSessions) -> Option<MetadataRecord> {
         let image = self.metadata.read().expect("metadata lock");
-        let alive = sessions.alive();
+        let electable = sessions.electable();
         let fenced_changes = image
             .brokers()
             .map(|b| b.node_id)
             .filter(|id| sessions.is_fenced(*id))
-            .flat_map(|fenced| controller::fence_changes(&image, fenced, &alive))
+            .flat_map(|fenced| controller::fence_changes(&image, fenced, &electable))
             .next();
         fenced_changes.or_else(|| {
             controller::offline_recoveries(&image, sessions)

@@ -341,6 +341,14 @@ impl Partition {
                 leader_epoch = image.leader_epoch,
                 "leadership changed"
             );
+            if self.is_leader() {
+                self.observed.report(|| Fact::PartitionLeader {
+                    topic: self.topic.clone(),
+                    partition: self.index,
+                    leader_epoch: image.leader_epoch,
+                    isr: image.isr.clone(),
+                });
+            }
         }
         changed
     }

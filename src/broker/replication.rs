@@ -12,9 +12,10 @@
 //!   decides the high watermark) and, on a timer, propose ISR changes, which
 //!   this module sends to the active controller as AlterPartition and
 //!   retries until the controller records them or leadership moves on.
-//! - **Heartbeats.** A registered broker sends BrokerHeartbeat to the active
-//!   controller every `broker.heartbeat.interval.ms`; a broker that stops is
-//!   fenced after `broker.session.timeout.ms` (see `broker/controller.rs`).
+//! - **Heartbeats.** A broker sends BrokerHeartbeat, with its incarnation as
+//!   the broker epoch, to the active controller every
+//!   `broker.heartbeat.interval.ms`; a broker that stops is fenced after
+//!   `broker.session.timeout.ms` (see `broker/active_controller.rs`).
 //!
 //! Every wait is bounded: fetches by the request timeout, backoffs by
 //! [`FETCH_BACKOFF_MS`].
@@ -294,7 +295,7 @@ impl Broker {
             return;
         };
         if controller == node_id {
-            self.heartbeat_received(node_id);
+            self.heartbeat_received(node_id, self.incarnation);
             return;
         }
         let Some(connection) = self.connection_to_voter(connections, controller) else {
@@ -434,9 +435,10 @@ pub(super) async fn replica_loop(broker: Weak<Broker>) {
             };
             broker.tick_replicas(&mut connections).await;
             since_heartbeat_ms = since_heartbeat_ms.saturating_add(REPLICA_TICK_MS);
-            if since_heartbeat_ms >= broker.config.broker_heartbeat_interval_ms
-                && broker.is_registered()
-            {
+            // Sent before registration too: a restarted broker's heartbeat
+            // in its new incarnation tells the controller not to wait for
+            // it to lead anything.
+            if since_heartbeat_ms >= broker.config.broker_heartbeat_interval_ms {
                 since_heartbeat_ms = 0;
                 broker.send_heartbeat(&mut connections).await;
             }

@@ -102,7 +102,8 @@ impl Broker {
         _: &RequestContext,
     ) -> Option<BrokerHeartbeatResponse> {
         let response = BrokerHeartbeatResponse::default();
-        if self.cluster.is_none() || !self.heartbeat_received(request.broker_id.0) {
+        let incarnation = u64::try_from(request.broker_epoch).unwrap_or(u64::MAX);
+        if self.cluster.is_none() || !self.heartbeat_received(request.broker_id.0, incarnation) {
             return Some(response.with_error_code(ResponseError::NotController.code()));
         }
         Some(response.with_is_caught_up(true))
