@@ -166,4 +166,6 @@ scenario_tests! {
     fanout_cluster_passes, fanout_cluster_is_deterministic => "fanout-cluster", CI_SEEDS;
     slow_consumer_cluster_passes, slow_consumer_cluster_is_deterministic => "slow-consumer-cluster", CI_SEEDS;
     crawler_cluster_passes, crawler_cluster_is_deterministic => "crawler-cluster", CRAWLER_CI_SEEDS;
+    failover_passes, failover_is_deterministic => "failover", CI_SEEDS;
+    controller_churn_passes, controller_churn_is_deterministic => "controller-churn", CI_SEEDS;
 }

@@ -34,14 +34,24 @@ const CONTROLLER_WRITES_PER_TICK_MAX: usize = 64;
 
 impl Broker {
     /// Runs `f` on the brokers' sessions if this broker is the active
-    /// controller. A controller in a new quorum epoch starts every
-    /// registered broker's session afresh.
+    /// controller and has applied the metadata log it was elected with. A
+    /// controller in a new quorum epoch starts every registered broker's
+    /// session afresh.
     fn with_sessions<R>(&self, f: impl FnOnce(&mut BrokerSessions) -> R) -> Option<R> {
         let cluster = self.cluster.as_ref()?;
         let status = cluster.quorum.current_status();
         let mut sessions = cluster.sessions.lock().expect("sessions lock");
         if status.leader_id != Some(self.config.node_id) {
             *sessions = None;
+            return None;
+        }
+        // A new controller's image may trail the log it leads until it has
+        // applied what it was elected with; until then it decides nothing.
+        if cluster
+            .caught_up_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+            != status.epoch
+        {
             return None;
         }
         let now_ms = self.clock.now_ms();
@@ -125,6 +135,7 @@ impl Broker {
                     .into_iter()
                     .next())
             });
+            tracing::debug!(broker = node_id, ?next, "a restarted broker registers");
             match next {
                 None => return Err(ResponseError::NotController.code()),
                 // The broker retries its registration; by then the other

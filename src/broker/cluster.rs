@@ -74,6 +74,11 @@ pub(super) struct ClusterState {
     /// `broker.session.timeout.ms`, within [`BROKER_REQUEST_TIMEOUT_MS_MIN`,
     /// `BROKER_REQUEST_TIMEOUT_MS_MAX`].
     pub(super) request_timeout_ms: u64,
+    /// The quorum epoch in which this broker, leading the quorum, has
+    /// applied every entry it had when elected: only then does its image
+    /// hold what its predecessors decided, and only then does it judge
+    /// registrations, heartbeats and ISR changes (-1: not yet).
+    pub(super) caught_up_epoch: std::sync::atomic::AtomicI32,
     /// One follower fetcher per leader broker.
     pub(super) fetchers: std::sync::Mutex<BTreeMap<i32, tokio::task::JoinHandle<()>>>,
     /// The brokers' sessions while this broker is the active controller,
@@ -121,6 +126,7 @@ impl ClusterState {
             request_timeout_ms: u64::try_from(config.broker_session_timeout_ms / 2)
                 .unwrap_or(0)
                 .clamp(BROKER_REQUEST_TIMEOUT_MS_MIN, BROKER_REQUEST_TIMEOUT_MS_MAX),
+            caught_up_epoch: std::sync::atomic::AtomicI32::new(-1),
             fetchers: std::sync::Mutex::new(BTreeMap::new()),
             sessions: std::sync::Mutex::new(None),
         })
@@ -188,9 +194,15 @@ impl Broker {
         }
     }
 
+    /// Whether this broker leads the quorum and has applied the metadata
+    /// log it was elected with, so its image holds every earlier decision.
     pub(super) fn is_active_controller(&self) -> bool {
         match &self.cluster {
-            Some(cluster) => cluster.quorum.current_status().leader_id == Some(self.config.node_id),
+            Some(cluster) => {
+                let status = cluster.quorum.current_status();
+                status.leader_id == Some(self.config.node_id)
+                    && cluster.caught_up_epoch.load(Ordering::Acquire) == status.epoch
+            }
             None => true,
         }
     }
@@ -552,6 +564,12 @@ async fn apply_loop(broker: Weak<Broker>, mut status: watch::Receiver<QuorumStat
                 *count = applied;
                 moved
             });
+            if current.leader_id == Some(broker.config.node_id) && applied >= current.log_end_offset
+            {
+                cluster
+                    .caught_up_epoch
+                    .store(current.epoch, Ordering::Release);
+            }
             broker.controller_duties(current);
         }
         if status.changed().await.is_err() {
