@@ -175,6 +175,14 @@ impl Nemesis {
                 | FaultKind::DiskErrors,
             ) => aimed(&mut self.draw, resolved, recorder)
                 .or_else(|| pick(&mut self.draw, topology.brokers())),
+            // Aimed at a broker, a link fault cuts it from the other brokers
+            // only: clients still reach it, a zombie leader or controller.
+            (None, FaultKind::Partition | FaultKind::PartitionOneway | FaultKind::Delay)
+                if resolved.fault_aim != Aim::Any =>
+            {
+                aimed(&mut self.draw, resolved, recorder)
+                    .or_else(|| pick(&mut self.draw, &topology.clients()))
+            }
             (None, FaultKind::PauseConsumer) => pick(&mut self.draw, topology.consumers()),
             (None, FaultKind::Isolate) => pick(&mut self.draw, &topology.targets()),
             (None, _) => pick(&mut self.draw, &topology.clients()),

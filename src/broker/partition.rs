@@ -167,7 +167,16 @@ impl Partition {
         observed: Observed,
     ) -> Self {
         let replica = replica_for(config, image, &log, now_ms);
-        Self::hosting(topic, index, log, replica, observed)
+        let partition = Self::hosting(topic, index, log, replica, observed);
+        if partition.is_leader() {
+            partition.observed.report(|| Fact::PartitionLeader {
+                topic: partition.topic.clone(),
+                partition: partition.index,
+                leader_epoch: image.leader_epoch,
+                isr: image.isr.clone(),
+            });
+        }
+        partition
     }
 
     fn hosting(

@@ -25,6 +25,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+// tokio's clock, not the OS's: virtual under the simulation.
+use tokio::time::Instant;
 
 use super::ClientError;
 use crate::net::{BoxStream, Connector};
@@ -125,11 +127,15 @@ struct Outgoing {
     /// Where to deliver the response body; `None` when the broker sends no
     /// response (Produce with acks=0).
     reply: Option<oneshot::Sender<Result<Bytes, ClientError>>>,
+    /// When the answer is overdue: past it, the connection is presumed dead
+    /// even if the caller stopped waiting earlier.
+    deadline: Instant,
 }
 
 struct PendingState {
-    /// Requests written and not yet answered, oldest first.
-    queue: VecDeque<(i32, oneshot::Sender<Result<Bytes, ClientError>>)>,
+    /// Requests written and not yet answered, oldest first, each with the
+    /// time its answer is overdue.
+    queue: VecDeque<(i32, oneshot::Sender<Result<Bytes, ClientError>>, Instant)>,
     /// Set once the socket failed; later requests fail at once with it.
     failed: Option<ClientError>,
 }
@@ -151,7 +157,7 @@ impl Pending {
         if state.failed.is_none() {
             state.failed = Some(error.clone());
         }
-        for (_, reply) in state.queue.drain(..) {
+        for (_, reply, _) in state.queue.drain(..) {
             let _ = reply.send(Err(error.clone()));
         }
     }
@@ -175,6 +181,18 @@ impl Drop for Live {
 impl Live {
     fn is_failed(&self) -> bool {
         self.pending.lock().failed.is_some()
+    }
+
+    /// Whether the oldest unanswered request is overdue. Answers come in
+    /// order, so the socket is presumed dead (a peer that vanished without a
+    /// reset) even when every caller gave up on its own shorter timeout and
+    /// nobody saw the request time out.
+    fn is_overdue(&self) -> bool {
+        self.pending
+            .lock()
+            .queue
+            .front()
+            .is_some_and(|(_, _, deadline)| *deadline <= Instant::now())
     }
 
     /// Stops both tasks and fails every request still waiting on this socket.
@@ -270,11 +288,13 @@ impl Connection {
         let frame = self.encode(&req, version)?;
         let (reply, response) = oneshot::channel();
         let api_key = R::KEY;
-        let result = tokio::time::timeout(timeout, async {
+        let deadline = Instant::now() + timeout;
+        let result = tokio::time::timeout_at(deadline, async {
             live.outgoing
                 .send(Outgoing {
                     frame,
                     reply: Some(reply),
+                    deadline,
                 })
                 .await
                 .map_err(|_| self.network_error("connection closed"))?;
@@ -321,7 +341,11 @@ impl Connection {
         let frame = self.encode(&req, version)?;
         let queued = tokio::time::timeout(
             self.request_timeout(),
-            live.outgoing.send(Outgoing { frame, reply: None }),
+            live.outgoing.send(Outgoing {
+                frame,
+                reply: None,
+                deadline: Instant::now(),
+            }),
         )
         .await;
         match queued {
@@ -372,11 +396,16 @@ impl Connection {
     async fn live(&self) -> Result<Arc<Live>, ClientError> {
         let mut current = self.live.lock().await;
         if let Some(live) = current.as_ref() {
-            if !live.is_failed() {
+            if !live.is_failed() && !live.is_overdue() {
                 return Ok(live.clone());
             }
         }
-        current.take();
+        if let Some(stale) = current.take() {
+            stale.shutdown(ClientError::Timeout {
+                addr: self.addr.clone(),
+                timeout_ms: self.config.request_timeout_ms,
+            });
+        }
         let live = match tokio::time::timeout(self.request_timeout(), self.dial()).await {
             Ok(result) => Arc::new(result?),
             Err(_) => {
@@ -439,6 +468,7 @@ impl Connection {
                 .send(Outgoing {
                     frame,
                     reply: Some(reply),
+                    deadline: Instant::now() + self.request_timeout(),
                 })
                 .await
                 .map_err(|_| self.network_error("connection closed"))?;
@@ -548,7 +578,12 @@ async fn write_loop(
     addr: String,
 ) {
     let mut correlation_id: i32 = 0;
-    while let Some(Outgoing { mut frame, reply }) = outgoing.recv().await {
+    while let Some(Outgoing {
+        mut frame,
+        reply,
+        deadline,
+    }) = outgoing.recv().await
+    {
         correlation_id = correlation_id.wrapping_add(1).max(1);
         frame[CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4]
             .copy_from_slice(&correlation_id.to_be_bytes());
@@ -570,7 +605,7 @@ async fn write_loop(
                 pending.fail(error);
                 return;
             }
-            state.queue.push_back((correlation_id, reply));
+            state.queue.push_back((correlation_id, reply, deadline));
         }
         let written = async {
             writer.write_all(&frame).await?;
@@ -622,11 +657,11 @@ async fn read_loop(
         let correlation_id = (&body[0..4]).get_i32();
         let mut state = pending.lock();
         match state.queue.pop_front() {
-            Some((expected, reply)) if expected == correlation_id => {
+            Some((expected, reply, _)) if expected == correlation_id => {
                 // The waiter may have given up; that is fine.
                 let _ = reply.send(Ok(body));
             }
-            Some((expected, reply)) => {
+            Some((expected, reply, _)) => {
                 let error = ClientError::Protocol {
                     addr: addr.clone(),
                     message: format!(

@@ -597,6 +597,11 @@ pub struct Consumer {
     /// Current partitions, sorted.
     assignment: Vec<TopicPartition>,
     partitions: BTreeMap<TopicPartition, PartitionState>,
+    /// Where the next poll starts handing out buffered records: just after
+    /// the partition the previous poll took from last, so a partition with
+    /// a deep buffer cannot starve the others (the Java consumer rotates its
+    /// completed fetches the same way).
+    drain_from: usize,
     last_auto_commit: Instant,
     /// Set while this member leads the group: what the assignment was based on.
     leader_view: Option<LeaderView>,
@@ -672,6 +677,7 @@ impl Consumer {
             listener: None,
             assignment: Vec::new(),
             partitions: BTreeMap::new(),
+            drain_from: 0,
             last_auto_commit: now,
             leader_view: None,
             closed: false,
@@ -1502,7 +1508,18 @@ impl Consumer {
     fn drain_buffers(&mut self) -> Vec<ConsumerRecord> {
         let limit = self.config.max_poll_records;
         let mut out = Vec::new();
-        for state in self.partitions.values_mut() {
+        let count = self.partitions.len().max(1);
+        let start = self.drain_from % count;
+        let mut last_taken = None;
+        let (before, after): (Vec<_>, Vec<_>) = self
+            .partitions
+            .values_mut()
+            .enumerate()
+            .partition(|(index, _)| *index < start);
+        for (index, state) in after.into_iter().chain(before) {
+            if out.len() < limit && !state.buffer.is_empty() {
+                last_taken = Some(index);
+            }
             while out.len() < limit {
                 let Some(record) = state.buffer.pop_front() else {
                     break;
@@ -1515,6 +1532,9 @@ impl Consumer {
                     state.position = Some(state.position.map_or(end, |p| p.max(end)));
                 }
             }
+        }
+        if let Some(index) = last_taken {
+            self.drain_from = index + 1;
         }
         out
     }

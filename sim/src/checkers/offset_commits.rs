@@ -7,7 +7,8 @@
 //! - `commit-not-next`: a member commits offset o > 0 only after its process
 //!   handled o - 1 (a `Process` ok before the commit's invoke), or when o is
 //!   where it started reading after its last Assign or Seek (it re-commits its
-//!   position without having handled anything yet).
+//!   position without having handled anything yet; before its first poll
+//!   that is the group's latest ok commit, or a newer one of unknown outcome).
 //! - `commit-above-high-watermark`: nobody can have read past the high
 //!   watermark, so a commit above the latest `HighWatermark` event at its
 //!   completion is invented. Skipped for partitions without such events.
@@ -466,12 +467,25 @@ impl<'f, 'a> State<'f, 'a> {
             if offset > 0 && !consumer.processed.contains(&(tp, offset.saturating_sub(1))) {
                 // Without a poll or Seek since the reset, the member's
                 // position is the group's committed offset, if any.
+                // That is the latest ok commit, or a newer one whose outcome
+                // the history does not know (it may have reached the broker).
                 let at_start = match start {
                     Some(start) => start == offset,
-                    None => self
-                        .committed
-                        .get(&(group.as_str(), tp))
-                        .is_none_or(|committed| committed.offset == offset),
+                    None => {
+                        let committed = self.committed.get(&(group.as_str(), tp));
+                        committed.is_none_or(|committed| committed.offset == offset)
+                            || self
+                                .possibly_applied
+                                .get(&(group.as_str(), tp))
+                                .is_some_and(|candidates| {
+                                    candidates.iter().any(|candidate| {
+                                        candidate.offset == offset
+                                            && candidate.invoke < invoke
+                                            && committed.is_none_or(|c| candidate.invoke > c.invoke)
+                                            && !self.failed_calls.contains(&candidate.call)
+                                    })
+                                })
+                    }
                 };
                 if !at_start {
                     findings.push(Anomaly {
@@ -1004,6 +1018,37 @@ mod tests {
         h.poll(C1, G, vec![record(0, 3, None, "d")]);
         let verdict = OffsetCommits.check(&h.build());
         assert!(verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
+    fn a_new_owner_may_recommit_an_unfinished_newer_commit_before_polling() {
+        let (mut h, _) = started();
+        h.process(C0, G, record(0, 0, None, "a"));
+        h.process(C0, G, record(0, 1, None, "b"));
+        h.commit(C0, G, 1, &[(0, 2)]);
+        h.process(C0, G, record(0, 2, None, "c"));
+        // The old owner's commit of 3 never completes, but may have been
+        // applied: the new owner's position is 3, and it commits it back
+        // before polling anything.
+        h.invoke(
+            C0,
+            crate::checkers::facts::build::commit_op(C0, G, 1, &[(0, 3)]),
+        );
+        h.generation(G, 2);
+        h.assign(C1, G, 2, &[0]);
+        h.commit(C1, G, 2, &[(0, 3)]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+
+        // An offset nobody committed is still an invented start.
+        let (mut h, _) = started();
+        h.process(C0, G, record(0, 0, None, "a"));
+        h.commit(C0, G, 1, &[(0, 1)]);
+        h.generation(G, 2);
+        h.assign(C1, G, 2, &[0]);
+        h.commit(C1, G, 2, &[(0, 3)]);
+        let verdict = OffsetCommits.check(&h.build());
+        assert_eq!(prefixes(&verdict), vec!["commit-not-next"]);
     }
 
     #[test]
