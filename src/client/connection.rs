@@ -132,10 +132,13 @@ struct Outgoing {
     deadline: Instant,
 }
 
+/// Where a response body (or the connection's failure) is delivered.
+type Reply = oneshot::Sender<Result<Bytes, ClientError>>;
+
 struct PendingState {
     /// Requests written and not yet answered, oldest first, each with the
     /// time its answer is overdue.
-    queue: VecDeque<(i32, oneshot::Sender<Result<Bytes, ClientError>>, Instant)>,
+    queue: VecDeque<(i32, Reply, Instant)>,
     /// Set once the socket failed; later requests fail at once with it.
     failed: Option<ClientError>,
 }
