@@ -252,19 +252,23 @@ pub enum AlterIsrError {
     NotLeader,
     /// The sender leads at an older epoch (FENCED_LEADER_EPOCH).
     FencedLeaderEpoch,
+    /// The change was computed against an older partition epoch: the ISR
+    /// changed since (INVALID_UPDATE_VERSION).
+    StalePartitionEpoch,
     /// The ISR would drop the leader, hold a non-replica, or add a fenced
     /// broker (INVALID_REQUEST / INELIGIBLE_REPLICA).
     Invalid,
 }
 
 /// Checks a leader's ISR change: it must come from the partition's current
-/// leader at its current epoch, keep the leader, stay among the replicas,
-/// and add no fenced broker. Returns the record to write, or None when the
-/// ISR is already that.
+/// leader at its current leader epoch, computed against the current
+/// partition epoch (a change queued behind another is stale), keep the
+/// leader, stay among the replicas, and add no fenced broker. Returns the
+/// record to write, or None when the ISR is already that.
 pub fn alter_isr(
     image: &MetadataImage,
     (topic, partition): (&str, i32),
-    (leader_id, leader_epoch): (i32, i32),
+    (leader_id, leader_epoch, partition_epoch): (i32, i32, i32),
     new_isr: &[i32],
     sessions: &BrokerSessions,
 ) -> Result<Option<MetadataRecord>, AlterIsrError> {
@@ -280,6 +284,9 @@ pub fn alter_isr(
     }
     if leader_epoch > current.leader_epoch {
         return Err(AlterIsrError::NotLeader);
+    }
+    if partition_epoch != image.partition_epoch(topic, partition) {
+        return Err(AlterIsrError::StalePartitionEpoch);
     }
     let mut isr: Vec<i32> = new_isr.to_vec();
     isr.sort_unstable();
@@ -453,31 +460,46 @@ mod tests {
             isr: vec![1, 2, 3],
         }]);
         let mut sessions = BrokerSessions::starting([1, 2, 3], 0);
-        let shrink = alter_isr(&image, ("t", 0), (1, 2), &[1, 2], &sessions);
+        let shrink = alter_isr(&image, ("t", 0), (1, 2, 0), &[1, 2], &sessions);
         assert!(matches!(
             shrink,
             Ok(Some(MetadataRecord::PartitionChange { ref isr, .. })) if isr == &[1, 2]
         ));
         assert_eq!(
-            alter_isr(&image, ("t", 0), (1, 2), &[3, 2, 1], &sessions),
+            alter_isr(&image, ("t", 0), (1, 2, 0), &[3, 2, 1], &sessions),
             Ok(None)
         );
         assert_eq!(
-            alter_isr(&image, ("t", 0), (1, 1), &[1, 2], &sessions),
+            alter_isr(&image, ("t", 0), (1, 1, 0), &[1, 2], &sessions),
             Err(AlterIsrError::FencedLeaderEpoch)
         );
         assert_eq!(
-            alter_isr(&image, ("t", 0), (2, 2), &[1, 2], &sessions),
+            alter_isr(&image, ("t", 0), (2, 2, 0), &[1, 2], &sessions),
             Err(AlterIsrError::NotLeader)
         );
         assert_eq!(
-            alter_isr(&image, ("t", 0), (1, 2), &[2, 3], &sessions),
+            alter_isr(&image, ("t", 0), (1, 2, 0), &[2, 3], &sessions),
             Err(AlterIsrError::Invalid)
         );
         assert_eq!(
-            alter_isr(&image, ("t", 1), (1, 2), &[1], &sessions),
+            alter_isr(&image, ("t", 1), (1, 2, 0), &[1], &sessions),
             Err(AlterIsrError::UnknownPartition)
         );
+        // Computed against an older partition epoch: refused.
+        let mut changed = image.clone();
+        changed
+            .apply(&MetadataRecord::PartitionChange {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 1,
+                isr: vec![1, 2],
+            })
+            .expect("an ISR change");
+        assert_eq!(
+            alter_isr(&changed, ("t", 0), (1, 2, 0), &[1, 2, 3], &sessions),
+            Err(AlterIsrError::StalePartitionEpoch)
+        );
+        assert!(alter_isr(&changed, ("t", 0), (1, 2, 1), &[1, 2, 3], &sessions).is_ok());
         let shrunk = image_with(vec![PartitionImage {
             leader_id: 1,
             leader_epoch: 2,
@@ -487,7 +509,7 @@ mod tests {
         sessions.expire(100_000, 9_000);
         sessions.heartbeat(1, true, 100_000);
         assert_eq!(
-            alter_isr(&shrunk, ("t", 0), (1, 2), &[1, 3], &sessions),
+            alter_isr(&shrunk, ("t", 0), (1, 2, 0), &[1, 3], &sessions),
             Err(AlterIsrError::Invalid)
         );
     }

@@ -300,6 +300,10 @@ pub struct MetadataImage {
     brokers: BTreeMap<i32, BrokerEndpoint>,
     /// Each broker's incarnation, as it last registered.
     incarnations: BTreeMap<i32, u64>,
+    /// Each partition's epoch: the number of PartitionChange records applied
+    /// to it since its topic was created (absent: 0). An ISR change names the
+    /// epoch it was computed against, so a stale one is refused.
+    partition_epochs: BTreeMap<(String, i32), i32>,
     topics: BTreeMap<String, TopicImage>,
 }
 
@@ -313,6 +317,7 @@ impl MetadataImage {
             controller_id: node_id,
             brokers: BTreeMap::from([(node_id, endpoint)]),
             incarnations: BTreeMap::new(),
+            partition_epochs: BTreeMap::new(),
             topics: BTreeMap::new(),
         };
         image
@@ -333,6 +338,7 @@ impl MetadataImage {
             controller_id: -1,
             brokers: BTreeMap::new(),
             incarnations: BTreeMap::new(),
+            partition_epochs: BTreeMap::new(),
             topics: BTreeMap::new(),
         }
     }
@@ -416,7 +422,17 @@ impl MetadataImage {
     }
 
     pub fn remove_topic(&mut self, name: &str) -> Result<TopicImage, ImageError> {
-        self.topics.remove(name).ok_or(ImageError::UnknownTopic)
+        let removed = self.topics.remove(name).ok_or(ImageError::UnknownTopic)?;
+        self.partition_epochs.retain(|(topic, _), _| topic != name);
+        Ok(removed)
+    }
+
+    /// A partition's epoch: how many PartitionChange records it has seen.
+    pub fn partition_epoch(&self, topic: &str, partition: i32) -> i32 {
+        self.partition_epochs
+            .get(&(topic.to_string(), partition))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Applies one record. A refused record leaves the image as it was.
@@ -458,6 +474,10 @@ impl MetadataImage {
                     return Err(ImageError::InvalidLeadership);
                 }
                 *current = changed;
+                *self
+                    .partition_epochs
+                    .entry((topic.clone(), *partition))
+                    .or_insert(0) += 1;
                 Ok(())
             }
             MetadataRecord::RemoveTopic { name } => self.remove_topic(name).map(|_| ()),

@@ -157,7 +157,7 @@ impl Broker {
     pub(super) async fn alter_partition_here(
         &self,
         key: (&str, i32),
-        leader: (i32, i32),
+        leader: (i32, i32, i32),
         isr: &[i32],
     ) -> Result<(), i16> {
         let _admin = self.topic_admin.lock().await;
@@ -172,6 +172,7 @@ impl Broker {
                     AlterIsrError::UnknownPartition => ResponseError::UnknownTopicOrPartition,
                     AlterIsrError::NotLeader => ResponseError::NotLeaderOrFollower,
                     AlterIsrError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+                    AlterIsrError::StalePartitionEpoch => ResponseError::InvalidUpdateVersion,
                     AlterIsrError::Invalid => ResponseError::InvalidRequest,
                 }
                 .code())

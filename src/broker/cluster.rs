@@ -386,21 +386,23 @@ impl Broker {
             .is_none_or(|cluster| cluster.registered.load(Ordering::Acquire))
     }
 
-    /// The leadership this broker takes on for a partition: the image's,
-    /// or, until its registration is applied, none (a follower of -1, which
-    /// fetches from nobody and serves nothing).
-    fn leadership(&self, topic: &str, index: i32) -> Option<PartitionImage> {
-        let mut leadership = self.with_metadata(|image| {
-            image
+    /// The leadership this broker takes on for a partition, with the
+    /// partition's epoch: the image's, or, until its registration is
+    /// applied, none (a follower of -1, which fetches from nobody and serves
+    /// nothing).
+    fn leadership(&self, topic: &str, index: i32) -> Option<(PartitionImage, i32)> {
+        let (mut leadership, partition_epoch) = self.with_metadata(|image| {
+            let leadership = image
                 .topic(topic)?
                 .partitions
                 .get(usize::try_from(index).ok()?)
-                .cloned()
+                .cloned()?;
+            Some((leadership, image.partition_epoch(topic, index)))
         })?;
         if !self.is_registered() {
             leadership.leader_id = -1;
         }
-        Some(leadership)
+        Some((leadership, partition_epoch))
     }
 
     /// Brings the roles of this broker's replicas of `topic` (or of one of
@@ -415,10 +417,12 @@ impl Broker {
             if only.is_some_and(|wanted| wanted != *index) {
                 continue;
             }
-            let Some(leadership) = self.leadership(topic, *index) else {
+            let Some((leadership, partition_epoch)) = self.leadership(topic, *index) else {
                 continue;
             };
-            partition.apply_leadership(&leadership, now_ms).await;
+            partition
+                .apply_leadership((&leadership, partition_epoch), now_ms)
+                .await;
             self.ensure_fetcher(partition.leader_id());
         }
         self.notify_data_arrived();
@@ -442,7 +446,7 @@ impl Broker {
                 continue;
             }
             let index = index as i32;
-            let Some(leadership) = self.leadership(name, index) else {
+            let Some((leadership, partition_epoch)) = self.leadership(name, index) else {
                 continue;
             };
             let dir = self.config.log_dirs.join(format!("{name}-{index}"));
@@ -457,7 +461,7 @@ impl Broker {
                             (name.to_string(), index),
                             log,
                             self.replica_config(),
-                            &leadership,
+                            (&leadership, partition_epoch),
                             now_ms,
                             self.observed.clone(),
                         )),

@@ -81,6 +81,14 @@ struct Hosted {
     effects: Vec<ReplicaEffect>,
 }
 
+/// An ISR change for the controller, with the epochs it was computed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: BTreeSet<i32>,
+}
+
 /// How an acks=all produce's wait for the high watermark ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckWait {
@@ -127,9 +135,13 @@ pub struct Partition {
     /// replica state after every operation; `min.insync.replicas` beside it.
     in_sync_replicas: std::sync::atomic::AtomicUsize,
     min_insync_replicas: usize,
-    /// The ISR the replica core last proposed, with the leader epoch it was
-    /// proposed in, until the broker sends it to the controller.
-    isr_proposal: Mutex<Option<(i32, BTreeSet<i32>)>>,
+    /// The partition epoch of the leadership last taken on: ISR changes
+    /// are proposed against it.
+    partition_epoch: AtomicI32,
+    /// The ISR the replica core last proposed, with the leader and
+    /// partition epochs it was proposed in, until the broker sends it to
+    /// the controller.
+    isr_proposal: Mutex<Option<IsrProposal>>,
     /// Set after a storage error: the in-memory state may no longer match the
     /// files, so nothing more is served until recovery on restart.
     offline: AtomicBool,
@@ -162,12 +174,15 @@ impl Partition {
         (topic, index): (String, i32),
         log: PartitionLog,
         config: ReplicaConfig,
-        image: &PartitionImage,
+        (image, partition_epoch): (&PartitionImage, i32),
         now_ms: i64,
         observed: Observed,
     ) -> Self {
         let replica = replica_for(config, image, &log, now_ms);
         let partition = Self::hosting(topic, index, log, replica, observed);
+        partition
+            .partition_epoch
+            .store(partition_epoch, Ordering::Release);
         if partition.is_leader() {
             partition.observed.report(|| Fact::PartitionLeader {
                 topic: partition.topic.clone(),
@@ -207,6 +222,7 @@ impl Partition {
             high_watermark_moved,
             in_sync_replicas,
             min_insync_replicas,
+            partition_epoch: AtomicI32::new(0),
             isr_proposal: Mutex::new(None),
             offline: AtomicBool::new(false),
             flush_turn: tokio::sync::Mutex::new(()),
@@ -282,8 +298,11 @@ impl Partition {
             match effect {
                 ReplicaEffect::HighWatermark(offset) => log.set_high_watermark(offset),
                 ReplicaEffect::IsrChanged(isr) => {
-                    *self.isr_proposal.lock().expect("proposal lock") =
-                        Some((replica.leader_epoch(), isr));
+                    *self.isr_proposal.lock().expect("proposal lock") = Some(IsrProposal {
+                        leader_epoch: replica.leader_epoch(),
+                        partition_epoch: self.partition_epoch.load(Ordering::Acquire),
+                        isr,
+                    });
                 }
             }
         }
@@ -312,7 +331,15 @@ impl Partition {
     /// or (same leader and epoch) learns the ISR the controller recorded.
     /// Returns whether this broker now follows a different leader or epoch
     /// than before (so its fetcher must start over).
-    pub async fn apply_leadership(&self, image: &PartitionImage, now_ms: i64) -> bool {
+    pub async fn apply_leadership(
+        &self,
+        (image, partition_epoch): (&PartitionImage, i32),
+        now_ms: i64,
+    ) -> bool {
+        // Set first: the ISR the core may propose from here on is computed
+        // against this epoch's state.
+        self.partition_epoch
+            .fetch_max(partition_epoch, Ordering::AcqRel);
         let mut changed = false;
         let _ = self
             .with_hosted(async |hosted: &mut Hosted| {
@@ -363,16 +390,20 @@ impl Partition {
     }
 
     /// The ISR change the replica core proposed, for the controller.
-    pub fn take_isr_proposal(&self) -> Option<(i32, BTreeSet<i32>)> {
+    pub fn take_isr_proposal(&self) -> Option<IsrProposal> {
         self.isr_proposal.lock().expect("proposal lock").take()
     }
 
     /// Puts back a proposal the controller could not take (no controller, a
     /// lost connection), unless a newer one or a leadership change came.
-    pub fn restore_isr_proposal(&self, leader_epoch: i32, isr: BTreeSet<i32>) {
+    pub fn restore_isr_proposal(&self, restored: IsrProposal) {
         let mut proposal = self.isr_proposal.lock().expect("proposal lock");
-        if proposal.is_none() && leader_epoch == self.leader_epoch() && self.is_leader() {
-            *proposal = Some((leader_epoch, isr));
+        if proposal.is_none()
+            && restored.leader_epoch == self.leader_epoch()
+            && restored.partition_epoch == self.partition_epoch.load(Ordering::Acquire)
+            && self.is_leader()
+        {
+            *proposal = Some(restored);
         }
     }
 

@@ -28,7 +28,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::partition::Partition;
+use super::partition::{IsrProposal, Partition};
 use super::Broker;
 use crate::client::connection::Connection;
 
@@ -193,17 +193,16 @@ impl Broker {
                 continue;
             }
             partition.tick(now_ms).await;
-            if let Some((epoch, isr)) = partition.take_isr_proposal() {
-                proposals.push((partition, epoch, isr));
+            if let Some(proposal) = partition.take_isr_proposal() {
+                proposals.push((partition, proposal));
             }
         }
-        for (partition, epoch, isr) in proposals {
-            let isr: Vec<i32> = isr.into_iter().collect();
-            let sent = self
-                .send_alter_partition(connections, &partition, epoch, &isr)
-                .await;
-            if !sent {
-                partition.restore_isr_proposal(epoch, isr.into_iter().collect());
+        for (partition, proposal) in proposals {
+            if !self
+                .send_alter_partition(connections, &partition, &proposal)
+                .await
+            {
+                partition.restore_isr_proposal(proposal);
             }
         }
     }
@@ -214,9 +213,10 @@ impl Broker {
         &self,
         connections: &mut BTreeMap<i32, Connection>,
         partition: &Partition,
-        leader_epoch: i32,
-        isr: &[i32],
+        proposal: &IsrProposal,
     ) -> bool {
+        let isr: Vec<i32> = proposal.isr.iter().copied().collect();
+        let epochs = (proposal.leader_epoch, proposal.partition_epoch);
         let node_id = self.config.node_id;
         let key = (partition.topic.as_str(), partition.index);
         let Some(controller) = self.cluster_controller_id() else {
@@ -224,7 +224,7 @@ impl Broker {
         };
         let code = if controller == node_id {
             match self
-                .alter_partition_here(key, (node_id, leader_epoch), isr)
+                .alter_partition_here(key, (node_id, epochs.0, epochs.1), &isr)
                 .await
             {
                 Ok(()) => 0,
@@ -234,8 +234,7 @@ impl Broker {
             let Some(connection) = self.connection_to_voter(connections, controller) else {
                 return false;
             };
-            let request =
-                alter_partition_request(node_id, self.incarnation, key, leader_epoch, isr);
+            let request = alter_partition_request(node_id, self.incarnation, key, epochs, &isr);
             match connection.send(request, ALTER_PARTITION_VERSION).await {
                 Ok(response) if response.error_code != 0 => response.error_code,
                 Ok(response) => response
@@ -319,7 +318,7 @@ fn alter_partition_request(
     node_id: i32,
     incarnation: u64,
     (topic, partition): (&str, i32),
-    leader_epoch: i32,
+    (leader_epoch, partition_epoch): (i32, i32),
     isr: &[i32],
 ) -> AlterPartitionRequest {
     use alter_partition_request::{PartitionData, TopicData};
@@ -329,7 +328,7 @@ fn alter_partition_request(
         .with_partition_index(partition)
         .with_leader_epoch(leader_epoch)
         .with_new_isr(isr.iter().map(|id| BrokerId(*id)).collect())
-        .with_partition_epoch(leader_epoch);
+        .with_partition_epoch(partition_epoch);
     AlterPartitionRequest::default()
         .with_broker_id(BrokerId(node_id))
         .with_broker_epoch(incarnation as i64)

@@ -56,7 +56,7 @@ impl Broker {
                     Some(name) => {
                         self.alter_partition_here(
                             (name, wanted.partition_index),
-                            (leader_id, wanted.leader_epoch),
+                            (leader_id, wanted.leader_epoch, wanted.partition_epoch),
                             &isr,
                         )
                         .await
@@ -78,7 +78,12 @@ impl Broker {
                         if let Some(recorded) = recorded {
                             answer.leader_id = BrokerId(recorded.leader_id);
                             answer.leader_epoch = recorded.leader_epoch;
-                            answer.partition_epoch = recorded.leader_epoch;
+                            answer.partition_epoch = self.with_metadata(|image| {
+                                image.partition_epoch(
+                                    name.as_deref().unwrap_or_default(),
+                                    wanted.partition_index,
+                                )
+                            });
                             answer.isr = recorded.isr.iter().map(|id| BrokerId(*id)).collect();
                         }
                     }
