@@ -126,6 +126,16 @@ impl BrokerSessions {
             .collect()
     }
 
+    /// The brokers heard from in an incarnation the image has not recorded:
+    /// restarted and not yet registered.
+    pub fn restarting(&self) -> BTreeSet<i32> {
+        self.heard
+            .iter()
+            .filter(|id| !self.fenced.contains(id) && !self.confirmed.contains(id))
+            .copied()
+            .collect()
+    }
+
     /// The brokers that may be elected: a live session, confirmed by a
     /// heartbeat to this controller from their registered incarnation.
     pub fn electable(&self) -> BTreeSet<i32> {
@@ -189,15 +199,17 @@ pub fn fence_changes(
 
 /// Whether a broker that restarted must wait before its new incarnation is
 /// recorded: it leads a partition whose ISR holds other replicas, none of
-/// them electable yet but some not yet heard from by this controller (a new
-/// controller starts every session fresh). Recording it now would let it
-/// lead again although it may have lost records those replicas hold. It
-/// does not wait for replicas that are fenced or that restarted too (heard
-/// from in an unregistered incarnation): they are no better a leader.
+/// them electable yet, and one of them may soon be: not yet heard from by
+/// this controller (a new controller starts every session fresh), or
+/// restarting too with a lower node id (heard from in an unregistered
+/// incarnation; it may have restarted cleanly and hold records this broker
+/// lost). Recording it now would let it lead again without them. Waiting
+/// only on lower ids keeps two restarting brokers from waiting on each
+/// other; fenced replicas are not waited for.
 pub fn restart_must_wait(
     image: &MetadataImage,
     restarted: i32,
-    (electable, unheard): (&BTreeSet<i32>, &BTreeSet<i32>),
+    (electable, unheard, restarting): (&BTreeSet<i32>, &BTreeSet<i32>, &BTreeSet<i32>),
 ) -> bool {
     image.all_topic_names().iter().any(|name| {
         let topic = image.topic(name).expect("listed topic");
@@ -205,7 +217,8 @@ pub fn restart_must_wait(
             let others = || partition.isr.iter().filter(|id| **id != restarted);
             partition.leader_id == restarted
                 && !others().any(|id| electable.contains(id))
-                && others().any(|id| unheard.contains(id))
+                && others()
+                    .any(|id| unheard.contains(id) || (restarting.contains(id) && *id < restarted))
         })
     })
 }
@@ -429,26 +442,28 @@ mod tests {
             },
         ]);
         let none = BTreeSet::new();
-        let unheard_2 = BTreeSet::from([2]);
+        let only_1 = BTreeSet::from([1]);
+        let only_2 = BTreeSet::from([2]);
+        let only_3 = BTreeSet::from([3]);
         // Broker 2 may yet heartbeat: wait for it.
-        assert!(restart_must_wait(
-            &image,
-            1,
-            (&BTreeSet::from([3]), &unheard_2)
-        ));
+        assert!(restart_must_wait(&image, 1, (&only_3, &only_2, &none)));
         // Broker 2 can lead: no wait, leadership moves.
-        assert!(!restart_must_wait(&image, 1, (&BTreeSet::from([2]), &none)));
-        // Broker 2 is fenced or restarted too: it is no better a leader.
-        assert!(!restart_must_wait(&image, 1, (&none, &none)));
+        assert!(!restart_must_wait(&image, 1, (&only_2, &none, &none)));
+        // Broker 2 is fenced: nobody to wait for.
+        assert!(!restart_must_wait(&image, 1, (&none, &none, &none)));
+        // Both restarted: broker 2 waits for broker 1 (the lower id), which
+        // does not wait for broker 2, so neither waits forever.
+        assert!(restart_must_wait(&image, 2, (&none, &none, &only_1)));
+        assert!(!restart_must_wait(&image, 1, (&none, &none, &only_2)));
         // Broker 3 leads nothing.
-        assert!(!restart_must_wait(&image, 3, (&none, &unheard_2)));
+        assert!(!restart_must_wait(&image, 3, (&none, &only_2, &none)));
         let alone = image_with(vec![PartitionImage {
             leader_id: 1,
             leader_epoch: 0,
             replicas: vec![1, 2],
             isr: vec![1],
         }]);
-        assert!(!restart_must_wait(&alone, 1, (&none, &unheard_2)));
+        assert!(!restart_must_wait(&alone, 1, (&none, &only_2, &none)));
     }
 
     #[test]

@@ -128,7 +128,10 @@ impl Broker {
                 electable.remove(&node_id);
                 let image = self.metadata.read().expect("metadata lock");
                 let unheard = sessions.unheard();
-                if controller::restart_must_wait(&image, node_id, (&electable, &unheard)) {
+                let mut restarting = sessions.restarting();
+                restarting.remove(&node_id);
+                let others = (&electable, &unheard, &restarting);
+                if controller::restart_must_wait(&image, node_id, others) {
                     return Err(());
                 }
                 Ok(controller::fence_changes(&image, node_id, &electable)

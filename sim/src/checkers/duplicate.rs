@@ -10,7 +10,11 @@
 //! stored now, a poll what was stored when it ran. A value read at one offset
 //! before a broker power loss (with `flush_on_ack` false) and at another after
 //! it is not a duplicate: the first copy may have been lost and the retry
-//! written anew. Two copies in one final read are never excused.
+//! written anew. Two copies in one final read are excused only in the
+//! producer's documented restamp window: a power loss (with `flush_on_ack`
+//! false) after the send was invoked, and the producer starting a new
+//! session (a failed or unknown send, which makes it take a new producer id
+//! and restamp its waiting batches) before the send was acknowledged.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +35,18 @@ impl Checker for Duplicate {
 
     fn check(&self, history: &[Entry]) -> Verdict {
         let facts = Facts::new(history);
+        // Each acknowledged value's send, for the restamp window.
+        let sends: BTreeMap<&str, &super::facts::AckedSend<'_>> = facts
+            .acked_sends
+            .iter()
+            .map(|send| (send.value, send))
+            .collect();
+        let restamped = |value: &str| {
+            sends.get(value).is_some_and(|send| {
+                facts.loss_permitted_after(send.invoke_index)
+                    && facts.session_break_between(send.process, send.invoke_index, send.ok_index)
+            })
+        };
         // Each value's distinct locations, with the index first showing each.
         let mut locations: BTreeMap<&str, Vec<(Tp<'_>, i64, u64)>> = BTreeMap::new();
         let mut found = Vec::new();
@@ -52,7 +68,8 @@ impl Checker for Duplicate {
                 // unexcused pair, once per new location.
                 let unexcused = known
                     .iter()
-                    .find(|&&(_, _, first)| !facts.loss_permitted_between(first, entry.index));
+                    .find(|&&(_, _, first)| !facts.loss_permitted_between(first, entry.index))
+                    .filter(|_| !restamped(record.value.as_str()));
                 match unexcused {
                     Some(&(other_tp, other_offset, first)) => found.push(Anomaly {
                         description: format!(
@@ -79,7 +96,7 @@ impl Checker for Duplicate {
         };
         let summary = format!(
             "{} values read by polls and final reads (idempotence={}{}); {duplicated} extra \
-             locations{}; {permitted} excused by a power loss",
+             locations{}; {permitted} excused by a power loss or the producer's restamp window",
             locations.len(),
             facts.settings.idempotence,
             facts.settings_note(),
@@ -98,6 +115,41 @@ mod tests {
     use super::*;
     use crate::checkers::facts::build::{record, H};
     use crate::history::FaultKind;
+
+    #[test]
+    fn a_restamped_retry_after_a_power_loss_is_excused_and_only_then() {
+        for (power_loss, new_session) in [(true, true), (true, false), (false, true)] {
+            let mut h = H::new(false, true);
+            let (_, id) = h.invoke("producer-0", H::send_op(None, "producer-0-1", None, None));
+            if power_loss {
+                h.fault(FaultKind::CrashBroker, "broker-0", true);
+            }
+            if new_session {
+                // Another send fails: the producer takes a new producer id
+                // and restamps the waiting batch.
+                h.fail_send("producer-0", "producer-0-2");
+            }
+            h.ok(
+                "producer-0",
+                id,
+                H::send_op(None, "producer-0-1", Some(0), Some(1)),
+            );
+            h.final_read(
+                0,
+                0,
+                vec![
+                    record(0, 0, None, "producer-0-1"),
+                    record(0, 1, None, "producer-0-1"),
+                ],
+            );
+            let verdict = Duplicate.check(&h.build());
+            assert_eq!(
+                verdict.valid,
+                power_loss && new_session,
+                "power loss {power_loss}, new session {new_session}: {verdict:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_value_at_two_offsets_is_a_duplicate_with_idempotence() {

@@ -487,6 +487,30 @@ pub(crate) mod build {
             self.len - 1
         }
 
+        /// A send of `value` to partition `partition` of the test topic,
+        /// answered at `offset` once acknowledged.
+        pub fn send_op(
+            key: Option<&str>,
+            value: &str,
+            partition: Option<i32>,
+            offset: Option<i64>,
+        ) -> Op {
+            Op::Send {
+                topic: TOPIC.into(),
+                key: key.map(str::to_string),
+                value: value.into(),
+                partition,
+                offset,
+            }
+        }
+
+        /// Logs a send of `value` that fails; returns the fail's index.
+        pub fn fail_send(&mut self, process: &str, value: &str) -> u64 {
+            let op = Self::send_op(None, value, None, None);
+            let (_, id) = self.invoke(process, op.clone());
+            self.fail(process, id, op)
+        }
+
         /// Logs a send's invoke and ok; returns their indices.
         pub fn send(
             &mut self,
