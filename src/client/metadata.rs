@@ -304,27 +304,32 @@ impl Cluster {
         lock(&self.state).topics.remove(topic);
     }
 
-    /// The leader of `tp` according to the cache.
-    pub fn leader(&self, tp: &TopicPartition) -> Option<i32> {
+    /// Reads `tp`'s cached description, if the cache has one.
+    fn cached_partition<R>(
+        &self,
+        tp: &TopicPartition,
+        read: impl FnOnce(&PartitionInfo) -> R,
+    ) -> Option<R> {
         let state = lock(&self.state);
         let topic = state.topics.get(&tp.topic)?;
-        let partition = topic
+        topic
             .partitions
             .iter()
-            .find(|p| p.partition == tp.partition)?;
-        (partition.leader >= 0).then_some(partition.leader)
+            .find(|p| p.partition == tp.partition)
+            .map(read)
+    }
+
+    /// The leader of `tp` according to the cache.
+    pub fn leader(&self, tp: &TopicPartition) -> Option<i32> {
+        self.cached_partition(tp, |p| p.leader)
+            .filter(|leader| *leader >= 0)
     }
 
     /// The leader epoch of `tp` according to the cache, which fetches carry
     /// as `current_leader_epoch` so a deposed leader refuses them (KIP-320).
     pub fn leader_epoch(&self, tp: &TopicPartition) -> Option<i32> {
-        let state = lock(&self.state);
-        let topic = state.topics.get(&tp.topic)?;
-        let partition = topic
-            .partitions
-            .iter()
-            .find(|p| p.partition == tp.partition)?;
-        (partition.leader_epoch >= 0).then_some(partition.leader_epoch)
+        self.cached_partition(tp, |p| p.leader_epoch)
+            .filter(|epoch| *epoch >= 0)
     }
 
     /// `topic` with its partitions, refreshing the cache until the topic is
