@@ -95,6 +95,7 @@ impl Broker {
         // Wakes followers' held fetches, and consumers' if the high
         // watermark moved.
         self.notify_data_arrived();
+        // tokio's clock (virtual under the simulation), as every wait here.
         let deadline = tokio::time::Instant::now() + timeout;
         // Planted: the write reached the page cache, call it durable (and
         // replicated) at once.
