@@ -56,6 +56,10 @@ pub struct BrokerConfig {
     /// `default.replication.factor`: replicas of a topic created without an
     /// explicit replication factor (auto-created ones too).
     pub default_replication_factor: i16,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets`.
+    /// In a cluster the controller creates it once this many brokers have
+    /// registered; a single node is its one replica whatever this says.
+    pub offsets_topic_replication_factor: i16,
     /// `min.insync.replicas`: an acks=all produce needs at least this many
     /// in-sync replicas, and the high watermark moves only while there are.
     pub min_insync_replicas: usize,
@@ -97,6 +101,7 @@ impl Default for BrokerConfig {
             controller_quorum_voters: Vec::new(),
             controller_listener: None,
             default_replication_factor: 1,
+            offsets_topic_replication_factor: 3,
             min_insync_replicas: 1,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
@@ -117,7 +122,6 @@ pub const NO_EFFECT_KEYS: &[&str] = &[
     "num.recovery.threads.per.data.dir",
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
-    "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "zookeeper.connect",
@@ -364,6 +368,21 @@ impl BrokerConfig {
                         value: value.to_string(),
                         reason: "must be at least 1".to_string(),
                     });
+                }
+            }
+            "offsets.topic.replication.factor" => {
+                self.offsets_topic_replication_factor = parse(key, value)?;
+                if self.offsets_topic_replication_factor < 1 {
+                    return Err(out_of_range(key, value, "at least 1"));
+                }
+            }
+            "offsets.topic.num.partitions" => {
+                if parse::<i32>(key, value)? != 1 {
+                    return Err(out_of_range(
+                        key,
+                        value,
+                        "sluice keeps every group in one offsets partition; only 1 is supported",
+                    ));
                 }
             }
             "default.replication.factor" => {

@@ -103,6 +103,16 @@ pub enum Fact {
         leader_epoch: i32,
         isr: Vec<i32>,
     },
+    /// This broker became the group coordinator: it leads the offsets
+    /// partition in `leader_epoch`, has replayed its log and everything
+    /// replayed is below the high watermark. Group facts from then on are
+    /// this broker's, until it resigns or another broker loads in a later
+    /// epoch.
+    CoordinatorLoaded { leader_epoch: i32 },
+    /// This broker stopped coordinating groups (it no longer leads the
+    /// offsets partition); it answered every parked caller NOT_COORDINATOR
+    /// and forgot its groups. `leader_epoch` is the one it had loaded in.
+    CoordinatorResigned { leader_epoch: i32 },
     /// This broker applied the committed metadata log entry at `offset`,
     /// written in quorum epoch `epoch`, whose payload has CRC32C `digest`.
     /// Every broker applies the same entries in the same order, so two

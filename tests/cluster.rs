@@ -695,3 +695,98 @@ fn kcat_through_failover(nodes: &mut [Node], bootstrap: &str, runtime: &tokio::r
         "kcat's records are not in the log once each, in order"
     );
 }
+
+#[test]
+fn committed_offsets_survive_the_group_coordinators_kill() {
+    use sluice::client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster_with(
+        dir.path(),
+        "min.insync.replicas=2\nbroker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n",
+    );
+    for node in &mut nodes {
+        node.start();
+    }
+    let bootstrap_all = nodes
+        .iter()
+        .map(|n| n.address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for_leader(&nodes[0].address, None);
+    create_replicated_topic(&bootstrap_all, "jobs");
+    let lines: String = (0..40).map(|i| format!("k:v{i}\n")).collect();
+    produce(&bootstrap_all, "jobs", &lines);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let consumer = |bootstrap: &str| {
+        Consumer::new(
+            ConsumerConfig {
+                bootstrap_servers: bootstrap.to_string(),
+                group_id: Some("workers".to_string()),
+                enable_auto_commit: false,
+                auto_offset_reset: AutoOffsetReset::Earliest,
+                ..ConsumerConfig::default()
+            },
+            Arc::new(sluice::net::TcpConnector),
+            Arc::new(sluice::clock::SystemClock),
+        )
+        .expect("consumer")
+    };
+    // Read and commit the first 25 records, one commit each.
+    runtime.block_on(async {
+        let mut first = consumer(&bootstrap_all);
+        first.subscribe(vec!["jobs".to_string()], None).unwrap();
+        let mut read = 0;
+        let mut polls = 0;
+        while read < 25 && polls < 200 {
+            polls += 1;
+            for record in first.poll(Duration::from_millis(500)).await.unwrap() {
+                if read < 25 {
+                    read += 1;
+                    let next = std::collections::BTreeMap::from([(
+                        sluice::client::TopicPartition::new("jobs", 0),
+                        record.offset + 1,
+                    )]);
+                    first.commit_sync(Some(next)).await.expect("commit");
+                }
+            }
+        }
+        assert_eq!(read, 25, "read {read} of 25 before the kill");
+        first.close().await.expect("close");
+    });
+
+    // Kill the coordinator: the leader of the offsets partition.
+    let coordinator = partition_leader(&bootstrap_all, "__consumer_offsets", None);
+    let index = nodes.iter().position(|n| n.id == coordinator).unwrap();
+    nodes[index].kill();
+    let new_coordinator = partition_leader(&bootstrap_all, "__consumer_offsets", Some(coordinator));
+    assert_ne!(new_coordinator, coordinator);
+
+    // A new member of the group starts exactly where the commits left off.
+    runtime.block_on(async {
+        let mut second = consumer(&bootstrap_all);
+        second.subscribe(vec!["jobs".to_string()], None).unwrap();
+        let mut offsets = Vec::new();
+        let mut polls = 0;
+        while offsets.len() < 15 && polls < 200 {
+            polls += 1;
+            match second.poll(Duration::from_millis(500)).await {
+                Ok(records) => offsets.extend(records.iter().map(|r| r.offset)),
+                Err(error) => panic!("poll after the coordinator's kill: {error}"),
+            }
+        }
+        assert_eq!(offsets, (25..40).collect::<Vec<i64>>());
+        let tp = sluice::client::TopicPartition::new("jobs", 0);
+        second
+            .commit_sync(Some(std::collections::BTreeMap::from([(tp.clone(), 40)])))
+            .await
+            .expect("commit to the new coordinator");
+        assert_eq!(second.committed(&tp).await.unwrap(), Some(40));
+        second.close().await.expect("close");
+    });
+}

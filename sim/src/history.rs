@@ -218,6 +218,12 @@ pub enum Event {
         leader_epoch: i32,
         isr: Vec<i32>,
     },
+    /// A broker became the group coordinator, leading the offsets partition
+    /// in `leader_epoch`, with its log loaded and committed.
+    CoordinatorLoaded { broker: String, leader_epoch: i32 },
+    /// A broker stopped coordinating groups (leadership of the offsets
+    /// partition moved away from its `leader_epoch`).
+    CoordinatorResigned { broker: String, leader_epoch: i32 },
     /// A broker applied the committed metadata log entry at `offset`,
     /// written in quorum epoch `epoch`, whose payload has CRC32C `digest`.
     MetadataApplied {

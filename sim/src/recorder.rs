@@ -167,6 +167,14 @@ impl Observer for BrokerObserver {
                 leader_epoch,
                 isr,
             },
+            Fact::CoordinatorLoaded { leader_epoch } => Event::CoordinatorLoaded {
+                broker,
+                leader_epoch,
+            },
+            Fact::CoordinatorResigned { leader_epoch } => Event::CoordinatorResigned {
+                broker,
+                leader_epoch,
+            },
             Fact::MetadataApplied {
                 offset,
                 epoch,

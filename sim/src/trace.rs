@@ -202,6 +202,12 @@ fn describe_event(event: &Event) -> String {
             digest,
             ..
         } => format!("metadata applied @{offset} epoch {epoch} digest {digest:08x}"),
+        Event::CoordinatorLoaded { leader_epoch, .. } => {
+            format!("coordinates groups in offsets epoch {leader_epoch}")
+        }
+        Event::CoordinatorResigned { leader_epoch, .. } => {
+            format!("resigned as group coordinator (offsets epoch {leader_epoch})")
+        }
         Event::Generation {
             group, generation, ..
         } => format!("generation {group} = {generation}"),

@@ -115,6 +115,8 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
     };
     config.log.flush_ms = 1_000;
     config.min_insync_replicas = resolved.min_insync_replicas;
+    // The groups' offsets are replicated as the workload's topic is.
+    config.offsets_topic_replication_factor = resolved.replication_factor;
     // Faults last half a second to a few seconds and runs a minute: with
     // Kafka's defaults (a 9 s session, a 30 s lag limit) a failover would
     // outlast most faults and an ISR would never shrink within a run.

@@ -347,12 +347,14 @@ impl Broker {
         }
         match record {
             MetadataRecord::Topic {
-                name,
-                internal: false,
-                partitions,
+                name, partitions, ..
             } => self.open_hosted_partitions(&name, &partitions).await,
             MetadataRecord::RemoveTopic { name } => {
-                self.coordinate(|coordinator, _| coordinator.remove_topic(&name, None));
+                // The coordinator tombstones the topic's committed offsets;
+                // a broker that is not coordinating has none to drop.
+                if self.coordinator_loaded() {
+                    self.coordinate(|coordinator, _| coordinator.remove_topic(&name, None));
+                }
                 let removed = self.topics.write().expect("topics lock").remove(&name);
                 for partition in removed.iter().flat_map(|t| t.partitions.values()) {
                     if let Err(error) = partition.delete().await {
@@ -370,12 +372,14 @@ impl Broker {
                 if node_id == self.config.node_id && incarnation == self.incarnation {
                     self.cluster().registered.store(true, Ordering::Release);
                 }
-                for topic in self.with_metadata(|image| image.topic_names()) {
+                for topic in self.with_metadata(|image| image.all_topic_names()) {
                     self.take_leadership(&topic, None).await;
                 }
             }
             _ => {}
         }
+        // Any of these may have moved the offsets partition's leadership.
+        self.sync_coordinator().await;
     }
 
     /// Whether this broker's registration in its current incarnation has
@@ -450,20 +454,30 @@ impl Broker {
                 continue;
             };
             let dir = self.config.log_dirs.join(format!("{name}-{index}"));
-            match PartitionLog::open(self.storage.clone(), &dir, self.config.log.clone(), now_ms)
-                .await
-            {
+            // The offsets log keeps its own settings, and its facts stay
+            // out of the harness's history, which is about clients' topics.
+            let (log_config, observed) = if name == OFFSETS_TOPIC {
+                (
+                    super::offsets::log_config(&self.config.log),
+                    crate::observe::Observed::none(),
+                )
+            } else {
+                (self.config.log.clone(), self.observed.clone())
+            };
+            let mut replica_config = self.replica_config();
+            replica_config.flush_on_ack = log_config.flush_on_ack;
+            match PartitionLog::open(self.storage.clone(), &dir, log_config, now_ms).await {
                 Ok(log) => {
-                    super::report_recovered(&self.observed, name, index, &log);
+                    super::report_recovered(&observed, name, index, &log);
                     hosted.insert(
                         index,
                         Arc::new(Partition::replicated(
                             (name.to_string(), index),
                             log,
-                            self.replica_config(),
+                            replica_config,
                             (&leadership, partition_epoch),
                             now_ms,
-                            self.observed.clone(),
+                            observed,
                         )),
                     );
                 }
@@ -490,19 +504,35 @@ impl Broker {
     }
 
     /// What the active controller does unasked: create the offsets topic
-    /// once a broker has registered to hold it.
+    /// once `offsets.topic.replication.factor` brokers have registered to
+    /// hold it (as Kafka does; until then groups are unavailable).
     fn controller_duties(self: &Arc<Self>, status: QuorumStatus) {
         if status.leader_id != Some(self.config.node_id) {
             return;
         }
-        let first_broker = self.with_metadata(|image| {
+        let replication_factor =
+            usize::try_from(self.config.offsets_topic_replication_factor).unwrap_or(1);
+        let placement = self.with_metadata(|image| {
             if image.topic(OFFSETS_TOPIC).is_some() {
-                None
-            } else {
-                image.brokers().map(|b| b.node_id).next()
+                return None;
             }
+            let brokers: Vec<i32> = image.brokers().map(|b| b.node_id).collect();
+            if brokers.len() < replication_factor {
+                tracing::debug!(
+                    registered = brokers.len(),
+                    replication_factor,
+                    "waiting for enough brokers to create the offsets topic"
+                );
+                return None;
+            }
+            Some(crate::controller::assign_replicas(
+                &brokers,
+                1,
+                replication_factor,
+                0,
+            ))
         });
-        let Some(coordinator) = first_broker else {
+        let Some(partitions) = placement else {
             return;
         };
         let cluster = self.cluster();
@@ -514,7 +544,7 @@ impl Broker {
             let record = MetadataRecord::Topic {
                 name: OFFSETS_TOPIC.to_string(),
                 internal: true,
-                partitions: vec![PartitionImage::single_replica(coordinator)],
+                partitions,
             };
             if let Err(code) = broker.controller_write(record).await {
                 tracing::info!(

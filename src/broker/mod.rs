@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
-use crate::group::{Effect, GroupConfig, GroupCoordinator, JoinResult, SyncResult, WaiterId};
-use crate::log::{LogConfig, PartitionLog};
+use crate::group::{Effect, GroupCoordinator, JoinResult, SyncResult, WaiterId};
+use crate::log::PartitionLog;
 use crate::metadata::{BrokerEndpoint, MetadataImage, PartitionImage};
 use crate::observe::{Fact, Observed};
 use crate::storage::SharedStorage;
@@ -100,7 +100,9 @@ pub struct Broker {
     next_waiter: AtomicU64,
     /// Numbers connections in accept order, from 1.
     next_connection: AtomicU64,
-    offsets_log: Arc<Partition>,
+    /// Whether the coordinator serves groups: while this broker leads the
+    /// offsets partition and has loaded it (see [`offsets`]).
+    coordinator_load: Mutex<offsets::CoordinatorLoad>,
     /// The coordinator's writes, in its order, for [`offsets::persist_loop`].
     persist_queue: mpsc::Sender<offsets::PersistRequest>,
     producer_ids: tokio::sync::Mutex<ProducerIds>,
@@ -262,30 +264,38 @@ impl Broker {
                 }),
             );
         }
-        let offsets_config = LogConfig {
-            // A committed offset is acknowledged only once durable, so a crash
-            // can never move a group's position backwards.
-            flush_on_ack: true,
-            retention_ms: -1,
-            retention_bytes: -1,
-            ..config.log.clone()
-        };
-        let offsets_dir = data_dir.join(format!("{OFFSETS_TOPIC}-0"));
-        let offsets_log = PartitionLog::open(storage.clone(), &offsets_dir, offsets_config, now_ms)
-            .await
-            .map_err(|error| io::Error::other(format!("opening the offsets log: {error}")))?;
         let incarnation =
             read_number_file(storage.as_ref(), &data_dir, INCARNATION_FILE).await? + 1;
         write_number_file(storage.as_ref(), &data_dir, INCARNATION_FILE, incarnation).await?;
-        let mut coordinator = GroupCoordinator::new(GroupConfig {
-            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-            min_session_timeout_ms: config.group_min_session_timeout_ms,
-            max_session_timeout_ms: config.group_max_session_timeout_ms,
-            member_id_epoch: incarnation as u64,
-        });
-        offsets::replay(&offsets_log, &mut coordinator)
+        if !clustered {
+            // A single node leads the offsets topic's one partition; in a
+            // cluster it is hosted where the controller places it.
+            let offsets_dir = data_dir.join(format!("{OFFSETS_TOPIC}-0"));
+            let offsets_log = PartitionLog::open(
+                storage.clone(),
+                &offsets_dir,
+                offsets::log_config(&config.log),
+                now_ms,
+            )
             .await
-            .map_err(|error| io::Error::other(format!("replaying the offsets log: {error}")))?;
+            .map_err(|error| io::Error::other(format!("opening the offsets log: {error}")))?;
+            topics.insert(
+                OFFSETS_TOPIC.to_string(),
+                Arc::new(Topic {
+                    name: OFFSETS_TOPIC.to_string(),
+                    partitions: BTreeMap::from([(
+                        0,
+                        Arc::new(Partition::new(
+                            OFFSETS_TOPIC.to_string(),
+                            0,
+                            offsets_log,
+                            node_id,
+                            Observed::none(),
+                        )),
+                    )]),
+                }),
+            );
+        }
         let persisted_block_end =
             read_number_file(storage.as_ref(), &data_dir, PRODUCER_ID_BLOCK_FILE).await?;
         let next = if clustered {
@@ -312,17 +322,11 @@ impl Broker {
             clock,
             topics: RwLock::new(topics),
             topic_admin: tokio::sync::Mutex::new(()),
-            coordinator: Mutex::new(coordinator),
+            coordinator: Mutex::new(GroupCoordinator::default()),
             waiters: Mutex::new(Waiters::default()),
             next_waiter: AtomicU64::new(1),
             next_connection: AtomicU64::new(1),
-            offsets_log: Arc::new(Partition::new(
-                OFFSETS_TOPIC.to_string(),
-                0,
-                offsets_log,
-                node_id,
-                Observed::none(),
-            )),
+            coordinator_load: Mutex::new(offsets::CoordinatorLoad::default()),
             persist_queue,
             producer_ids: tokio::sync::Mutex::new(ProducerIds {
                 next,
@@ -339,6 +343,8 @@ impl Broker {
             Arc::downgrade(&broker),
             persist_requests,
         ));
+        // A single node loads its groups before it serves anything.
+        broker.sync_coordinator().await;
         Ok(broker)
     }
 
@@ -480,6 +486,10 @@ impl Broker {
     /// that a recreated topic of the same name would resume from.
     pub async fn delete_topic(&self, name: &str) -> Result<(), i16> {
         use kafka_protocol::error::ResponseError;
+        if name == OFFSETS_TOPIC {
+            // Kafka refuses to delete its internal topics too.
+            return Err(ResponseError::InvalidTopicException.code());
+        }
         if self.cluster.is_some() {
             return self.delete_topic_in_cluster(name).await;
         }
@@ -557,6 +567,20 @@ impl Broker {
     /// coordinator made them), then parked callers are answered and facts
     /// reported.
     pub(crate) fn coordinate(&self, f: impl FnOnce(&mut GroupCoordinator, i64) -> Vec<Effect>) {
+        let load = self.coordinator_load.lock().expect("coordinator load lock");
+        self.coordinate_locked(&load, f);
+    }
+
+    /// [`Broker::coordinate`] under the coordinator-load lock the caller
+    /// holds (it is always taken before the coordinator's). Writes are
+    /// tagged with the load's term; only a loaded coordinator's reach the
+    /// log, any other's fail at once.
+    fn coordinate_locked(
+        &self,
+        load: &offsets::CoordinatorLoad,
+        f: impl FnOnce(&mut GroupCoordinator, i64) -> Vec<Effect>,
+    ) {
+        let loaded = matches!(load.role, offsets::CoordinatorRole::Loaded { .. });
         let now_ms = self.clock.now_ms();
         let mut deliver = Vec::new();
         {
@@ -565,9 +589,22 @@ impl Broker {
             while let Some(effect) = queue.pop_front() {
                 match effect {
                     Effect::Persist(id, durable) => {
-                        let request = offsets::PersistRequest { id, durable };
-                        if let Err(error) = self.persist_queue.try_send(request) {
-                            tracing::warn!(%error, "group persistence queue full; failing the write");
+                        let request = offsets::PersistRequest {
+                            id,
+                            durable,
+                            term: load.term,
+                        };
+                        let queued = if loaded {
+                            self.persist_queue.try_send(request).map_err(|error| {
+                                tracing::warn!(%error, "group persistence queue full; failing the write");
+                            })
+                        } else {
+                            tracing::warn!(
+                                "a group write while the coordinator is not loaded; failing it"
+                            );
+                            Err(())
+                        };
+                        if queued.is_err() {
                             let failed = coordinator.on_persisted(now_ms, id, false);
                             for (at, effect) in failed.into_iter().enumerate() {
                                 queue.insert(at, effect);
@@ -698,11 +735,7 @@ impl Broker {
 
     /// Flushes every log, for a clean shutdown.
     pub async fn flush_all(&self) {
-        for partition in self
-            .all_partitions()
-            .into_iter()
-            .chain([self.offsets_log.clone()])
-        {
+        for partition in self.all_partitions() {
             let _ = partition.with_log(async |log| log.flush().await).await;
         }
     }

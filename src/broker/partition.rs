@@ -341,6 +341,7 @@ impl Partition {
         self.partition_epoch
             .fetch_max(partition_epoch, Ordering::AcqRel);
         let mut changed = false;
+        let mut flush_on_ack = false;
         let _ = self
             .with_hosted(async |hosted: &mut Hosted| {
                 let same = hosted.replica.leader_epoch() == image.leader_epoch
@@ -357,6 +358,7 @@ impl Partition {
                     return Ok(());
                 }
                 let config = hosted.replica.config().clone();
+                flush_on_ack = config.flush_on_ack;
                 hosted.replica = replica_for(config, image, &hosted.log, now_ms);
                 changed = true;
                 Ok(())
@@ -384,6 +386,12 @@ impl Partition {
                     leader_epoch: image.leader_epoch,
                     isr: image.isr.clone(),
                 });
+                if flush_on_ack {
+                    // A leader that counts itself only once synced must sync
+                    // what it holds as a follower (followers do not), or
+                    // the high watermark waits for the next append.
+                    self.sync_log_end().await;
+                }
             }
         }
         changed
@@ -571,6 +579,15 @@ impl Partition {
         let payload = BytesMut::from(payload.as_ref());
         self.with_log(async move |log| log.append(payload, epoch, now_ms).await)
             .await
+    }
+
+    /// Syncs the whole log (a storage error takes the partition offline).
+    async fn sync_log_end(&self) {
+        if let Ok(end_offset) = self.with_log(async |log| Ok(log.log_end_offset())).await {
+            if let Err(error) = self.sync_to(end_offset).await {
+                tracing::error!(topic = %self.topic, partition = self.index, %error, "syncing a new leader's log failed");
+            }
+        }
     }
 
     /// Waits until everything below `offset` is durable, sharing fsyncs with

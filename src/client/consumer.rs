@@ -52,9 +52,10 @@ const FETCH_CURRENT_LEADER_EPOCH_VERSION: i16 = 9;
 use crate::clock::SharedClock;
 use crate::net::Connector;
 
-/// JoinGroup attempts within one rebalance before `poll` gives up and
-/// reports the last error. Each attempt is bounded by its own timeout; real
-/// rebalances take a handful.
+/// JoinGroup attempts within one rebalance before it gives up for this
+/// `poll` (which reports the last error only if it is not retriable; the
+/// next poll tries again). Each attempt is bounded by its own timeout, and
+/// a retriable error backs off first; real rebalances take a handful.
 const JOIN_ATTEMPTS_MAX: usize = 50;
 
 /// Java's margin over `max.poll.interval.ms` (the rebalance timeout) for the
@@ -602,6 +603,13 @@ pub struct Consumer {
     /// a deep buffer cannot starve the others (the Java consumer rotates its
     /// completed fetches the same way).
     drain_from: usize,
+    /// When a poll that has buffered records to return may first fetch,
+    /// without waiting, for the partitions whose buffers are empty. Without
+    /// it a partition whose fetch failed would starve until every other
+    /// buffer drained, which for a slow processor can take a long time (the
+    /// Java consumer fetches for empty partitions while it returns others'
+    /// records).
+    next_refill_fetch: Instant,
     last_auto_commit: Instant,
     /// Set while this member leads the group: what the assignment was based on.
     leader_view: Option<LeaderView>,
@@ -678,6 +686,7 @@ impl Consumer {
             assignment: Vec::new(),
             partitions: BTreeMap::new(),
             drain_from: 0,
+            next_refill_fetch: Instant::now(),
             last_auto_commit: now,
             leader_view: None,
             closed: false,
@@ -789,7 +798,14 @@ impl Consumer {
         }
         loop {
             if self.subscription.is_some() {
-                self.ensure_group(deadline).await?;
+                match self.ensure_group(deadline).await {
+                    // A coordinator that is moving or loading: keep trying
+                    // until the poll's time is up, as the Java consumer does.
+                    Err(e) if e.is_retriable() => {
+                        tracing::debug!(error = %e, "group not joined yet");
+                    }
+                    other => other?,
+                }
                 self.maybe_check_leader_metadata().await;
             }
             self.maybe_auto_commit().await;
@@ -801,6 +817,10 @@ impl Consumer {
                 }
                 Err(e) => return Err(e),
             };
+            if positions_known && self.refill_due() {
+                // Not a long poll: buffered records are ready to hand out.
+                self.fetch_round(Duration::ZERO).await?;
+            }
             let records = self.drain_buffers();
             if !records.is_empty() {
                 if crate::planted!(CommitBeforeProcess) && self.group.is_some() {
@@ -943,7 +963,7 @@ impl Consumer {
             let response = match joined {
                 Ok(r) => r,
                 Err(e) => {
-                    if self.recover(group, &e)? {
+                    if self.recover_async(group, &e).await? {
                         last_error = Some(e);
                         continue;
                     }
@@ -961,7 +981,7 @@ impl Consumer {
                 let e = ClientError::check(response.error_code)
                     .err()
                     .unwrap_or(ClientError::Closed);
-                if self.recover(group, &e)? {
+                if self.recover_async(group, &e).await? {
                     last_error = Some(e);
                     continue;
                 }
@@ -1015,7 +1035,7 @@ impl Consumer {
             {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    if self.recover(group, &e)? {
+                    if self.recover_async(group, &e).await? {
                         last_error = Some(e);
                         continue;
                     }
@@ -1539,9 +1559,27 @@ impl Consumer {
         out
     }
 
+    /// Whether some partition with a position has nothing buffered while
+    /// another has records to hand out, and no fetch went out for
+    /// `fetch.max.wait.ms`.
+    fn refill_due(&self) -> bool {
+        let empty = |state: &PartitionState| state.buffer.is_empty() && state.buffer_end.is_none();
+        Instant::now() >= self.next_refill_fetch
+            && self
+                .partitions
+                .values()
+                .any(|state| !state.buffer.is_empty())
+            && self
+                .partitions
+                .values()
+                .any(|state| state.position.is_some() && empty(state))
+    }
+
     /// One Fetch per leader for partitions with a position and an empty
     /// buffer. Returns whether any request was sent.
     async fn fetch_round(&mut self, max_wait: Duration) -> Result<bool, ClientError> {
+        self.next_refill_fetch =
+            Instant::now() + Duration::from_millis(self.config.fetch_max_wait_ms);
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         let mut unknown_topics: Vec<String> = Vec::new();
         for (tp, state) in &self.partitions {

@@ -80,10 +80,13 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i64,
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
-    /// Distinguishes this broker start from every earlier one (it is
-    /// persisted and bumped on each start), so member ids handed out after
-    /// a restart never repeat earlier ones.
-    pub member_id_epoch: u64,
+    /// Distinguishes this coordinator from every other that ran or will
+    /// run: the broker's start count on a single node, and in a cluster the
+    /// node, its start count and the offsets partition's leader epoch it
+    /// loaded in. Member ids handed out by one coordinator then never repeat
+    /// another's, so a member left over from an earlier coordinator can
+    /// never pass for a newer one.
+    pub member_id_scope: String,
 }
 
 impl Default for GroupConfig {
@@ -92,7 +95,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 3000,
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,
-            member_id_epoch: 0,
+            member_id_scope: "0".to_string(),
         }
     }
 }
@@ -311,7 +314,7 @@ fn rebalance_deadline(now_ms: i64, wait_ms: i64) -> i64 {
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: BTreeMap<String, Group>,
-    /// Member ids are `<client.id>-<member_id_epoch>-<counter>`: unique
+    /// Member ids are `<client.id>-<member_id_scope>-<counter>`: unique
     /// across restarts and deterministic.
     next_member_number: u64,
     next_persist: PersistId,
@@ -351,7 +354,7 @@ impl GroupCoordinator {
         self.next_member_number += 1;
         format!(
             "{client_id}-{}-{}",
-            self.config.member_id_epoch, self.next_member_number
+            self.config.member_id_scope, self.next_member_number
         )
     }
 
@@ -906,6 +909,59 @@ impl GroupCoordinator {
             }
         }
         self.maybe_complete_join(&group_id, now_ms, &mut effects);
+        effects
+    }
+
+    /// The coordinator hands its groups over: this broker stopped leading
+    /// the offsets partition. Every parked JoinGroup, SyncGroup,
+    /// OffsetCommit and tombstone write is answered NOT_COORDINATOR, so its
+    /// caller looks the coordinator up again instead of waiting out its
+    /// timeout. A write already in the offsets log may still land; its
+    /// caller treats the outcome as unknown, as after a timeout. The shell
+    /// drops this coordinator afterwards.
+    pub fn resign(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for group in self.groups.values_mut() {
+            for (member_id, member) in &mut group.members {
+                if let Some(waiter) = member.join_waiter.take() {
+                    effects.push(Effect::CompleteJoin(
+                        waiter,
+                        Self::join_error(member_id, ResponseError::NotCoordinator),
+                    ));
+                }
+                if let Some(waiter) = member.sync_waiter.take() {
+                    effects.push(Effect::CompleteSync(
+                        waiter,
+                        Self::sync_error(ResponseError::NotCoordinator),
+                    ));
+                }
+            }
+        }
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            match pending {
+                Pending::Generation { answers, .. } => {
+                    for (waiter, answer) in answers {
+                        effects.push(Effect::CompleteJoin(
+                            waiter,
+                            Self::join_error(&answer.member_id, ResponseError::NotCoordinator),
+                        ));
+                    }
+                }
+                Pending::Commit { waiter, .. } => effects.push(Effect::CompleteCommit(
+                    waiter,
+                    Err(code(ResponseError::NotCoordinator)),
+                )),
+                Pending::Tombstones {
+                    waiter: Some(waiter),
+                    ..
+                } => effects.push(Effect::CompletePersist(
+                    waiter,
+                    Err(code(ResponseError::NotCoordinator)),
+                )),
+                Pending::Tombstones { waiter: None, .. } => {}
+            }
+        }
+        self.groups.clear();
         effects
     }
 

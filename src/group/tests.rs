@@ -628,13 +628,13 @@ fn a_member_that_dies_during_a_rebalance_expires_after_its_session_not_the_rebal
 }
 
 #[test]
-fn member_ids_carry_the_broker_start_so_a_restart_never_repeats_one() {
-    let epoch = |member_id_epoch| GroupConfig {
-        member_id_epoch,
+fn member_ids_carry_the_coordinators_scope_so_a_restart_never_repeats_one() {
+    let scope = |member_id_scope: &str| GroupConfig {
+        member_id_scope: member_id_scope.to_string(),
         ..config()
     };
-    let mut before = Shell::new(epoch(1));
-    let mut after = Shell::new(epoch(2));
+    let mut before = Shell::new(scope("1"));
+    let mut after = Shell::new(scope("2"));
     let a = stable_single_member(&mut before);
     let b = stable_single_member(&mut after);
     assert_eq!(a, "c-1-1");
@@ -803,4 +803,26 @@ fn the_rebalance_waits_the_members_own_rebalance_timeout_even_below_its_session(
         removals(&effects),
         vec![(first, RemovalReason::RebalanceTimeout)]
     );
+}
+
+#[test]
+fn resigning_answers_every_parked_caller_not_coordinator_and_forgets_the_groups() {
+    let mut shell = Shell::new(config());
+    let first = stable_single_member(&mut shell);
+    // A second member's join parks until the first rejoins; the first's
+    // commit parks until its write is durable.
+    assert!(joins(&shell.join(10, 3, join_request(""))).is_empty());
+    shell.hold = true;
+    assert!(commits(&shell.commit(20, 4, commit(1, &first, 7))).is_empty());
+    let effects = shell.coordinator.resign();
+    let not_coordinator = ResponseError::NotCoordinator.code();
+    let parked_joins = joins(&effects);
+    assert_eq!(parked_joins.len(), 1);
+    assert_eq!(parked_joins[0].0, 3);
+    assert_eq!(parked_joins[0].1.error_code, not_coordinator);
+    assert_eq!(commits(&effects), vec![(4, Err(not_coordinator))]);
+    assert!(shell.coordinator.list().is_empty(), "no group is kept");
+    // The held write's late outcome finds nothing waiting on it.
+    assert!(shell.release(30, true).is_empty());
+    assert!(shell.coordinator.committed_offset("g", "t", 0).is_none());
 }

@@ -342,6 +342,48 @@ impl<'a> Facts<'a> {
 /// needs.
 pub(crate) const MISSING_FACTS: &str = "missing-facts:";
 
+/// The group-progress facts (rebalances and generations, by entry index)
+/// reported by a broker while another had loaded as group coordinator after
+/// it, in the same or a later offsets epoch: a stale coordinator's view.
+/// Such a broker (one cut off from the cluster, say) may go on believing it
+/// coordinates, but no generation it starts becomes durable, and its
+/// members move to the new coordinator.
+pub(crate) fn stale_coordinator_facts(history: &[Entry]) -> std::collections::BTreeSet<u64> {
+    let mut stale = std::collections::BTreeSet::new();
+    // The broker that loaded latest, with its epoch; none before any load
+    // (single-broker histories of old) or after it resigned.
+    let mut current: Option<(&str, i32)> = None;
+    let mut highest_epoch = i32::MIN;
+    for entry in history {
+        let Kind::Event { event } = &entry.kind else {
+            continue;
+        };
+        match event {
+            Event::CoordinatorLoaded {
+                broker,
+                leader_epoch,
+            } if *leader_epoch >= highest_epoch => {
+                highest_epoch = *leader_epoch;
+                current = Some((broker.as_str(), *leader_epoch));
+            }
+            Event::CoordinatorResigned {
+                broker,
+                leader_epoch,
+            } if current == Some((broker.as_str(), *leader_epoch)) => current = None,
+            // Only the group's progress is set aside. What the stale broker
+            // told members (a join, a static member's replacement, a
+            // removal) did reach them, and explains what they did next.
+            Event::RebalanceStarted { broker, .. } | Event::Generation { broker, .. }
+                if current.is_some_and(|(coordinator, _)| coordinator != broker) =>
+            {
+                stale.insert(entry.index);
+            }
+            _ => {}
+        }
+    }
+    stale
+}
+
 /// Builds a verdict: anomalies in history order (by their entries), at most
 /// `MAX_ANOMALIES` of them, and the total count in the summary.
 pub(crate) fn verdict(

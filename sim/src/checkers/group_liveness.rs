@@ -33,6 +33,15 @@
 //!   end and older than that moment has stopped. Not judged when the history
 //!   ends less than [`DRAIN_MS`] after it.
 //!
+//! In a cluster the coordinator moves with the leadership of the offsets
+//! partition (`coordinator_loaded`, `coordinator_resigned`). A handover
+//! excuses a deadline it falls before, as a broker stop does: the new
+//! coordinator starts every group's membership over. Rebalances and
+//! generations reported by a broker other than the one that loaded latest
+//! (in the highest offsets epoch) are set aside: such a broker, cut off from
+//! the cluster, may still believe it coordinates, but no generation it
+//! starts becomes durable.
+//!
 //! The bounds come from the coordinator's facts, so this checker needs them:
 //! a history with group operations but no `rebalance_started` or
 //! `member_joined` events fails with `missing-facts`.
@@ -93,17 +102,24 @@ impl Checker for GroupLiveness {
                 } => Some(entry.time_ms),
                 _ => None,
             })
+            .chain(handovers(history))
             .collect();
         // A deadline at `due` counts only if the history went on past it and
-        // no broker stop came between `from` and `due`.
+        // no broker stop or coordinator handover came between `from` and
+        // `due`.
         let judged = |from: u64, due: u64| {
             due <= end_ms && !broker_stops.iter().any(|&stop| from <= stop && stop <= due)
         };
+        let stale = super::facts::stale_coordinator_facts(history);
+        let current: Vec<&Entry> = history
+            .iter()
+            .filter(|entry| !stale.contains(&entry.index))
+            .collect();
         let mut anomalies = Vec::new();
         let mut counts = Counts::default();
         missing_facts(history, &mut anomalies);
-        rebalances(history, &judged, &mut anomalies, &mut counts);
-        expiries(history, &judged, &mut anomalies, &mut counts);
+        rebalances(&current, &judged, &mut anomalies, &mut counts);
+        expiries(&current, &judged, &mut anomalies, &mut counts);
         catch_up(history, &mut anomalies, &mut counts);
         let summary = format!(
             "{} rebalances ({} judged), {} crashed members ({} judged), {} group-partitions \
@@ -118,6 +134,23 @@ impl Checker for GroupLiveness {
         );
         verdict(self, anomalies, summary)
     }
+}
+
+/// When group coordination moved: a broker loaded as coordinator (after
+/// the first) or resigned.
+fn handovers(history: &[Entry]) -> impl Iterator<Item = u64> + '_ {
+    history
+        .iter()
+        .filter(|entry| {
+            matches!(
+                entry.kind,
+                Kind::Event {
+                    event: Event::CoordinatorLoaded { .. } | Event::CoordinatorResigned { .. }
+                }
+            )
+        })
+        .skip(1)
+        .map(|entry| entry.time_ms)
 }
 
 #[derive(Default)]
@@ -173,7 +206,7 @@ fn missing_facts(history: &[Entry], anomalies: &mut Vec<Anomaly>) {
 }
 
 fn rebalances(
-    history: &[Entry],
+    history: &[&Entry],
     judged: &dyn Fn(u64, u64) -> bool,
     anomalies: &mut Vec<Anomaly>,
     counts: &mut Counts,
@@ -270,7 +303,7 @@ fn rebalances(
 }
 
 fn expiries(
-    history: &[Entry],
+    history: &[&Entry],
     judged: &dyn Fn(u64, u64) -> bool,
     anomalies: &mut Vec<Anomaly>,
     counts: &mut Counts,
@@ -503,6 +536,13 @@ fn catch_up(history: &[Entry], anomalies: &mut Vec<Anomaly>, counts: &mut Counts
                     FaultKind::Partition | FaultKind::PartitionOneway | FaultKind::Isolate
                 ) =>
             {
+                last_message_loss = Some(entry.time_ms);
+            }
+            // A coordinator handover: the members find the new coordinator
+            // and rejoin, a rebalance that may take as long.
+            Kind::Event {
+                event: Event::CoordinatorLoaded { .. } | Event::CoordinatorResigned { .. },
+            } => {
                 last_message_loss = Some(entry.time_ms);
             }
             Kind::Event {
@@ -741,6 +781,68 @@ mod tests {
         rebalance(&mut b, 100, 5_000);
         event(&mut b, 3_000, Event::Heal);
         assert!(GroupLiveness.check(&b.build()).valid);
+    }
+
+    fn coordinator(b: &mut Builder, at: u64, broker: &str, leader_epoch: i32, loaded: bool) {
+        let event = if loaded {
+            Event::CoordinatorLoaded {
+                broker: broker.into(),
+                leader_epoch,
+            }
+        } else {
+            Event::CoordinatorResigned {
+                broker: broker.into(),
+                leader_epoch,
+            }
+        };
+        b.event(at, broker, event);
+    }
+
+    #[test]
+    fn a_coordinator_handover_excuses_the_rebalance_it_interrupts_but_not_a_later_one() {
+        // broker-0 coordinates, a rebalance starts, leadership of the
+        // offsets partition moves to broker-1, which starts over.
+        let interrupted = |resigns: bool| {
+            let mut b = Builder::new();
+            coordinator(&mut b, 0, "broker-0", 0, true);
+            joined(&mut b, 90, "m1");
+            rebalance(&mut b, 100, 5_000);
+            if resigns {
+                coordinator(&mut b, 2_000, "broker-0", 0, false);
+            }
+            coordinator(&mut b, 2_500, "broker-1", 1, true);
+            b
+        };
+        let healed = |mut b: Builder| {
+            event(&mut b, 30_000, Event::Heal);
+            b.build()
+        };
+        assert!(GroupLiveness.check(&healed(interrupted(true))).valid);
+        // The old coordinator never heard it lost leadership (cut off): the
+        // new one's load is the handover.
+        assert!(GroupLiveness.check(&healed(interrupted(false))).valid);
+        // The stale broker-0 goes on starting rebalances that never end:
+        // set aside, not judged.
+        let mut b = interrupted(false);
+        rebalance(&mut b, 3_000, 5_000);
+        assert!(GroupLiveness.check(&healed(b)).valid);
+        // A rebalance the new coordinator starts after the handover is
+        // judged as ever.
+        let mut b = interrupted(false);
+        b.event(
+            3_000,
+            "broker-1",
+            Event::RebalanceStarted {
+                broker: "broker-1".into(),
+                group: G.into(),
+                generation: 1,
+                rebalance_timeout_ms: 5_000,
+            },
+        );
+        assert_eq!(
+            prefixes(&GroupLiveness.check(&healed(b))),
+            vec!["rebalance-stuck"]
+        );
     }
 
     #[test]

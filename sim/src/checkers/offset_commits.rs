@@ -83,8 +83,12 @@ impl Checker for OffsetCommits {
             })
             .map(|entry| (entry.process.as_str(), entry.id))
             .collect();
+        // A stale coordinator's generations are not the group's.
+        let stale = super::facts::stale_coordinator_facts(history);
         for entry in history {
-            state.step(entry);
+            if !stale.contains(&entry.index) {
+                state.step(entry);
+            }
         }
         state.missing_facts(history);
         let summary = format!(
@@ -998,6 +1002,32 @@ mod tests {
         let verdict = OffsetCommits.check(&h.build());
         assert_eq!(prefixes(&verdict), vec!["stale-commit-accepted"]);
         assert_eq!(verdict.anomalies[0].entries, vec![bump, commit.0, commit.1]);
+    }
+
+    #[test]
+    fn a_stale_coordinators_generation_fences_nobody() {
+        // broker-1 takes over coordination; broker-0, cut off, still counts
+        // its generation up (it can never make it durable).
+        for bumped_by in ["broker-0", "broker-1"] {
+            let (mut h, _) = started();
+            h.process(C0, G, record(0, 0, None, "a"));
+            h.event(Event::CoordinatorLoaded {
+                broker: "broker-1".into(),
+                leader_epoch: 1,
+            });
+            h.event(Event::Generation {
+                broker: bumped_by.into(),
+                group: G.into(),
+                generation: 2,
+            });
+            h.commit(C0, G, 1, &[(0, 1)]);
+            let verdict = OffsetCommits.check(&h.build());
+            if bumped_by == "broker-0" {
+                assert!(verdict.valid, "{:?}", verdict.anomalies);
+            } else {
+                assert_eq!(prefixes(&verdict), vec!["stale-commit-accepted"]);
+            }
+        }
     }
 
     #[test]

@@ -138,7 +138,10 @@ impl Broker {
                 .map(|broker| broker.node_id)
         });
         match coordinator {
-            Some(id) if id == node_id => None,
+            Some(id) if id == node_id && self.coordinator_loaded() => None,
+            // Leading the offsets partition, but its log is still being
+            // replayed or not yet committed.
+            Some(id) if id == node_id => Some(ResponseError::CoordinatorLoadInProgress.code()),
             Some(_) => Some(ResponseError::NotCoordinator.code()),
             None => Some(ResponseError::CoordinatorNotAvailable.code()),
         }

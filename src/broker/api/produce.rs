@@ -39,6 +39,10 @@ impl Broker {
                     ResponseError::InvalidRequiredAcks.code()
                 } else if request.transactional_id.is_some() {
                     ResponseError::TransactionalIdAuthorizationFailed.code()
+                } else if name == crate::broker::OFFSETS_TOPIC {
+                    // Only the group coordinator writes the offsets log, as
+                    // in Kafka, which refuses appends to internal topics.
+                    ResponseError::InvalidTopicException.code()
                 } else if let Some(partition) = self.led_partition(&name, data.index) {
                     match data.records {
                         None => ResponseError::CorruptMessage.code(),
