@@ -790,3 +790,118 @@ fn committed_offsets_survive_the_group_coordinators_kill() {
         second.close().await.expect("close");
     });
 }
+
+/// The ISR of `topic`'s partition 0, from `sluice topics --describe`.
+fn isr(bootstrap: &str, topic: &str) -> Vec<i32> {
+    let output = sluice(
+        &[
+            "topics",
+            "--describe",
+            "--topic",
+            topic,
+            "--bootstrap-server",
+            bootstrap,
+        ],
+        None,
+    );
+    stdout(&output)
+        .lines()
+        .filter_map(|line| line.split("Isr: ").nth(1))
+        .flat_map(|list| {
+            list.trim()
+                .split(',')
+                .filter_map(|id| id.trim().parse().ok())
+        })
+        .collect()
+}
+
+#[test]
+fn a_follower_that_fell_below_the_leaders_log_start_starts_over_there_and_rejoins_the_isr() {
+    let dir = tempfile::tempdir().unwrap();
+    // Smallest segments Kafka allows, two kept, retention checked each
+    // second: a few MiB written while a follower is down move the leader's
+    // log start past everything that follower holds.
+    let mut nodes = cluster_with(
+        dir.path(),
+        "min.insync.replicas=2\nbroker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n\
+         log.segment.bytes=1048576\nlog.retention.bytes=2097152\nlog.retention.check.interval.ms=1000\n",
+    );
+    for node in &mut nodes {
+        node.start();
+    }
+    let bootstrap_all = nodes
+        .iter()
+        .map(|n| n.address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for_leader(&nodes[0].address, None);
+    create_replicated_topic(&bootstrap_all, "events");
+    let line = |i: usize| format!("k{i}:{}\n", "x".repeat(1000));
+    let first: String = (0..100).map(line).collect();
+    produce(&bootstrap_all, "events", &first);
+
+    let leader = partition_leader(&bootstrap_all, "events", None);
+    let follower = nodes.iter().position(|n| n.id != leader).unwrap();
+    let follower_id = nodes[follower].id;
+    nodes[follower].kill();
+    // About 5 MiB: the leader keeps the last two segments or so.
+    let more: String = (100..5_100).map(line).collect();
+    produce(&bootstrap_all, "events", &more);
+    let mut patience = Patience::new(Duration::from_secs(20), Duration::from_millis(500));
+    loop {
+        let without: Vec<i32> = isr(&bootstrap_all, "events");
+        if !without.contains(&follower_id) {
+            break;
+        }
+        assert!(
+            !patience.exhausted(),
+            "the stopped follower stayed in the ISR"
+        );
+        patience.pause();
+    }
+
+    // Wait until retention on the leader has moved its log start past the
+    // 100 records the follower holds: its oldest segment file is named by
+    // its base offset.
+    let leader_dir = dir.path().join(format!("data-{leader}")).join("events-0");
+    let mut patience = Patience::new(Duration::from_secs(30), Duration::from_millis(500));
+    loop {
+        let log_start = std::fs::read_dir(&leader_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| {
+                        let name = entry.ok()?.file_name().into_string().ok()?;
+                        name.strip_suffix(".log")?.parse::<i64>().ok()
+                    })
+                    .min()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        if log_start > 100 {
+            break;
+        }
+        assert!(
+            !patience.exhausted(),
+            "retention never moved the leader's log start past 100"
+        );
+        patience.pause();
+    }
+
+    nodes[follower].start();
+    let mut patience = Patience::new(Duration::from_secs(60), Duration::from_millis(500));
+    loop {
+        if isr(&bootstrap_all, "events").contains(&follower_id) {
+            break;
+        }
+        assert!(
+            !patience.exhausted(),
+            "node {follower_id} never caught up from the leader's log start"
+        );
+        patience.pause();
+    }
+    let log = std::fs::read_to_string(&nodes[follower].log).unwrap_or_default();
+    assert!(
+        log.contains("log emptied to start at the leader's log start"),
+        "the follower did not start over at the leader's log start"
+    );
+}

@@ -510,3 +510,63 @@ async fn a_follower_copy_matches_the_leader_and_refuses_gaps() {
     assert!(outcome.duplicate);
     assert_eq!(outcome.base_offset, 6);
 }
+
+/// A follower that fell below the leader's log start empties its log and
+/// starts over there; it then copies the leader from that offset, and a
+/// restart recovers the new start.
+#[tokio::test]
+async fn a_follower_below_the_leaders_log_start_starts_over_there() {
+    let config = LogConfig {
+        segment_bytes: 300,
+        index_interval_bytes: 64,
+        ..LogConfig::default()
+    };
+    let storage = MemStorage::new();
+    let mut follower = open(&storage, &config).await;
+    for sequence in [0, 2] {
+        let batch = encode_batch(&[b"old".as_slice(), b"old"], 1_000, 3, 0, sequence);
+        follower
+            .append(BytesMut::from(&batch[..]), 0, 1_000)
+            .await
+            .expect("append");
+    }
+    assert_eq!(follower.log_end_offset(), 4);
+    follower
+        .truncate_fully_and_start_at(40, 2_000)
+        .await
+        .expect("reset");
+    assert_eq!(follower.log_start_offset(), 40);
+    assert_eq!(follower.log_end_offset(), 40);
+    assert_eq!(follower.high_watermark(), 40);
+    assert_eq!(follower.end_offset_for_epoch(0), (-1, -1));
+    assert!(matches!(
+        follower.read(0, 1 << 16, 40).await,
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+
+    // The leader's batch at 40 continues it.
+    let leader_storage = MemStorage::new();
+    let mut leader = open(&leader_storage, &config).await;
+    leader
+        .truncate_fully_and_start_at(40, 1_000)
+        .await
+        .expect("leader starts at 40");
+    let batch = encode_batch(&[b"new".as_slice()], 1_500, -1, -1, -1);
+    leader
+        .append(BytesMut::from(&batch[..]), 2, 1_500)
+        .await
+        .expect("leader append");
+    let bytes = leader.read(40, 1 << 16, 41).await.expect("leader read");
+    assert_eq!(
+        follower
+            .append_replicated(bytes, 2_000)
+            .await
+            .expect("copy"),
+        41
+    );
+    follower.flush().await.expect("flush");
+    drop(follower);
+    let reopened = open(&storage, &config).await;
+    assert_eq!(reopened.log_start_offset(), 40);
+    assert_eq!(reopened.log_end_offset(), 41);
+}

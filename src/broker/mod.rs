@@ -593,6 +593,7 @@ impl Broker {
                             id,
                             durable,
                             term: load.term,
+                            queued_at: tokio::time::Instant::now(),
                         };
                         let queued = if loaded {
                             self.persist_queue.try_send(request).map_err(|error| {

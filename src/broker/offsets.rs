@@ -49,8 +49,8 @@ pub(super) const PERSIST_QUEUE_MAX: usize = 4096;
 /// under load, small enough to keep a batch far below segment sizes.
 const PERSIST_BATCH_MAX: usize = 256;
 
-/// How long a batch of group writes waits for the high watermark before it
-/// fails (its callers hear COORDINATOR_NOT_AVAILABLE and retry; the write
+/// How long a group write may wait, from when the coordinator asked, for
+/// the high watermark before it fails (its callers hear COORDINATOR_NOT_AVAILABLE and retry; the write
 /// may still land). Kafka's default `offsets.commit.timeout.ms`.
 const OFFSETS_COMMIT_TIMEOUT_MS: u64 = 5_000;
 
@@ -64,6 +64,10 @@ pub(super) struct PersistRequest {
     pub durable: Durable,
     /// The load of the coordinator that asked ([`CoordinatorLoad::term`]).
     pub term: u64,
+    /// When the coordinator asked: the write fails once it has waited
+    /// [`OFFSETS_COMMIT_TIMEOUT_MS`] since, however long the writes queued
+    /// ahead of it took.
+    pub queued_at: tokio::time::Instant,
 }
 
 /// This broker's part in coordinating groups.
@@ -186,7 +190,13 @@ async fn append_durably(
         .await
         .map_err(|e| e.to_string())?;
     let replicated = partition.wait_replicated(end_offset, leader_epoch);
-    match tokio::time::timeout(Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS), replicated).await {
+    let oldest = writes
+        .iter()
+        .map(|w| w.queued_at)
+        .min()
+        .expect("a batch holds a write");
+    let deadline = oldest + Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS);
+    match tokio::time::timeout_at(deadline, replicated).await {
         Ok(AckWait::Replicated) => Ok(()),
         Ok(AckWait::NotLeader) => Err("leadership moved before the write replicated".to_string()),
         Ok(AckWait::BelowMinInsync) => {

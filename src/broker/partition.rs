@@ -108,6 +108,9 @@ pub enum FollowerRead {
     /// epoch ends here on the leader (KIP-320's `diverging_epoch`), and it
     /// must truncate before fetching again.
     Diverging { epoch: i32, end_offset: i64 },
+    /// The fetch offset is below the leader's log start (retention removed
+    /// what the follower would read next): it must start over there.
+    BelowLogStart { log_start_offset: i64 },
     /// Records from the fetch offset up to the leader's log end.
     Records {
         bytes: Bytes,
@@ -483,6 +486,10 @@ impl Partition {
                     return Ok(FollowerRead::Diverging { epoch, end_offset });
                 }
             }
+            if fetch_offset < log.log_start_offset() {
+                let log_start_offset = log.log_start_offset();
+                return Ok(FollowerRead::BelowLogStart { log_start_offset });
+            }
             let bytes = log
                 .read(fetch_offset, max_bytes, log.log_end_offset())
                 .await?;
@@ -539,6 +546,23 @@ impl Partition {
     /// A follower told its log diverges: it truncates to where its own copy
     /// of `epoch` ends or where the leader's does, whichever is lower
     /// (KIP-279), never simply to its high watermark.
+    /// A follower below the leader's log start empties its log and starts
+    /// it at `log_start_offset`, unless it has reached that far since.
+    pub async fn start_at_leader_log_start(
+        &self,
+        log_start_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), PartitionError> {
+        self.with_log(async |log| {
+            if log.log_end_offset() < log_start_offset {
+                log.truncate_fully_and_start_at(log_start_offset, now_ms)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn truncate_diverging(
         &self,
         epoch: i32,

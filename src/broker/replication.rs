@@ -6,8 +6,10 @@
 //!   (`last_fetched_epoch`) and the leader epoch it knows
 //!   (`current_leader_epoch`). Records are appended as the leader wrote them
 //!   ([`Partition::append_from_leader`]); a `diverging_epoch` answer makes
-//!   it truncate first ([`Partition::truncate_diverging`]). A fetcher stops
-//!   when no partition follows its leader any more.
+//!   it truncate first ([`Partition::truncate_diverging`]), and an
+//!   OFFSET_OUT_OF_RANGE below the leader's log start makes it start its
+//!   log over there ([`Partition::start_at_leader_log_start`]). A fetcher
+//!   stops when no partition follows its leader any more.
 //! - **Leaders track followers** through those fetches (the replica core
 //!   decides the high watermark) and, on a timer, propose ISR changes, which
 //!   this module sends to the active controller as AlterPartition and
@@ -140,6 +142,24 @@ impl Broker {
         if partition.leader_epoch() != asked_epoch || partition.is_leader() {
             // Leadership moved while the fetch was out; the answer is stale.
             return true;
+        }
+        if data.error_code == ResponseError::OffsetOutOfRange.code() && data.log_start_offset > 0 {
+            // Below the leader's log start: what this replica would copy
+            // next is gone there, so it starts over at the leader's start.
+            let now_ms = self.clock.now_ms();
+            return match partition
+                .start_at_leader_log_start(data.log_start_offset, now_ms)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(topic = %partition.topic, partition = partition.index, log_start_offset = data.log_start_offset, "follower restarted its log at the leader's log start");
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "follower log reset failed");
+                    false
+                }
+            };
         }
         if data.error_code != 0 {
             tracing::debug!(

@@ -221,6 +221,12 @@ struct Group {
     /// Writes of this group not yet durable. While any is pending the
     /// rebalance may not complete (see the module comment).
     persists_pending: usize,
+    /// The rebalance is due to complete (everyone rejoined, or its deadline
+    /// passed) and waits only for writes in flight. New commits are refused
+    /// with REBALANCE_IN_PROGRESS meanwhile, or a member committing without
+    /// pause (each commit waiting on replication) could hold the rebalance
+    /// off for ever.
+    completion_due: bool,
 }
 
 impl Group {
@@ -238,6 +244,7 @@ impl Group {
             in_initial_delay: false,
             offsets: BTreeMap::new(),
             persists_pending: 0,
+            completion_due: false,
         }
     }
 
@@ -678,14 +685,14 @@ impl GroupCoordinator {
     /// Completes the rebalance of `group_id` if everyone has rejoined (or
     /// the deadline passed) and no write of the group is in flight.
     fn maybe_complete_join(&mut self, group_id: &str, now_ms: i64, effects: &mut Vec<Effect>) {
-        let Some(group) = self.groups.get(group_id) else {
+        let Some(group) = self.groups.get_mut(group_id) else {
             return;
         };
         let all_rejoined = group.members.values().all(|m| m.join_waiter.is_some());
-        let ready = group.state == GroupState::PreparingRebalance
-            && group.persists_pending == 0
+        let due = group.state == GroupState::PreparingRebalance
             && ((!group.in_initial_delay && all_rejoined) || now_ms >= group.rebalance_deadline_ms);
-        if ready {
+        group.completion_due = due;
+        if due && group.persists_pending == 0 {
             self.complete_join(group_id, now_ms, effects);
         }
     }
@@ -696,6 +703,7 @@ impl GroupCoordinator {
     fn complete_join(&mut self, group_id: &str, now_ms: i64, effects: &mut Vec<Effect>) {
         let group = self.groups.get_mut(group_id).expect("caller checked");
         group.in_initial_delay = false;
+        group.completion_due = false;
         let stragglers: Vec<String> = group
             .members
             .iter()

@@ -66,7 +66,9 @@ impl GroupCoordinator {
         if request.generation_id != group.generation_id {
             return Err(code(ResponseError::IllegalGeneration));
         }
-        if group.state == GroupState::CompletingRebalance {
+        if group.state == GroupState::CompletingRebalance
+            || (group.state == GroupState::PreparingRebalance && group.completion_due)
+        {
             return Err(code(ResponseError::RebalanceInProgress));
         }
         if request.connection != NO_CONNECTION && request.connection < member.connection {

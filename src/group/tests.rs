@@ -826,3 +826,42 @@ fn resigning_answers_every_parked_caller_not_coordinator_and_forgets_the_groups(
     assert!(shell.release(30, true).is_empty());
     assert!(shell.coordinator.committed_offset("g", "t", 0).is_none());
 }
+
+#[test]
+fn a_rebalance_due_to_complete_refuses_new_commits_until_the_ones_in_flight_land() {
+    let mut shell = Shell::new(config());
+    // A session long enough to outlast the rebalance's deadline.
+    let first = stable_single(
+        &mut shell,
+        JoinRequest {
+            session_timeout_ms: 60_000,
+            ..join_request("")
+        },
+    );
+    shell.hold = true;
+    assert!(commits(&shell.commit(10, 3, commit(1, &first, 5))).is_empty());
+    // A second member starts a rebalance; the first never rejoins, and
+    // its deadline passes while its commit is still in flight.
+    assert!(joins(&shell.join(20, 4, join_request(""))).is_empty());
+    assert!(
+        joins(&shell.tick(40_000)).is_empty(),
+        "a write is in flight"
+    );
+    assert_eq!(
+        commits(&shell.commit(40_010, 5, commit(1, &first, 6))),
+        vec![(5, Err(ResponseError::RebalanceInProgress.code()))],
+        "a commit that would hold the rebalance off further is refused"
+    );
+    let effects = shell.release(40_020, true);
+    assert_eq!(commits(&effects), vec![(3, Ok(()))]);
+    let completed = joins(&effects);
+    assert_eq!(completed.len(), 1, "the rebalance completes: {completed:?}");
+    assert_eq!(completed[0].1.generation_id, 2);
+    assert_eq!(
+        shell
+            .coordinator
+            .committed_offset("g", "t", 0)
+            .map(|c| c.offset),
+        Some(5)
+    );
+}

@@ -640,6 +640,35 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Empties the log and starts it over at `offset`: a follower whose
+    /// position fell below the leader's log start holds nothing the leader
+    /// still has, so it begins where the leader's log does. The old segments
+    /// go first, then the new one is made, each step synced: a crash in
+    /// between leaves an empty log, which the follower resets again.
+    pub async fn truncate_fully_and_start_at(
+        &mut self,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        assert!(offset >= 0, "a log cannot start at {offset}");
+        for (_, segment) in std::mem::take(&mut self.segments) {
+            segment.delete(self.storage.as_ref()).await?;
+        }
+        self.storage.sync_dir(&self.dir).await?;
+        let segment = Segment::open(self.storage.as_ref(), &self.dir, offset, now_ms).await?;
+        self.storage.sync_dir(&self.dir).await?;
+        self.segments.insert(offset, segment);
+        self.log_start_offset = offset;
+        self.log_end_offset = offset;
+        self.durable_offset = offset;
+        self.high_watermark = offset;
+        self.producers = ProducerStateManager::default();
+        self.epochs = leader_epochs::LeaderEpochCache::default();
+        tracing::warn!(dir = %self.dir.display(), log_start_offset = offset, "log emptied to start at the leader's log start");
+        self.check_invariants();
+        Ok(())
+    }
+
     /// Deletes every file of this log and its directory.
     pub async fn delete(mut self) -> Result<(), LogError> {
         let segments = std::mem::take(&mut self.segments);

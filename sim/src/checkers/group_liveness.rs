@@ -10,6 +10,11 @@
 //!   `group.initial.rebalance.delay.ms` from `meta`, if larger) plus
 //!   [`SLACK_MS`]. The bound comes from the members' own settings, not from
 //!   the deadline the coordinator computed, which a bug could get wrong.
+//!   A commit of the group in flight at that deadline extends it to the
+//!   commit's answer plus [`SLACK_MS`] (for an unknown outcome, to
+//!   [`OFFSET_COMMIT_TIMEOUT_MS`] after it was sent, if later): the
+//!   coordinator applies a commit before the next generation begins, and in
+//!   a cluster the commit's write waits for replication.
 //!   Excused when a fault stops the broker before then, or the history ends
 //!   first.
 //! - `member-not-expired`: a consumer process that crashes (a `crash-client`
@@ -136,6 +141,61 @@ impl Checker for GroupLiveness {
     }
 }
 
+/// How long the coordinator may keep a commit's write in flight: Kafka's
+/// `offsets.commit.timeout.ms`, sluice's bound on waiting for replication.
+/// A client that timed out sooner (an `info` outcome) leaves the write in
+/// flight up to this long after it sent the commit.
+pub const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
+
+/// Each group's commits as (invoked, write landed) times: the answer, or for
+/// an unknown outcome the coordinator's own bound; one never answered counts
+/// as landed at the end of the history.
+fn commit_spans<'a>(history: &[&'a Entry]) -> BTreeMap<&'a str, Vec<(u64, u64)>> {
+    let end_ms = history.last().map_or(0, |entry| entry.time_ms);
+    let mut open: BTreeMap<(&str, u64), (&str, u64)> = BTreeMap::new();
+    let mut spans: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for entry in history {
+        match &entry.kind {
+            Kind::Invoke {
+                op: Op::Commit { group, .. },
+            } => {
+                open.insert(
+                    (entry.process.as_str(), entry.id),
+                    (group.as_str(), entry.time_ms),
+                );
+            }
+            Kind::Ok {
+                op: Op::Commit { .. },
+            }
+            | Kind::Fail {
+                op: Op::Commit { .. },
+                ..
+            } => {
+                if let Some((group, invoked)) = open.remove(&(entry.process.as_str(), entry.id)) {
+                    spans
+                        .entry(group)
+                        .or_default()
+                        .push((invoked, entry.time_ms));
+                }
+            }
+            Kind::Info {
+                op: Op::Commit { .. },
+                ..
+            } => {
+                if let Some((group, invoked)) = open.remove(&(entry.process.as_str(), entry.id)) {
+                    let landed = entry.time_ms.max(invoked + OFFSET_COMMIT_TIMEOUT_MS);
+                    spans.entry(group).or_default().push((invoked, landed));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (group, invoked) in open.into_values() {
+        spans.entry(group).or_default().push((invoked, end_ms));
+    }
+    spans
+}
+
 /// When group coordination moved: a broker loaded as coordinator (after
 /// the first) or resigned.
 fn handovers(history: &[Entry]) -> impl Iterator<Item = u64> + '_ {
@@ -224,6 +284,21 @@ fn rebalances(
             _ => None,
         })
         .unwrap_or(0);
+    let commits = commit_spans(history);
+    // A rebalance whose deadline passes while a commit of the group is in
+    // flight completes once that commit's write lands (the coordinator
+    // applies a commit validated in one generation before the next begins,
+    // and a write in a cluster waits for replication): the bound extends
+    // to the latest such commit's answer.
+    let in_flight_until = |group: &str, deadline: u64| {
+        commits
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter(|&&(invoked, answered)| invoked <= deadline && answered > deadline)
+            .map(|&(_, answered)| answered)
+            .max()
+    };
     // Each group's members and the rebalance timeout they joined with.
     let mut members: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
     // Per group, the rebalance in progress: (entry, start, bound).
@@ -231,7 +306,9 @@ fn rebalances(
     let mut report =
         |group: &str, (index, start, bound): (u64, u64, u64), ended: Option<(u64, u64)>| {
             counts.rebalances += 1;
-            let due = start + bound + SLACK_MS;
+            let deadline = start + bound + SLACK_MS;
+            let due = in_flight_until(group, deadline)
+                .map_or(deadline, |answered| answered.max(deadline) + SLACK_MS);
             let late = match ended {
                 Some((_, at)) => at > due,
                 None => true,
@@ -841,6 +918,33 @@ mod tests {
         );
         assert_eq!(
             prefixes(&GroupLiveness.check(&healed(b))),
+            vec!["rebalance-stuck"]
+        );
+    }
+
+    #[test]
+    fn a_commit_in_flight_at_the_deadline_extends_it_to_the_commits_answer() {
+        let history = |completed: u64| {
+            let mut b = Builder::new();
+            joined(&mut b, 90, "m1");
+            rebalance(&mut b, 100, 5_000);
+            // A commit sent before the deadline waits on replication (a
+            // follower cut off) until 8 s; the rebalance completes after it.
+            let op = crate::checkers::facts::build::commit_op("consumer-0", G, 1, &[(0, 5)]);
+            let id = b.invoke(5_000, "consumer-0", op.clone());
+            b.ok(8_000, "consumer-0", id, op.clone());
+            // One the client gave up on: its write may stay in flight for
+            // the coordinator's commit timeout.
+            let id = b.invoke(5_050, "consumer-1", op.clone());
+            b.info(8_050, "consumer-1", id, op, "timed out");
+            generation(&mut b, completed, 2);
+            event(&mut b, 30_000, Event::Heal);
+            b.build()
+        };
+        assert!(GroupLiveness.check(&history(8_500)).valid);
+        assert!(GroupLiveness.check(&history(10_500)).valid);
+        assert_eq!(
+            prefixes(&GroupLiveness.check(&history(12_500))),
             vec!["rebalance-stuck"]
         );
     }

@@ -194,6 +194,12 @@ impl Broker {
                             data.diverging_epoch.end_offset = end_offset;
                             any_error = true;
                         }
+                        Ok(FollowerRead::BelowLogStart { log_start_offset }) => {
+                            data.error_code =
+                                kafka_protocol::error::ResponseError::OffsetOutOfRange.code();
+                            data.log_start_offset = log_start_offset;
+                            any_error = true;
+                        }
                         Ok(FollowerRead::Records { bytes, offsets }) => {
                             data.high_watermark = offsets.high_watermark;
                             data.last_stable_offset = offsets.high_watermark;
