@@ -60,6 +60,12 @@ pub struct BrokerConfig {
     /// In a cluster the controller creates it once this many brokers have
     /// registered; a single node is its one replica whatever this says.
     pub offsets_topic_replication_factor: i16,
+    /// `auto.leader.rebalance.enable`: the active controller moves each
+    /// partition's leadership back to its preferred replica (the first)
+    /// once that replica is in sync again.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often it looks.
+    pub leader_imbalance_check_interval_seconds: u64,
     /// `min.insync.replicas`: an acks=all produce needs at least this many
     /// in-sync replicas, and the high watermark moves only while there are.
     pub min_insync_replicas: usize,
@@ -102,6 +108,8 @@ impl Default for BrokerConfig {
             controller_listener: None,
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
             min_insync_replicas: 1,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
@@ -373,6 +381,15 @@ impl BrokerConfig {
             "offsets.topic.replication.factor" => {
                 self.offsets_topic_replication_factor = parse(key, value)?;
                 if self.offsets_topic_replication_factor < 1 {
+                    return Err(out_of_range(key, value, "at least 1"));
+                }
+            }
+            "auto.leader.rebalance.enable" => {
+                self.auto_leader_rebalance_enable = parse(key, value)?
+            }
+            "leader.imbalance.check.interval.seconds" => {
+                self.leader_imbalance_check_interval_seconds = parse(key, value)?;
+                if self.leader_imbalance_check_interval_seconds < 1 {
                     return Err(out_of_range(key, value, "at least 1"));
                 }
             }

@@ -197,6 +197,41 @@ pub fn fence_changes(
     changes
 }
 
+/// Preferred-leader election (Kafka's `auto.leader.rebalance.enable`): each
+/// partition whose preferred leader, its first replica, is in the ISR and
+/// electable but does not lead gets it back as leader, in a new leader
+/// epoch, with the ISR as recorded; the old leader follows. Every ISR
+/// member holds everything below the high watermark, so nothing
+/// acknowledged with acks=all moves out of reach. Unlike Kafka, which
+/// waits until more than `leader.imbalance.per.broker.percentage` of a
+/// broker's partitions are misplaced, every misplaced partition moves.
+pub fn preferred_leader_changes(
+    image: &MetadataImage,
+    electable: &BTreeSet<i32>,
+) -> Vec<MetadataRecord> {
+    let mut changes = Vec::new();
+    for name in image.all_topic_names() {
+        let topic = image.topic(&name).expect("listed topic");
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let Some(&preferred) = partition.replicas.first() else {
+                continue;
+            };
+            if partition.leader_id != preferred
+                && partition.isr.contains(&preferred)
+                && electable.contains(&preferred)
+            {
+                changes.push(MetadataRecord::PartitionChange {
+                    topic: name.clone(),
+                    partition: index as i32,
+                    leader_id: preferred,
+                    isr: partition.isr.clone(),
+                });
+            }
+        }
+    }
+    changes
+}
+
 /// Whether a broker that restarted must wait before its new incarnation is
 /// recorded: it leads a partition whose ISR holds other replicas, none of
 /// them electable yet, and one of them may soon be: not yet heard from by
@@ -423,6 +458,40 @@ mod tests {
         // may lead it, and it stays with its fenced leader.
         let changes = fence_changes(&image, 1, &BTreeSet::from([2]));
         assert_eq!(changes.len(), 1, "{changes:?}");
+    }
+
+    #[test]
+    fn the_preferred_leader_takes_back_only_a_partition_whose_isr_holds_it() {
+        let moved_away = PartitionImage {
+            leader_id: 2,
+            leader_epoch: 3,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+        };
+        let preferred_out_of_sync = PartitionImage {
+            leader_id: 3,
+            leader_epoch: 2,
+            replicas: vec![1, 3, 2],
+            isr: vec![2, 3],
+        };
+        let already_home = PartitionImage {
+            leader_id: 2,
+            leader_epoch: 0,
+            replicas: vec![2, 3, 1],
+            isr: vec![2, 3],
+        };
+        let image = image_with(vec![moved_away, preferred_out_of_sync, already_home]);
+        assert_eq!(
+            preferred_leader_changes(&image, &BTreeSet::from([1, 2, 3])),
+            [MetadataRecord::PartitionChange {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 1,
+                isr: vec![1, 2, 3],
+            }]
+        );
+        // A preferred leader the controller cannot elect yet waits.
+        assert!(preferred_leader_changes(&image, &BTreeSet::from([2, 3])).is_empty());
     }
 
     #[test]

@@ -204,9 +204,10 @@ impl Broker {
         for fenced in expired.into_iter().flatten() {
             tracing::warn!(broker = fenced, "broker session expired: fenced");
         }
+        let preferred_due = self.preferred_election_due(now_ms);
         for _ in 0..CONTROLLER_WRITES_PER_TICK_MAX {
             let Some(Some(record)) =
-                self.with_sessions(|sessions| self.next_leadership_change(sessions))
+                self.with_sessions(|sessions| self.next_leadership_change(sessions, preferred_due))
             else {
                 return;
             };
@@ -217,7 +218,43 @@ impl Broker {
         }
     }
 
-    fn next_leadership_change(&self, sessions: &BrokerSessions) -> Option<MetadataRecord> {
+    /// Whether this tick looks for partitions to hand back to their
+    /// preferred leaders: once per `leader.imbalance.check.interval.seconds`,
+    /// the first an interval after this broker's first tick as controller.
+    fn preferred_election_due(&self, now_ms: i64) -> bool {
+        if !self.config.auto_leader_rebalance_enable {
+            return false;
+        }
+        let interval_ms = i64::try_from(
+            self.config
+                .leader_imbalance_check_interval_seconds
+                .saturating_mul(1_000),
+        )
+        .unwrap_or(i64::MAX);
+        let next = &self.cluster().next_preferred_election_ms;
+        let due_at = next.load(std::sync::atomic::Ordering::Acquire);
+        if due_at == i64::MIN {
+            next.store(
+                now_ms.saturating_add(interval_ms),
+                std::sync::atomic::Ordering::Release,
+            );
+            return false;
+        }
+        if now_ms < due_at {
+            return false;
+        }
+        next.store(
+            now_ms.saturating_add(interval_ms),
+            std::sync::atomic::Ordering::Release,
+        );
+        true
+    }
+
+    fn next_leadership_change(
+        &self,
+        sessions: &BrokerSessions,
+        preferred_due: bool,
+    ) -> Option<MetadataRecord> {
         let image = self.metadata.read().expect("metadata lock");
         let electable = sessions.electable();
         let fenced_changes = image
@@ -226,11 +263,17 @@ impl Broker {
             .filter(|id| sessions.is_fenced(*id))
             .flat_map(|fenced| controller::fence_changes(&image, fenced, &electable))
             .next();
-        fenced_changes.or_else(|| {
-            controller::offline_recoveries(&image, sessions)
-                .into_iter()
-                .next()
-        })
+        fenced_changes
+            .or_else(|| {
+                controller::offline_recoveries(&image, sessions)
+                    .into_iter()
+                    .next()
+            })
+            .or_else(|| {
+                preferred_due
+                    .then(|| controller::preferred_leader_changes(&image, &electable))
+                    .and_then(|changes| changes.into_iter().next())
+            })
     }
 }
 

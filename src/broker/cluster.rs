@@ -65,6 +65,10 @@ pub(super) struct ClusterState {
     endpoint: RwLock<BrokerEndpoint>,
     /// Set while the controller's write of the offsets topic is in flight.
     offsets_topic_pending: AtomicBool,
+    /// When the active controller next looks for partitions to hand back to
+    /// their preferred leaders (`leader.imbalance.check.interval.seconds`);
+    /// `i64::MIN` until its first tick.
+    pub(super) next_preferred_election_ms: std::sync::atomic::AtomicI64,
     /// Set once this broker's registration in its current incarnation is
     /// applied. Until then it leads nothing: after a restart it may have
     /// lost unsynced records, and the registration takes it out of the ISRs
@@ -122,6 +126,7 @@ impl ClusterState {
                 port,
             }),
             offsets_topic_pending: AtomicBool::new(false),
+            next_preferred_election_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             registered: AtomicBool::new(false),
             request_timeout_ms: u64::try_from(config.broker_session_timeout_ms / 2)
                 .unwrap_or(0)
@@ -158,7 +163,7 @@ impl ClusterState {
 }
 
 impl Broker {
-    fn cluster(&self) -> &ClusterState {
+    pub(super) fn cluster(&self) -> &ClusterState {
         self.cluster.as_ref().expect("called only in a cluster")
     }
 
