@@ -428,19 +428,10 @@ fn a_replicated_partition_loses_no_acknowledged_record_when_its_leader_or_the_co
     let dir = tempfile::tempdir().unwrap();
     // A short broker session, so a killed leader is fenced in seconds
     // (Kafka's default is 9 s).
-    let mut nodes = cluster_with(
+    let (mut nodes, bootstrap_all) = start_replicated_cluster(
         dir.path(),
         "min.insync.replicas=2\nbroker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n",
     );
-    for node in &mut nodes {
-        node.start();
-    }
-    let bootstrap_all = nodes
-        .iter()
-        .map(|n| n.address.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    wait_for_leader(&nodes[0].address, None);
     // Three replicas need all three brokers registered.
     create_replicated_topic(&bootstrap_all, "ledger");
 
@@ -702,19 +693,10 @@ fn committed_offsets_survive_the_group_coordinators_kill() {
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = cluster_with(
+    let (mut nodes, bootstrap_all) = start_replicated_cluster(
         dir.path(),
         "min.insync.replicas=2\nbroker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n",
     );
-    for node in &mut nodes {
-        node.start();
-    }
-    let bootstrap_all = nodes
-        .iter()
-        .map(|n| n.address.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    wait_for_leader(&nodes[0].address, None);
     create_replicated_topic(&bootstrap_all, "jobs");
     let lines: String = (0..40).map(|i| format!("k:v{i}\n")).collect();
     produce(&bootstrap_all, "jobs", &lines);
@@ -791,6 +773,23 @@ fn committed_offsets_survive_the_group_coordinators_kill() {
     });
 }
 
+/// Three nodes with `extra` settings (a short broker session and min ISR 2
+/// among them), started, with a controller elected; and the bootstrap list
+/// of all three.
+fn start_replicated_cluster(dir: &Path, extra: &str) -> (Vec<Node>, String) {
+    let mut nodes = cluster_with(dir, extra);
+    for node in &mut nodes {
+        node.start();
+    }
+    let bootstrap_all = nodes
+        .iter()
+        .map(|n| n.address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for_leader(&nodes[0].address, None);
+    (nodes, bootstrap_all)
+}
+
 /// The ISR of `topic`'s partition 0, from `sluice topics --describe`.
 fn isr(bootstrap: &str, topic: &str) -> Vec<i32> {
     let output = sluice(
@@ -821,20 +820,11 @@ fn a_follower_that_fell_below_the_leaders_log_start_starts_over_there_and_rejoin
     // Smallest segments Kafka allows, two kept, retention checked each
     // second: a few MiB written while a follower is down move the leader's
     // log start past everything that follower holds.
-    let mut nodes = cluster_with(
+    let (mut nodes, bootstrap_all) = start_replicated_cluster(
         dir.path(),
         "min.insync.replicas=2\nbroker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n\
          log.segment.bytes=1048576\nlog.retention.bytes=2097152\nlog.retention.check.interval.ms=1000\n",
     );
-    for node in &mut nodes {
-        node.start();
-    }
-    let bootstrap_all = nodes
-        .iter()
-        .map(|n| n.address.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    wait_for_leader(&nodes[0].address, None);
     create_replicated_topic(&bootstrap_all, "events");
     let line = |i: usize| format!("k{i}:{}\n", "x".repeat(1000));
     let first: String = (0..100).map(line).collect();
