@@ -240,6 +240,16 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: &str) {
 /// broker learns of a new topic once it has the metadata record committed,
 /// a moment after the controller answered, so this asks until it knows.
 fn leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
+    describe(bootstrap, topic)
+        .lines()
+        .filter_map(|line| line.split("Leader: ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// `sluice topics --describe` of `topic` at `bootstrap`, asked until it
+/// succeeds (see [`leaders`]).
+fn describe(bootstrap: &str, topic: &str) -> String {
     let mut patience = Patience::new(Duration::from_secs(10), Duration::from_millis(100));
     loop {
         let output = sluice(
@@ -254,11 +264,7 @@ fn leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
             None,
         );
         if output.status.success() {
-            return stdout(&output)
-                .lines()
-                .filter_map(|line| line.split("Leader: ").nth(1))
-                .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-                .collect();
+            return stdout(&output);
         }
         assert!(
             !patience.exhausted(),
@@ -792,18 +798,7 @@ fn start_replicated_cluster(dir: &Path, extra: &str) -> (Vec<Node>, String) {
 
 /// The ISR of `topic`'s partition 0, from `sluice topics --describe`.
 fn isr(bootstrap: &str, topic: &str) -> Vec<i32> {
-    let output = sluice(
-        &[
-            "topics",
-            "--describe",
-            "--topic",
-            topic,
-            "--bootstrap-server",
-            bootstrap,
-        ],
-        None,
-    );
-    stdout(&output)
+    describe(bootstrap, topic)
         .lines()
         .filter_map(|line| line.split("Isr: ").nth(1))
         .flat_map(|list| {

@@ -593,6 +593,8 @@ impl Broker {
                             id,
                             durable,
                             term: load.term,
+                            // tokio's clock, virtual under the simulation,
+                            // as every wait in the broker.
                             queued_at: tokio::time::Instant::now(),
                         };
                         let queued = if loaded {
