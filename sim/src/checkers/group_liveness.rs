@@ -24,7 +24,8 @@
 //!   joined a rebalance still in progress, or a JoinGroup it sent before the
 //!   crash arrives after it, the coordinator holds it alive until that
 //!   rebalance ends, so its `rebalance_timeout_ms` is added (from the late
-//!   join's arrival). Same excuses.
+//!   join's arrival). Same excuses, and a member whose coordinator handed
+//!   over after its latest join is not judged: the new one never knew it.
 //! - `commits-stalled`: a group that consumed a partition commits up to the
 //!   end of the partition's final read, or at least keeps committing it, once
 //!   nothing stands in its way: after the heal, and after the latest crashed
@@ -107,7 +108,7 @@ impl Checker for GroupLiveness {
                 } => Some(entry.time_ms),
                 _ => None,
             })
-            .chain(handovers(history))
+            .chain(handovers(history).into_iter().map(|(_, at)| at))
             .collect();
         // A deadline at `due` counts only if the history went on past it and
         // no broker stop or coordinator handover came between `from` and
@@ -196,11 +197,11 @@ fn commit_spans<'a>(history: &[&'a Entry]) -> BTreeMap<&'a str, Vec<(u64, u64)>>
     spans
 }
 
-/// When group coordination moved: a broker loaded as coordinator (after
-/// the first) or resigned.
-fn handovers(history: &[Entry]) -> impl Iterator<Item = u64> + '_ {
+/// When group coordination moved, as (entry, time): a broker loaded as
+/// coordinator (after the first) or resigned.
+fn handovers<'a>(history: impl IntoIterator<Item = &'a Entry>) -> Vec<(u64, u64)> {
     history
-        .iter()
+        .into_iter()
         .filter(|entry| {
             matches!(
                 entry.kind,
@@ -210,7 +211,8 @@ fn handovers(history: &[Entry]) -> impl Iterator<Item = u64> + '_ {
             )
         })
         .skip(1)
-        .map(|entry| entry.time_ms)
+        .map(|entry| (entry.index, entry.time_ms))
+        .collect()
 }
 
 #[derive(Default)]
@@ -397,6 +399,7 @@ fn expiries(
     // after the group's latest generation is parked in a rebalance.
     let mut generations: BTreeMap<&str, u64> = BTreeMap::new();
     let mut joins: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let handed_over = handovers(history.iter().copied());
     for entry in history {
         match &entry.kind {
             Kind::Event {
@@ -490,6 +493,15 @@ fn expiries(
                     .get(&(group, member))
                     .is_some_and(|times| times.iter().any(|&(index, _)| index < entry.index))
                     && removed.is_none();
+                // Coordination moved after its latest join: the coordinator
+                // now serving never knew the member, so it has none to expire.
+                let joined_at = joins.get(&(group, member)).copied().unwrap_or(0);
+                let forgotten = handed_over
+                    .iter()
+                    .any(|&(index, _)| joined_at < index && index < entry.index);
+                if forgotten {
+                    continue;
+                }
                 if already_gone || !judged(crash, due) {
                     continue;
                 }
@@ -986,6 +998,31 @@ mod tests {
         event(&mut b, 60_000, Event::Heal);
         let verdict = GroupLiveness.check(&b.build());
         assert!(verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
+    fn a_member_the_new_coordinator_never_knew_has_nothing_to_expire() {
+        // m1 joined at broker-0's coordinator; coordination moved to
+        // broker-1 before m1's process crashed, so no coordinator holds it.
+        let history = |handover: bool| {
+            let mut b = Builder::new();
+            coordinator(&mut b, 0, "broker-0", 0, true);
+            joined(&mut b, 0, "m1");
+            rebalance(&mut b, 10, 5_000);
+            generation(&mut b, 20, 2);
+            assign(&mut b, 30, "consumer-0", "m1");
+            if handover {
+                coordinator(&mut b, 500, "broker-1", 1, true);
+            }
+            crash(&mut b, 1_000, "consumer-0");
+            event(&mut b, 60_000, Event::Heal);
+            b.build()
+        };
+        assert!(GroupLiveness.check(&history(true)).valid);
+        assert_eq!(
+            prefixes(&GroupLiveness.check(&history(false))),
+            vec!["member-not-expired"]
+        );
     }
 
     #[test]
