@@ -105,6 +105,10 @@ pub enum FaultKind {
     Partition,
     /// Cut one direction only.
     PartitionOneway,
+    /// Cut one broker from one other broker, both ways; each still reaches
+    /// the clients and every other broker, so the two disagree about who is
+    /// alive (a replica cut from its leader only, a voter from one voter).
+    PartitionPair,
     /// Cut a host from everyone.
     Isolate,
     /// Hold messages on a link, then release them.
@@ -132,6 +136,7 @@ impl FaultKind {
         match self {
             FaultKind::Partition => "partition",
             FaultKind::PartitionOneway => "partition-oneway",
+            FaultKind::PartitionPair => "partition-pair",
             FaultKind::Isolate => "isolate",
             FaultKind::Delay => "delay",
             FaultKind::CrashBroker => "crash-broker",
@@ -274,6 +279,9 @@ pub enum Event {
     Fault {
         kind: FaultKind,
         target: String,
+        /// For `partition-pair`, the broker the target is cut from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
         power_loss: bool,
         healed: bool,
     },

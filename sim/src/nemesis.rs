@@ -51,7 +51,9 @@ fn link_peers(topology: &Topology, kind: FaultKind, target: &str) -> Vec<String>
         | FaultKind::Delay
         | FaultKind::SlowNetwork => topology.brokers().to_vec(),
         FaultKind::Isolate => topology.targets(),
-        FaultKind::CrashBroker
+        // One other broker, drawn when the fault starts.
+        FaultKind::PartitionPair
+        | FaultKind::CrashBroker
         | FaultKind::CrashClient
         | FaultKind::RestartBroker
         | FaultKind::PauseConsumer
@@ -171,6 +173,7 @@ impl Nemesis {
                 None,
                 FaultKind::CrashBroker
                 | FaultKind::RestartBroker
+                | FaultKind::PartitionPair
                 | FaultKind::DiskFull
                 | FaultKind::DiskErrors,
             ) => aimed(&mut self.draw, resolved, recorder)
@@ -192,10 +195,28 @@ impl Nemesis {
         if self.active.iter().any(|fault| fault.target == target) {
             return;
         }
-        let peers = link_peers(topology, kind, &target);
+        let mut peers = link_peers(topology, kind, &target);
+        if kind == FaultKind::PartitionPair {
+            let others: Vec<String> = topology
+                .brokers()
+                .iter()
+                .filter(|broker| **broker != target)
+                .cloned()
+                .collect();
+            if others.is_empty() {
+                return;
+            }
+            // Drawn from the fault's own seed, so a replayed script (which
+            // names only the target) cuts the same pair.
+            let mut draw = Draw::new(child_seed(
+                resolved.seed,
+                &format!("partition-pair/{target}/{now_ms}"),
+            ));
+            peers.push(draw.pick(&others).clone());
+        }
         let mut power_loss = false;
         match kind {
-            FaultKind::Partition | FaultKind::Isolate => {
+            FaultKind::Partition | FaultKind::PartitionPair | FaultKind::Isolate => {
                 each_link(sim, &target, &peers, |sim, a, b| sim.partition(a, b))
             }
             FaultKind::PartitionOneway => {
@@ -252,6 +273,7 @@ impl Nemesis {
             Event::Fault {
                 kind,
                 target: target.clone(),
+                peer: (kind == FaultKind::PartitionPair).then(|| peers[0].clone()),
                 power_loss,
                 healed: false,
             },
@@ -274,7 +296,7 @@ impl Nemesis {
     ) {
         let target = fault.target.as_str();
         match fault.kind {
-            FaultKind::Partition | FaultKind::Isolate => {
+            FaultKind::Partition | FaultKind::PartitionPair | FaultKind::Isolate => {
                 each_link(sim, target, &fault.peers, |sim, a, b| sim.repair(a, b))
             }
             FaultKind::PartitionOneway => each_link(sim, target, &fault.peers, |sim, a, b| {
@@ -313,6 +335,7 @@ impl Nemesis {
             "nemesis",
             Event::Fault {
                 kind: fault.kind,
+                peer: (fault.kind == FaultKind::PartitionPair).then(|| fault.peers[0].clone()),
                 target: fault.target,
                 power_loss: false,
                 healed: true,

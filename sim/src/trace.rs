@@ -240,12 +240,16 @@ fn describe_event(event: &Event) -> String {
         Event::Fault {
             kind,
             target,
+            peer,
             power_loss,
             healed,
         } => {
             let verb = if *healed { "heal" } else { "fault" };
             format!(
-                "{verb} {kind} {target}{}",
+                "{verb} {kind} {target}{}{}",
+                peer.as_ref()
+                    .map(|peer| format!(" from {peer}"))
+                    .unwrap_or_default(),
                 if *power_loss { " (power loss)" } else { "" }
             )
         }
@@ -370,6 +374,7 @@ mod tests {
             Event::Fault {
                 kind: crate::history::FaultKind::CrashBroker,
                 target: "broker-0".into(),
+                peer: None,
                 power_loss: true,
                 healed: false,
             },

@@ -141,6 +141,7 @@ impl<'a> Facts<'a> {
                         power_loss,
                         healed: false,
                         target,
+                        ..
                     } => {
                         if *power_loss {
                             power_losses.push(entry.index);
@@ -710,6 +711,7 @@ pub(crate) mod build {
             self.event(Event::Fault {
                 kind,
                 target: target.into(),
+                peer: None,
                 power_loss,
                 healed: false,
             })

@@ -806,6 +806,7 @@ mod tests {
             Event::Fault {
                 kind: FaultKind::CrashClient,
                 target: target.into(),
+                peer: None,
                 power_loss: false,
                 healed: false,
             },
@@ -858,6 +859,7 @@ mod tests {
             Event::Fault {
                 kind: FaultKind::CrashBroker,
                 target: "broker-0".into(),
+                peer: None,
                 power_loss: true,
                 healed: false,
             },

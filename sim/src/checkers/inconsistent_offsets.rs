@@ -137,6 +137,7 @@ mod tests {
             Event::Fault {
                 kind: FaultKind::CrashBroker,
                 target: "broker-0".into(),
+                peer: None,
                 power_loss: true,
                 healed: false,
             },

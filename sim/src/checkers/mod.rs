@@ -360,6 +360,7 @@ mod robustness {
                 .prop_map(|(kind, target, power_loss, healed)| Event::Fault {
                     kind,
                     target,
+                    peer: None,
                     power_loss,
                     healed,
                 }),
