@@ -96,12 +96,15 @@ pub enum Fact {
     /// controller, in `epoch` (its claim is durable before it acts).
     QuorumLeader { epoch: i32 },
     /// This broker became the leader of a partition in `leader_epoch`, with
-    /// `isr` as the controller recorded it.
+    /// `isr` as the controller recorded it, holding `log_end_offset`
+    /// records' worth of log: everything an earlier leader made visible must
+    /// be below it.
     PartitionLeader {
         topic: String,
         partition: i32,
         leader_epoch: i32,
         isr: Vec<i32>,
+        log_end_offset: i64,
     },
     /// This broker became the group coordinator: it leads the offsets
     /// partition in `leader_epoch`, has replayed its log and everything

@@ -59,10 +59,21 @@ pub enum Bug {
     /// A metadata quorum voter grants its vote to every candidate of an
     /// epoch, not only the first, so two candidates can both win it.
     VoteTwice,
+    /// The leader's high watermark is its own log end: records count as
+    /// replicated before any follower holds them.
+    HwIgnoresFollowers,
+    /// A broker that becomes a follower truncates its log to its high
+    /// watermark, which trails the leader's (the truncation KIP-101
+    /// replaced with leader epochs).
+    TruncateToHighWatermark,
+    /// The leader never answers a follower's fetch with `diverging_epoch`,
+    /// so a follower that holds a suffix the leader does not never
+    /// truncates it and appends the leader's records after it.
+    IgnoreDivergingEpoch,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 16] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -76,6 +87,9 @@ impl Bug {
         Bug::RebalanceDeadlineIgnored,
         Bug::SessionExpirySkipped,
         Bug::VoteTwice,
+        Bug::HwIgnoresFollowers,
+        Bug::TruncateToHighWatermark,
+        Bug::IgnoreDivergingEpoch,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -94,6 +108,9 @@ impl Bug {
             Bug::RebalanceDeadlineIgnored => "rebalance-deadline-ignored",
             Bug::SessionExpirySkipped => "session-expiry-skipped",
             Bug::VoteTwice => "vote-twice",
+            Bug::HwIgnoresFollowers => "hw-ignores-followers",
+            Bug::TruncateToHighWatermark => "truncate-to-high-watermark",
+            Bug::IgnoreDivergingEpoch => "ignore-diverging-epoch",
         }
     }
 
@@ -117,6 +134,13 @@ impl Bug {
             }
             Bug::SessionExpirySkipped => "members whose session lapsed are never expired",
             Bug::VoteTwice => "a quorum voter grants every candidate of an epoch its vote",
+            Bug::HwIgnoresFollowers => "the leader's high watermark is its own log end",
+            Bug::TruncateToHighWatermark => {
+                "a new follower truncates to its high watermark (pre-KIP-101)"
+            }
+            Bug::IgnoreDivergingEpoch => {
+                "the leader never reports a diverging epoch, so followers never truncate"
+            }
         }
     }
 

@@ -394,6 +394,12 @@ impl ReplicaState {
             return None;
         }
         let own = self.own_position();
+        if crate::planted!(HwIgnoresFollowers) {
+            return (own > self.high_watermark).then(|| {
+                self.high_watermark = own;
+                ReplicaEffect::HighWatermark(own)
+            });
+        }
         // The maximal ISR: every member of the recorded or proposed set.
         let lowest = isr
             .iter()

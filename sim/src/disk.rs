@@ -119,6 +119,20 @@ impl SimDisk {
     }
 }
 
+impl SimDisk {
+    /// What a process would read from every file directly inside `dir`,
+    /// by name: the harness's look at a replica's log at the end of a run.
+    pub fn files_in(&self, dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let inner = lock(&self.inner);
+        inner
+            .files
+            .iter()
+            .filter(|(path, _)| path.parent() == Some(dir))
+            .map(|(path, file)| (path.clone(), lock(file).current.clone()))
+            .collect()
+    }
+}
+
 /// A broker process's view of its host's disk: the disk, the nemesis's
 /// faults for the host, and how long its fsyncs take.
 pub struct DiskStorage {

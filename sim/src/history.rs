@@ -182,6 +182,17 @@ fn one_replica() -> i16 {
     1
 }
 
+/// One batch in a replica's log, as `replica_log` lists it: two replicas
+/// hold the same batch when all four agree (followers copy the leader's
+/// bytes, so the CRC covers the records and producer fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub leader_epoch: i32,
+    pub crc: u32,
+}
+
 /// A broker-side fact or a fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "e", rename_all = "snake_case")]
@@ -211,17 +222,30 @@ pub enum Event {
         partition: i32,
         high_watermark: i64,
     },
+    /// At the end of a run, after the final reads: the batches one broker's
+    /// replica of a partition holds in its segment files, read from its
+    /// disk directly (unsynced writes included, as the broker reads them).
+    ReplicaLog {
+        broker: String,
+        topic: String,
+        partition: i32,
+        /// Whether the partition's ISR, as the metadata said when the
+        /// reader asked, counts this replica.
+        in_sync: bool,
+        batches: Vec<ReplicaBatch>,
+    },
     /// A broker became the metadata quorum's leader (the active
     /// controller) in quorum epoch `epoch`.
     QuorumLeader { broker: String, epoch: i32 },
     /// A broker became a partition's leader in `leader_epoch`, with the ISR
-    /// the controller recorded.
+    /// the controller recorded and its log ending at `log_end_offset`.
     PartitionLeader {
         broker: String,
         topic: String,
         partition: i32,
         leader_epoch: i32,
         isr: Vec<i32>,
+        log_end_offset: i64,
     },
     /// A broker became the group coordinator, leading the offsets partition
     /// in `leader_epoch`, with its log loaded and committed.

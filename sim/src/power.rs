@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 13] = [
+pub const TARGETS: [Target; 16] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -87,6 +87,21 @@ pub const TARGETS: [Target; 13] = [
         bug: Bug::VoteTwice,
         scenario: "ingest-cluster",
         checker: "single-leader",
+    },
+    Target {
+        bug: Bug::HwIgnoresFollowers,
+        scenario: "leader-flap",
+        checker: "leader-completeness",
+    },
+    Target {
+        bug: Bug::TruncateToHighWatermark,
+        scenario: "leader-flap",
+        checker: "leader-completeness",
+    },
+    Target {
+        bug: Bug::IgnoreDivergingEpoch,
+        scenario: "controller-churn",
+        checker: "replica-agreement",
     },
 ];
 

@@ -160,12 +160,14 @@ impl Observer for BrokerObserver {
                 partition,
                 leader_epoch,
                 isr,
+                log_end_offset,
             } => Event::PartitionLeader {
                 broker,
                 topic,
                 partition,
                 leader_epoch,
                 isr,
+                log_end_offset,
             },
             Fact::CoordinatorLoaded { leader_epoch } => Event::CoordinatorLoaded {
                 broker,

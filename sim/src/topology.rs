@@ -7,6 +7,9 @@ use crate::scenario::Resolved;
 /// The port every broker listens on.
 pub const BROKER_PORT: u16 = 9092;
 
+/// Where every broker keeps its partition directories, on its own disk.
+pub const BROKER_LOG_DIR: &str = "/data";
+
 /// The client host that waits out the fault and heal phases and then reads
 /// every partition back.
 pub const READER_HOST: &str = "final-reader";

@@ -34,6 +34,9 @@ fn partitions_of(entry: &Entry) -> Vec<String> {
                 }
                 | Event::PartitionLeader {
                     topic, partition, ..
+                }
+                | Event::ReplicaLog {
+                    topic, partition, ..
                 } => {
                     vec![format!("{topic}-{partition}")]
                 }
@@ -189,13 +192,35 @@ fn describe_event(event: &Event) -> String {
             "recovered {topic}-{partition} log-end = {log_end_offset} high-watermark = {high_watermark}"
         ),
         Event::QuorumLeader { epoch, .. } => format!("quorum leader in epoch {epoch}"),
+        Event::ReplicaLog {
+            topic,
+            partition,
+            in_sync,
+            batches,
+            ..
+        } => {
+            let span = match (batches.first(), batches.last()) {
+                (Some(first), Some(last)) => {
+                    format!("offsets {}..={}", first.base_offset, last.last_offset)
+                }
+                _ => "nothing".to_string(),
+            };
+            format!(
+                "replica of {topic}-{partition} ({}) holds {} batches, {span}",
+                if *in_sync { "in sync" } else { "out of sync" },
+                batches.len()
+            )
+        }
         Event::PartitionLeader {
             topic,
             partition,
             leader_epoch,
             isr,
+            log_end_offset,
             ..
-        } => format!("leads {topic}-{partition} in epoch {leader_epoch}, isr {isr:?}"),
+        } => format!(
+            "leads {topic}-{partition} in epoch {leader_epoch}, isr {isr:?}, log-end = {log_end_offset}"
+        ),
         Event::MetadataApplied {
             offset,
             epoch,

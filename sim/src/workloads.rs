@@ -14,11 +14,13 @@ use sluice::client::{
     GroupEvent, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 
-use crate::history::{Event, Op, PartitionOffset, Record, TopicPartition as HistoryTp};
+use crate::history::{
+    Event, Op, PartitionOffset, Record, ReplicaBatch, TopicPartition as HistoryTp,
+};
 use crate::recorder::{self, Recorder};
 use crate::scenario::{child_seed, CommitMode, Draw, Resolved, ResolvedGroup, ResolvedProducer};
 use crate::seams::{SimClock, SimConnector};
-use crate::topology::{Topology, READER_HOST};
+use crate::topology::{Topology, BROKER_LOG_DIR, READER_HOST};
 use crate::world::Shared;
 
 /// Client request timeouts inside the simulation: short, so partitions are
@@ -527,4 +529,85 @@ pub(crate) async fn final_reads(resolved: &Resolved, recorder: &Recorder) -> boo
         }
     }
     all_read
+}
+
+/// How long the replica read waits for the metadata naming each partition's
+/// replicas and ISR.
+const REPLICA_READ_METADATA_WAIT_MS: u64 = 5_000;
+
+/// After the final reads: every broker's replica of every partition of the
+/// topic, read from its disk directly, as `replica_log` events. Judged by
+/// `replica-agreement`. Returns false when the metadata could not be read.
+pub(crate) async fn replica_logs(
+    resolved: &Resolved,
+    recorder: &Recorder,
+    shared: &Shared,
+) -> bool {
+    let admin = Admin::new(
+        &Topology::of(resolved).bootstrap(),
+        Arc::new(SimConnector),
+        ConnectionConfig {
+            client_id: READER_HOST.to_string(),
+            request_timeout_ms: CLIENT_REQUEST_TIMEOUT_MS,
+            ..ConnectionConfig::default()
+        },
+    );
+    let Ok(info) = admin
+        .cluster()
+        .topic_info(
+            &resolved.topic,
+            false,
+            Duration::from_millis(REPLICA_READ_METADATA_WAIT_MS),
+        )
+        .await
+    else {
+        return false;
+    };
+    for partition in &info.partitions {
+        for &node in &partition.replicas {
+            let Ok(index) = u32::try_from(node) else {
+                continue;
+            };
+            let broker = Topology::broker_name(index);
+            let dir = std::path::PathBuf::from(format!(
+                "{BROKER_LOG_DIR}/{}-{}",
+                resolved.topic, partition.partition
+            ));
+            let batches = replica_batches(shared.drive(&broker).files_in(&dir));
+            recorder.event(
+                &broker,
+                Event::ReplicaLog {
+                    broker: broker.clone(),
+                    topic: resolved.topic.clone(),
+                    partition: partition.partition,
+                    in_sync: partition.isr.contains(&node),
+                    batches,
+                },
+            );
+        }
+    }
+    true
+}
+
+/// The batches of a partition directory's segment files, in offset order,
+/// up to the first that is not whole (a write in progress).
+fn replica_batches(files: Vec<(std::path::PathBuf, Vec<u8>)>) -> Vec<ReplicaBatch> {
+    let mut batches = Vec::new();
+    // Segment names are zero-padded base offsets, so name order is offset order.
+    for (path, bytes) in files {
+        if path.extension().and_then(|e| e.to_str()) != Some("log") {
+            continue;
+        }
+        let mut rest = bytes.as_slice();
+        while let Ok(header) = sluice::log::batch::parse_header(rest) {
+            batches.push(ReplicaBatch {
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+                leader_epoch: header.partition_leader_epoch,
+                crc: header.crc,
+            });
+            rest = &rest[header.size_bytes..];
+        }
+    }
+    batches
 }

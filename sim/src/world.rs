@@ -22,8 +22,8 @@ use crate::nemesis::Nemesis;
 use crate::recorder::{BrokerObserver, Recorder};
 use crate::scenario::{child_seed, Resolved, ScheduledFault};
 use crate::seams::{DiskFaults, FsyncLatency, SimClock, SimConnector, SimListener};
-use crate::topology::{Topology, BROKER_PORT, READER_HOST};
-use crate::workloads::{final_reads, run_consumer, run_producer};
+use crate::topology::{Topology, BROKER_LOG_DIR, BROKER_PORT, READER_HOST};
+use crate::workloads::{final_reads, replica_logs, run_consumer, run_producer};
 
 /// The fixed calendar epoch of every run: 2024-01-01T00:00:00Z.
 const EPOCH_SECS: u64 = 1_704_067_200;
@@ -101,7 +101,7 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
         node_id: index as i32,
         listener: format!("0.0.0.0:{BROKER_PORT}"),
         advertised_listener: Some(format!("{}:{BROKER_PORT}", Topology::broker_name(index))),
-        log_dirs: "/data".into(),
+        log_dirs: BROKER_LOG_DIR.into(),
         num_partitions: resolved.partitions,
         group_initial_rebalance_delay_ms: resolved.group_initial_rebalance_delay_ms as i64,
         group_min_session_timeout_ms: 1_000,
@@ -254,7 +254,10 @@ pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
         sim.client(READER_HOST, async move {
             let wait = resolved.fault_ms + resolved.heal_ms;
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            let complete = final_reads(&resolved, &recorder).await;
+            let mut complete = final_reads(&resolved, &recorder).await;
+            if resolved.brokers > 1 {
+                complete &= replica_logs(&resolved, &recorder, &shared).await;
+            }
             if !complete {
                 shared.final_reads_failed.fetch_add(1, Ordering::Relaxed);
             }

@@ -70,4 +70,7 @@ planted_bug_tests! {
     rebalance_deadline_ignored_is_caught => Bug::RebalanceDeadlineIgnored;
     session_expiry_skipped_is_caught => Bug::SessionExpirySkipped;
     vote_twice_is_caught => Bug::VoteTwice;
+    hw_ignores_followers_is_caught => Bug::HwIgnoresFollowers;
+    truncate_to_high_watermark_is_caught => Bug::TruncateToHighWatermark;
+    ignore_diverging_epoch_is_caught => Bug::IgnoreDivergingEpoch;
 }

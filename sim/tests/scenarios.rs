@@ -168,4 +168,5 @@ scenario_tests! {
     crawler_cluster_passes, crawler_cluster_is_deterministic => "crawler-cluster", CRAWLER_CI_SEEDS;
     failover_passes, failover_is_deterministic => "failover", CI_SEEDS;
     controller_churn_passes, controller_churn_is_deterministic => "controller-churn", CI_SEEDS;
+    leader_flap_passes, leader_flap_is_deterministic => "leader-flap", CI_SEEDS;
 }

@@ -473,7 +473,7 @@ impl Broker {
             replica_config.flush_on_ack = log_config.flush_on_ack;
             match PartitionLog::open(self.storage.clone(), &dir, log_config, now_ms).await {
                 Ok(log) => {
-                    super::report_recovered(&observed, name, index, &log);
+                    super::report_recovered(&observed, name, index, &log, true);
                     hosted.insert(
                         index,
                         Arc::new(Partition::replicated(

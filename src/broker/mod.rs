@@ -236,7 +236,7 @@ impl Broker {
                         io::Error::other(format!("opening {}: {error}", dir.display()))
                     })?;
                 max_producer_id = max_producer_id.max(log.max_producer_id().unwrap_or(-1));
-                report_recovered(&observed, &name, index, &log);
+                report_recovered(&observed, &name, index, &log, false);
                 opened.insert(
                     index,
                     Arc::new(Partition::new(
@@ -745,15 +745,25 @@ impl Broker {
 }
 
 /// Reports a recovered partition log. Recovery sets the high watermark too
-/// (to what it kept), so both facts are reported before anything can be
-/// fetched.
-fn report_recovered(observed: &Observed, topic: &str, partition: i32, log: &PartitionLog) {
+/// (to what it kept); a single broker serves it at once, so both facts are
+/// reported before anything can be fetched. A replica of a cluster serves
+/// nothing until it leads, and reports its high watermark then.
+fn report_recovered(
+    observed: &Observed,
+    topic: &str,
+    partition: i32,
+    log: &PartitionLog,
+    replicated: bool,
+) {
     observed.report(|| Fact::Recovered {
         topic: topic.to_string(),
         partition,
         log_end_offset: log.log_end_offset(),
         high_watermark: log.high_watermark(),
     });
+    if replicated {
+        return;
+    }
     observed.report(|| Fact::HighWatermark {
         topic: topic.to_string(),
         partition,

@@ -182,6 +182,7 @@ impl Partition {
         observed: Observed,
     ) -> Self {
         let replica = replica_for(config, image, &log, now_ms);
+        let (log_end_offset, high_watermark) = (log.log_end_offset(), log.high_watermark());
         let partition = Self::hosting(topic, index, log, replica, observed);
         partition
             .partition_epoch
@@ -192,7 +193,9 @@ impl Partition {
                 partition: partition.index,
                 leader_epoch: image.leader_epoch,
                 isr: image.isr.clone(),
+                log_end_offset,
             });
+            partition.report_leader_high_watermark(high_watermark);
         }
         partition
     }
@@ -345,6 +348,7 @@ impl Partition {
             .fetch_max(partition_epoch, Ordering::AcqRel);
         let mut changed = false;
         let mut flush_on_ack = false;
+        let (mut log_end_offset, mut high_watermark) = (-1, -1);
         let _ = self
             .with_hosted(async |hosted: &mut Hosted| {
                 let same = hosted.replica.leader_epoch() == image.leader_epoch
@@ -362,7 +366,13 @@ impl Partition {
                 }
                 let config = hosted.replica.config().clone();
                 flush_on_ack = config.flush_on_ack;
+                if crate::planted!(TruncateToHighWatermark) && image.leader_id != config.node_id {
+                    let high_watermark = hosted.log.high_watermark();
+                    hosted.log.truncate_to(high_watermark).await?;
+                }
                 hosted.replica = replica_for(config, image, &hosted.log, now_ms);
+                log_end_offset = hosted.log.log_end_offset();
+                high_watermark = hosted.log.high_watermark();
                 changed = true;
                 Ok(())
             })
@@ -388,7 +398,9 @@ impl Partition {
                     partition: self.index,
                     leader_epoch: image.leader_epoch,
                     isr: image.isr.clone(),
+                    log_end_offset,
                 });
+                self.report_leader_high_watermark(high_watermark);
                 if flush_on_ack {
                     // A leader that counts itself only once synced must sync
                     // what it holds as a follower (followers do not), or
@@ -398,6 +410,17 @@ impl Partition {
             }
         }
         changed
+    }
+
+    /// A new leader serves its log up to the high watermark it holds (what
+    /// it recovered, or took from its last leader), so clients can see that
+    /// much from now on.
+    fn report_leader_high_watermark(&self, high_watermark: i64) {
+        self.observed.report(|| Fact::HighWatermark {
+            topic: self.topic.clone(),
+            partition: self.index,
+            high_watermark,
+        });
     }
 
     /// The ISR change the replica core proposed, for the controller.
@@ -473,7 +496,7 @@ impl Partition {
     ) -> Result<FollowerRead, PartitionError> {
         self.with_hosted(async |hosted: &mut Hosted| {
             let log = &mut hosted.log;
-            if last_fetched_epoch >= 0 {
+            if last_fetched_epoch >= 0 && !crate::planted!(IgnoreDivergingEpoch) {
                 let (epoch, end_offset) = log.end_offset_for_epoch(last_fetched_epoch);
                 if epoch < 0 {
                     // Every epoch here is newer than the follower's last:

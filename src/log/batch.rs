@@ -58,6 +58,8 @@ pub struct BatchHeader {
     /// Whole batch size in bytes, including the 12-byte log overhead.
     pub size_bytes: usize,
     pub partition_leader_epoch: i32,
+    /// CRC32C of everything from the attributes on, as stored.
+    pub crc: u32,
     pub attributes: i16,
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
@@ -160,6 +162,7 @@ pub fn parse_header_prefix(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         base_offset: read_i64(bytes, BASE_OFFSET),
         size_bytes: size_bytes as usize,
         partition_leader_epoch: read_i32(bytes, LEADER_EPOCH),
+        crc: (&bytes[CRC..CRC + 4]).get_u32(),
         attributes: read_i16(bytes, ATTRIBUTES),
         last_offset_delta: read_i32(bytes, LAST_OFFSET_DELTA),
         base_timestamp: read_i64(bytes, BASE_TIMESTAMP),

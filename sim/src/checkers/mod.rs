@@ -19,6 +19,7 @@ mod offset_commits;
 mod ordering;
 mod progress;
 mod quorum;
+mod replicas;
 mod unseen;
 
 pub use at_least_once::AtLeastOnce;
@@ -31,6 +32,7 @@ pub use offset_commits::OffsetCommits;
 pub use ordering::Ordering;
 pub use progress::Progress;
 pub use quorum::{MetadataAgreement, SingleLeader};
+pub use replicas::{LeaderCompleteness, ReplicaAgreement};
 pub use unseen::Unseen;
 
 /// Whether a violation breaks safety (something bad happened) or liveness
@@ -87,6 +89,8 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(Progress),
         Box::new(SingleLeader),
         Box::new(MetadataAgreement),
+        Box::new(ReplicaAgreement),
+        Box::new(LeaderCompleteness),
     ]
 }
 
@@ -200,7 +204,9 @@ mod tests {
                 "group-liveness",
                 "progress",
                 "single-leader",
-                "metadata-agreement"
+                "metadata-agreement",
+                "replica-agreement",
+                "leader-completeness"
             ]
         );
         for verdict in &verdicts {

@@ -1,0 +1,456 @@
+//! Partition replicas, judged from the brokers' own facts and from every
+//! replica's log as the world read it off the disks at the end of the run.
+//!
+//! - `replica-agreement` (safety): at the end of a replicated run, every
+//!   replica the ISR counts holds the same batch (offsets, leader epoch,
+//!   CRC) at every offset two of them both hold, each holds its batches
+//!   without gaps, and each reaches the end of what the final read found
+//!   committed. A follower that kept a diverging suffix, or an ISR member
+//!   missing committed records, shows here even when no client read it.
+//! - `leader-completeness` (safety): a broker that becomes a partition's
+//!   leader holds every offset below the highest high watermark any leader
+//!   advertised before (`partition_leader`'s `log_end_offset` against
+//!   earlier `high_watermark` events). Excused only after a power loss that
+//!   may lose acknowledged data, as `lost-write` excuses it.
+
+use std::collections::BTreeMap;
+
+use super::facts::{verdict, Facts, MISSING_FACTS};
+use super::{Anomaly, Checker, Property, Verdict};
+use crate::history::{Entry, Event, Kind, Op, ReplicaBatch};
+
+pub struct ReplicaAgreement;
+
+/// One replica's log as `replica_log` reported it.
+struct ReplicaView<'a> {
+    broker: &'a str,
+    index: u64,
+    batches: &'a [ReplicaBatch],
+}
+
+impl ReplicaView<'_> {
+    /// The batch holding `offset`, if this replica holds that offset.
+    fn batch_at(&self, offset: i64) -> Option<&ReplicaBatch> {
+        let at = self
+            .batches
+            .partition_point(|batch| batch.last_offset < offset);
+        self.batches
+            .get(at)
+            .filter(|batch| batch.base_offset <= offset)
+    }
+
+    fn log_end_offset(&self) -> Option<i64> {
+        self.batches
+            .last()
+            .map(|batch| batch.last_offset.saturating_add(1))
+    }
+}
+
+impl Checker for ReplicaAgreement {
+    fn name(&self) -> &'static str {
+        "replica-agreement"
+    }
+
+    fn property(&self) -> Property {
+        Property::Safety
+    }
+
+    fn check(&self, history: &[Entry]) -> Verdict {
+        let facts = Facts::new(history);
+        let mut anomalies = Vec::new();
+        // (topic, partition) -> the in-sync replicas' logs.
+        let mut in_sync: BTreeMap<(&str, i32), Vec<ReplicaView<'_>>> = BTreeMap::new();
+        // (topic, partition) -> the end of the final read, and where.
+        let mut committed_ends: BTreeMap<(&str, i32), (i64, u64)> = BTreeMap::new();
+        let mut replica_logs = 0usize;
+        for entry in history {
+            match &entry.kind {
+                Kind::Event {
+                    event:
+                        Event::ReplicaLog {
+                            broker,
+                            topic,
+                            partition,
+                            in_sync: counted,
+                            batches,
+                        },
+                } => {
+                    replica_logs += 1;
+                    if *counted {
+                        in_sync
+                            .entry((topic.as_str(), *partition))
+                            .or_default()
+                            .push(ReplicaView {
+                                broker,
+                                index: entry.index,
+                                batches,
+                            });
+                    }
+                }
+                Kind::Ok {
+                    op:
+                        Op::FinalRead {
+                            target, records, ..
+                        },
+                    ..
+                } => {
+                    if let Some(last) = records.last() {
+                        committed_ends.insert(
+                            (target.topic.as_str(), target.partition),
+                            (last.offset.saturating_add(1), entry.index),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !facts.settings.replicated {
+            return verdict(
+                self,
+                anomalies,
+                "one replica per partition: nothing to compare".to_string(),
+            );
+        }
+        if replica_logs == 0 && !facts.final_reads.is_empty() {
+            anomalies.push(Anomaly {
+                description: format!(
+                    "{MISSING_FACTS} a replicated run with final reads but no replica_log events"
+                ),
+                entries: Vec::new(),
+            });
+        }
+        let mut compared = 0usize;
+        for (&(topic, partition), replicas) in &in_sync {
+            for replica in replicas {
+                anomalies.extend(gaps(topic, partition, replica));
+                if let (Some(&(end, read_at)), Some(held)) = (
+                    committed_ends.get(&(topic, partition)),
+                    replica.log_end_offset(),
+                ) {
+                    if held < end {
+                        anomalies.push(Anomaly {
+                            description: format!(
+                                "replica-short: {} is in the ISR of {topic}-{partition} but its \
+                                 log ends at {held}, below the {end} the final read found \
+                                 committed",
+                                replica.broker
+                            ),
+                            entries: vec![read_at, replica.index],
+                        });
+                    }
+                }
+            }
+            for (i, a) in replicas.iter().enumerate() {
+                for b in &replicas[i + 1..] {
+                    compared += 1;
+                    if let Some(anomaly) = first_divergence(topic, partition, a, b) {
+                        anomalies.push(anomaly);
+                    }
+                }
+            }
+        }
+        let summary = format!(
+            "{replica_logs} replica logs read, {compared} pairs of in-sync replicas compared"
+        );
+        verdict(self, anomalies, summary)
+    }
+}
+
+/// A replica's batches must follow one another with no offset missing.
+fn gaps(topic: &str, partition: i32, replica: &ReplicaView<'_>) -> Option<Anomaly> {
+    replica.batches.windows(2).find_map(|pair| {
+        (pair[1].base_offset != pair[0].last_offset.saturating_add(1)).then(|| Anomaly {
+            description: format!(
+                "replica-gap: {}'s log of {topic}-{partition} jumps from {} to {}",
+                replica.broker, pair[0].last_offset, pair[1].base_offset
+            ),
+            entries: vec![replica.index],
+        })
+    })
+}
+
+/// The first offset both replicas hold in different batches.
+fn first_divergence(
+    topic: &str,
+    partition: i32,
+    a: &ReplicaView<'_>,
+    b: &ReplicaView<'_>,
+) -> Option<Anomaly> {
+    a.batches.iter().find_map(|held| {
+        let other = b.batch_at(held.base_offset)?;
+        (other != held).then(|| Anomaly {
+            description: format!(
+                "replica-diverged: at offset {} of {topic}-{partition}, {} holds \
+                 {}..={} from leader epoch {} (crc {:08x}) but {} holds {}..={} from epoch {} \
+                 (crc {:08x}); both are in the ISR",
+                held.base_offset,
+                a.broker,
+                held.base_offset,
+                held.last_offset,
+                held.leader_epoch,
+                held.crc,
+                b.broker,
+                other.base_offset,
+                other.last_offset,
+                other.leader_epoch,
+                other.crc
+            ),
+            entries: vec![a.index, b.index],
+        })
+    })
+}
+
+pub struct LeaderCompleteness;
+
+impl Checker for LeaderCompleteness {
+    fn name(&self) -> &'static str {
+        "leader-completeness"
+    }
+
+    fn property(&self) -> Property {
+        Property::Safety
+    }
+
+    fn check(&self, history: &[Entry]) -> Verdict {
+        let facts = Facts::new(history);
+        let mut anomalies = Vec::new();
+        // (topic, partition) -> each rise of the advertised high watermark:
+        // (high watermark, broker, entry), rising.
+        let mut advertised: BTreeMap<(&str, i32), Vec<(i64, &str, u64)>> = BTreeMap::new();
+        let mut elections = 0usize;
+        for entry in history {
+            let Kind::Event { event } = &entry.kind else {
+                continue;
+            };
+            match event {
+                Event::HighWatermark {
+                    broker,
+                    topic,
+                    partition,
+                    high_watermark,
+                } => {
+                    let rises = advertised.entry((topic.as_str(), *partition)).or_default();
+                    if rises.last().is_none_or(|&(hw, ..)| *high_watermark > hw) {
+                        rises.push((*high_watermark, broker, entry.index));
+                    }
+                }
+                Event::PartitionLeader {
+                    broker,
+                    topic,
+                    partition,
+                    leader_epoch,
+                    log_end_offset,
+                    ..
+                } => {
+                    elections += 1;
+                    let Some(rises) = advertised.get(&(topic.as_str(), *partition)) else {
+                        continue;
+                    };
+                    // The first advertisement of a high watermark past the
+                    // new leader's log end: that record was visible then.
+                    let Some(&(hw, by, at)) = rises.iter().find(|&&(hw, ..)| hw > *log_end_offset)
+                    else {
+                        continue;
+                    };
+                    if facts.loss_permitted_between(at, entry.index) {
+                        continue;
+                    }
+                    let highest = rises.last().map_or(hw, |&(hw, ..)| hw);
+                    anomalies.push(Anomaly {
+                        description: format!(
+                            "leader-incomplete: {broker} became leader of {topic}-{partition} in \
+                             epoch {leader_epoch} with its log ending at {log_end_offset}, but \
+                             {by} had advertised a high watermark of {hw} (highest {highest}), \
+                             with no power loss between{}",
+                            facts.settings_note()
+                        ),
+                        entries: vec![at, entry.index],
+                    });
+                }
+                _ => {}
+            }
+        }
+        let summary = format!(
+            "{elections} partition leader elections checked against {} partitions' high watermarks",
+            advertised.len()
+        );
+        verdict(self, anomalies, summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::facts::build::{record, H, TOPIC};
+    use super::*;
+    use crate::history::{FaultKind, History};
+
+    fn replicated(flush_on_ack: bool) -> H {
+        let mut h = H::default();
+        h.event(Event::Meta {
+            scenario: "test".into(),
+            seed: 1,
+            flush_on_ack,
+            idempotence: true,
+            checkers: Vec::new(),
+            group_initial_rebalance_delay_ms: 0,
+            replication_factor: 3,
+        });
+        h
+    }
+
+    fn batch(base_offset: i64, last_offset: i64, leader_epoch: i32, crc: u32) -> ReplicaBatch {
+        ReplicaBatch {
+            base_offset,
+            last_offset,
+            leader_epoch,
+            crc,
+        }
+    }
+
+    fn replica_log(h: &mut H, broker: &str, in_sync: bool, batches: Vec<ReplicaBatch>) {
+        h.event_by(
+            "final-reader",
+            Event::ReplicaLog {
+                broker: broker.into(),
+                topic: TOPIC.into(),
+                partition: 0,
+                in_sync,
+                batches,
+            },
+        );
+    }
+
+    fn leader(h: &mut H, broker: &str, leader_epoch: i32, log_end_offset: i64) -> u64 {
+        h.event_by(
+            broker,
+            Event::PartitionLeader {
+                broker: broker.into(),
+                topic: TOPIC.into(),
+                partition: 0,
+                leader_epoch,
+                isr: vec![0, 1, 2],
+                log_end_offset,
+            },
+        )
+    }
+
+    /// Three replicas after a final read of offsets 0..=3.
+    fn agreement(replicas: [(bool, Vec<ReplicaBatch>); 3]) -> Verdict {
+        let mut h = replicated(false);
+        h.final_read(0, 0, (0..4).map(|o| record(0, o, None, "v")).collect());
+        for (i, (in_sync, batches)) in replicas.into_iter().enumerate() {
+            replica_log(&mut h, &format!("broker-{i}"), in_sync, batches);
+        }
+        ReplicaAgreement.check(&h.build())
+    }
+
+    fn log() -> Vec<ReplicaBatch> {
+        vec![batch(0, 1, 1, 0xaa), batch(2, 3, 2, 0xbb)]
+    }
+
+    #[test]
+    fn in_sync_replicas_holding_the_same_batches_agree() {
+        let verdict = agreement([(true, log()), (true, log()), (true, log())]);
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(verdict.summary.contains("3 pairs"), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_diverging_batch_in_an_in_sync_replica_is_caught() {
+        let diverged = vec![batch(0, 1, 1, 0xaa), batch(2, 3, 1, 0xcc)];
+        let verdict = agreement([(true, log()), (true, diverged), (true, log())]);
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0]
+            .description
+            .starts_with("replica-diverged: at offset 2"));
+    }
+
+    #[test]
+    fn an_out_of_sync_replica_is_not_judged() {
+        let diverged = vec![batch(0, 1, 1, 0xaa), batch(2, 2, 1, 0xcc)];
+        let verdict = agreement([(true, log()), (false, diverged), (true, log())]);
+        assert!(verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
+    fn an_in_sync_replica_short_of_the_committed_end_or_with_a_gap_is_caught() {
+        let short = vec![batch(0, 1, 1, 0xaa)];
+        let verdict = agreement([(true, log()), (true, short), (true, log())]);
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0]
+            .description
+            .starts_with("replica-short:"));
+        let gap = vec![batch(0, 0, 1, 0xaa), batch(2, 3, 2, 0xbb)];
+        let verdict = agreement([(true, log()), (true, gap), (true, log())]);
+        assert!(!verdict.valid);
+        assert!(verdict
+            .anomalies
+            .iter()
+            .any(|a| a.description.starts_with("replica-gap:")));
+    }
+
+    #[test]
+    fn a_replicated_run_without_replica_logs_lacks_facts() {
+        let mut h = replicated(false);
+        h.final_read(0, 0, vec![record(0, 0, None, "v")]);
+        let verdict = ReplicaAgreement.check(&h.build());
+        assert!(!verdict.valid);
+        assert_eq!(verdict.property, Property::Liveness);
+    }
+
+    #[test]
+    fn a_single_replica_run_has_nothing_to_compare() {
+        let mut h = H::new(false, true);
+        h.final_read(0, 0, vec![record(0, 0, None, "v")]);
+        let verdict = ReplicaAgreement.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+    }
+
+    fn completeness(h: H) -> Verdict {
+        let history: History = h.build();
+        LeaderCompleteness.check(&history)
+    }
+
+    #[test]
+    fn a_new_leader_holding_the_high_watermark_is_complete() {
+        let mut h = replicated(false);
+        leader(&mut h, "broker-0", 1, 0);
+        h.high_watermark(0, 10);
+        leader(&mut h, "broker-1", 2, 10);
+        let verdict = completeness(h);
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(verdict.summary.starts_with("2 partition leader elections"));
+    }
+
+    #[test]
+    fn a_new_leader_missing_advertised_records_is_caught() {
+        let mut h = replicated(false);
+        leader(&mut h, "broker-0", 1, 0);
+        h.high_watermark(0, 10);
+        h.high_watermark(0, 12);
+        leader(&mut h, "broker-1", 2, 9);
+        let verdict = completeness(h);
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0]
+            .description
+            .starts_with("leader-incomplete: broker-1 became leader of"));
+    }
+
+    #[test]
+    fn a_power_loss_after_the_advertisement_excuses_it_only_without_flush_on_ack() {
+        for flush_on_ack in [false, true] {
+            let mut h = replicated(flush_on_ack);
+            h.high_watermark(0, 10);
+            h.fault(FaultKind::CrashBroker, "broker-1", true);
+            leader(&mut h, "broker-1", 2, 4);
+            let verdict = completeness(h);
+            assert_eq!(verdict.valid, !flush_on_ack, "{verdict:?}");
+        }
+        // A power loss before the records became visible excuses nothing.
+        let mut h = replicated(false);
+        h.fault(FaultKind::CrashBroker, "broker-1", true);
+        h.high_watermark(0, 10);
+        leader(&mut h, "broker-1", 2, 4);
+        assert!(!completeness(h).valid);
+    }
+}
