@@ -462,7 +462,9 @@ impl MetadataImage {
                     .ok_or(ImageError::UnknownPartition)?;
                 let changed = PartitionImage {
                     leader_id: *leader_id,
-                    leader_epoch: if *leader_id == current.leader_id {
+                    leader_epoch: if *leader_id == current.leader_id
+                        || crate::planted!(LeaderEpochNotBumped)
+                    {
                         current.leader_epoch
                     } else {
                         current.leader_epoch + 1

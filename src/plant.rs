@@ -70,10 +70,14 @@ pub enum Bug {
     /// so a follower that holds a suffix the leader does not never
     /// truncates it and appends the leader's records after it.
     IgnoreDivergingEpoch,
+    /// The metadata image keeps a partition's leader epoch when the
+    /// controller moves leadership to another broker, so the old and the
+    /// new leader share an epoch and fencing by epoch cannot tell them apart.
+    LeaderEpochNotBumped,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 16] = [
+    pub const ALL: [Bug; 17] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -90,6 +94,7 @@ impl Bug {
         Bug::HwIgnoresFollowers,
         Bug::TruncateToHighWatermark,
         Bug::IgnoreDivergingEpoch,
+        Bug::LeaderEpochNotBumped,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -111,6 +116,7 @@ impl Bug {
             Bug::HwIgnoresFollowers => "hw-ignores-followers",
             Bug::TruncateToHighWatermark => "truncate-to-high-watermark",
             Bug::IgnoreDivergingEpoch => "ignore-diverging-epoch",
+            Bug::LeaderEpochNotBumped => "leader-epoch-not-bumped",
         }
     }
 
@@ -141,6 +147,7 @@ impl Bug {
             Bug::IgnoreDivergingEpoch => {
                 "the leader never reports a diverging epoch, so followers never truncate"
             }
+            Bug::LeaderEpochNotBumped => "a new partition leader keeps its predecessor's epoch",
         }
     }
 

@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 16] = [
+pub const TARGETS: [Target; 17] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -102,6 +102,11 @@ pub const TARGETS: [Target; 16] = [
         bug: Bug::IgnoreDivergingEpoch,
         scenario: "controller-churn",
         checker: "replica-agreement",
+    },
+    Target {
+        bug: Bug::LeaderEpochNotBumped,
+        scenario: "failover",
+        checker: "single-leader",
     },
 ];
 

@@ -73,4 +73,5 @@ planted_bug_tests! {
     hw_ignores_followers_is_caught => Bug::HwIgnoresFollowers;
     truncate_to_high_watermark_is_caught => Bug::TruncateToHighWatermark;
     ignore_diverging_epoch_is_caught => Bug::IgnoreDivergingEpoch;
+    leader_epoch_not_bumped_is_caught => Bug::LeaderEpochNotBumped;
 }

@@ -3,7 +3,10 @@
 //! - `single-leader` (safety): at most one broker leads each quorum epoch
 //!   (`quorum_leader` events), and each broker's leadership epochs only
 //!   rise, across its restarts too: Raft's election safety, which rests on
-//!   a vote being durable before it is answered.
+//!   a vote being durable before it is answered. Likewise at most one
+//!   broker leads each partition in each leader epoch (`partition_leader`
+//!   events), and a broker never leads a partition in an epoch below one it
+//!   led it in before: the controller bumps the epoch with every new leader.
 //! - `metadata-agreement` (safety): every broker applies the same committed
 //!   metadata entry at each offset (`metadata_applied` events agree on epoch
 //!   and payload digest), and applies them in order, from offset 0 after
@@ -65,13 +68,68 @@ impl Checker for SingleLeader {
             }
             latest.insert(broker, (*epoch, entry.index));
         }
+        let partition_epochs = partition_leaders(history, &mut anomalies);
         let summary = format!(
-            "{} quorum epochs with a leader, led by {} brokers",
+            "{} quorum epochs with a leader, led by {} brokers; {partition_epochs} partition \
+             leader epochs",
             leaders.len(),
             latest.len()
         );
         verdict(self, anomalies, summary)
     }
+}
+
+/// One leader per partition and leader epoch, each broker's epochs never
+/// falling. Returns how many (partition, leader epoch) pairs had a leader.
+fn partition_leaders(history: &[Entry], anomalies: &mut Vec<Anomaly>) -> usize {
+    // (topic, partition, leader epoch) -> the first broker that led it, and where.
+    let mut leaders: BTreeMap<(&str, i32, i32), (&str, u64)> = BTreeMap::new();
+    // (broker, topic, partition) -> its latest leader epoch, and where. A
+    // broker that restarts may take up the same epoch again.
+    let mut latest: BTreeMap<(&str, &str, i32), (i32, u64)> = BTreeMap::new();
+    for entry in history {
+        let Kind::Event {
+            event:
+                Event::PartitionLeader {
+                    broker,
+                    topic,
+                    partition,
+                    leader_epoch,
+                    ..
+                },
+        } = &entry.kind
+        else {
+            continue;
+        };
+        let (broker, topic) = (broker.as_str(), topic.as_str());
+        match leaders.get(&(topic, *partition, *leader_epoch)) {
+            Some(&(first, at)) if first != broker => anomalies.push(Anomaly {
+                description: format!(
+                    "two-partition-leaders: {first} and {broker} both led {topic}-{partition} \
+                     in leader epoch {leader_epoch}"
+                ),
+                entries: vec![at, entry.index],
+            }),
+            Some(_) => {}
+            None => {
+                leaders.insert((topic, *partition, *leader_epoch), (broker, entry.index));
+            }
+        }
+        let key = (broker, topic, *partition);
+        if let Some(&(previous, at)) = latest.get(&key) {
+            if *leader_epoch < previous {
+                anomalies.push(Anomaly {
+                    description: format!(
+                        "leader-epoch-fell: {broker} led {topic}-{partition} in leader epoch \
+                         {leader_epoch} after epoch {previous}"
+                    ),
+                    entries: vec![at, entry.index],
+                });
+            }
+        }
+        latest.insert(key, (*leader_epoch, entry.index));
+    }
+    leaders.len()
 }
 
 pub struct MetadataAgreement;
@@ -179,6 +237,51 @@ mod tests {
                 digest,
             },
         )
+    }
+
+    fn led_partition(h: &mut H, broker: &str, partition: i32, leader_epoch: i32) -> u64 {
+        h.event_by(
+            broker,
+            Event::PartitionLeader {
+                broker: broker.into(),
+                topic: "t".into(),
+                partition,
+                leader_epoch,
+                isr: vec![0, 1, 2],
+                log_end_offset: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn one_leader_per_partition_epoch_passes_and_a_restart_may_resume_its_epoch() {
+        let mut h = H::new(false, true);
+        led_partition(&mut h, "broker-0", 0, 0);
+        led_partition(&mut h, "broker-1", 1, 0);
+        led_partition(&mut h, "broker-1", 0, 1);
+        led_partition(&mut h, "broker-1", 0, 1);
+        led_partition(&mut h, "broker-0", 0, 3);
+        let verdict = SingleLeader.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(
+            verdict.summary.contains("4 partition leader epochs"),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn two_partition_leaders_in_one_epoch_and_a_falling_leader_epoch_are_reported() {
+        let mut h = H::new(false, true);
+        let first = led_partition(&mut h, "broker-0", 0, 2);
+        let second = led_partition(&mut h, "broker-1", 0, 2);
+        let fell = led_partition(&mut h, "broker-0", 0, 1);
+        let verdict = SingleLeader.check(&h.build());
+        assert_eq!(
+            descriptions(&verdict),
+            ["two-partition-leaders", "leader-epoch-fell"]
+        );
+        assert_eq!(verdict.anomalies[0].entries, vec![first, second]);
+        assert_eq!(verdict.anomalies[1].entries, vec![first, fell]);
     }
 
     fn descriptions(verdict: &Verdict) -> Vec<String> {
