@@ -40,6 +40,27 @@ impl RemovalReason {
     }
 }
 
+/// Why a replica cut the end off its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TruncationReason {
+    /// The leader answered its fetch with `diverging_epoch` (KIP-320): it
+    /// cut back to where its log and the leader's last agree.
+    DivergingEpoch,
+    /// It cut back to its own high watermark on becoming a follower, the
+    /// rule KIP-101 retired. Only the planted `truncate-to-high-watermark`
+    /// bug does this.
+    OwnHighWatermark,
+}
+
+impl TruncationReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            TruncationReason::DivergingEpoch => "diverging-epoch",
+            TruncationReason::OwnHighWatermark => "own-high-watermark",
+        }
+    }
+}
+
 /// Whether a wire event is a request the broker received or its response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -56,6 +77,18 @@ pub enum Fact {
         topic: String,
         partition: i32,
         high_watermark: i64,
+    },
+    /// A replica cut its log from `from_offset` (its log end before) back
+    /// to `to_offset`. `cut_epochs` names what it cut: the leader epoch of
+    /// each run of records, with the run's first offset, in offset order
+    /// (a record is identified by its offset and leader epoch).
+    Truncated {
+        topic: String,
+        partition: i32,
+        from_offset: i64,
+        to_offset: i64,
+        cut_epochs: Vec<(i32, i64)>,
+        reason: TruncationReason,
     },
     /// A partition log was opened after a start: what recovery kept.
     Recovered {

@@ -168,6 +168,22 @@ impl std::fmt::Display for FaultKind {
     }
 }
 
+/// A run of records of one leader epoch in a replica's log, from
+/// `start_offset` to the next run's start (`truncated`'s `cut_epochs`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub struct EpochRun {
+    pub leader_epoch: i32,
+    pub start_offset: i64,
+}
+
+/// Why a replica cut its log back (`truncated`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TruncationReason {
+    DivergingEpoch,
+    OwnHighWatermark,
+}
+
 /// Why the coordinator removed a member (`member_removed`).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -221,6 +237,17 @@ pub enum Event {
         topic: String,
         partition: i32,
         high_watermark: i64,
+    },
+    /// A broker's replica cut its log from `from_offset` back to `to_offset`;
+    /// `cut_epochs` are the leader epochs of what it cut, in offset order.
+    Truncated {
+        broker: String,
+        topic: String,
+        partition: i32,
+        from_offset: i64,
+        to_offset: i64,
+        cut_epochs: Vec<EpochRun>,
+        reason: TruncationReason,
     },
     /// At the end of a run, after the final reads: the batches one broker's
     /// replica of a partition holds in its segment files, read from its

@@ -96,7 +96,7 @@ pub const TARGETS: [Target; 17] = [
     Target {
         bug: Bug::TruncateToHighWatermark,
         scenario: "leader-flap",
-        checker: "leader-completeness",
+        checker: "truncation",
     },
     Target {
         bug: Bug::IgnoreDivergingEpoch,

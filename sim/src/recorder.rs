@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use sluice::observe::{Direction, Fact, Observer};
 
-use crate::history::{Entry, Event, Kind, Op, RemovalReason};
+use crate::history::{Entry, EpochRun, Event, Kind, Op, RemovalReason, TruncationReason};
 
 #[derive(Default)]
 struct Inner {
@@ -221,6 +221,35 @@ impl Observer for BrokerObserver {
                         RemovalReason::RebalanceTimeout
                     }
                     sluice::observe::RemovalReason::Replaced => RemovalReason::Replaced,
+                },
+            },
+            Fact::Truncated {
+                topic,
+                partition,
+                from_offset,
+                to_offset,
+                cut_epochs,
+                reason,
+            } => Event::Truncated {
+                broker,
+                topic,
+                partition,
+                from_offset,
+                to_offset,
+                cut_epochs: cut_epochs
+                    .into_iter()
+                    .map(|(leader_epoch, start_offset)| EpochRun {
+                        leader_epoch,
+                        start_offset,
+                    })
+                    .collect(),
+                reason: match reason {
+                    sluice::observe::TruncationReason::DivergingEpoch => {
+                        TruncationReason::DivergingEpoch
+                    }
+                    sluice::observe::TruncationReason::OwnHighWatermark => {
+                        TruncationReason::OwnHighWatermark
+                    }
                 },
             },
             Fact::Wire {

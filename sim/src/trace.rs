@@ -37,6 +37,9 @@ fn partitions_of(entry: &Entry) -> Vec<String> {
                 }
                 | Event::ReplicaLog {
                     topic, partition, ..
+                }
+                | Event::Truncated {
+                    topic, partition, ..
                 } => {
                     vec![format!("{topic}-{partition}")]
                 }
@@ -192,6 +195,14 @@ fn describe_event(event: &Event) -> String {
             "recovered {topic}-{partition} log-end = {log_end_offset} high-watermark = {high_watermark}"
         ),
         Event::QuorumLeader { epoch, .. } => format!("quorum leader in epoch {epoch}"),
+        Event::Truncated {
+            topic,
+            partition,
+            from_offset,
+            to_offset,
+            reason,
+            ..
+        } => format!("truncated {topic}-{partition} from {from_offset} to {to_offset} ({reason:?})"),
         Event::ReplicaLog {
             topic,
             partition,

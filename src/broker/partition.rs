@@ -23,7 +23,7 @@ use kafka_protocol::error::ResponseError;
 use crate::log::producer_state::SequenceError;
 use crate::log::{AppendOutcome, LogError, PartitionLog};
 use crate::metadata::PartitionImage;
-use crate::observe::{Fact, Observed};
+use crate::observe::{Fact, Observed, TruncationReason};
 use crate::replica::{ReplicaConfig, ReplicaEffect, ReplicaState};
 
 #[derive(Debug, thiserror::Error)]
@@ -368,7 +368,12 @@ impl Partition {
                 flush_on_ack = config.flush_on_ack;
                 if crate::planted!(TruncateToHighWatermark) && image.leader_id != config.node_id {
                     let high_watermark = hosted.log.high_watermark();
-                    hosted.log.truncate_to(high_watermark).await?;
+                    self.truncate(
+                        &mut hosted.log,
+                        high_watermark,
+                        TruncationReason::OwnHighWatermark,
+                    )
+                    .await?;
                 }
                 hosted.replica = replica_for(config, image, &hosted.log, now_ms);
                 log_end_offset = hosted.log.log_end_offset();
@@ -599,10 +604,35 @@ impl Partition {
             } else {
                 own_end.min(leader_end_offset)
             };
-            log.truncate_to(target).await?;
+            self.truncate(log, target, TruncationReason::DivergingEpoch)
+                .await?;
             Ok(log.log_end_offset())
         })
         .await
+    }
+
+    /// Cuts the log back to `offset` and reports what was cut, if anything.
+    async fn truncate(
+        &self,
+        log: &mut PartitionLog,
+        offset: i64,
+        reason: TruncationReason,
+    ) -> Result<(), LogError> {
+        let from_offset = log.log_end_offset();
+        let cut_epochs = log.epoch_runs_from(offset.max(log.log_start_offset()));
+        log.truncate_to(offset).await?;
+        let to_offset = log.log_end_offset();
+        if to_offset < from_offset {
+            self.observed.report(|| Fact::Truncated {
+                topic: self.topic.clone(),
+                partition: self.index,
+                from_offset,
+                to_offset,
+                cut_epochs,
+                reason,
+            });
+        }
+        Ok(())
     }
 
     pub async fn offsets(&self) -> Result<PartitionOffsets, PartitionError> {

@@ -49,6 +49,22 @@ impl LeaderEpochCache {
         &self.entries
     }
 
+    /// The epochs of the records from `offset` on, each with the first of
+    /// its offsets at or past `offset`, in offset order.
+    pub fn runs_from(&self, offset: i64) -> Vec<(i32, i64)> {
+        let first = self
+            .entries
+            .iter()
+            .rposition(|(_, start)| *start <= offset)
+            .unwrap_or(0);
+        self.entries
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .map(|&(epoch, start)| (epoch, start.max(offset)))
+            .collect()
+    }
+
     /// OffsetForLeaderEpoch: the largest epoch not above `epoch` that this
     /// log has, and where it ends: the start of the next epoch, or
     /// `log_end_offset` for the latest. [`UNDEFINED`] below the first epoch.
@@ -108,6 +124,7 @@ mod tests {
             asked in -1i32..12,
             cut_end in 0usize..40,
             cut_start in 0usize..40,
+            runs_from in 0usize..40,
         ) {
             // Epochs only rise: each step adds 0..4 to the last epoch.
             let mut epochs = Vec::new();
@@ -124,6 +141,16 @@ mod tests {
                 cache.end_offset_for(asked, epochs.len() as i64),
                 model_end_offset_for(0, &epochs, asked)
             );
+            if runs_from < epochs.len() {
+                // Each change of epoch from `runs_from` on starts a run.
+                let mut runs: Vec<(i32, i64)> = Vec::new();
+                for (offset, epoch) in epochs.iter().enumerate().skip(runs_from) {
+                    if runs.last().is_none_or(|(last, _)| last != epoch) {
+                        runs.push((*epoch, offset as i64));
+                    }
+                }
+                prop_assert_eq!(cache.runs_from(runs_from as i64), runs);
+            }
 
             let end = cut_end.min(epochs.len());
             epochs.truncate(end);

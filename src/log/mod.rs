@@ -278,6 +278,15 @@ impl PartitionLog {
         self.epochs.latest_epoch()
     }
 
+    /// The leader epochs of the records from `offset` to the log end, each
+    /// with the first of its offsets in that range (empty past the end).
+    pub fn epoch_runs_from(&self, offset: i64) -> Vec<(i32, i64)> {
+        if offset >= self.log_end_offset {
+            return Vec::new();
+        }
+        self.epochs.runs_from(offset)
+    }
+
     /// OffsetForLeaderEpoch: the largest epoch not above `epoch` in this
     /// log and the offset where it ends ([`leader_epochs::UNDEFINED`] below
     /// the first).

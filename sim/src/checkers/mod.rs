@@ -32,7 +32,7 @@ pub use offset_commits::OffsetCommits;
 pub use ordering::Ordering;
 pub use progress::Progress;
 pub use quorum::{MetadataAgreement, SingleLeader};
-pub use replicas::{LeaderCompleteness, ReplicaAgreement};
+pub use replicas::{LeaderCompleteness, ReplicaAgreement, Truncation};
 pub use unseen::Unseen;
 
 /// Whether a violation breaks safety (something bad happened) or liveness
@@ -91,6 +91,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(MetadataAgreement),
         Box::new(ReplicaAgreement),
         Box::new(LeaderCompleteness),
+        Box::new(Truncation),
     ]
 }
 
@@ -206,7 +207,8 @@ mod tests {
                 "single-leader",
                 "metadata-agreement",
                 "replica-agreement",
-                "leader-completeness"
+                "leader-completeness",
+                "truncation"
             ]
         );
         for verdict in &verdicts {

@@ -12,6 +12,10 @@
 //!   advertised before (`partition_leader`'s `log_end_offset` against
 //!   earlier `high_watermark` events). Excused only after a power loss that
 //!   may lose acknowledged data, as `lost-write` excuses it.
+//! - `truncation` (safety): no replica cuts its log (`truncated` events)
+//!   below the highest high watermark advertised for the partition before,
+//!   with the same excuse: what a leader made visible is committed, and a
+//!   replica only ever truncates a suffix nobody could have read.
 
 use std::collections::BTreeMap;
 
@@ -216,63 +220,218 @@ impl Checker for LeaderCompleteness {
         let mut anomalies = Vec::new();
         // (topic, partition) -> each rise of the advertised high watermark:
         // (high watermark, broker, entry), rising.
-        let mut advertised: BTreeMap<(&str, i32), Vec<(i64, &str, u64)>> = BTreeMap::new();
+        let mut advertised = Advertised::default();
         let mut elections = 0usize;
         for entry in history {
             let Kind::Event { event } = &entry.kind else {
                 continue;
             };
-            match event {
-                Event::HighWatermark {
-                    broker,
-                    topic,
-                    partition,
-                    high_watermark,
-                } => {
-                    let rises = advertised.entry((topic.as_str(), *partition)).or_default();
-                    if rises.last().is_none_or(|&(hw, ..)| *high_watermark > hw) {
-                        rises.push((*high_watermark, broker, entry.index));
-                    }
-                }
-                Event::PartitionLeader {
-                    broker,
-                    topic,
-                    partition,
-                    leader_epoch,
-                    log_end_offset,
-                    ..
-                } => {
-                    elections += 1;
-                    let Some(rises) = advertised.get(&(topic.as_str(), *partition)) else {
-                        continue;
-                    };
-                    // The first advertisement of a high watermark past the
-                    // new leader's log end: that record was visible then.
-                    let Some(&(hw, by, at)) = rises.iter().find(|&&(hw, ..)| hw > *log_end_offset)
-                    else {
-                        continue;
-                    };
-                    if facts.loss_permitted_between(at, entry.index) {
-                        continue;
-                    }
-                    let highest = rises.last().map_or(hw, |&(hw, ..)| hw);
-                    anomalies.push(Anomaly {
-                        description: format!(
-                            "leader-incomplete: {broker} became leader of {topic}-{partition} in \
-                             epoch {leader_epoch} with its log ending at {log_end_offset}, but \
-                             {by} had advertised a high watermark of {hw} (highest {highest}), \
-                             with no power loss between{}",
-                            facts.settings_note()
-                        ),
-                        entries: vec![at, entry.index],
-                    });
-                }
-                _ => {}
+            advertised.observe(event, entry.index);
+            let Event::PartitionLeader {
+                broker,
+                topic,
+                partition,
+                leader_epoch,
+                log_end_offset,
+                ..
+            } = event
+            else {
+                continue;
+            };
+            elections += 1;
+            let Some((hw, by, at)) = advertised.first_above(topic, *partition, *log_end_offset)
+            else {
+                continue;
+            };
+            if facts.loss_permitted_between(at, entry.index) {
+                continue;
             }
+            let highest = advertised.highest(topic, *partition).unwrap_or(hw);
+            anomalies.push(Anomaly {
+                description: format!(
+                    "leader-incomplete: {broker} became leader of {topic}-{partition} in epoch \
+                     {leader_epoch} with its log ending at {log_end_offset}, but {by} had \
+                     advertised a high watermark of {hw} (highest {highest}), with no power \
+                     loss between{}",
+                    facts.settings_note()
+                ),
+                entries: vec![at, entry.index],
+            });
         }
         let summary = format!(
             "{elections} partition leader elections checked against {} partitions' high watermarks",
-            advertised.len()
+            advertised.rises.len()
+        );
+        verdict(self, anomalies, summary)
+    }
+}
+
+/// One rise of a partition's advertised high watermark: the new high
+/// watermark, the broker that advertised it, and the entry.
+type Rise<'a> = (i64, &'a str, u64);
+
+/// Each partition's advertised high watermark, as it rises.
+#[derive(Default)]
+struct Advertised<'a> {
+    rises: BTreeMap<(&'a str, i32), Vec<Rise<'a>>>,
+}
+
+impl<'a> Advertised<'a> {
+    fn observe(&mut self, event: &'a Event, index: u64) {
+        if let Event::HighWatermark {
+            broker,
+            topic,
+            partition,
+            high_watermark,
+        } = event
+        {
+            let rises = self.rises.entry((topic.as_str(), *partition)).or_default();
+            if rises.last().is_none_or(|&(hw, ..)| *high_watermark > hw) {
+                rises.push((*high_watermark, broker, index));
+            }
+        }
+    }
+
+    /// The first advertisement of a high watermark above `offset`: the
+    /// record at `offset` was visible from then on.
+    fn first_above(&self, topic: &str, partition: i32, offset: i64) -> Option<Rise<'a>> {
+        self.rises
+            .get(&(topic, partition))?
+            .iter()
+            .find(|&&(hw, ..)| hw > offset)
+            .copied()
+    }
+
+    fn highest(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.rises
+            .get(&(topic, partition))?
+            .last()
+            .map(|&(hw, ..)| hw)
+    }
+}
+
+pub struct Truncation;
+
+/// The committed log of each partition: the in-sync replicas' batches (from
+/// `replica_log`) between the final read's log start and end.
+fn committed_batches(history: &[Entry]) -> BTreeMap<(&str, i32), BTreeMap<i64, ReplicaBatch>> {
+    let mut bounds: BTreeMap<(&str, i32), (i64, i64)> = BTreeMap::new();
+    for entry in history {
+        if let Kind::Ok {
+            op:
+                Op::FinalRead {
+                    target,
+                    log_start_offset,
+                    records,
+                },
+            ..
+        } = &entry.kind
+        {
+            let end = records
+                .last()
+                .map_or(*log_start_offset, |r| r.offset.saturating_add(1));
+            bounds.insert(
+                (target.topic.as_str(), target.partition),
+                (*log_start_offset, end),
+            );
+        }
+    }
+    let mut committed: BTreeMap<(&str, i32), BTreeMap<i64, ReplicaBatch>> = BTreeMap::new();
+    for entry in history {
+        let Kind::Event {
+            event:
+                Event::ReplicaLog {
+                    topic,
+                    partition,
+                    in_sync: true,
+                    batches,
+                    ..
+                },
+        } = &entry.kind
+        else {
+            continue;
+        };
+        let Some(&(start, end)) = bounds.get(&(topic.as_str(), *partition)) else {
+            continue;
+        };
+        let log = committed.entry((topic.as_str(), *partition)).or_default();
+        for batch in batches {
+            if batch.base_offset >= start && batch.last_offset < end {
+                log.entry(batch.base_offset).or_insert(*batch);
+            }
+        }
+    }
+    committed
+}
+
+impl Checker for Truncation {
+    fn name(&self) -> &'static str {
+        "truncation"
+    }
+
+    fn property(&self) -> Property {
+        Property::Safety
+    }
+
+    fn check(&self, history: &[Entry]) -> Verdict {
+        let committed = committed_batches(history);
+        let mut anomalies = Vec::new();
+        let mut truncations = 0usize;
+        for entry in history {
+            let Kind::Event {
+                event:
+                    Event::Truncated {
+                        broker,
+                        topic,
+                        partition,
+                        from_offset,
+                        to_offset,
+                        cut_epochs,
+                        reason,
+                    },
+            } = &entry.kind
+            else {
+                continue;
+            };
+            truncations += 1;
+            let Some(log) = committed.get(&(topic.as_str(), *partition)) else {
+                anomalies.push(Anomaly {
+                    description: format!(
+                        "{MISSING_FACTS} {broker} truncated {topic}-{partition} but no in-sync \
+                         replica_log of it says what was committed"
+                    ),
+                    entries: vec![entry.index],
+                });
+                continue;
+            };
+            // Each run of one epoch, from its start to the next run's.
+            let ends = cut_epochs
+                .iter()
+                .skip(1)
+                .map(|run| run.start_offset)
+                .chain([*from_offset]);
+            let kept = cut_epochs.iter().zip(ends).find_map(|(run, run_end)| {
+                log.range(..run_end)
+                    .rev()
+                    .take_while(|(_, batch)| batch.last_offset >= run.start_offset)
+                    .find(|(_, batch)| batch.leader_epoch == run.leader_epoch)
+                    .map(|(_, batch)| *batch)
+            });
+            if let Some(batch) = kept {
+                anomalies.push(Anomaly {
+                    description: format!(
+                        "truncated-committed: {broker} cut {topic}-{partition} from {from_offset} \
+                         to {to_offset} ({reason:?}), dropping offsets {}..={} of leader epoch \
+                         {}, which the committed log holds in that epoch",
+                        batch.base_offset, batch.last_offset, batch.leader_epoch
+                    ),
+                    entries: vec![entry.index],
+                });
+            }
+        }
+        let summary = format!(
+            "{truncations} truncations checked against the committed logs of {} partitions",
+            committed.len()
         );
         verdict(self, anomalies, summary)
     }
@@ -452,5 +611,70 @@ mod tests {
         h.high_watermark(0, 10);
         leader(&mut h, "broker-1", 2, 4);
         assert!(!completeness(h).valid);
+    }
+
+    fn truncated(
+        h: &mut H,
+        broker: &str,
+        from_offset: i64,
+        to_offset: i64,
+        epochs: &[(i32, i64)],
+    ) -> u64 {
+        h.event_by(
+            broker,
+            Event::Truncated {
+                broker: broker.into(),
+                topic: TOPIC.into(),
+                partition: 0,
+                from_offset,
+                to_offset,
+                cut_epochs: epochs
+                    .iter()
+                    .map(|&(leader_epoch, start_offset)| crate::history::EpochRun {
+                        leader_epoch,
+                        start_offset,
+                    })
+                    .collect(),
+                reason: crate::history::TruncationReason::DivergingEpoch,
+            },
+        )
+    }
+
+    /// A run in which broker-2 truncated, then the final read found offsets
+    /// 0..=3 committed: 0..=1 in epoch 1 and 2..=3 in epoch 2.
+    fn truncation(epochs: &[(i32, i64)], to_offset: i64) -> Verdict {
+        let mut h = replicated(false);
+        truncated(&mut h, "broker-2", 4, to_offset, epochs);
+        h.final_read(0, 0, (0..4).map(|o| record(0, o, None, "v")).collect());
+        replica_log(&mut h, "broker-0", true, log());
+        replica_log(&mut h, "broker-1", true, log());
+        Truncation.check(&h.build())
+    }
+
+    #[test]
+    fn truncating_records_of_an_epoch_the_committed_log_lacks_is_clean() {
+        // broker-2 held 2..=3 from epoch 1, which the epoch-2 leader replaced.
+        let verdict = truncation(&[(1, 2)], 2);
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(verdict.summary.starts_with("1 truncations"), "{verdict:?}");
+    }
+
+    #[test]
+    fn truncating_a_committed_record_is_caught() {
+        // broker-2 cut 1..=3: offset 1 of epoch 1 and 2..=3 of epoch 2, all committed.
+        let verdict = truncation(&[(1, 1), (2, 2)], 1);
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0]
+            .description
+            .starts_with("truncated-committed: broker-2 cut t-0 from 4 to 1"));
+    }
+
+    #[test]
+    fn a_truncation_without_replica_logs_lacks_facts() {
+        let mut h = replicated(false);
+        truncated(&mut h, "broker-2", 4, 2, &[(1, 2)]);
+        let verdict = Truncation.check(&h.build());
+        assert!(!verdict.valid);
+        assert_eq!(verdict.property, Property::Liveness);
     }
 }
