@@ -139,6 +139,15 @@ pub enum Fact {
         isr: Vec<i32>,
         log_end_offset: i64,
     },
+    /// The ISR of a partition this broker leads, as the controller
+    /// recorded it, changed within `leader_epoch` (reported before any high
+    /// watermark it lets through).
+    IsrChanged {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
     /// This broker became the group coordinator: it leads the offsets
     /// partition in `leader_epoch`, has replayed its log and everything
     /// replayed is below the high watermark. Group facts from then on are

@@ -74,10 +74,18 @@ pub enum Bug {
     /// controller moves leadership to another broker, so the old and the
     /// new leader share an epoch and fencing by epoch cannot tell them apart.
     LeaderEpochNotBumped,
+    /// An acks=all produce is answered once the leader has appended (and
+    /// synced, under `log.flush.on.ack`), without waiting for the high
+    /// watermark to pass it.
+    AckBeforeReplication,
+    /// The leader advances the high watermark whatever the size of the
+    /// ISR, so records count as committed on fewer than
+    /// `min.insync.replicas` brokers.
+    HwBelowMinIsr,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 17] = [
+    pub const ALL: [Bug; 19] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -95,6 +103,8 @@ impl Bug {
         Bug::TruncateToHighWatermark,
         Bug::IgnoreDivergingEpoch,
         Bug::LeaderEpochNotBumped,
+        Bug::AckBeforeReplication,
+        Bug::HwBelowMinIsr,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -117,6 +127,8 @@ impl Bug {
             Bug::TruncateToHighWatermark => "truncate-to-high-watermark",
             Bug::IgnoreDivergingEpoch => "ignore-diverging-epoch",
             Bug::LeaderEpochNotBumped => "leader-epoch-not-bumped",
+            Bug::AckBeforeReplication => "ack-before-replication",
+            Bug::HwBelowMinIsr => "hw-below-min-isr",
         }
     }
 
@@ -148,6 +160,10 @@ impl Bug {
                 "the leader never reports a diverging epoch, so followers never truncate"
             }
             Bug::LeaderEpochNotBumped => "a new partition leader keeps its predecessor's epoch",
+            Bug::AckBeforeReplication => "acks=all is answered before the high watermark passes it",
+            Bug::HwBelowMinIsr => {
+                "the high watermark advances with the ISR below min.insync.replicas"
+            }
         }
     }
 

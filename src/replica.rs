@@ -390,7 +390,8 @@ impl ReplicaState {
         };
         // Counted against the smaller of the recorded and proposed sets, so
         // a pending expansion does not satisfy min.insync.replicas early.
-        if self.in_sync_count() < self.config.min_insync_replicas {
+        if self.in_sync_count() < self.config.min_insync_replicas && !crate::planted!(HwBelowMinIsr)
+        {
             return None;
         }
         let own = self.own_position();

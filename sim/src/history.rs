@@ -198,6 +198,10 @@ fn one_replica() -> i16 {
     1
 }
 
+fn every_ack_waits() -> bool {
+    true
+}
+
 /// One batch in a replica's log, as `replica_log` lists it: two replicas
 /// hold the same batch when all four agree (followers copy the leader's
 /// bytes, so the CRC covers the records and producer fields).
@@ -231,12 +235,28 @@ pub enum Event {
         /// high watermark below the highest its predecessor advertised.
         #[serde(default = "one_replica")]
         replication_factor: i16,
+        /// Every producer sends with acks=all, so every ack waits for the
+        /// high watermark (true when absent: the strict reading).
+        #[serde(default = "every_ack_waits")]
+        acks_all: bool,
+        /// The brokers' `min.insync.replicas` (1 when absent).
+        #[serde(default = "one_replica")]
+        min_insync_replicas: i16,
     },
     HighWatermark {
         broker: String,
         topic: String,
         partition: i32,
         high_watermark: i64,
+    },
+    /// The ISR of a partition `broker` leads changed within `leader_epoch`,
+    /// as the controller recorded it.
+    IsrChanged {
+        broker: String,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
     },
     /// A broker's replica cut its log from `from_offset` back to `to_offset`;
     /// `cut_epochs` are the leader epochs of what it cut, in offset order.

@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 17] = [
+pub const TARGETS: [Target; 19] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -107,6 +107,16 @@ pub const TARGETS: [Target; 17] = [
         bug: Bug::LeaderEpochNotBumped,
         scenario: "failover",
         checker: "single-leader",
+    },
+    Target {
+        bug: Bug::AckBeforeReplication,
+        scenario: "leader-flap",
+        checker: "min-isr",
+    },
+    Target {
+        bug: Bug::HwBelowMinIsr,
+        scenario: "controller-churn",
+        checker: "min-isr",
     },
 ];
 

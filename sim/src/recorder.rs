@@ -223,6 +223,18 @@ impl Observer for BrokerObserver {
                     sluice::observe::RemovalReason::Replaced => RemovalReason::Replaced,
                 },
             },
+            Fact::IsrChanged {
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => Event::IsrChanged {
+                broker,
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            },
             Fact::Truncated {
                 topic,
                 partition,

@@ -40,6 +40,9 @@ fn partitions_of(entry: &Entry) -> Vec<String> {
                 }
                 | Event::Truncated {
                     topic, partition, ..
+                }
+                | Event::IsrChanged {
+                    topic, partition, ..
                 } => {
                     vec![format!("{topic}-{partition}")]
                 }
@@ -195,6 +198,13 @@ fn describe_event(event: &Event) -> String {
             "recovered {topic}-{partition} log-end = {log_end_offset} high-watermark = {high_watermark}"
         ),
         Event::QuorumLeader { epoch, .. } => format!("quorum leader in epoch {epoch}"),
+        Event::IsrChanged {
+            topic,
+            partition,
+            leader_epoch,
+            isr,
+            ..
+        } => format!("isr of {topic}-{partition} in epoch {leader_epoch} is {isr:?}"),
         Event::Truncated {
             topic,
             partition,

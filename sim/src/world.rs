@@ -187,6 +187,8 @@ pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
             checkers: resolved.checkers.clone(),
             group_initial_rebalance_delay_ms: resolved.group_initial_rebalance_delay_ms,
             replication_factor: resolved.replication_factor,
+            acks_all: resolved.producers.iter().all(|p| p.acks == "all"),
+            min_insync_replicas: i16::try_from(resolved.min_insync_replicas).unwrap_or(i16::MAX),
         },
     );
     let duration_ms =

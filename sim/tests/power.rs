@@ -74,4 +74,6 @@ planted_bug_tests! {
     truncate_to_high_watermark_is_caught => Bug::TruncateToHighWatermark;
     ignore_diverging_epoch_is_caught => Bug::IgnoreDivergingEpoch;
     leader_epoch_not_bumped_is_caught => Bug::LeaderEpochNotBumped;
+    ack_before_replication_is_caught => Bug::AckBeforeReplication;
+    hw_below_min_isr_is_caught => Bug::HwBelowMinIsr;
 }

@@ -354,8 +354,17 @@ impl Partition {
                 let same = hosted.replica.leader_epoch() == image.leader_epoch
                     && hosted.replica.leader_id() == image.leader_id;
                 if same {
-                    if hosted.replica.isr().is_some() {
+                    if let Some(previous) = hosted.replica.isr() {
                         let isr: BTreeSet<i32> = image.isr.iter().copied().collect();
+                        if *previous != isr {
+                            // Before the high watermark this ISR may move.
+                            self.observed.report(|| Fact::IsrChanged {
+                                topic: self.topic.clone(),
+                                partition: self.index,
+                                leader_epoch: image.leader_epoch,
+                                isr: image.isr.clone(),
+                            });
+                        }
                         let effects = hosted.replica.on_isr_recorded(&isr);
                         hosted.effects.extend(effects);
                     }

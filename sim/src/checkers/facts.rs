@@ -39,6 +39,10 @@ pub(crate) struct Settings {
     pub idempotence: bool,
     /// More than one replica per partition.
     pub replicated: bool,
+    /// Every producer uses acks=all.
+    pub acks_all: bool,
+    /// The brokers' `min.insync.replicas`.
+    pub min_insync_replicas: usize,
     /// False when the history has no `Meta` event. The checkers then assume the
     /// strict settings (every ack durable, idempotent producers): a missing
     /// Meta is a recorder bug, and a false alarm is easier to notice than a
@@ -106,6 +110,8 @@ impl<'a> Facts<'a> {
             flush_on_ack: true,
             idempotence: true,
             replicated: false,
+            acks_all: true,
+            min_insync_replicas: 1,
             from_meta: false,
         };
         let mut invokes = BTreeMap::new();
@@ -125,12 +131,16 @@ impl<'a> Facts<'a> {
                         flush_on_ack,
                         idempotence,
                         replication_factor,
+                        acks_all,
+                        min_insync_replicas,
                         ..
                     } if !settings.from_meta => {
                         settings = Settings {
                             flush_on_ack: *flush_on_ack,
                             idempotence: *idempotence,
                             replicated: *replication_factor > 1,
+                            acks_all: *acks_all,
+                            min_insync_replicas: usize::try_from(*min_insync_replicas).unwrap_or(1),
                             from_meta: true,
                         };
                     }
@@ -491,6 +501,8 @@ pub(crate) mod build {
                 checkers: Vec::new(),
                 group_initial_rebalance_delay_ms: 0,
                 replication_factor: 1,
+                acks_all: true,
+                min_insync_replicas: 1,
             });
             h
         }

@@ -121,6 +121,8 @@ mod tests {
                 checkers: vec![],
                 group_initial_rebalance_delay_ms: 0,
                 replication_factor: 1,
+                acks_all: true,
+                min_insync_replicas: 1,
             },
         );
         let send = |value: &str, offset: Option<i64>| Op::Send {

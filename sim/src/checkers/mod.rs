@@ -32,7 +32,7 @@ pub use offset_commits::OffsetCommits;
 pub use ordering::Ordering;
 pub use progress::Progress;
 pub use quorum::{MetadataAgreement, SingleLeader};
-pub use replicas::{LeaderCompleteness, ReplicaAgreement, Truncation};
+pub use replicas::{LeaderCompleteness, MinIsr, ReplicaAgreement, Truncation};
 pub use unseen::Unseen;
 
 /// Whether a violation breaks safety (something bad happened) or liveness
@@ -92,6 +92,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(ReplicaAgreement),
         Box::new(LeaderCompleteness),
         Box::new(Truncation),
+        Box::new(MinIsr),
     ]
 }
 
@@ -128,6 +129,16 @@ mod tests {
         h.commit(process, G, generation, &[(last.partition, last.offset + 1)]);
     }
 
+    fn send_op(key: &str, value: &str, at: Option<(i32, i64)>) -> crate::history::Op {
+        crate::history::Op::Send {
+            topic: super::facts::build::TOPIC.into(),
+            key: Some(key.into()),
+            value: value.into(),
+            partition: at.map(|(partition, _)| partition),
+            offset: at.map(|(_, offset)| offset),
+        }
+    }
+
     /// A small fault-free run as the harness records it: two producers, two
     /// partitions, a group of two consumers that rebalances once, then the
     /// final reads. Every checker must pass it.
@@ -157,9 +168,15 @@ mod tests {
                 let value = format!("{producer}-{sequence}");
                 let records = &mut log[partition as usize];
                 let offset = records.len() as i64;
-                h.send(producer, Some(&key), &value, partition, offset);
-                records.push(record(partition, offset, Some(&key), &value));
+                // An acks=all answer waits for the high watermark.
+                let (_, id) = h.invoke(producer, send_op(&key, &value, None));
                 h.high_watermark(partition, offset + 1);
+                h.ok(
+                    producer,
+                    id,
+                    send_op(&key, &value, Some((partition, offset))),
+                );
+                records.push(record(partition, offset, Some(&key), &value));
             }
         }
         h.rebalance_started(G, 0);
@@ -208,7 +225,8 @@ mod tests {
                 "metadata-agreement",
                 "replica-agreement",
                 "leader-completeness",
-                "truncation"
+                "truncation",
+                "min-isr"
             ]
         );
         for verdict in &verdicts {

@@ -12,10 +12,16 @@
 //!   advertised before (`partition_leader`'s `log_end_offset` against
 //!   earlier `high_watermark` events). Excused only after a power loss that
 //!   may lose acknowledged data, as `lost-write` excuses it.
-//! - `truncation` (safety): no replica cuts its log (`truncated` events)
-//!   below the highest high watermark advertised for the partition before,
-//!   with the same excuse: what a leader made visible is committed, and a
-//!   replica only ever truncates a suffix nobody could have read.
+//! - `min-isr` (safety): a leader advances a partition's high watermark
+//!   only while the ISR the controller recorded (`partition_leader`, then
+//!   `isr_changed`) holds at least `min.insync.replicas` (KIP-966's rule),
+//!   and with every producer at acks=all, no send is acknowledged before a
+//!   high watermark above its offset was advertised.
+//! - `truncation` (safety): no replica cuts (`truncated` events) a record,
+//!   by offset and leader epoch, that was committed when it cut it: below
+//!   the highest high watermark advertised so far, and held in that same
+//!   epoch by the committed log at the end. Divergence truncation only ever
+//!   cuts records the leader holds in another epoch, or none at all.
 
 use std::collections::BTreeMap;
 
@@ -310,6 +316,153 @@ impl<'a> Advertised<'a> {
     }
 }
 
+pub struct MinIsr;
+
+/// A partition's current leader, as its facts say.
+struct Leadership<'a> {
+    broker: &'a str,
+    isr_len: usize,
+    /// The high watermark it serves, once it has said (its first
+    /// `high_watermark` after `partition_leader` is what it inherited).
+    high_watermark: Option<i64>,
+}
+
+impl Checker for MinIsr {
+    fn name(&self) -> &'static str {
+        "min-isr"
+    }
+
+    fn property(&self) -> Property {
+        Property::Safety
+    }
+
+    fn check(&self, history: &[Entry]) -> Verdict {
+        let facts = Facts::new(history);
+        let min_insync = facts.settings.min_insync_replicas;
+        let mut anomalies = Vec::new();
+        let mut leaders: BTreeMap<(&str, i32), Leadership<'_>> = BTreeMap::new();
+        let mut advances = 0usize;
+        for entry in history {
+            let Kind::Event { event } = &entry.kind else {
+                continue;
+            };
+            match event {
+                Event::PartitionLeader {
+                    broker,
+                    topic,
+                    partition,
+                    isr,
+                    ..
+                } => {
+                    let leadership = Leadership {
+                        broker,
+                        isr_len: isr.len(),
+                        high_watermark: None,
+                    };
+                    leaders.insert((topic.as_str(), *partition), leadership);
+                }
+                Event::IsrChanged {
+                    broker,
+                    topic,
+                    partition,
+                    isr,
+                    ..
+                } => {
+                    if let Some(leader) = leaders.get_mut(&(topic.as_str(), *partition)) {
+                        if leader.broker == broker.as_str() {
+                            leader.isr_len = isr.len();
+                        }
+                    }
+                }
+                Event::HighWatermark {
+                    broker,
+                    topic,
+                    partition,
+                    high_watermark,
+                } => {
+                    let Some(leader) = leaders.get_mut(&(topic.as_str(), *partition)) else {
+                        continue;
+                    };
+                    if leader.broker != broker.as_str() {
+                        continue;
+                    }
+                    let rose = leader
+                        .high_watermark
+                        .is_some_and(|previous| *high_watermark > previous);
+                    leader.high_watermark = Some(*high_watermark);
+                    if !rose {
+                        continue;
+                    }
+                    advances += 1;
+                    if leader.isr_len < min_insync {
+                        anomalies.push(Anomaly {
+                            description: format!(
+                                "hw-below-min-isr: {broker} advanced {topic}-{partition}'s high \
+                                 watermark to {high_watermark} with {} in the ISR, below \
+                                 min.insync.replicas {min_insync}",
+                                leader.isr_len
+                            ),
+                            entries: vec![entry.index],
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        if facts.settings.acks_all {
+            anomalies.extend(early_acknowledgements(history, &facts));
+        }
+        let summary = format!(
+            "{advances} high watermark advances checked against min.insync.replicas \
+             {min_insync}; {} acks=all acknowledgements checked{}",
+            if facts.settings.acks_all {
+                facts.acked_sends.len()
+            } else {
+                0
+            },
+            facts.settings_note()
+        );
+        verdict(self, anomalies, summary)
+    }
+}
+
+/// Acknowledged sends whose offset no advertised high watermark had passed
+/// when the acknowledgement arrived.
+fn early_acknowledgements(history: &[Entry], facts: &Facts<'_>) -> Vec<Anomaly> {
+    let mut anomalies = Vec::new();
+    let mut advertised: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    let mut acks = facts.acked_sends.iter().peekable();
+    for entry in history {
+        if let Kind::Event {
+            event:
+                Event::HighWatermark {
+                    topic,
+                    partition,
+                    high_watermark,
+                    ..
+                },
+        } = &entry.kind
+        {
+            let highest = advertised.entry((topic.as_str(), *partition)).or_insert(0);
+            *highest = (*highest).max(*high_watermark);
+        }
+        while let Some(ack) = acks.next_if(|ack| ack.ok_index <= entry.index) {
+            let highest = advertised.get(&ack.tp).copied().unwrap_or(0);
+            if ack.offset >= highest {
+                anomalies.push(Anomaly {
+                    description: format!(
+                        "ack-above-high-watermark: {} was acknowledged at {}-{}@{} while the \
+                         highest high watermark advertised was {highest}",
+                        ack.value, ack.tp.0, ack.tp.1, ack.offset
+                    ),
+                    entries: vec![ack.ok_index],
+                });
+            }
+        }
+    }
+    anomalies
+}
+
 pub struct Truncation;
 
 /// The committed log of each partition: the in-sync replicas' batches (from
@@ -376,20 +529,22 @@ impl Checker for Truncation {
     fn check(&self, history: &[Entry]) -> Verdict {
         let committed = committed_batches(history);
         let mut anomalies = Vec::new();
+        let mut advertised = Advertised::default();
         let mut truncations = 0usize;
         for entry in history {
-            let Kind::Event {
-                event:
-                    Event::Truncated {
-                        broker,
-                        topic,
-                        partition,
-                        from_offset,
-                        to_offset,
-                        cut_epochs,
-                        reason,
-                    },
-            } = &entry.kind
+            let Kind::Event { event } = &entry.kind else {
+                continue;
+            };
+            advertised.observe(event, entry.index);
+            let Event::Truncated {
+                broker,
+                topic,
+                partition,
+                from_offset,
+                to_offset,
+                cut_epochs,
+                reason,
+            } = event
             else {
                 continue;
             };
@@ -404,13 +559,22 @@ impl Checker for Truncation {
                 });
                 continue;
             };
+            // Only what was committed when it was cut: a record above every
+            // high watermark so far may still be committed later, by a
+            // leader that kept it, while this replica followed one that
+            // did not have it.
+            let committed_end = advertised.highest(topic, *partition).unwrap_or(0);
             // Each run of one epoch, from its start to the next run's.
             let ends = cut_epochs
                 .iter()
                 .skip(1)
                 .map(|run| run.start_offset)
-                .chain([*from_offset]);
+                .chain([*from_offset])
+                .map(|end| end.min(committed_end));
             let kept = cut_epochs.iter().zip(ends).find_map(|(run, run_end)| {
+                if run.start_offset >= run_end {
+                    return None;
+                }
                 log.range(..run_end)
                     .rev()
                     .take_while(|(_, batch)| batch.last_offset >= run.start_offset)
@@ -453,6 +617,8 @@ mod tests {
             checkers: Vec::new(),
             group_initial_rebalance_delay_ms: 0,
             replication_factor: 3,
+            acks_all: true,
+            min_insync_replicas: 2,
         });
         h
     }
@@ -644,6 +810,7 @@ mod tests {
     /// 0..=3 committed: 0..=1 in epoch 1 and 2..=3 in epoch 2.
     fn truncation(epochs: &[(i32, i64)], to_offset: i64) -> Verdict {
         let mut h = replicated(false);
+        h.high_watermark(0, 3);
         truncated(&mut h, "broker-2", 4, to_offset, epochs);
         h.final_read(0, 0, (0..4).map(|o| record(0, o, None, "v")).collect());
         replica_log(&mut h, "broker-0", true, log());
@@ -670,11 +837,95 @@ mod tests {
     }
 
     #[test]
+    fn cutting_a_record_not_yet_committed_is_clean_even_if_a_later_leader_commits_it() {
+        // broker-2 cut offset 3 of epoch 2 while the high watermark was 3;
+        // a later leader that held it committed it.
+        let verdict = truncation(&[(2, 3)], 3);
+        assert!(verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
     fn a_truncation_without_replica_logs_lacks_facts() {
         let mut h = replicated(false);
         truncated(&mut h, "broker-2", 4, 2, &[(1, 2)]);
         let verdict = Truncation.check(&h.build());
         assert!(!verdict.valid);
         assert_eq!(verdict.property, Property::Liveness);
+    }
+
+    fn isr_changed(h: &mut H, broker: &str, isr: Vec<i32>) -> u64 {
+        h.event_by(
+            broker,
+            Event::IsrChanged {
+                broker: broker.into(),
+                topic: TOPIC.into(),
+                partition: 0,
+                leader_epoch: 1,
+                isr,
+            },
+        )
+    }
+
+    fn leads_with(h: &mut H, broker: &str, isr: Vec<i32>) -> u64 {
+        h.event_by(
+            broker,
+            Event::PartitionLeader {
+                broker: broker.into(),
+                topic: TOPIC.into(),
+                partition: 0,
+                leader_epoch: 1,
+                isr,
+                log_end_offset: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn high_watermarks_that_advance_only_with_enough_in_sync_replicas_and_later_acks_pass() {
+        let mut h = replicated(false);
+        leads_with(&mut h, "broker-0", vec![0, 1, 2]);
+        h.high_watermark(0, 0);
+        h.high_watermark(0, 2);
+        h.send("producer-0", None, "v0", 0, 0);
+        h.send("producer-0", None, "v1", 0, 1);
+        isr_changed(&mut h, "broker-0", vec![0]);
+        // Held, not advanced: the election's report and a repeat.
+        h.high_watermark(0, 2);
+        let verdict = MinIsr.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(
+            verdict.summary.starts_with("1 high watermark advances"),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_high_watermark_advanced_below_min_insync_replicas_is_caught() {
+        let mut h = replicated(false);
+        leads_with(&mut h, "broker-0", vec![0, 1]);
+        h.high_watermark(0, 0);
+        isr_changed(&mut h, "broker-0", vec![0]);
+        let advanced = h.high_watermark(0, 3);
+        let verdict = MinIsr.check(&h.build());
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0]
+            .description
+            .starts_with("hw-below-min-isr: broker-0"));
+        assert_eq!(verdict.anomalies[0].entries, vec![advanced]);
+    }
+
+    #[test]
+    fn an_ack_before_the_high_watermark_passed_it_is_caught() {
+        let mut h = replicated(false);
+        leads_with(&mut h, "broker-0", vec![0, 1, 2]);
+        h.high_watermark(0, 0);
+        let (_, early) = h.send("producer-0", None, "v0", 0, 0);
+        h.high_watermark(0, 1);
+        let verdict = MinIsr.check(&h.build());
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0]
+            .description
+            .starts_with("ack-above-high-watermark: v0 was acknowledged at t-0@0"));
+        assert_eq!(verdict.anomalies[0].entries, vec![early]);
     }
 }
