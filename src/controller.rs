@@ -303,9 +303,11 @@ pub enum AlterIsrError {
     /// The change was computed against an older partition epoch: the ISR
     /// changed since (INVALID_UPDATE_VERSION).
     StalePartitionEpoch,
-    /// The ISR would drop the leader, hold a non-replica, or add a fenced
-    /// broker (INVALID_REQUEST / INELIGIBLE_REPLICA).
+    /// The ISR would drop the leader or hold a non-replica (INVALID_REQUEST).
     Invalid,
+    /// The ISR would add a fenced broker (INELIGIBLE_REPLICA, KIP-841): it
+    /// may join once it is unfenced, so the leader proposes it again later.
+    IneligibleReplica,
 }
 
 /// Checks a leader's ISR change: it must come from the partition's current
@@ -344,8 +346,11 @@ pub fn alter_isr(
     let adds_fenced = isr
         .iter()
         .any(|id| !current.isr.contains(id) && sessions.is_fenced(*id));
-    if !keeps_leader || !among_replicas || adds_fenced {
+    if !keeps_leader || !among_replicas {
         return Err(AlterIsrError::Invalid);
+    }
+    if adds_fenced {
+        return Err(AlterIsrError::IneligibleReplica);
     }
     let mut recorded = current.isr.clone();
     recorded.sort_unstable();
@@ -594,7 +599,7 @@ mod tests {
         sessions.heartbeat(1, true, 100_000);
         assert_eq!(
             alter_isr(&shrunk, ("t", 0), (1, 2, 0), &[1, 3], &sessions),
-            Err(AlterIsrError::Invalid)
+            Err(AlterIsrError::IneligibleReplica)
         );
     }
 }

@@ -322,6 +322,17 @@ impl ReplicaState {
         out
     }
 
+    /// The controller refused the proposed ISR `refused` (it named a fenced
+    /// broker): if it is still the pending proposal, it is dropped, and a
+    /// later fetch that finds a follower caught up proposes again.
+    pub fn on_isr_refused(&mut self, refused: &BTreeSet<i32>) {
+        if let Role::Leader { pending_isr, .. } = &mut self.role {
+            if pending_isr.as_ref() == Some(refused) {
+                *pending_isr = None;
+            }
+        }
+    }
+
     /// Proposes dropping followers that have not caught up within
     /// `replica.lag.time.max.ms` from the ISR (leader only). The high
     /// watermark keeps counting them until the controller records it.
@@ -499,6 +510,28 @@ mod tests {
         );
         // A broker outside the replica set is ignored.
         assert_eq!(leader.on_follower_fetch(9, 20, 1_800), []);
+    }
+
+    #[test]
+    fn a_refused_expansion_is_proposed_again_at_the_next_fetch() {
+        let mut leader = three_replicas(2);
+        leader.on_log_progress(20, 20);
+        leader.on_follower_fetch(2, 20, 500);
+        leader.on_tick(1_500);
+        leader.on_isr_recorded(&BTreeSet::from([1, 2]));
+        let proposed = BTreeSet::from([1, 2, 3]);
+        assert_eq!(
+            leader.on_follower_fetch(3, 20, 1_600),
+            [ReplicaEffect::IsrChanged(proposed.clone())]
+        );
+        // Pending: a second fetch does not propose it twice.
+        assert_eq!(leader.on_follower_fetch(3, 20, 1_700), []);
+        // The controller refused it (3 was fenced): proposed again.
+        leader.on_isr_refused(&proposed);
+        assert_eq!(
+            leader.on_follower_fetch(3, 20, 1_800),
+            [ReplicaEffect::IsrChanged(proposed)]
+        );
     }
 
     #[test]

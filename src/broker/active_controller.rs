@@ -177,6 +177,7 @@ impl Broker {
                     AlterIsrError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
                     AlterIsrError::StalePartitionEpoch => ResponseError::InvalidUpdateVersion,
                     AlterIsrError::Invalid => ResponseError::InvalidRequest,
+                    AlterIsrError::IneligibleReplica => ResponseError::IneligibleReplica,
                 }
                 .code())
             }

@@ -437,6 +437,19 @@ impl Partition {
         });
     }
 
+    /// The controller refused `refused` for naming a fenced broker: the
+    /// core forgets it, unless leadership or the ISR moved on since.
+    pub async fn abandon_isr_proposal(&self, refused: &IsrProposal) {
+        let _ = self
+            .with_hosted(async |hosted: &mut Hosted| {
+                if hosted.replica.leader_epoch() == refused.leader_epoch {
+                    hosted.replica.on_isr_refused(&refused.isr);
+                }
+                Ok(())
+            })
+            .await;
+    }
+
     /// The ISR change the replica core proposed, for the controller.
     pub fn take_isr_proposal(&self) -> Option<IsrProposal> {
         self.isr_proposal.lock().expect("proposal lock").take()

@@ -273,6 +273,12 @@ impl Broker {
         if code != 0 {
             tracing::debug!(topic = %partition.topic, partition = partition.index, code, "ISR change refused");
         }
+        if code == ResponseError::IneligibleReplica.code() {
+            // A fenced follower: forget the proposal, so the next fetch that
+            // finds the follower caught up proposes it again (KIP-841).
+            partition.abandon_isr_proposal(proposal).await;
+            return true;
+        }
         // Refusals that can pass (no controller yet, a write that timed out)
         // are retried; one that says this leader is stale is dropped, as
         // the metadata that supersedes it is on its way.
