@@ -169,4 +169,5 @@ scenario_tests! {
     failover_passes, failover_is_deterministic => "failover", CI_SEEDS;
     controller_churn_passes, controller_churn_is_deterministic => "controller-churn", CI_SEEDS;
     leader_flap_passes, leader_flap_is_deterministic => "leader-flap", CI_SEEDS;
+    steady_cluster_passes, steady_cluster_is_deterministic => "steady-cluster", CI_SEEDS;
 }
