@@ -109,6 +109,7 @@ pub enum MetadataRecord {
     /// its current incarnation is recorded; before recording a restart the
     /// controller takes the broker out of the ISRs it shares and moves its
     /// leaderships, since it may have lost what it had not synced (KIP-903).
+    /// What it still leads (an ISR of its own) moves to a new leader epoch.
     BrokerIncarnation {
         node_id: i32,
         incarnation: u64,
@@ -487,8 +488,31 @@ impl MetadataImage {
                 node_id,
                 incarnation,
             } => {
-                self.incarnations.insert(*node_id, *incarnation);
+                let previous = self.incarnations.insert(*node_id, *incarnation);
+                if previous.is_some_and(|previous| previous != *incarnation) {
+                    self.bump_leader_epochs_of(*node_id);
+                }
                 Ok(())
+            }
+        }
+    }
+
+    /// A broker that restarted leads what it still leads (the partitions
+    /// whose ISR held no one else) in a new leader epoch: it may have lost
+    /// records it had not synced, and the records it writes now must not
+    /// share (offset, leader epoch) with the ones it lost, or a follower
+    /// holding those could not tell them apart.
+    fn bump_leader_epochs_of(&mut self, node_id: i32) {
+        for (name, topic) in self.topics.iter_mut() {
+            for (index, partition) in topic.partitions.iter_mut().enumerate() {
+                if partition.leader_id != node_id {
+                    continue;
+                }
+                partition.leader_epoch += 1;
+                *self
+                    .partition_epochs
+                    .entry((name.clone(), index as i32))
+                    .or_insert(0) += 1;
             }
         }
     }
@@ -651,6 +675,52 @@ mod tests {
             })
             .expect("remove");
         assert!(image.topic_names().is_empty());
+    }
+
+    #[test]
+    fn a_restarted_broker_leads_on_in_a_new_leader_epoch() {
+        let mut image = MetadataImage::single_node("sluice", endpoint(1));
+        let partition = |leader_id, isr: &[i32]| PartitionImage {
+            leader_id,
+            leader_epoch: 3,
+            replicas: vec![1, 2],
+            isr: isr.to_vec(),
+        };
+        let records = [
+            MetadataRecord::RegisterBroker(endpoint(2)),
+            MetadataRecord::Topic {
+                name: "t".into(),
+                internal: false,
+                partitions: vec![partition(1, &[1]), partition(2, &[2, 1])],
+            },
+            MetadataRecord::BrokerIncarnation {
+                node_id: 1,
+                incarnation: 1,
+            },
+        ];
+        for record in &records {
+            image.apply(record).expect("valid record");
+        }
+        let epochs = |image: &MetadataImage| {
+            let topic = image.topic("t").expect("topic");
+            (
+                topic.partitions[0].leader_epoch,
+                topic.partitions[1].leader_epoch,
+                image.partition_epoch("t", 0),
+            )
+        };
+        // A first registration, or the same incarnation again, bumps nothing.
+        assert_eq!(epochs(&image), (3, 3, 0));
+        image.apply(&records[2]).expect("same incarnation");
+        assert_eq!(epochs(&image), (3, 3, 0));
+        // A restart: only what it leads moves to the next epoch.
+        image
+            .apply(&MetadataRecord::BrokerIncarnation {
+                node_id: 1,
+                incarnation: 2,
+            })
+            .expect("restart");
+        assert_eq!(epochs(&image), (4, 3, 1));
     }
 
     #[test]
