@@ -82,10 +82,14 @@ pub enum Bug {
     /// ISR, so records count as committed on fewer than
     /// `min.insync.replicas` brokers.
     HwBelowMinIsr,
+    /// A leader never records its leader epoch in its epoch cache, so it
+    /// answers a follower's divergence check as if its own epoch did not
+    /// exist and the follower keeps a suffix the leader does not have.
+    NoEpochEntryOnElection,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 19] = [
+    pub const ALL: [Bug; 20] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -105,6 +109,7 @@ impl Bug {
         Bug::LeaderEpochNotBumped,
         Bug::AckBeforeReplication,
         Bug::HwBelowMinIsr,
+        Bug::NoEpochEntryOnElection,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -129,6 +134,7 @@ impl Bug {
             Bug::LeaderEpochNotBumped => "leader-epoch-not-bumped",
             Bug::AckBeforeReplication => "ack-before-replication",
             Bug::HwBelowMinIsr => "hw-below-min-isr",
+            Bug::NoEpochEntryOnElection => "no-epoch-entry-on-election",
         }
     }
 
@@ -164,6 +170,7 @@ impl Bug {
             Bug::HwBelowMinIsr => {
                 "the high watermark advances with the ISR below min.insync.replicas"
             }
+            Bug::NoEpochEntryOnElection => "a leader never records its epoch in its epoch cache",
         }
     }
 

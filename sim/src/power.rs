@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 19] = [
+pub const TARGETS: [Target; 20] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -117,6 +117,11 @@ pub const TARGETS: [Target; 19] = [
         bug: Bug::HwBelowMinIsr,
         scenario: "controller-churn",
         checker: "min-isr",
+    },
+    Target {
+        bug: Bug::NoEpochEntryOnElection,
+        scenario: "leader-flap",
+        checker: "truncation",
     },
 ];
 

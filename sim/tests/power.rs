@@ -76,4 +76,5 @@ planted_bug_tests! {
     leader_epoch_not_bumped_is_caught => Bug::LeaderEpochNotBumped;
     ack_before_replication_is_caught => Bug::AckBeforeReplication;
     hw_below_min_isr_is_caught => Bug::HwBelowMinIsr;
+    no_epoch_entry_on_election_is_caught => Bug::NoEpochEntryOnElection;
 }

@@ -362,7 +362,13 @@ impl PartitionLog {
         self.active_mut()
             .append(payload.freeze(), &assigned, index_interval_bytes)
             .await?;
+        // Planted: a leader's own appends leave its epoch cache untouched,
+        // so it never learns where its epoch began.
+        let epochs_before = crate::planted!(NoEpochEntryOnElection).then(|| self.epochs.clone());
         self.appended(&assigned, next_offset, now_ms).await?;
+        if let Some(epochs) = epochs_before {
+            self.epochs = epochs;
+        }
         Ok(AppendOutcome {
             base_offset,
             last_offset: next_offset - 1,
