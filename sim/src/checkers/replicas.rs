@@ -441,24 +441,14 @@ impl Checker for MinIsr {
 /// when the acknowledgement arrived.
 fn early_acknowledgements(history: &[Entry], facts: &Facts<'_>) -> Vec<Anomaly> {
     let mut anomalies = Vec::new();
-    let mut advertised: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    let mut advertised = Advertised::default();
     let mut acks = facts.acked_sends.iter().peekable();
     for entry in history {
-        if let Kind::Event {
-            event:
-                Event::HighWatermark {
-                    topic,
-                    partition,
-                    high_watermark,
-                    ..
-                },
-        } = &entry.kind
-        {
-            let highest = advertised.entry((topic.as_str(), *partition)).or_insert(0);
-            *highest = (*highest).max(*high_watermark);
+        if let Kind::Event { event } = &entry.kind {
+            advertised.observe(event, entry.index);
         }
         while let Some(ack) = acks.next_if(|ack| ack.ok_index <= entry.index) {
-            let highest = advertised.get(&ack.tp).copied().unwrap_or(0);
+            let highest = advertised.highest(ack.tp.0, ack.tp.1).unwrap_or(0);
             if ack.offset >= highest {
                 anomalies.push(Anomaly {
                     description: format!(
