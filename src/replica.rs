@@ -71,6 +71,13 @@ pub enum Role {
         /// the controller might still elect does not hold.
         pending_isr: Option<BTreeSet<i32>>,
         followers: BTreeMap<i32, FollowerProgress>,
+        /// The log end offset when this broker took the lead in this epoch:
+        /// where its epoch begins. A follower joins the ISR only once it
+        /// holds everything below it, as well as the high watermark: a new
+        /// leader's high watermark may lag what an earlier leader
+        /// acknowledged, and a follower admitted at that stale mark could be
+        /// elected without the acknowledged records.
+        epoch_start_offset: i64,
     },
     /// Follows `leader_id`; its high watermark is the leader's, as fetched.
     Follower { leader_id: i32 },
@@ -118,7 +125,7 @@ impl ReplicaState {
     /// Leads at `leader_epoch` over `(replicas, isr)` (the ISR must hold
     /// this broker and be among the replicas), its log at `[log end, durable,
     /// high watermark]`. Followers start at the high watermark, caught up as
-    /// of `now_ms`.
+    /// of `now_ms`. Its epoch starts at the log end offset.
     pub fn leader(
         config: ReplicaConfig,
         leader_epoch: i32,
@@ -154,6 +161,7 @@ impl ReplicaState {
                 isr: isr.iter().copied().collect(),
                 pending_isr: None,
                 followers,
+                epoch_start_offset: log_end_offset,
             },
             config,
             leader_epoch,
@@ -276,7 +284,7 @@ impl ReplicaState {
     /// A follower fetched from `fetch_offset` at `now_ms` (leader only; a
     /// follower ignores it, as does a leader for a broker outside the
     /// replica set). A follower not in the ISR is proposed for it once it has
-    /// reached the high watermark.
+    /// reached both the high watermark and the leader's epoch start offset.
     pub fn on_follower_fetch(
         &mut self,
         follower_id: i32,
@@ -290,6 +298,7 @@ impl ReplicaState {
             isr,
             pending_isr,
             followers,
+            epoch_start_offset,
         } = &mut self.role
         else {
             return Vec::new();
@@ -311,7 +320,8 @@ impl ReplicaState {
         progress.last_fetch_ms = now_ms;
         let mut effects = Vec::new();
         let proposed = pending_isr.as_ref().unwrap_or(isr);
-        if !proposed.contains(&follower_id) && fetch_offset >= high_watermark {
+        let caught_up = fetch_offset >= high_watermark && fetch_offset >= *epoch_start_offset;
+        if !proposed.contains(&follower_id) && caught_up {
             let mut next = proposed.clone();
             next.insert(follower_id);
             *pending_isr = Some(next.clone());
@@ -510,6 +520,27 @@ mod tests {
         );
         // A broker outside the replica set is ignored.
         assert_eq!(leader.on_follower_fetch(9, 20, 1_800), []);
+    }
+
+    #[test]
+    fn a_follower_joins_the_isr_only_past_the_leaders_epoch_start() {
+        // Elected alone with 124 records its high watermark never covered
+        // (the previous leader's advance did not reach it).
+        let config = ReplicaConfig {
+            node_id: 2,
+            flush_on_ack: false,
+            min_insync_replicas: 2,
+            replica_lag_time_max_ms: 1_000,
+        };
+        let mut leader = ReplicaState::leader(config, 5, (&[0, 1, 2], &[2]), [124, 124, 0], 0);
+        // A follower with an empty log reaches the stale high watermark, but
+        // not the epoch start: it must not be admitted.
+        assert_eq!(leader.on_follower_fetch(0, 0, 100), []);
+        assert_eq!(leader.on_follower_fetch(0, 123, 200), []);
+        assert_eq!(
+            leader.on_follower_fetch(0, 124, 300),
+            [ReplicaEffect::IsrChanged(BTreeSet::from([0, 2]))]
+        );
     }
 
     #[test]
