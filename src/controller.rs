@@ -178,6 +178,22 @@ pub fn fence_changes(
                     .find(|id| rest.contains(id) && electable.contains(id));
                 match successor {
                     Some(successor) => successor,
+                    None if crate::planted!(UncleanElection) => {
+                        let outside = partition
+                            .replicas
+                            .iter()
+                            .copied()
+                            .find(|id| *id != fenced && electable.contains(id));
+                        if let Some(outside) = outside {
+                            changes.push(MetadataRecord::PartitionChange {
+                                topic: name.clone(),
+                                partition: index as i32,
+                                leader_id: outside,
+                                isr: vec![outside],
+                            });
+                        }
+                        continue;
+                    }
                     None => continue,
                 }
             } else {

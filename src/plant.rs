@@ -86,10 +86,22 @@ pub enum Bug {
     /// answers a follower's divergence check as if its own epoch did not
     /// exist and the follower keeps a suffix the leader does not have.
     NoEpochEntryOnElection,
+    /// The controller elects a replica outside the ISR when no ISR member
+    /// is alive (`unclean.leader.election.enable=true` by mistake), so the
+    /// new leader may lack acknowledged records.
+    UncleanElection,
+    /// A follower whose leader keeps its broker across a new leader epoch
+    /// skips the divergence check (KAFKA-7164), so it keeps a suffix a
+    /// re-elected leader that lost it no longer has.
+    SkipTruncationSameLeader,
+    /// A follower appends the leader's batches without recording their
+    /// producer ids and sequences, so once it leads, a retried idempotent
+    /// batch is appended a second time.
+    FollowerSkipsProducerState,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 20] = [
+    pub const ALL: [Bug; 23] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -110,6 +122,9 @@ impl Bug {
         Bug::AckBeforeReplication,
         Bug::HwBelowMinIsr,
         Bug::NoEpochEntryOnElection,
+        Bug::UncleanElection,
+        Bug::SkipTruncationSameLeader,
+        Bug::FollowerSkipsProducerState,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -135,6 +150,9 @@ impl Bug {
             Bug::AckBeforeReplication => "ack-before-replication",
             Bug::HwBelowMinIsr => "hw-below-min-isr",
             Bug::NoEpochEntryOnElection => "no-epoch-entry-on-election",
+            Bug::UncleanElection => "unclean-election",
+            Bug::SkipTruncationSameLeader => "skip-truncation-same-leader",
+            Bug::FollowerSkipsProducerState => "follower-skips-producer-state",
         }
     }
 
@@ -171,6 +189,13 @@ impl Bug {
                 "the high watermark advances with the ISR below min.insync.replicas"
             }
             Bug::NoEpochEntryOnElection => "a leader never records its epoch in its epoch cache",
+            Bug::UncleanElection => "the controller elects a replica outside the ISR",
+            Bug::SkipTruncationSameLeader => {
+                "a follower skips truncation when its leader is re-elected (KAFKA-7164)"
+            }
+            Bug::FollowerSkipsProducerState => {
+                "a follower does not rebuild idempotent producer state as it appends"
+            }
         }
     }
 

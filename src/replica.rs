@@ -70,6 +70,12 @@ pub enum Role {
         /// (KIP-497's maximal ISR), so a shrink cannot expose what a replica
         /// the controller might still elect does not hold.
         pending_isr: Option<BTreeSet<i32>>,
+        /// Every member any proposal since the ISR was last recorded has
+        /// named. A proposal replaced by a later one (an expansion, then a
+        /// shrink before the answer came) may still have been recorded by
+        /// the controller, which could then elect its members; until the
+        /// controller's ISR is known again the high watermark counts them.
+        unconfirmed: BTreeSet<i32>,
         followers: BTreeMap<i32, FollowerProgress>,
         /// The log end offset when this broker took the lead in this epoch:
         /// where its epoch begins. A follower joins the ISR only once it
@@ -160,6 +166,7 @@ impl ReplicaState {
                 replicas: replicas.iter().copied().collect(),
                 isr: isr.iter().copied().collect(),
                 pending_isr: None,
+                unconfirmed: BTreeSet::new(),
                 followers,
                 epoch_start_offset: log_end_offset,
             },
@@ -247,7 +254,10 @@ impl ReplicaState {
     pub fn on_isr_recorded(&mut self, recorded: &BTreeSet<i32>) -> Vec<ReplicaEffect> {
         let node_id = self.config.node_id;
         let Role::Leader {
-            isr, pending_isr, ..
+            isr,
+            pending_isr,
+            unconfirmed,
+            ..
         } = &mut self.role
         else {
             return Vec::new();
@@ -255,6 +265,9 @@ impl ReplicaState {
         assert!(recorded.contains(&node_id), "the ISR holds the leader");
         *isr = recorded.clone();
         *pending_isr = None;
+        // A proposal still in flight was computed against the partition
+        // epoch this record replaced, so the controller refuses it.
+        unconfirmed.clear();
         self.advance_high_watermark().into_iter().collect()
     }
 
@@ -297,6 +310,7 @@ impl ReplicaState {
             replicas,
             isr,
             pending_isr,
+            unconfirmed,
             followers,
             epoch_start_offset,
         } = &mut self.role
@@ -324,6 +338,7 @@ impl ReplicaState {
         if !proposed.contains(&follower_id) && caught_up {
             let mut next = proposed.clone();
             next.insert(follower_id);
+            unconfirmed.extend(next.iter().copied());
             *pending_isr = Some(next.clone());
             effects.push(ReplicaEffect::IsrChanged(next));
         }
@@ -336,9 +351,19 @@ impl ReplicaState {
     /// broker): if it is still the pending proposal, it is dropped, and a
     /// later fetch that finds a follower caught up proposes again.
     pub fn on_isr_refused(&mut self, refused: &BTreeSet<i32>) {
-        if let Role::Leader { pending_isr, .. } = &mut self.role {
+        if let Role::Leader {
+            isr,
+            pending_isr,
+            unconfirmed,
+            ..
+        } = &mut self.role
+        {
             if pending_isr.as_ref() == Some(refused) {
                 *pending_isr = None;
+                // The controller checked the refused proposal against the
+                // partition epoch it was computed in, so no earlier one was
+                // recorded since (a record bumps that epoch).
+                *unconfirmed = isr.clone();
             }
         }
     }
@@ -351,6 +376,7 @@ impl ReplicaState {
         let Role::Leader {
             isr,
             pending_isr,
+            unconfirmed,
             followers,
             ..
         } = &mut self.role
@@ -372,6 +398,7 @@ impl ReplicaState {
         for id in &lagging {
             next.remove(id);
         }
+        unconfirmed.extend(proposed.iter().copied());
         *pending_isr = Some(next.clone());
         vec![ReplicaEffect::IsrChanged(next)]
     }
@@ -403,6 +430,7 @@ impl ReplicaState {
         let Role::Leader {
             isr,
             pending_isr,
+            unconfirmed,
             followers,
             ..
         } = &self.role
@@ -422,10 +450,12 @@ impl ReplicaState {
                 ReplicaEffect::HighWatermark(own)
             });
         }
-        // The maximal ISR: every member of the recorded or proposed set.
+        // The maximal ISR: every member of the recorded set or of any
+        // proposal the controller may have recorded.
         let lowest = isr
             .iter()
             .chain(pending_isr.iter().flatten())
+            .chain(unconfirmed.iter())
             .map(|id| {
                 if *id == self.config.node_id {
                     own
@@ -540,6 +570,38 @@ mod tests {
         assert_eq!(
             leader.on_follower_fetch(0, 124, 300),
             [ReplicaEffect::IsrChanged(BTreeSet::from([0, 2]))]
+        );
+    }
+
+    #[test]
+    fn a_shrink_proposed_over_an_unanswered_expansion_still_counts_its_members() {
+        let config = ReplicaConfig {
+            node_id: 2,
+            flush_on_ack: false,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 1_000,
+        };
+        let mut leader = ReplicaState::leader(config, 2, (&[0, 1, 2], &[2]), [10, 10, 10], 0);
+        // Followers catch up: an expansion goes to the controller, which
+        // records it, but the answer never reaches this leader.
+        assert_eq!(
+            leader.on_follower_fetch(0, 10, 100),
+            [ReplicaEffect::IsrChanged(BTreeSet::from([0, 2]))]
+        );
+        // Cut off, follower 0 stops fetching while this leader appends; it
+        // proposes the follower out again.
+        leader.on_log_progress(30, 30);
+        assert_eq!(
+            leader.on_tick(1_500),
+            [ReplicaEffect::IsrChanged(BTreeSet::from([2]))]
+        );
+        // The controller may still hold [0, 2] and elect 0: nothing above
+        // what 0 holds counts as committed until the ISR is known.
+        assert_eq!(leader.on_log_progress(40, 40), []);
+        assert_eq!(leader.high_watermark(), 10);
+        assert_eq!(
+            leader.on_isr_recorded(&BTreeSet::from([2])),
+            [ReplicaEffect::HighWatermark(40)]
         );
     }
 

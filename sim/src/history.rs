@@ -128,6 +128,23 @@ pub enum FaultKind {
     DiskFull,
     /// The broker's disk returns I/O errors; healed by a restart.
     DiskErrors,
+    /// Hold every link of a host, to brokers and clients, past its session
+    /// timeouts, then deliver what was held (Jepsen's pause: a process
+    /// stopped by SIGSTOP or a long GC).
+    PauseBroker,
+    /// A schedule of the primitive faults above: cut the target from the
+    /// other brokers for the duration (the followers drop out of its ISR),
+    /// then power-lose it for the duration (KIP-966's last replica standing).
+    IsrSqueeze,
+    /// A schedule: power-lose the target and, at once, between none and all
+    /// of the other brokers (the durability model's fsync window).
+    CrashReplicas,
+    /// A schedule: restart a broker other than the target (page cache kept),
+    /// then power-lose the target within a fetch round trip (KIP-101).
+    RestartThenCrash,
+    /// A schedule: hold the links of each broker in turn, then release them
+    /// in the reverse order, over the duration (FoundationDB's swizzle-clog).
+    SwizzleClog,
 }
 
 impl FaultKind {
@@ -146,7 +163,24 @@ impl FaultKind {
             FaultKind::SlowNetwork => "slow-network",
             FaultKind::DiskFull => "disk-full",
             FaultKind::DiskErrors => "disk-errors",
+            FaultKind::PauseBroker => "pause-broker",
+            FaultKind::IsrSqueeze => "isr-squeeze",
+            FaultKind::CrashReplicas => "crash-replicas",
+            FaultKind::RestartThenCrash => "restart-then-crash",
+            FaultKind::SwizzleClog => "swizzle-clog",
         }
+    }
+
+    /// A schedule of primitive faults: the nemesis starts the primitives,
+    /// and only they appear in a history.
+    pub fn is_schedule(self) -> bool {
+        matches!(
+            self,
+            FaultKind::IsrSqueeze
+                | FaultKind::CrashReplicas
+                | FaultKind::RestartThenCrash
+                | FaultKind::SwizzleClog
+        )
     }
 
     /// A broker stops (and its group coordinator forgets its members): a

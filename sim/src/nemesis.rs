@@ -50,9 +50,13 @@ fn link_peers(topology: &Topology, kind: FaultKind, target: &str) -> Vec<String>
         | FaultKind::PartitionOneway
         | FaultKind::Delay
         | FaultKind::SlowNetwork => topology.brokers().to_vec(),
-        FaultKind::Isolate => topology.targets(),
+        FaultKind::Isolate | FaultKind::PauseBroker => topology.targets(),
         // One other broker, drawn when the fault starts.
         FaultKind::PartitionPair
+        | FaultKind::IsrSqueeze
+        | FaultKind::CrashReplicas
+        | FaultKind::RestartThenCrash
+        | FaultKind::SwizzleClog
         | FaultKind::CrashBroker
         | FaultKind::CrashClient
         | FaultKind::RestartBroker
@@ -81,7 +85,99 @@ struct FaultPlan {
     kind: FaultKind,
     target: Option<String>,
     duration_ms: u64,
+    /// Whether it goes into the replayable script: not when a schedule
+    /// fault started it (the schedule is there instead).
+    record: bool,
 }
+
+/// A primitive fault a schedule fault starts, `at_ms` into the run.
+struct Followup {
+    at_ms: u64,
+    kind: FaultKind,
+    target: String,
+    duration_ms: u64,
+}
+
+/// The primitive faults of the schedule fault `kind` on `target`, started
+/// at `now_ms` for `duration_ms`. What it draws comes from the schedule's
+/// own seed, so a replayed script (which names the schedule and its
+/// target) starts the same primitives.
+fn expand_schedule(
+    topology: &Topology,
+    seed: u64,
+    (kind, target, now_ms, duration_ms): (FaultKind, &str, u64, u64),
+) -> Vec<Followup> {
+    let mut draw = Draw::new(child_seed(
+        seed,
+        &format!("schedule/{}/{target}/{now_ms}", kind.name()),
+    ));
+    let others: Vec<String> = topology
+        .brokers()
+        .iter()
+        .filter(|broker| *broker != target)
+        .cloned()
+        .collect();
+    let at = |offset_ms: u64, kind: FaultKind, target: &str, duration_ms: u64| Followup {
+        at_ms: now_ms + offset_ms,
+        kind,
+        target: target.to_string(),
+        duration_ms,
+    };
+    match kind {
+        FaultKind::IsrSqueeze => vec![
+            at(0, FaultKind::Partition, target, duration_ms),
+            at(duration_ms, FaultKind::CrashBroker, target, duration_ms),
+        ],
+        FaultKind::CrashReplicas => {
+            let also = draw.range(0, others.len() as u64) as usize;
+            let mut crashed = vec![at(0, FaultKind::CrashBroker, target, duration_ms)];
+            let mut rest = others;
+            for _ in 0..also {
+                let index = draw.range(0, rest.len() as u64 - 1) as usize;
+                let other = rest.remove(index);
+                crashed.push(at(0, FaultKind::CrashBroker, &other, duration_ms));
+            }
+            crashed
+        }
+        FaultKind::RestartThenCrash => {
+            if others.is_empty() {
+                return Vec::new();
+            }
+            let follower = draw.pick(&others).clone();
+            // Within one replica fetch round trip of the restart.
+            let crash_after_ms = draw.range(RESTART_THEN_CRASH_MS[0], RESTART_THEN_CRASH_MS[1]);
+            vec![
+                at(0, FaultKind::RestartBroker, &follower, 1),
+                at(crash_after_ms, FaultKind::CrashBroker, target, duration_ms),
+            ]
+        }
+        FaultKind::SwizzleClog => {
+            // Clog one broker every `step_ms`, then unclog them in reverse:
+            // the i-th clogged is held for (2n - 1 - 2i) steps.
+            let brokers = topology.brokers();
+            let count = brokers.len() as u64;
+            let step_ms = (duration_ms / (2 * count).max(1)).max(1);
+            brokers
+                .iter()
+                .enumerate()
+                .map(|(i, broker)| {
+                    let i = i as u64;
+                    at(
+                        i * step_ms,
+                        FaultKind::Delay,
+                        broker,
+                        (2 * count - 1 - 2 * i) * step_ms,
+                    )
+                })
+                .collect()
+        }
+        _ => unreachable!("{kind} is not a schedule"),
+    }
+}
+
+/// How long after restarting a follower `restart-then-crash` power-loses
+/// its target: within a replica fetch round trip (the fetch wait is 500 ms).
+const RESTART_THEN_CRASH_MS: [u64; 2] = [10, 400];
 
 pub(crate) struct Nemesis {
     topology: Topology,
@@ -89,6 +185,9 @@ pub(crate) struct Nemesis {
     next_fault_ms: u64,
     schedule: Vec<ScheduledFault>,
     active: Vec<ActiveFault>,
+    /// Primitive faults that started schedule faults still have to start,
+    /// latest first.
+    followups: Vec<Followup>,
     healed: bool,
     pub(crate) faults: u32,
     /// Every fault started, as a script that replays it.
@@ -102,7 +201,7 @@ fn aimed(draw: &mut Draw, resolved: &Resolved, recorder: &Recorder) -> Option<St
     let partition = match resolved.fault_aim {
         Aim::Any => return None,
         Aim::Controller => None,
-        Aim::Leader => Some(draw.range(0, resolved.partitions.max(1) as u64) as i32),
+        Aim::Leader => Some(draw.range(0, resolved.partitions.max(1) as u64 - 1) as i32),
     };
     recorder
         .entries()
@@ -143,6 +242,7 @@ impl Nemesis {
             next_fault_ms: first,
             schedule,
             active: Vec::new(),
+            followups: Vec::new(),
             healed: false,
             faults: 0,
             started: Vec::new(),
@@ -162,6 +262,7 @@ impl Nemesis {
             kind,
             target,
             duration_ms,
+            record,
         } = plan;
         let topology = &self.topology;
         let pick = |draw: &mut Draw, from: &[String]| -> Option<String> {
@@ -175,7 +276,12 @@ impl Nemesis {
                 | FaultKind::RestartBroker
                 | FaultKind::PartitionPair
                 | FaultKind::DiskFull
-                | FaultKind::DiskErrors,
+                | FaultKind::DiskErrors
+                | FaultKind::PauseBroker
+                | FaultKind::IsrSqueeze
+                | FaultKind::CrashReplicas
+                | FaultKind::RestartThenCrash
+                | FaultKind::SwizzleClog,
             ) => aimed(&mut self.draw, resolved, recorder)
                 .or_else(|| pick(&mut self.draw, topology.brokers())),
             // Aimed at a broker, a link fault cuts it from the other brokers
@@ -193,6 +299,25 @@ impl Nemesis {
         let Some(target) = target else { return };
         // Never stack two faults on one host: undoing them would interleave.
         if self.active.iter().any(|fault| fault.target == target) {
+            return;
+        }
+        if kind.is_schedule() {
+            if !self.followups.is_empty() {
+                return;
+            }
+            self.started.push(ScheduledFault {
+                at_ms: now_ms,
+                kind,
+                target: Some(target.clone()),
+                duration_ms,
+            });
+            let mut followups = expand_schedule(
+                topology,
+                resolved.seed,
+                (kind, &target, now_ms, duration_ms),
+            );
+            followups.sort_by_key(|followup| std::cmp::Reverse(followup.at_ms));
+            self.followups = followups;
             return;
         }
         let mut peers = link_peers(topology, kind, &target);
@@ -222,7 +347,9 @@ impl Nemesis {
             FaultKind::PartitionOneway => {
                 each_link(sim, &target, &peers, |sim, a, b| sim.partition_oneway(a, b))
             }
-            FaultKind::Delay => each_link(sim, &target, &peers, |sim, a, b| sim.hold(a, b)),
+            FaultKind::Delay | FaultKind::PauseBroker => {
+                each_link(sim, &target, &peers, |sim, a, b| sim.hold(a, b))
+            }
             FaultKind::CrashBroker | FaultKind::CrashClient => {
                 power_loss = kind == FaultKind::CrashBroker;
                 cut_links(sim, topology, &target);
@@ -259,14 +386,20 @@ impl Nemesis {
             }
             FaultKind::DiskFull => shared.disks.set(&target, Some(DiskFault::Full)),
             FaultKind::DiskErrors => shared.disks.set(&target, Some(DiskFault::IoErrors)),
+            FaultKind::IsrSqueeze
+            | FaultKind::CrashReplicas
+            | FaultKind::RestartThenCrash
+            | FaultKind::SwizzleClog => unreachable!("schedules were expanded above"),
         }
         self.faults += 1;
-        self.started.push(ScheduledFault {
-            at_ms: now_ms,
-            kind,
-            target: Some(target.clone()),
-            duration_ms,
-        });
+        if record {
+            self.started.push(ScheduledFault {
+                at_ms: now_ms,
+                kind,
+                target: Some(target.clone()),
+                duration_ms,
+            });
+        }
         recorder.event_at(
             now_ms,
             "nemesis",
@@ -302,7 +435,9 @@ impl Nemesis {
             FaultKind::PartitionOneway => each_link(sim, target, &fault.peers, |sim, a, b| {
                 sim.repair_oneway(a, b)
             }),
-            FaultKind::Delay => each_link(sim, target, &fault.peers, |sim, a, b| sim.release(a, b)),
+            FaultKind::Delay | FaultKind::PauseBroker => {
+                each_link(sim, target, &fault.peers, |sim, a, b| sim.release(a, b))
+            }
             FaultKind::CrashBroker | FaultKind::CrashClient => {
                 sim.bounce(fault.target.as_str());
                 mend_links(sim, topology, &fault.target);
@@ -329,6 +464,10 @@ impl Nemesis {
                 sim.bounce(fault.target.as_str());
                 mend_links(sim, topology, &fault.target);
             }
+            FaultKind::IsrSqueeze
+            | FaultKind::CrashReplicas
+            | FaultKind::RestartThenCrash
+            | FaultKind::SwizzleClog => unreachable!("schedules are never active"),
         }
         recorder.event_at(
             now_ms,
@@ -366,6 +505,16 @@ impl Nemesis {
             }
             return;
         }
+        while self.followups.last().is_some_and(|f| f.at_ms <= now_ms) {
+            let followup = self.followups.pop().expect("checked");
+            let plan = FaultPlan {
+                kind: followup.kind,
+                target: Some(followup.target),
+                duration_ms: followup.duration_ms,
+                record: false,
+            };
+            self.start(sim, resolved, shared, recorder, now_ms, plan);
+        }
         while self.schedule.last().is_some_and(|f| f.at_ms <= now_ms) {
             let fault = self.schedule.pop().expect("checked");
             self.start(
@@ -378,6 +527,7 @@ impl Nemesis {
                     kind: fault.kind,
                     target: fault.target,
                     duration_ms: fault.duration_ms,
+                    record: true,
                 },
             );
         }
@@ -399,6 +549,7 @@ impl Nemesis {
                     kind,
                     target: None,
                     duration_ms: duration,
+                    record: true,
                 },
             );
             self.next_fault_ms = now_ms

@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 20] = [
+pub const TARGETS: [Target; 23] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -120,8 +120,23 @@ pub const TARGETS: [Target; 20] = [
     },
     Target {
         bug: Bug::NoEpochEntryOnElection,
-        scenario: "leader-flap",
+        scenario: "isr-squeeze",
         checker: "truncation",
+    },
+    Target {
+        bug: Bug::UncleanElection,
+        scenario: "isr-squeeze",
+        checker: "leader-completeness",
+    },
+    Target {
+        bug: Bug::SkipTruncationSameLeader,
+        scenario: "fsync-window",
+        checker: "replica-agreement",
+    },
+    Target {
+        bug: Bug::FollowerSkipsProducerState,
+        scenario: "fsync-window",
+        checker: "duplicate",
     },
 ];
 

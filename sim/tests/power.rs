@@ -77,4 +77,7 @@ planted_bug_tests! {
     ack_before_replication_is_caught => Bug::AckBeforeReplication;
     hw_below_min_isr_is_caught => Bug::HwBelowMinIsr;
     no_epoch_entry_on_election_is_caught => Bug::NoEpochEntryOnElection;
+    unclean_election_is_caught => Bug::UncleanElection;
+    skip_truncation_same_leader_is_caught => Bug::SkipTruncationSameLeader;
+    follower_skips_producer_state_is_caught => Bug::FollowerSkipsProducerState;
 }

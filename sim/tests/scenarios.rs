@@ -168,6 +168,9 @@ scenario_tests! {
     crawler_cluster_passes, crawler_cluster_is_deterministic => "crawler-cluster", CRAWLER_CI_SEEDS;
     failover_passes, failover_is_deterministic => "failover", CI_SEEDS;
     controller_churn_passes, controller_churn_is_deterministic => "controller-churn", CI_SEEDS;
+    isr_squeeze_passes, isr_squeeze_is_deterministic => "isr-squeeze", CI_SEEDS;
+    fsync_window_passes, fsync_window_is_deterministic => "fsync-window", CI_SEEDS;
+    cluster_pause_passes, cluster_pause_is_deterministic => "cluster-pause", CI_SEEDS;
     leader_flap_passes, leader_flap_is_deterministic => "leader-flap", CI_SEEDS;
     steady_cluster_passes, steady_cluster_is_deterministic => "steady-cluster", CI_SEEDS;
 }

@@ -150,6 +150,10 @@ pub struct Partition {
     offline: AtomicBool,
     /// One fsync at a time; appends that arrive during it share the next one.
     flush_turn: tokio::sync::Mutex<()>,
+    /// Only under the planted `skip-truncation-same-leader`: this follower's
+    /// leader kept its broker across the last leader epoch change, and the
+    /// follower skips the divergence check.
+    same_leader_skips_epoch_check: AtomicBool,
 }
 
 impl Partition {
@@ -231,6 +235,7 @@ impl Partition {
             partition_epoch: AtomicI32::new(0),
             isr_proposal: Mutex::new(None),
             offline: AtomicBool::new(false),
+            same_leader_skips_epoch_check: AtomicBool::new(false),
             flush_turn: tokio::sync::Mutex::new(()),
         }
     }
@@ -344,7 +349,8 @@ impl Partition {
     ) -> bool {
         // Set first: the ISR the core may propose from here on is computed
         // against this epoch's state.
-        self.partition_epoch
+        let previous_partition_epoch = self
+            .partition_epoch
             .fetch_max(partition_epoch, Ordering::AcqRel);
         let mut changed = false;
         let mut flush_on_ack = false;
@@ -354,6 +360,12 @@ impl Partition {
                 let same = hosted.replica.leader_epoch() == image.leader_epoch
                     && hosted.replica.leader_id() == image.leader_id;
                 if same {
+                    // The same partition record as before (the image moved
+                    // for something else): it says nothing about a proposal
+                    // still in flight, which the controller may yet record.
+                    if partition_epoch <= previous_partition_epoch {
+                        return Ok(());
+                    }
                     if let Some(previous) = hosted.replica.isr() {
                         let isr: BTreeSet<i32> = image.isr.iter().copied().collect();
                         if *previous != isr {
@@ -383,6 +395,12 @@ impl Partition {
                         TruncationReason::OwnHighWatermark,
                     )
                     .await?;
+                }
+                if crate::planted!(SkipTruncationSameLeader) {
+                    let same_leader = image.leader_id == hosted.replica.leader_id()
+                        && image.leader_id != config.node_id;
+                    self.same_leader_skips_epoch_check
+                        .store(same_leader, Ordering::Release);
                 }
                 hosted.replica = replica_for(config, image, &hosted.log, now_ms);
                 log_end_offset = hosted.log.log_end_offset();
@@ -522,20 +540,12 @@ impl Partition {
         now_ms: i64,
     ) -> Result<FollowerRead, PartitionError> {
         self.with_hosted(async |hosted: &mut Hosted| {
-            let log = &mut hosted.log;
             if last_fetched_epoch >= 0 && !crate::planted!(IgnoreDivergingEpoch) {
-                let (epoch, end_offset) = log.end_offset_for_epoch(last_fetched_epoch);
-                if epoch < 0 {
-                    // Every epoch here is newer than the follower's last:
-                    // nothing it holds is known to match, so it starts over
-                    // from this log's start.
-                    let end_offset = log.log_start_offset();
-                    return Ok(FollowerRead::Diverging { epoch, end_offset });
-                }
-                if epoch != last_fetched_epoch || end_offset < fetch_offset {
-                    return Ok(FollowerRead::Diverging { epoch, end_offset });
+                if let Some(diverging) = diverging(&hosted.log, fetch_offset, last_fetched_epoch) {
+                    return Ok(diverging);
                 }
             }
+            let log = &mut hosted.log;
             if fetch_offset < log.log_start_offset() {
                 let log_start_offset = log.log_start_offset();
                 return Ok(FollowerRead::BelowLogStart { log_start_offset });
@@ -563,8 +573,19 @@ impl Partition {
     /// Where a follower fetches from next: its log end and the epoch of its
     /// last batch (-1 for an empty log).
     pub async fn fetch_position(&self) -> Result<(i64, i32), PartitionError> {
-        self.with_log(async |log| Ok((log.log_end_offset(), log.latest_epoch().unwrap_or(-1))))
-            .await
+        let skip_epoch_check = self.same_leader_skips_epoch_check.load(Ordering::Acquire);
+        self.with_log(async |log| {
+            let last_fetched_epoch = log.latest_epoch().unwrap_or(-1);
+            Ok((
+                log.log_end_offset(),
+                if skip_epoch_check {
+                    -1
+                } else {
+                    last_fetched_epoch
+                },
+            ))
+        })
+        .await
     }
 
     /// A follower appends what it fetched from the leader and takes the
@@ -749,6 +770,25 @@ impl Partition {
             .ok_or(PartitionError::Deleted)?;
         hosted.log.delete().await.map_err(PartitionError::Log)
     }
+}
+
+/// Where a follower that fetches from `fetch_offset`, its last batch of
+/// `last_fetched_epoch`, diverges from the leader's `log`: None when the
+/// leader's copy of that epoch reaches the fetch offset.
+fn diverging(
+    log: &PartitionLog,
+    fetch_offset: i64,
+    last_fetched_epoch: i32,
+) -> Option<FollowerRead> {
+    let (epoch, end_offset) = log.end_offset_for_epoch(last_fetched_epoch);
+    if epoch < 0 {
+        // Every epoch here is newer than the follower's last: nothing it
+        // holds is known to match, so it starts over from this log's start.
+        let end_offset = log.log_start_offset();
+        return Some(FollowerRead::Diverging { epoch, end_offset });
+    }
+    (epoch != last_fetched_epoch || end_offset < fetch_offset)
+        .then_some(FollowerRead::Diverging { epoch, end_offset })
 }
 
 /// The replica state `image` gives this broker: leading at its epoch with

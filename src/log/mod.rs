@@ -365,7 +365,7 @@ impl PartitionLog {
         // Planted: a leader's own appends leave its epoch cache untouched,
         // so it never learns where its epoch began.
         let epochs_before = crate::planted!(NoEpochEntryOnElection).then(|| self.epochs.clone());
-        self.appended(&assigned, next_offset, now_ms).await?;
+        self.appended(&assigned, next_offset, now_ms, false).await?;
         if let Some(epochs) = epochs_before {
             self.epochs = epochs;
         }
@@ -410,22 +410,26 @@ impl PartitionLog {
         self.active_mut()
             .append(payload, &batches, index_interval_bytes)
             .await?;
-        self.appended(&batches, next_offset, now_ms).await?;
+        self.appended(&batches, next_offset, now_ms, true).await?;
         Ok(self.log_end_offset)
     }
 
     /// Bookkeeping after batches were written to the active segment, the
     /// same for a leader's append and a follower's: producer state and the
     /// leader-epoch cache learn the headers, the log end moves, and
-    /// `log.flush.interval.messages` may call for an fsync.
+    /// `log.flush.interval.messages` may call for an fsync. `replicated`
+    /// says the batches came from a leader.
     async fn appended(
         &mut self,
         batches: &[(usize, BatchHeader)],
         next_offset: i64,
         now_ms: i64,
+        replicated: bool,
     ) -> Result<(), LogError> {
         for (_, header) in batches {
-            self.producers.record(header);
+            if !(replicated && crate::planted!(FollowerSkipsProducerState)) {
+                self.producers.record(header);
+            }
             self.epochs
                 .record(header.partition_leader_epoch, header.base_offset);
         }
