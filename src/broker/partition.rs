@@ -599,6 +599,15 @@ impl Partition {
         self.with_hosted(async |hosted: &mut Hosted| {
             if !payload.is_empty() {
                 hosted.log.append_replicated(payload, now_ms).await?;
+                // Under log.flush.on.ack an acknowledgement means on disk on
+                // every in-sync replica, not only the leader: the offset this
+                // follower fetches from next, which the leader counts toward
+                // the high watermark, must be durable. Otherwise a follower
+                // that loses power and is then elected as the ISR's last
+                // member (KIP-966) would lose acknowledged records.
+                if hosted.replica.config().flush_on_ack {
+                    hosted.log.flush().await?;
+                }
             }
             let end = hosted.log.log_end_offset();
             let durable = hosted.log.durable_offset();

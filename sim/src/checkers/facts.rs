@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Anomaly, Checker, Verdict, MAX_ANOMALIES};
 use crate::history::{Entry, Event, FaultKind, Kind, Op, Record};
+use crate::topology::Topology;
 
 /// A partition, borrowed from the history: `(topic, partition)`.
 pub(crate) type Tp<'a> = (&'a str, i32);
@@ -18,6 +19,8 @@ pub(crate) type Tp<'a> = (&'a str, i32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LossShown<'a> {
     pub index: u64,
+    /// The broker that reopened it.
+    pub broker: &'a str,
     pub tp: Tp<'a>,
     /// Where the reopened log ends: what survived.
     pub log_end_offset: i64,
@@ -95,6 +98,13 @@ pub(crate) struct Facts<'a> {
     pub final_reads: BTreeMap<Tp<'a>, FinalRead<'a>>,
     /// Indices of power losses of brokers (`crash-broker` faults), ascending.
     pub power_losses: Vec<u64>,
+    /// The broker each of `power_losses` hit, in the same order.
+    pub power_lost_brokers: Vec<&'a str>,
+    /// Partition leaders elected as their ISR's only member: `(entry,
+    /// broker)`. If that broker lost power since the records were
+    /// acknowledged, it was the last replica standing (KIP-966) and what it
+    /// lost is gone, followers' copies notwithstanding.
+    pub sole_isr_leaders: Vec<(u64, &'a str)>,
     /// Where a power-lost broker reopened a log (its `Recovered` events up
     /// to its next clean crash): the loss becomes visible there.
     pub losses_shown: Vec<LossShown<'a>>,
@@ -118,6 +128,8 @@ impl<'a> Facts<'a> {
         let mut send_invokes = BTreeMap::new();
         let mut final_reads = BTreeMap::new();
         let mut power_losses = Vec::new();
+        let mut power_lost_brokers = Vec::new();
+        let mut sole_isr_leaders = Vec::new();
         let mut losses_shown = Vec::new();
         let mut lossy_brokers: BTreeSet<&str> = BTreeSet::new();
         let mut acked = Vec::new();
@@ -155,6 +167,7 @@ impl<'a> Facts<'a> {
                     } => {
                         if *power_loss {
                             power_losses.push(entry.index);
+                            power_lost_brokers.push(target.as_str());
                             lossy_brokers.insert(target.as_str());
                         } else {
                             lossy_brokers.remove(target.as_str());
@@ -171,9 +184,17 @@ impl<'a> Facts<'a> {
                     } if lossy_brokers.contains(entry.process.as_str()) => {
                         losses_shown.push(LossShown {
                             index: entry.index,
+                            broker: entry.process.as_str(),
                             tp: (topic.as_str(), *partition),
                             log_end_offset: *log_end_offset,
                         })
+                    }
+                    Event::PartitionLeader { broker, isr, .. }
+                        if isr.len() == 1
+                            && Topology::broker_name(u32::try_from(isr[0]).unwrap_or(u32::MAX))
+                                == *broker =>
+                    {
+                        sole_isr_leaders.push((entry.index, broker.as_str()));
                     }
                     // A restarted producer is a new idempotent session.
                     Event::Fault {
@@ -272,6 +293,8 @@ impl<'a> Facts<'a> {
             send_invokes,
             final_reads,
             power_losses,
+            power_lost_brokers,
+            sole_isr_leaders,
             losses_shown,
             session_breaks,
         }
@@ -294,16 +317,55 @@ impl<'a> Facts<'a> {
             .unwrap_or(entry.index)
     }
 
-    /// Whether unsynced data may legitimately have been lost by a power loss
-    /// strictly between two entries. Never under `flush_on_ack`: then an ack
-    /// promises the data is on disk.
+    /// Whether unsynced data may legitimately have been lost by power losses
+    /// strictly between two entries, under the durability model in
+    /// ARCHITECTURE.md. Never under `flush_on_ack`: then an ack promises the
+    /// data is on disk. With one replica, or acks below all, one power loss
+    /// may lose it. With acks=all on replicated partitions an acknowledged
+    /// record is in the page cache of at least `min.insync.replicas` brokers,
+    /// so at least that many distinct brokers must lose power (or reopen a
+    /// power-lost log) in between.
     pub fn loss_permitted_between(&self, after: u64, before: u64) -> bool {
-        !self.settings.flush_on_ack
-            && self
-                .power_losses
-                .iter()
-                .chain(self.losses_shown.iter().map(|shown| &shown.index))
-                .any(|&index| after < index && index < before)
+        if self.settings.flush_on_ack {
+            return false;
+        }
+        let within = |index: u64| after < index && index < before;
+        let lossy: BTreeSet<&str> = self
+            .power_losses
+            .iter()
+            .zip(&self.power_lost_brokers)
+            .filter(|(index, _)| within(**index))
+            .map(|(_, broker)| *broker)
+            .chain(
+                self.losses_shown
+                    .iter()
+                    .filter(|shown| within(shown.index))
+                    .map(|shown| shown.broker),
+            )
+            .collect();
+        let needed = if self.settings.replicated && self.settings.acks_all {
+            self.settings.min_insync_replicas.max(1)
+        } else {
+            1
+        };
+        lossy.len() >= needed || self.last_replica_standing_between(after, before)
+    }
+
+    /// Whether a broker that lost power after `after` was then elected, at
+    /// or before `before` (the election itself may be what is judged), as
+    /// the only member of a partition's ISR: the one loss the durability
+    /// model lets a single power loss cause (no KIP-966 eligible leader
+    /// replicas here).
+    fn last_replica_standing_between(&self, after: u64, before: u64) -> bool {
+        self.sole_isr_leaders
+            .iter()
+            .filter(|(elected, _)| after < *elected && *elected <= before)
+            .any(|(elected, broker)| {
+                self.power_losses
+                    .iter()
+                    .zip(&self.power_lost_brokers)
+                    .any(|(index, lost)| lost == broker && after < *index && index < elected)
+            })
     }
 
     /// Whether a consumer that had read `tp` up to `previous` may read it

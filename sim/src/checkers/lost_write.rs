@@ -251,6 +251,38 @@ mod tests {
     }
 
     #[test]
+    fn on_replicas_a_loss_needs_min_insync_replicas_brokers_to_lose_power() {
+        // acks=all, three replicas, min.insync.replicas 2, acks from the
+        // page cache: the durability model in ARCHITECTURE.md.
+        let history = |crashed: &[&str]| {
+            let mut h = H::default();
+            h.event(crate::history::Event::Meta {
+                scenario: "test".into(),
+                seed: 1,
+                flush_on_ack: false,
+                idempotence: true,
+                checkers: Vec::new(),
+                group_initial_rebalance_delay_ms: 0,
+                replication_factor: 3,
+                acks_all: true,
+                min_insync_replicas: 2,
+            });
+            h.send("producer-0", None, "producer-0-1", 0, 0);
+            for broker in crashed {
+                h.fault(FaultKind::CrashBroker, broker, true);
+            }
+            h.send("producer-1", None, "producer-1-1", 0, 0);
+            h.final_read(0, 0, vec![record(0, 0, None, "producer-1-1")]);
+            LostWrite.check(&h.build())
+        };
+        assert!(!history(&["broker-0"]).valid);
+        assert!(!history(&["broker-0", "broker-0"]).valid);
+        let verdict = history(&["broker-0", "broker-2"]);
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(verdict.summary.contains("1 permitted losses"));
+    }
+
+    #[test]
     fn a_write_accepted_over_a_permitted_loss_is_a_silent_gap() {
         let mut h = H::new(false, true);
         let lost = h.send("producer-0", None, "producer-0-1", 0, 0);

@@ -238,6 +238,8 @@ impl Checker for LeaderCompleteness {
         let mut anomalies = Vec::new();
         let mut advertised = Advertised::default();
         let mut elections = 0usize;
+        let mut stale_claims = 0usize;
+        let mut latest_epochs: BTreeMap<(&str, i32), i32> = BTreeMap::new();
         for entry in history {
             let Kind::Event { event } = &entry.kind else {
                 continue;
@@ -254,6 +256,17 @@ impl Checker for LeaderCompleteness {
             else {
                 continue;
             };
+            // A broker replaying the metadata log from behind briefly takes
+            // the roles of an image older than the partition's latest epoch:
+            // not an election, and no follower fetches from it.
+            let latest = latest_epochs
+                .entry((topic.as_str(), *partition))
+                .or_insert(-1);
+            if *leader_epoch < *latest {
+                stale_claims += 1;
+                continue;
+            }
+            *latest = *leader_epoch;
             elections += 1;
             let Some((hw, by, at)) = advertised.first_above(topic, *partition, *log_end_offset)
             else {
@@ -276,7 +289,9 @@ impl Checker for LeaderCompleteness {
             });
         }
         let summary = format!(
-            "{elections} partition leader elections checked against {} partitions' high watermarks",
+            "{elections} partition leader elections checked against {} partitions' high \
+             watermarks; {stale_claims} leaderships of an epoch older than one already seen \
+             (a broker replaying old metadata) skipped",
             advertised.rises.len()
         );
         verdict(self, anomalies, summary)
@@ -763,15 +778,59 @@ mod tests {
     }
 
     #[test]
-    fn a_power_loss_after_the_advertisement_excuses_it_only_without_flush_on_ack() {
+    fn a_leadership_of_an_older_epoch_is_not_an_election() {
+        let mut h = replicated(false);
+        leader(&mut h, "broker-0", 1, 0);
+        h.high_watermark(0, 10);
+        // broker-1 replays the metadata log from behind.
+        leader(&mut h, "broker-1", 0, 0);
+        let verdict = completeness(h);
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(verdict.summary.contains("1 leaderships of an epoch older"));
+    }
+
+    #[test]
+    fn the_last_replica_standing_may_lose_what_it_did_not_sync() {
+        // ISR squeezed to broker-1, which lost power and was elected again
+        // as its only member (KIP-966; no eligible leader replicas here).
+        let mut h = replicated(false);
+        h.high_watermark(0, 10);
+        h.fault(FaultKind::CrashBroker, "broker-1", true);
+        h.event_by(
+            "broker-1",
+            Event::PartitionLeader {
+                broker: "broker-1".into(),
+                topic: TOPIC.into(),
+                partition: 0,
+                leader_epoch: 2,
+                isr: vec![1],
+                log_end_offset: 4,
+            },
+        );
+        assert!(completeness(h).valid);
+    }
+
+    #[test]
+    fn power_losses_after_the_advertisement_excuse_it_only_as_the_durability_model_says() {
+        // min.insync.replicas is 2: two brokers must lose power, and only
+        // without flush_on_ack.
         for flush_on_ack in [false, true] {
             let mut h = replicated(flush_on_ack);
             h.high_watermark(0, 10);
+            h.fault(FaultKind::CrashBroker, "broker-0", true);
             h.fault(FaultKind::CrashBroker, "broker-1", true);
             leader(&mut h, "broker-1", 2, 4);
             let verdict = completeness(h);
             assert_eq!(verdict.valid, !flush_on_ack, "{verdict:?}");
         }
+        // One power loss leaves a copy in another in-sync replica's page
+        // cache: the new leader must have it.
+        let mut h = replicated(false);
+        h.high_watermark(0, 10);
+        h.fault(FaultKind::CrashBroker, "broker-1", true);
+        h.fault(FaultKind::CrashBroker, "broker-1", true);
+        leader(&mut h, "broker-1", 2, 4);
+        assert!(!completeness(h).valid);
         // A power loss before the records became visible excuses nothing.
         let mut h = replicated(false);
         h.fault(FaultKind::CrashBroker, "broker-1", true);
