@@ -82,16 +82,18 @@ impl BrokerSessions {
 
     /// A heartbeat (or registration) from `broker`: its session is alive,
     /// and it is unfenced. `current` says it came from the incarnation the
-    /// image has registered, which makes the broker electable.
-    pub fn heartbeat(&mut self, broker: i32, current: bool, now_ms: i64) {
+    /// image has registered, which makes the broker electable. Returns
+    /// whether it was fenced until now.
+    pub fn heartbeat(&mut self, broker: i32, current: bool, now_ms: i64) -> bool {
         self.last_heartbeat_ms.insert(broker, now_ms);
-        self.fenced.remove(&broker);
+        let was_fenced = self.fenced.remove(&broker);
         self.heard.insert(broker);
         if current {
             self.confirmed.insert(broker);
         } else {
             self.confirmed.remove(&broker);
         }
+        was_fenced
     }
 
     /// Fences the brokers whose sessions lapsed; returns the newly fenced.

@@ -128,6 +128,36 @@ pub enum Fact {
     /// This broker became the metadata quorum's leader, the active
     /// controller, in `epoch` (its claim is durable before it acts).
     QuorumLeader { epoch: i32 },
+    /// As the metadata quorum's leader in `epoch`, this broker counted
+    /// everything below `high_watermark` as committed; the entry just below
+    /// it was written in `committed_epoch` (Raft's rule: only an entry of
+    /// the leader's own epoch commits, and everything before it with it).
+    QuorumHighWatermark {
+        epoch: i32,
+        high_watermark: u64,
+        committed_epoch: i32,
+    },
+    /// As the active controller, this broker fenced `node_id`, registered
+    /// in `incarnation` (its broker epoch): its session lapsed. It leaves
+    /// every ISR and leads nothing until it heartbeats again.
+    BrokerFenced {
+        node_id: i32,
+        incarnation: Option<u64>,
+    },
+    /// As the active controller, this broker heard again from the fenced
+    /// `node_id`, in `incarnation`, and unfenced it.
+    BrokerUnfenced { node_id: i32, incarnation: u64 },
+    /// This broker became a follower of a partition in `leader_epoch`,
+    /// fetching from `leader_id` (-1 when the partition has no leader).
+    PartitionFollower {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        leader_id: i32,
+    },
+    /// This voter granted `candidate` its vote in `epoch`, durably (the
+    /// answer leaves only once the vote is on disk).
+    VoteGranted { epoch: i32, candidate: i32 },
     /// This broker became the leader of a partition in `leader_epoch`, with
     /// `isr` as the controller recorded it, holding `log_end_offset`
     /// records' worth of log: everything an earlier leader made visible must

@@ -98,10 +98,14 @@ pub enum Bug {
     /// producer ids and sequences, so once it leads, a retried idempotent
     /// batch is appended a second time.
     FollowerSkipsProducerState,
+    /// The metadata quorum's leader counts entries of earlier epochs as
+    /// committed once a majority holds them, before any entry of its own
+    /// epoch is (Raft's Figure 8).
+    CommitPriorEpochByCount,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 23] = [
+    pub const ALL: [Bug; 24] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -125,6 +129,7 @@ impl Bug {
         Bug::UncleanElection,
         Bug::SkipTruncationSameLeader,
         Bug::FollowerSkipsProducerState,
+        Bug::CommitPriorEpochByCount,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -153,6 +158,7 @@ impl Bug {
             Bug::UncleanElection => "unclean-election",
             Bug::SkipTruncationSameLeader => "skip-truncation-same-leader",
             Bug::FollowerSkipsProducerState => "follower-skips-producer-state",
+            Bug::CommitPriorEpochByCount => "commit-prior-epoch-by-count",
         }
     }
 
@@ -195,6 +201,9 @@ impl Bug {
             }
             Bug::FollowerSkipsProducerState => {
                 "a follower does not rebuild idempotent producer state as it appends"
+            }
+            Bug::CommitPriorEpochByCount => {
+                "the quorum leader commits earlier epochs' entries by count (Raft's Figure 8)"
             }
         }
     }

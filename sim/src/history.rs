@@ -318,6 +318,44 @@ pub enum Event {
     /// A broker became the metadata quorum's leader (the active
     /// controller) in quorum epoch `epoch`.
     QuorumLeader { broker: String, epoch: i32 },
+    /// The metadata quorum's leader in `epoch` counted everything below
+    /// `high_watermark` as committed; the entry just below it was written in
+    /// `committed_epoch`.
+    QuorumHighWatermark {
+        broker: String,
+        epoch: i32,
+        high_watermark: u64,
+        committed_epoch: i32,
+    },
+    /// The active controller (`broker`) fenced broker `node_id`, registered
+    /// in `incarnation`: its session lapsed.
+    BrokerFenced {
+        broker: String,
+        node_id: i32,
+        incarnation: Option<u64>,
+    },
+    /// The active controller (`broker`) unfenced `node_id`, heard from in
+    /// `incarnation`.
+    BrokerUnfenced {
+        broker: String,
+        node_id: i32,
+        incarnation: u64,
+    },
+    /// A broker became a follower of a partition in `leader_epoch`,
+    /// fetching from `leader_id` (-1 for none).
+    PartitionFollower {
+        broker: String,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        leader_id: i32,
+    },
+    /// A voter granted `candidate` (a node id) its vote in `epoch`.
+    VoteGranted {
+        broker: String,
+        epoch: i32,
+        candidate: i32,
+    },
     /// A broker became a partition's leader in `leader_epoch`, with the ISR
     /// the controller recorded and its log ending at `log_end_offset`.
     PartitionLeader {

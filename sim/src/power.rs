@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 23] = [
+pub const TARGETS: [Target; 24] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -138,6 +138,11 @@ pub const TARGETS: [Target; 23] = [
         scenario: "fsync-window",
         checker: "duplicate",
     },
+    Target {
+        bug: Bug::CommitPriorEpochByCount,
+        scenario: "controller-churn",
+        checker: "metadata-agreement",
+    },
 ];
 
 pub fn target(bug: Bug) -> Target {
@@ -161,6 +166,9 @@ pub struct Detection {
     pub failed: Vec<&'static str>,
     /// The target checker's first finding.
     pub finding: String,
+    /// Simulated milliseconds it took: every earlier seed's whole run, and
+    /// the detecting run up to the last entry of the first finding.
+    pub simulated_ms: u64,
 }
 
 fn finding(outcome: &SeedOutcome, checker: &str) -> Option<String> {
@@ -180,6 +188,7 @@ fn finding(outcome: &SeedOutcome, checker: &str) -> Option<String> {
 /// target checker. `None` if none does.
 pub fn detect(target: &Target, scenario: &Scenario, seeds: Range<u64>) -> Option<Detection> {
     let start = seeds.start;
+    let mut simulated_ms = 0;
     for seed in seeds {
         let outcome = runner::run_seed_planted(scenario, seed, Some(target.bug));
         if let Some(finding) = finding(&outcome, target.checker) {
@@ -188,10 +197,25 @@ pub fn detect(target: &Target, scenario: &Scenario, seeds: Range<u64>) -> Option
                 seed,
                 failed: outcome.failed_checkers(),
                 finding,
+                simulated_ms: simulated_ms + shown_at_ms(&outcome, target.checker),
             });
         }
+        simulated_ms += outcome.simulated_ms;
     }
     None
+}
+
+/// When the target checker's first anomaly became visible in a run: the
+/// time of the latest entry it names (the whole run if it names none).
+fn shown_at_ms(outcome: &SeedOutcome, checker: &str) -> u64 {
+    outcome
+        .verdicts
+        .iter()
+        .find(|verdict| verdict.checker == checker && !verdict.valid)
+        .and_then(|verdict| verdict.anomalies.first())
+        .and_then(|anomaly| anomaly.entries.iter().max())
+        .and_then(|index| outcome.history.get(usize::try_from(*index).ok()?))
+        .map_or(outcome.simulated_ms, |entry| entry.time_ms)
 }
 
 /// What `sim power` measured for one bug.
@@ -266,16 +290,20 @@ pub fn render(results: &[BugPower], ranges: &[Range<u64>], command: &str, commit
         "Each bug is planted in the scenario whose workload reaches it (`sim power` uses \
          `sluice_sim::power::TARGETS`). For every seed range ({}) the seeds run in order until \
          the expected checker fails; *seeds needed* counts the runs up to and including that \
-         one. The same seeds, run without the bug, must all pass (*clean*). The first detecting \
+         one, and *simulated s to find* adds up the simulated time of the runs before it and of \
+         that run up to the entry that completed the first finding. The same seeds, run without the bug, must all pass (*clean*). The first detecting \
          seed is then shrunk with `sim shrink` to the smallest scripted schedule that still \
          fails the same checker.\n",
         ranges_text.join(", ")
     );
     let _ = writeln!(
         out,
-        "| bug | scenario | checker | detected | seeds needed (median / max) | also failed | clean | shrunk schedule |"
+        "| bug | scenario | checker | detected | seeds needed (median / max) | simulated s to find (median / max) | also failed | clean | shrunk schedule |"
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     for result in results {
         let mut needed: Vec<u64> = result
             .ranges
@@ -284,7 +312,14 @@ pub fn render(results: &[BugPower], ranges: &[Range<u64>], command: &str, commit
             .collect();
         let detected = needed.len();
         let max = needed.iter().copied().max();
-        let median = median(&mut needed);
+        let needed_median = median(&mut needed);
+        let mut seconds: Vec<u64> = result
+            .ranges
+            .iter()
+            .filter_map(|(_, d)| d.as_ref().map(|d| d.simulated_ms / 1000))
+            .collect();
+        let seconds_max = seconds.iter().copied().max();
+        let seconds_median = median(&mut seconds);
         let mut also: Vec<&str> = result
             .ranges
             .iter()
@@ -319,13 +354,15 @@ pub fn render(results: &[BugPower], ranges: &[Range<u64>], command: &str, commit
         };
         let _ = writeln!(
             out,
-            "| `{}` | {} | `{}` | {detected}/{} ranges | {} / {} | {} | {clean} | {shrunk} |",
+            "| `{}` | {} | `{}` | {detected}/{} ranges | {} / {} | {} / {} | {} | {clean} | {shrunk} |",
             result.target.bug,
             result.target.scenario,
             result.target.checker,
             result.ranges.len(),
-            median.map_or("-".to_string(), |m| m.to_string()),
+            needed_median.map_or("-".to_string(), |m| m.to_string()),
             max.map_or("-".to_string(), |m| m.to_string()),
+            seconds_median.map_or("-".to_string(), |m| m.to_string()),
+            seconds_max.map_or("-".to_string(), |m| m.to_string()),
             if also.is_empty() {
                 "-".to_string()
             } else {

@@ -155,6 +155,49 @@ impl Observer for BrokerObserver {
                 rebalance_timeout_ms,
             },
             Fact::QuorumLeader { epoch } => Event::QuorumLeader { broker, epoch },
+            Fact::QuorumHighWatermark {
+                epoch,
+                high_watermark,
+                committed_epoch,
+            } => Event::QuorumHighWatermark {
+                broker,
+                epoch,
+                high_watermark,
+                committed_epoch,
+            },
+            Fact::BrokerFenced {
+                node_id,
+                incarnation,
+            } => Event::BrokerFenced {
+                broker,
+                node_id,
+                incarnation,
+            },
+            Fact::BrokerUnfenced {
+                node_id,
+                incarnation,
+            } => Event::BrokerUnfenced {
+                broker,
+                node_id,
+                incarnation,
+            },
+            Fact::PartitionFollower {
+                topic,
+                partition,
+                leader_epoch,
+                leader_id,
+            } => Event::PartitionFollower {
+                broker,
+                topic,
+                partition,
+                leader_epoch,
+                leader_id,
+            },
+            Fact::VoteGranted { epoch, candidate } => Event::VoteGranted {
+                broker,
+                epoch,
+                candidate,
+            },
             Fact::PartitionLeader {
                 topic,
                 partition,

@@ -18,6 +18,20 @@ pub struct TraceFilter {
     pub partitions: Vec<String>,
 }
 
+/// Faults and fencing: what a trace narrowed to some partitions still
+/// shows, since they explain what happens to every partition.
+fn is_cluster_context(entry: &Entry) -> bool {
+    matches!(
+        &entry.kind,
+        Kind::Event {
+            event: Event::Fault { .. }
+                | Event::Heal
+                | Event::BrokerFenced { .. }
+                | Event::BrokerUnfenced { .. }
+        }
+    )
+}
+
 fn partitions_of(entry: &Entry) -> Vec<String> {
     let op = match &entry.kind {
         Kind::Invoke { op } | Kind::Ok { op } | Kind::Fail { op, .. } | Kind::Info { op, .. } => op,
@@ -42,6 +56,9 @@ fn partitions_of(entry: &Entry) -> Vec<String> {
                     topic, partition, ..
                 }
                 | Event::IsrChanged {
+                    topic, partition, ..
+                }
+                | Event::PartitionFollower {
                     topic, partition, ..
                 } => {
                     vec![format!("{topic}-{partition}")]
@@ -198,6 +215,34 @@ fn describe_event(event: &Event) -> String {
             "recovered {topic}-{partition} log-end = {log_end_offset} high-watermark = {high_watermark}"
         ),
         Event::QuorumLeader { epoch, .. } => format!("quorum leader in epoch {epoch}"),
+        Event::QuorumHighWatermark {
+            epoch,
+            high_watermark,
+            committed_epoch,
+            ..
+        } => format!(
+            "quorum high-watermark = {high_watermark} in epoch {epoch} (entry of epoch {committed_epoch})"
+        ),
+        Event::BrokerFenced {
+            node_id,
+            incarnation,
+            ..
+        } => format!("fenced broker {node_id} (incarnation {incarnation:?})"),
+        Event::BrokerUnfenced {
+            node_id,
+            incarnation,
+            ..
+        } => format!("unfenced broker {node_id} (incarnation {incarnation})"),
+        Event::PartitionFollower {
+            topic,
+            partition,
+            leader_epoch,
+            leader_id,
+            ..
+        } => format!("follows {leader_id} for {topic}-{partition} in epoch {leader_epoch}"),
+        Event::VoteGranted {
+            epoch, candidate, ..
+        } => format!("voted for {candidate} in epoch {epoch}"),
         Event::IsrChanged {
             topic,
             partition,
@@ -363,6 +408,7 @@ pub fn write(
             || filter.hosts.contains(&entry.process)
             || client.is_some_and(|client| filter.hosts.contains(client)))
             && (filter.partitions.is_empty()
+                || is_cluster_context(entry)
                 || partitions_of(entry)
                     .iter()
                     .any(|p| filter.partitions.contains(p)));

@@ -80,4 +80,5 @@ planted_bug_tests! {
     unclean_election_is_caught => Bug::UncleanElection;
     skip_truncation_same_leader_is_caught => Bug::SkipTruncationSameLeader;
     follower_skips_producer_state_is_caught => Bug::FollowerSkipsProducerState;
+    commit_prior_epoch_by_count_is_caught => Bug::CommitPriorEpochByCount;
 }

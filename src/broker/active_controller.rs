@@ -19,6 +19,7 @@ use kafka_protocol::error::ResponseError;
 use super::Broker;
 use crate::controller::{self, AlterIsrError, BrokerSessions};
 use crate::metadata::{BrokerEndpoint, MetadataRecord};
+use crate::observe::Fact;
 
 /// How often the active controller looks for lapsed sessions.
 const CONTROLLER_TICK_MS: u64 = 250;
@@ -72,8 +73,18 @@ impl Broker {
     pub(super) fn heartbeat_received(&self, node_id: i32, incarnation: u64) -> bool {
         let now_ms = self.clock.now_ms();
         let current = self.with_metadata(|image| image.incarnation(node_id) == Some(incarnation));
-        self.with_sessions(|sessions| sessions.heartbeat(node_id, current, now_ms))
-            .is_some()
+        let Some(was_fenced) =
+            self.with_sessions(|sessions| sessions.heartbeat(node_id, current, now_ms))
+        else {
+            return false;
+        };
+        if was_fenced {
+            self.observed.report(|| Fact::BrokerUnfenced {
+                node_id,
+                incarnation,
+            });
+        }
+        true
     }
 
     /// BrokerRegistration, on the active controller: records the broker's
@@ -204,6 +215,11 @@ impl Broker {
         });
         for fenced in expired.into_iter().flatten() {
             tracing::warn!(broker = fenced, "broker session expired: fenced");
+            let incarnation = self.with_metadata(|image| image.incarnation(fenced));
+            self.observed.report(|| Fact::BrokerFenced {
+                node_id: fenced,
+                incarnation,
+            });
         }
         let preferred_due = self.preferred_election_due(now_ms);
         for _ in 0..CONTROLLER_WRITES_PER_TICK_MAX {

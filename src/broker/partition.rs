@@ -435,10 +435,18 @@ impl Partition {
                 self.report_leader_high_watermark(high_watermark);
                 if flush_on_ack {
                     // A leader that counts itself only once synced must sync
-                    // what it holds as a follower (followers do not), or
-                    // the high watermark waits for the next append.
+                    // whatever it holds unsynced (a follower syncs each
+                    // append, but what recovery kept may not be), or the
+                    // high watermark waits for the next append.
                     self.sync_log_end().await;
                 }
+            } else {
+                self.observed.report(|| Fact::PartitionFollower {
+                    topic: self.topic.clone(),
+                    partition: self.index,
+                    leader_epoch: image.leader_epoch,
+                    leader_id: image.leader_id,
+                });
             }
         }
         changed

@@ -431,6 +431,17 @@ impl ControllerQuorum {
                 inner.core.on_persisted(now_ms);
             }
             for outbound in ready.messages.into_iter().chain(ready.after_persist) {
+                if let Message::VoteResponse {
+                    epoch,
+                    granted: true,
+                    ..
+                } = &outbound.message
+                {
+                    self.observed.report(|| Fact::VoteGranted {
+                        epoch: *epoch,
+                        candidate: outbound.to,
+                    });
+                }
                 let is_answer = matches!(
                     outbound.message,
                     Message::VoteResponse { .. } | Message::FetchResponse(_)
@@ -449,6 +460,14 @@ impl ControllerQuorum {
                 }
             }
         }
+        let committed_epoch = {
+            let high_watermark = inner.core.high_watermark() as usize;
+            inner
+                .core
+                .log()
+                .get(high_watermark.wrapping_sub(1))
+                .map_or(-1, |entry| entry.epoch)
+        };
         let status = QuorumStatus {
             epoch: inner.core.epoch(),
             leader_id: match inner.core.role() {
@@ -477,6 +496,15 @@ impl ControllerQuorum {
                     leader = ?status.leader_id,
                     "metadata quorum leadership changed"
                 );
+            }
+            if status.leader_id == Some(self.node_id)
+                && status.high_watermark > current.high_watermark
+            {
+                self.observed.report(|| Fact::QuorumHighWatermark {
+                    epoch: status.epoch,
+                    high_watermark: status.high_watermark,
+                    committed_epoch,
+                });
             }
             *current = status;
             true

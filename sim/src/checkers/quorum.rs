@@ -3,14 +3,21 @@
 //! - `single-leader` (safety): at most one broker leads each quorum epoch
 //!   (`quorum_leader` events), and each broker's leadership epochs only
 //!   rise, across its restarts too: Raft's election safety, which rests on
-//!   a vote being durable before it is answered. Likewise at most one
-//!   broker leads each partition in each leader epoch (`partition_leader`
+//!   a vote being durable before it is answered; each voter grants one
+//!   candidate per quorum epoch (`vote_granted` events), across restarts.
+//!   Likewise at most one broker leads each partition in each leader epoch
+//!   (`partition_leader`
 //!   events), and a broker never leads a partition in an epoch below one it
 //!   led it in before: the controller bumps the epoch with every new leader.
 //! - `metadata-agreement` (safety): every broker applies the same committed
 //!   metadata entry at each offset (`metadata_applied` events agree on epoch
 //!   and payload digest), and applies them in order, from offset 0 after
-//!   each start, with no gap: Raft's state machine safety.
+//!   each start, with no gap: Raft's state machine safety. And a quorum
+//!   leader counts entries as committed only once an entry of its own
+//!   epoch is (`quorum_high_watermark` events name the epoch of the entry
+//!   just below the high watermark): Raft's Figure 8, where a leader that
+//!   commits an earlier epoch's entry by counting replicas can see it
+//!   overwritten.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +42,33 @@ impl Checker for SingleLeader {
         let mut leaders: BTreeMap<i32, (&str, u64)> = BTreeMap::new();
         // Broker -> its latest leadership epoch, and where.
         let mut latest: BTreeMap<&str, (i32, u64)> = BTreeMap::new();
+        // (voter, epoch) -> the candidate it granted, and where.
+        let mut votes: BTreeMap<(&str, i32), (i32, u64)> = BTreeMap::new();
         for entry in history {
+            if let Kind::Event {
+                event:
+                    Event::VoteGranted {
+                        broker,
+                        epoch,
+                        candidate,
+                    },
+            } = &entry.kind
+            {
+                match votes.get(&(broker.as_str(), *epoch)) {
+                    Some(&(first, at)) if first != *candidate => anomalies.push(Anomaly {
+                        description: format!(
+                            "vote-twice: {broker} voted for {first} and then {candidate} in \
+                             quorum epoch {epoch}"
+                        ),
+                        entries: vec![at, entry.index],
+                    }),
+                    Some(_) => {}
+                    None => {
+                        votes.insert((broker.as_str(), *epoch), (*candidate, entry.index));
+                    }
+                }
+                continue;
+            }
             let Kind::Event {
                 event: Event::QuorumLeader { broker, epoch },
             } = &entry.kind
@@ -70,10 +103,11 @@ impl Checker for SingleLeader {
         }
         let partition_epochs = partition_leaders(history, &mut anomalies);
         let summary = format!(
-            "{} quorum epochs with a leader, led by {} brokers; {partition_epochs} partition \
-             leader epochs",
+            "{} quorum epochs with a leader, led by {} brokers, {} votes; {partition_epochs} \
+             partition leader epochs",
             leaders.len(),
-            latest.len()
+            latest.len(),
+            votes.len()
         );
         verdict(self, anomalies, summary)
     }
@@ -150,7 +184,31 @@ impl Checker for MetadataAgreement {
         // Broker -> the offset it applied last, and where.
         let mut position: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
         let mut facts = 0usize;
+        let mut advances = 0usize;
         for entry in history {
+            if let Kind::Event {
+                event:
+                    Event::QuorumHighWatermark {
+                        broker,
+                        epoch,
+                        high_watermark,
+                        committed_epoch,
+                    },
+            } = &entry.kind
+            {
+                advances += 1;
+                if committed_epoch != epoch {
+                    anomalies.push(Anomaly {
+                        description: format!(
+                            "commit-prior-epoch: {broker}, leading the quorum in epoch {epoch}, \
+                             counted entries up to @{high_watermark} as committed, the last \
+                             written in epoch {committed_epoch}, before any of its own epoch"
+                        ),
+                        entries: vec![entry.index],
+                    });
+                }
+                continue;
+            }
             let Kind::Event {
                 event:
                     Event::MetadataApplied {
@@ -204,7 +262,8 @@ impl Checker for MetadataAgreement {
             position.insert(broker, (*offset, entry.index));
         }
         let summary = format!(
-            "{facts} applied metadata entries, {} offsets, by {} brokers",
+            "{facts} applied metadata entries, {} offsets, by {} brokers; {advances} quorum \
+             high watermark advances checked for an entry of the leader's own epoch",
             applied.len(),
             position.len()
         );
@@ -318,6 +377,67 @@ mod tests {
         assert_eq!(descriptions(&verdict), ["two-leaders", "epoch-not-rising"]);
         assert_eq!(verdict.anomalies[0].entries, vec![first, second]);
         assert_eq!(verdict.anomalies[1].entries, vec![first, later]);
+    }
+
+    fn quorum_high_watermark(h: &mut H, epoch: i32, high_watermark: u64, committed_epoch: i32) {
+        h.event_by(
+            "broker-0",
+            Event::QuorumHighWatermark {
+                broker: "broker-0".into(),
+                epoch,
+                high_watermark,
+                committed_epoch,
+            },
+        );
+    }
+
+    #[test]
+    fn a_voter_grants_one_candidate_per_epoch() {
+        let vote = |h: &mut H, epoch: i32, candidate: i32| {
+            h.event_by(
+                "broker-2",
+                Event::VoteGranted {
+                    broker: "broker-2".into(),
+                    epoch,
+                    candidate,
+                },
+            );
+        };
+        let mut h = H::new(false, true);
+        vote(&mut h, 1, 0);
+        vote(&mut h, 1, 0);
+        vote(&mut h, 2, 1);
+        let verdict = SingleLeader.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(verdict.summary.contains("2 votes"), "{verdict:?}");
+
+        let mut h = H::new(false, true);
+        vote(&mut h, 1, 0);
+        vote(&mut h, 1, 1);
+        let verdict = SingleLeader.check(&h.build());
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0]
+            .description
+            .starts_with("vote-twice: broker-2 voted for 0 and then 1"));
+    }
+
+    #[test]
+    fn a_leader_commits_only_through_an_entry_of_its_own_epoch() {
+        let mut h = H::new(false, true);
+        quorum_high_watermark(&mut h, 2, 5, 2);
+        quorum_high_watermark(&mut h, 3, 9, 3);
+        let verdict = MetadataAgreement.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(verdict.summary.contains("2 quorum high watermark advances"));
+
+        // Figure 8: the epoch-3 leader counts epoch 2's entries committed.
+        let mut h = H::new(false, true);
+        quorum_high_watermark(&mut h, 3, 7, 2);
+        let verdict = MetadataAgreement.check(&h.build());
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0]
+            .description
+            .starts_with("commit-prior-epoch: broker-0, leading the quorum in epoch 3"));
     }
 
     #[test]
