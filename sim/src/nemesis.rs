@@ -505,16 +505,6 @@ impl Nemesis {
             }
             return;
         }
-        while self.followups.last().is_some_and(|f| f.at_ms <= now_ms) {
-            let followup = self.followups.pop().expect("checked");
-            let plan = FaultPlan {
-                kind: followup.kind,
-                target: Some(followup.target),
-                duration_ms: followup.duration_ms,
-                record: false,
-            };
-            self.start(sim, resolved, shared, recorder, now_ms, plan);
-        }
         while self.schedule.last().is_some_and(|f| f.at_ms <= now_ms) {
             let fault = self.schedule.pop().expect("checked");
             self.start(
@@ -556,6 +546,34 @@ impl Nemesis {
                 + self
                     .draw
                     .range(resolved.fault_interval_ms[0], resolved.fault_interval_ms[1]);
+        }
+        self.start_due_followups(sim, resolved, shared, recorder, now_ms);
+    }
+
+    /// Starts the primitives of a schedule fault that are due, in order. One
+    /// whose host is still under an earlier fault (a step may end that fault
+    /// a tick after the next was due) waits for it, and so do those after.
+    fn start_due_followups(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        resolved: &Resolved,
+        shared: &Shared,
+        recorder: &Recorder,
+        now_ms: u64,
+    ) {
+        while let Some(next) = self.followups.last() {
+            let busy = self.active.iter().any(|fault| fault.target == next.target);
+            if next.at_ms > now_ms || busy {
+                return;
+            }
+            let followup = self.followups.pop().expect("checked");
+            let plan = FaultPlan {
+                kind: followup.kind,
+                target: Some(followup.target),
+                duration_ms: followup.duration_ms,
+                record: false,
+            };
+            self.start(sim, resolved, shared, recorder, now_ms, plan);
         }
     }
 }

@@ -130,7 +130,7 @@ pub const TARGETS: [Target; 24] = [
     },
     Target {
         bug: Bug::SkipTruncationSameLeader,
-        scenario: "fsync-window",
+        scenario: "last-replica-standing",
         checker: "replica-agreement",
     },
     Target {

@@ -89,6 +89,10 @@ impl Default for TopologySpec {
     }
 }
 
+/// `log.flush.interval.ms` when a scenario does not set it: short enough
+/// that most power losses find little unsynced.
+pub const SIM_FLUSH_MS_DEFAULT: u64 = 1_000;
+
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerKnobs {
@@ -98,6 +102,9 @@ pub struct BrokerKnobs {
     pub flush_on_ack: Option<bool>,
     /// `log.flush.interval.messages` when not flushing on ack.
     pub flush_messages: Option<u64>,
+    /// `log.flush.interval.ms`: an unflushed write is fsynced once this old
+    /// (1000 when unset; not drawn).
+    pub flush_ms: Option<u64>,
     /// Torn-write granularity on crash; 0 means writes are atomic.
     pub block_size: Option<u64>,
     /// `group.initial.rebalance.delay.ms`: 0, or Kafka's default of 3000.
@@ -317,6 +324,7 @@ pub struct Resolved {
     pub index_interval_bytes: u64,
     pub flush_on_ack: bool,
     pub flush_messages: u64,
+    pub flush_ms: u64,
     pub block_size: u64,
     pub group_initial_rebalance_delay_ms: u64,
     pub producers: Vec<ResolvedProducer>,
@@ -475,6 +483,7 @@ impl Scenario {
             index_interval_bytes,
             flush_on_ack,
             flush_messages,
+            flush_ms: self.broker.flush_ms.unwrap_or(SIM_FLUSH_MS_DEFAULT),
             block_size,
             group_initial_rebalance_delay_ms,
             producers,

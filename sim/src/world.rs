@@ -117,7 +117,7 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
     } else {
         resolved.flush_messages
     };
-    config.log.flush_ms = 1_000;
+    config.log.flush_ms = resolved.flush_ms as i64;
     config.min_insync_replicas = resolved.min_insync_replicas;
     // The groups' offsets are replicated as the workload's topic is.
     config.offsets_topic_replication_factor = resolved.replication_factor;

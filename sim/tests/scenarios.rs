@@ -171,6 +171,7 @@ scenario_tests! {
     isr_squeeze_passes, isr_squeeze_is_deterministic => "isr-squeeze", CI_SEEDS;
     fsync_window_passes, fsync_window_is_deterministic => "fsync-window", CI_SEEDS;
     cluster_pause_passes, cluster_pause_is_deterministic => "cluster-pause", CI_SEEDS;
+    last_replica_standing_passes, last_replica_standing_is_deterministic => "last-replica-standing", CI_SEEDS;
     leader_flap_passes, leader_flap_is_deterministic => "leader-flap", CI_SEEDS;
     steady_cluster_passes, steady_cluster_is_deterministic => "steady-cluster", CI_SEEDS;
 }
