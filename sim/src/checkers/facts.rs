@@ -569,6 +569,24 @@ pub(crate) mod build {
             h
         }
 
+        /// A history opening with the Meta event of a replicated run:
+        /// three replicas, acks=all, `min.insync.replicas` 2.
+        pub fn replicated(flush_on_ack: bool) -> Self {
+            let mut h = Self::default();
+            h.event(Event::Meta {
+                scenario: "test".into(),
+                seed: 1,
+                flush_on_ack,
+                idempotence: true,
+                checkers: Vec::new(),
+                group_initial_rebalance_delay_ms: 0,
+                replication_factor: 3,
+                acks_all: true,
+                min_insync_replicas: 2,
+            });
+            h
+        }
+
         pub fn build(self) -> History {
             self.builder.build()
         }

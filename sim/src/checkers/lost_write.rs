@@ -255,18 +255,7 @@ mod tests {
         // acks=all, three replicas, min.insync.replicas 2, acks from the
         // page cache: the durability model in ARCHITECTURE.md.
         let history = |crashed: &[&str]| {
-            let mut h = H::default();
-            h.event(crate::history::Event::Meta {
-                scenario: "test".into(),
-                seed: 1,
-                flush_on_ack: false,
-                idempotence: true,
-                checkers: Vec::new(),
-                group_initial_rebalance_delay_ms: 0,
-                replication_factor: 3,
-                acks_all: true,
-                min_insync_replicas: 2,
-            });
+            let mut h = H::replicated(false);
             h.send("producer-0", None, "producer-0-1", 0, 0);
             for broker in crashed {
                 h.fault(FaultKind::CrashBroker, broker, true);

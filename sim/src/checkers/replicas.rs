@@ -624,19 +624,7 @@ mod tests {
     use crate::history::{FaultKind, History};
 
     fn replicated(flush_on_ack: bool) -> H {
-        let mut h = H::default();
-        h.event(Event::Meta {
-            scenario: "test".into(),
-            seed: 1,
-            flush_on_ack,
-            idempotence: true,
-            checkers: Vec::new(),
-            group_initial_rebalance_delay_ms: 0,
-            replication_factor: 3,
-            acks_all: true,
-            min_insync_replicas: 2,
-        });
-        h
+        H::replicated(flush_on_ack)
     }
 
     fn batch(base_offset: i64, last_offset: i64, leader_epoch: i32, crc: u32) -> ReplicaBatch {
