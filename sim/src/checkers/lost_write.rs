@@ -130,8 +130,12 @@ impl Checker for LostWrite {
                 let Some(lost) = first_permitted_loss.get(&(later.process, later.tp)) else {
                     continue;
                 };
+                // A new session (producer id) that began after the lost
+                // send was invoked may have written the later one, even if
+                // the lost one's ack arrived after the break: the producer
+                // restamps what it has not yet sent.
                 if later.invoke_index <= lost.invoke_index
-                    || facts.session_break_between(later.process, lost.ok_index, later.ok_index)
+                    || facts.session_break_between(later.process, lost.invoke_index, later.ok_index)
                 {
                     continue;
                 }
@@ -269,6 +273,39 @@ mod tests {
         let verdict = history(&["broker-0", "broker-2"]);
         assert!(verdict.valid, "{verdict:?}");
         assert!(verdict.summary.contains("1 permitted losses"));
+    }
+
+    #[test]
+    fn a_session_break_before_the_lost_ack_still_excuses_a_later_write() {
+        // The producer failed a send elsewhere (and so takes a new producer
+        // id) while the lost send's ack was on its way.
+        let mut h = H::new(false, true);
+        let op = |value: &str| crate::history::Op::Send {
+            topic: crate::checkers::facts::build::TOPIC.into(),
+            key: None,
+            value: value.into(),
+            partition: None,
+            offset: None,
+        };
+        let (_, lost_id) = h.invoke("producer-0", op("producer-0-1"));
+        let (_, failed_id) = h.invoke("producer-0", op("producer-0-2"));
+        h.fail("producer-0", failed_id, op("producer-0-2"));
+        h.ok(
+            "producer-0",
+            lost_id,
+            crate::history::Op::Send {
+                topic: crate::checkers::facts::build::TOPIC.into(),
+                key: None,
+                value: "producer-0-1".into(),
+                partition: Some(0),
+                offset: Some(0),
+            },
+        );
+        h.fault(FaultKind::CrashBroker, "broker-0", true);
+        h.send("producer-0", None, "producer-0-3", 0, 0);
+        h.final_read(0, 0, vec![record(0, 0, None, "producer-0-3")]);
+        let verdict = LostWrite.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
     }
 
     #[test]
