@@ -31,7 +31,11 @@
 //!   without such events.
 //! - `commit-went-back`: a group's successive ok commits for a partition, in
 //!   completion order, never decrease unless the group sought that partition
-//!   in between (after the earlier commit's invoke).
+//!   in between (after the earlier commit's invoke). Two commits whose
+//!   invoke-to-ok spans overlap may have been applied in either order (a
+//!   held response arrives late), so only one invoked after the other's ok
+//!   is judged against it; of two such concurrent commits, the lower offset
+//!   is the one later commits are judged against.
 //! - `stale-commit-accepted`: the coordinator must fence zombies: a commit
 //!   from a generation older than the group's latest `Generation` event before
 //!   the commit's invoke must fail. Commits with generation -1 (no group
@@ -592,7 +596,10 @@ impl<'f, 'a> State<'f, 'a> {
                     .last_seek
                     .get(&key)
                     .is_some_and(|&seek| seek > previous.invoke);
-                if offset < previous.offset && !sought {
+                // Invoked before the previous one's ok: the coordinator may
+                // have applied either first.
+                let concurrent = invoke < previous.ok;
+                if offset < previous.offset && !sought && !concurrent {
                     if self
                         .facts
                         .loss_permitted_between(previous.invoke, entry.index)
@@ -611,14 +618,20 @@ impl<'f, 'a> State<'f, 'a> {
                     }
                 }
             }
-            self.committed.insert(
-                key,
-                Committed {
-                    offset,
-                    invoke,
-                    ok: entry.index,
-                },
-            );
+            let keep_previous = self
+                .committed
+                .get(&key)
+                .is_some_and(|previous| invoke < previous.ok && previous.offset < offset);
+            if !keep_previous {
+                self.committed.insert(
+                    key,
+                    Committed {
+                        offset,
+                        invoke,
+                        ok: entry.index,
+                    },
+                );
+            }
         }
     }
 
@@ -952,6 +965,24 @@ mod tests {
         let verdict = OffsetCommits.check(&h.build());
         assert_eq!(prefixes(&verdict), vec!["commit-went-back"]);
         assert_eq!(verdict.anomalies[0].entries, vec![high.1, low.1]);
+    }
+
+    #[test]
+    fn a_late_answer_to_an_earlier_commit_is_not_going_back() {
+        // C1's commit of 2 is invoked first, but its answer is held and
+        // arrives after C0's commit of 3: either may have been applied last.
+        let (mut h, _) = started();
+        for (offset, value) in [(0, "a"), (1, "b"), (2, "c")] {
+            h.process(C0, G, record(0, offset, None, value));
+        }
+        h.poll(C1, G, vec![record(0, 1, None, "b")]);
+        h.process(C1, G, record(0, 1, None, "b"));
+        let late = commit_op(C1, G, 1, &[(0, 2)]);
+        let (_, late_id) = h.invoke(C1, late.clone());
+        h.commit(C0, G, 1, &[(0, 3)]);
+        h.ok(C1, late_id, late);
+        let verdict = OffsetCommits.check(&h.build());
+        assert!(verdict.valid, "{verdict:?}");
     }
 
     #[test]
