@@ -66,6 +66,9 @@ pub struct BrokerSessions {
     confirmed: BTreeSet<i32>,
     /// Heard from by this controller at all.
     heard: BTreeSet<i32>,
+    /// When this controller first told a restarted broker's registration
+    /// to wait for its in-sync peers (see [`restart_must_wait`]).
+    restart_waits_ms: BTreeMap<i32, i64>,
 }
 
 impl BrokerSessions {
@@ -77,7 +80,14 @@ impl BrokerSessions {
             fenced: BTreeSet::new(),
             confirmed: BTreeSet::new(),
             heard: BTreeSet::new(),
+            restart_waits_ms: BTreeMap::new(),
         }
+    }
+
+    /// How long `broker`'s registration has been waiting for its in-sync
+    /// peers, counting from now when it starts waiting.
+    pub fn restart_waited_ms(&mut self, broker: i32, now_ms: i64) -> i64 {
+        now_ms - *self.restart_waits_ms.entry(broker).or_insert(now_ms)
     }
 
     /// A heartbeat (or registration) from `broker`: its session is alive,
@@ -90,6 +100,7 @@ impl BrokerSessions {
         self.heard.insert(broker);
         if current {
             self.confirmed.insert(broker);
+            self.restart_waits_ms.remove(&broker);
         } else {
             self.confirmed.remove(&broker);
         }
@@ -254,15 +265,17 @@ pub fn preferred_leader_changes(
 /// recorded: it leads a partition whose ISR holds other replicas, none of
 /// them electable yet, and one of them may soon be: not yet heard from by
 /// this controller (a new controller starts every session fresh), or
-/// restarting too with a lower node id (heard from in an unregistered
-/// incarnation; it may have restarted cleanly and hold records this broker
-/// lost). Recording it now would let it lead again without them. Waiting
-/// only on lower ids keeps two restarting brokers from waiting on each
-/// other; fenced replicas are not waited for.
+/// restarting too (heard from in an unregistered incarnation; it may have
+/// restarted cleanly and hold records this broker lost to a power loss).
+/// Recording it now would let it lead again without them. Two restarted
+/// brokers may each wait for the other; once `tie_break` (the wait has
+/// lasted a broker session), only lower node ids are waited for, which
+/// ends that. Fenced replicas are not waited for.
 pub fn restart_must_wait(
     image: &MetadataImage,
     restarted: i32,
     (electable, unheard, restarting): (&BTreeSet<i32>, &BTreeSet<i32>, &BTreeSet<i32>),
+    tie_break: bool,
 ) -> bool {
     image.all_topic_names().iter().any(|name| {
         let topic = image.topic(name).expect("listed topic");
@@ -270,8 +283,10 @@ pub fn restart_must_wait(
             let others = || partition.isr.iter().filter(|id| **id != restarted);
             partition.leader_id == restarted
                 && !others().any(|id| electable.contains(id))
-                && others()
-                    .any(|id| unheard.contains(id) || (restarting.contains(id) && *id < restarted))
+                && others().any(|id| {
+                    unheard.contains(id)
+                        || (restarting.contains(id) && (!tie_break || *id < restarted))
+                })
         })
     })
 }
@@ -538,24 +553,48 @@ mod tests {
         let only_2 = BTreeSet::from([2]);
         let only_3 = BTreeSet::from([3]);
         // Broker 2 may yet heartbeat: wait for it.
-        assert!(restart_must_wait(&image, 1, (&only_3, &only_2, &none)));
+        assert!(restart_must_wait(
+            &image,
+            1,
+            (&only_3, &only_2, &none),
+            false
+        ));
         // Broker 2 can lead: no wait, leadership moves.
-        assert!(!restart_must_wait(&image, 1, (&only_2, &none, &none)));
+        assert!(!restart_must_wait(
+            &image,
+            1,
+            (&only_2, &none, &none),
+            false
+        ));
         // Broker 2 is fenced: nobody to wait for.
-        assert!(!restart_must_wait(&image, 1, (&none, &none, &none)));
-        // Both restarted: broker 2 waits for broker 1 (the lower id), which
-        // does not wait for broker 2, so neither waits forever.
-        assert!(restart_must_wait(&image, 2, (&none, &none, &only_1)));
-        assert!(!restart_must_wait(&image, 1, (&none, &none, &only_2)));
+        assert!(!restart_must_wait(&image, 1, (&none, &none, &none), false));
+        // Both restarted: each waits for the other (either may hold what
+        // the other lost), for a broker session at most.
+        assert!(restart_must_wait(&image, 2, (&none, &none, &only_1), false));
+        assert!(restart_must_wait(&image, 1, (&none, &none, &only_2), false));
+        // Then broker 2 waits for broker 1 (the lower id), which no longer
+        // waits for broker 2, so neither waits forever.
+        assert!(restart_must_wait(&image, 2, (&none, &none, &only_1), true));
+        assert!(!restart_must_wait(&image, 1, (&none, &none, &only_2), true));
         // Broker 3 leads nothing.
-        assert!(!restart_must_wait(&image, 3, (&none, &only_2, &none)));
+        assert!(!restart_must_wait(
+            &image,
+            3,
+            (&none, &only_2, &none),
+            false
+        ));
         let alone = image_with(vec![PartitionImage {
             leader_id: 1,
             leader_epoch: 0,
             replicas: vec![1, 2],
             isr: vec![1],
         }]);
-        assert!(!restart_must_wait(&alone, 1, (&none, &only_2, &none)));
+        assert!(!restart_must_wait(
+            &alone,
+            1,
+            (&none, &only_2, &none),
+            false
+        ));
     }
 
     #[test]

@@ -133,8 +133,11 @@ impl Broker {
         if self.with_metadata(|image| image.incarnation(node_id).is_none()) {
             return Ok(());
         }
+        let now_ms = self.clock.now_ms();
+        let session_timeout_ms = self.config.broker_session_timeout_ms;
         for _ in 0..CONTROLLER_WRITES_PER_REGISTRATION_MAX {
             let next = self.with_sessions(|sessions| {
+                let tie_break = sessions.restart_waited_ms(node_id, now_ms) > session_timeout_ms;
                 let mut electable = sessions.electable();
                 electable.remove(&node_id);
                 let image = self.metadata.read().expect("metadata lock");
@@ -142,7 +145,7 @@ impl Broker {
                 let mut restarting = sessions.restarting();
                 restarting.remove(&node_id);
                 let others = (&electable, &unheard, &restarting);
-                if controller::restart_must_wait(&image, node_id, others) {
+                if controller::restart_must_wait(&image, node_id, others, tie_break) {
                     return Err(());
                 }
                 Ok(controller::fence_changes(&image, node_id, &electable)
