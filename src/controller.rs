@@ -66,9 +66,10 @@ pub struct BrokerSessions {
     confirmed: BTreeSet<i32>,
     /// Heard from by this controller at all.
     heard: BTreeSet<i32>,
-    /// When this controller first told a restarted broker's registration
-    /// to wait for its in-sync peers (see [`restart_must_wait`]).
-    restart_waits_ms: BTreeMap<i32, i64>,
+    /// When this controller first told a restarted broker's registration,
+    /// in the incarnation it names, to wait for its in-sync peers (see
+    /// [`restart_must_wait`]). A later restart waits afresh.
+    restart_waits_ms: BTreeMap<i32, (u64, i64)>,
 }
 
 impl BrokerSessions {
@@ -84,10 +85,17 @@ impl BrokerSessions {
         }
     }
 
-    /// How long `broker`'s registration has been waiting for its in-sync
-    /// peers, counting from now when it starts waiting.
-    pub fn restart_waited_ms(&mut self, broker: i32, now_ms: i64) -> i64 {
-        now_ms - *self.restart_waits_ms.entry(broker).or_insert(now_ms)
+    /// How long `broker`'s registration in `incarnation` has been waiting
+    /// for its in-sync peers, counting from now when it starts waiting.
+    pub fn restart_waited_ms(&mut self, broker: i32, incarnation: u64, now_ms: i64) -> i64 {
+        let wait = self
+            .restart_waits_ms
+            .entry(broker)
+            .or_insert((incarnation, now_ms));
+        if wait.0 != incarnation {
+            *wait = (incarnation, now_ms);
+        }
+        now_ms - wait.1
     }
 
     /// A heartbeat (or registration) from `broker`: its session is alive,

@@ -111,7 +111,7 @@ impl Broker {
                 .await?;
         }
         if !known_incarnation {
-            self.leave_isrs_on_restart(node_id).await?;
+            self.leave_isrs_on_restart(node_id, incarnation).await?;
             self.controller_write(MetadataRecord::BrokerIncarnation {
                 node_id,
                 incarnation,
@@ -129,7 +129,7 @@ impl Broker {
     /// member, and its leaderships go to electable in-sync replicas, one
     /// record at a time, as fencing would do. Its first registration
     /// changes nothing.
-    async fn leave_isrs_on_restart(&self, node_id: i32) -> Result<(), i16> {
+    async fn leave_isrs_on_restart(&self, node_id: i32, incarnation: u64) -> Result<(), i16> {
         if self.with_metadata(|image| image.incarnation(node_id).is_none()) {
             return Ok(());
         }
@@ -137,7 +137,8 @@ impl Broker {
         let session_timeout_ms = self.config.broker_session_timeout_ms;
         for _ in 0..CONTROLLER_WRITES_PER_REGISTRATION_MAX {
             let next = self.with_sessions(|sessions| {
-                let tie_break = sessions.restart_waited_ms(node_id, now_ms) > session_timeout_ms;
+                let tie_break =
+                    sessions.restart_waited_ms(node_id, incarnation, now_ms) > session_timeout_ms;
                 let mut electable = sessions.electable();
                 electable.remove(&node_id);
                 let image = self.metadata.read().expect("metadata lock");
