@@ -130,7 +130,7 @@ pub const TARGETS: [Target; 24] = [
     },
     Target {
         bug: Bug::SkipTruncationSameLeader,
-        scenario: "last-replica-standing",
+        scenario: "isr-squeeze",
         checker: "replica-agreement",
     },
     Target {
