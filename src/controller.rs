@@ -66,9 +66,10 @@ pub struct BrokerSessions {
     confirmed: BTreeSet<i32>,
     /// Heard from by this controller at all.
     heard: BTreeSet<i32>,
-    /// When this controller first told a restarted broker's registration,
-    /// in the incarnation it names, to wait for its in-sync peers (see
-    /// [`restart_must_wait`]). A later restart waits afresh.
+    /// When a restarted broker's registration, in the incarnation it names,
+    /// first reached this controller: how long it has waited for its
+    /// in-sync peers (see [`restart_must_wait`]). A later restart waits
+    /// afresh; a recorded registration forgets it.
     restart_waits_ms: BTreeMap<i32, (u64, i64)>,
 }
 

@@ -71,7 +71,7 @@ pub enum Role {
         /// the controller might still elect does not hold.
         pending_isr: Option<BTreeSet<i32>>,
         /// Every member any proposal since the ISR was last recorded has
-        /// named. A proposal replaced by a later one (an expansion, then a
+        /// named, the pending one's included. A proposal replaced by a later one (an expansion, then a
         /// shrink before the answer came) may still have been recorded by
         /// the controller, which could then elect its members; until the
         /// controller's ISR is known again the high watermark counts them.
@@ -437,6 +437,13 @@ impl ReplicaState {
         else {
             return None;
         };
+        debug_assert!(
+            pending_isr
+                .iter()
+                .flatten()
+                .all(|id| unconfirmed.contains(id)),
+            "every pending member is unconfirmed"
+        );
         // Counted against the smaller of the recorded and proposed sets, so
         // a pending expansion does not satisfy min.insync.replicas early.
         if self.in_sync_count() < self.config.min_insync_replicas && !crate::planted!(HwBelowMinIsr)
@@ -451,10 +458,10 @@ impl ReplicaState {
             });
         }
         // The maximal ISR: every member of the recorded set or of any
-        // proposal the controller may have recorded.
+        // proposal the controller may have recorded (`unconfirmed` holds
+        // the pending one's members too).
         let lowest = isr
             .iter()
-            .chain(pending_isr.iter().flatten())
             .chain(unconfirmed.iter())
             .map(|id| {
                 if *id == self.config.node_id {

@@ -22,10 +22,8 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
-// tokio's clock, not the OS's: virtual under the simulation.
 // tokio's clock, not the OS's: virtual (and deterministic) under the
 // simulation, real time in the binary.
-// tokio's clock, not the OS's: virtual under the simulation.
 use tokio::time::Instant;
 
 use super::assignor::decode_assignment;
