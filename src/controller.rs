@@ -347,21 +347,26 @@ pub enum AlterIsrError {
     StalePartitionEpoch,
     /// The ISR would drop the leader or hold a non-replica (INVALID_REQUEST).
     Invalid,
-    /// The ISR would add a fenced broker (INELIGIBLE_REPLICA, KIP-841): it
-    /// may join once it is unfenced, so the leader proposes it again later.
+    /// The ISR would add a fenced broker (INELIGIBLE_REPLICA, KIP-841), or
+    /// one in a broker epoch other than the incarnation it registered (the
+    /// fetch that found it caught up came from before a restart, KIP-903):
+    /// it may join once it is unfenced and fetches again, so the leader
+    /// proposes it again later.
     IneligibleReplica,
 }
 
 /// Checks a leader's ISR change: it must come from the partition's current
 /// leader at its current leader epoch, computed against the current
 /// partition epoch (a change queued behind another is stale), keep the
-/// leader, stay among the replicas, and add no fenced broker. Returns the
+/// leader, stay among the replicas, and add no fenced broker and none whose
+/// broker epoch, where the leader names one, is not the incarnation it
+/// registered. `new_isr` is `(node id, broker epoch or -1)`. Returns the
 /// record to write, or None when the ISR is already that.
 pub fn alter_isr(
     image: &MetadataImage,
     (topic, partition): (&str, i32),
     (leader_id, leader_epoch, partition_epoch): (i32, i32, i32),
-    new_isr: &[i32],
+    new_isr: &[(i32, i64)],
     sessions: &BrokerSessions,
 ) -> Result<Option<MetadataRecord>, AlterIsrError> {
     let current = image
@@ -380,18 +385,21 @@ pub fn alter_isr(
     if partition_epoch != image.partition_epoch(topic, partition) {
         return Err(AlterIsrError::StalePartitionEpoch);
     }
-    let mut isr: Vec<i32> = new_isr.to_vec();
+    let mut isr: Vec<i32> = new_isr.iter().map(|(id, _)| *id).collect();
     isr.sort_unstable();
     isr.dedup();
     let keeps_leader = isr.contains(&leader_id);
     let among_replicas = isr.iter().all(|id| current.replicas.contains(id));
-    let adds_fenced = isr
-        .iter()
-        .any(|id| !current.isr.contains(id) && sessions.is_fenced(*id));
+    let added = || new_isr.iter().filter(|(id, _)| !current.isr.contains(id));
+    let adds_fenced = added().any(|(id, _)| sessions.is_fenced(*id));
+    let adds_stale_incarnation = added().any(|(id, broker_epoch)| {
+        *broker_epoch >= 0
+            && image.incarnation(*id).map(|registered| registered as i64) != Some(*broker_epoch)
+    });
     if !keeps_leader || !among_replicas {
         return Err(AlterIsrError::Invalid);
     }
-    if adds_fenced {
+    if adds_fenced || adds_stale_incarnation {
         return Err(AlterIsrError::IneligibleReplica);
     }
     let mut recorded = current.isr.clone();
@@ -411,6 +419,11 @@ pub fn alter_isr(
 mod tests {
     use super::*;
     use crate::metadata::BrokerEndpoint;
+
+    /// ISR members as a v2 AlterPartition names them: without broker epochs.
+    fn unknown_epochs(ids: &[i32]) -> Vec<(i32, i64)> {
+        ids.iter().map(|id| (*id, -1)).collect()
+    }
 
     fn image_with(partitions: Vec<PartitionImage>) -> MetadataImage {
         let mut image = MetadataImage::empty("sluice");
@@ -615,29 +628,65 @@ mod tests {
             isr: vec![1, 2, 3],
         }]);
         let mut sessions = BrokerSessions::starting([1, 2, 3], 0);
-        let shrink = alter_isr(&image, ("t", 0), (1, 2, 0), &[1, 2], &sessions);
+        let shrink = alter_isr(
+            &image,
+            ("t", 0),
+            (1, 2, 0),
+            &unknown_epochs(&[1, 2]),
+            &sessions,
+        );
         assert!(matches!(
             shrink,
             Ok(Some(MetadataRecord::PartitionChange { ref isr, .. })) if isr == &[1, 2]
         ));
         assert_eq!(
-            alter_isr(&image, ("t", 0), (1, 2, 0), &[3, 2, 1], &sessions),
+            alter_isr(
+                &image,
+                ("t", 0),
+                (1, 2, 0),
+                &unknown_epochs(&[3, 2, 1]),
+                &sessions
+            ),
             Ok(None)
         );
         assert_eq!(
-            alter_isr(&image, ("t", 0), (1, 1, 0), &[1, 2], &sessions),
+            alter_isr(
+                &image,
+                ("t", 0),
+                (1, 1, 0),
+                &unknown_epochs(&[1, 2]),
+                &sessions
+            ),
             Err(AlterIsrError::FencedLeaderEpoch)
         );
         assert_eq!(
-            alter_isr(&image, ("t", 0), (2, 2, 0), &[1, 2], &sessions),
+            alter_isr(
+                &image,
+                ("t", 0),
+                (2, 2, 0),
+                &unknown_epochs(&[1, 2]),
+                &sessions
+            ),
             Err(AlterIsrError::NotLeader)
         );
         assert_eq!(
-            alter_isr(&image, ("t", 0), (1, 2, 0), &[2, 3], &sessions),
+            alter_isr(
+                &image,
+                ("t", 0),
+                (1, 2, 0),
+                &unknown_epochs(&[2, 3]),
+                &sessions
+            ),
             Err(AlterIsrError::Invalid)
         );
         assert_eq!(
-            alter_isr(&image, ("t", 1), (1, 2, 0), &[1], &sessions),
+            alter_isr(
+                &image,
+                ("t", 1),
+                (1, 2, 0),
+                &unknown_epochs(&[1]),
+                &sessions
+            ),
             Err(AlterIsrError::UnknownPartition)
         );
         // Computed against an older partition epoch: refused.
@@ -651,10 +700,23 @@ mod tests {
             })
             .expect("an ISR change");
         assert_eq!(
-            alter_isr(&changed, ("t", 0), (1, 2, 0), &[1, 2, 3], &sessions),
+            alter_isr(
+                &changed,
+                ("t", 0),
+                (1, 2, 0),
+                &unknown_epochs(&[1, 2, 3]),
+                &sessions
+            ),
             Err(AlterIsrError::StalePartitionEpoch)
         );
-        assert!(alter_isr(&changed, ("t", 0), (1, 2, 1), &[1, 2, 3], &sessions).is_ok());
+        assert!(alter_isr(
+            &changed,
+            ("t", 0),
+            (1, 2, 1),
+            &unknown_epochs(&[1, 2, 3]),
+            &sessions
+        )
+        .is_ok());
         let shrunk = image_with(vec![PartitionImage {
             leader_id: 1,
             leader_epoch: 2,
@@ -664,8 +726,49 @@ mod tests {
         sessions.expire(100_000, 9_000);
         sessions.heartbeat(1, true, 100_000);
         assert_eq!(
-            alter_isr(&shrunk, ("t", 0), (1, 2, 0), &[1, 3], &sessions),
+            alter_isr(
+                &shrunk,
+                ("t", 0),
+                (1, 2, 0),
+                &unknown_epochs(&[1, 3]),
+                &sessions
+            ),
             Err(AlterIsrError::IneligibleReplica)
         );
+    }
+
+    #[test]
+    fn a_follower_joins_the_isr_only_in_the_incarnation_it_registered() {
+        let mut image = image_with(vec![PartitionImage {
+            leader_id: 1,
+            leader_epoch: 2,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+        }]);
+        for incarnation in [1, 2] {
+            image
+                .apply(&MetadataRecord::BrokerIncarnation {
+                    node_id: 3,
+                    incarnation,
+                })
+                .expect("a registration");
+        }
+        let sessions = BrokerSessions::starting([1, 2, 3], 0);
+        // Broker 3's fetch from before its restart found it caught up.
+        assert_eq!(
+            alter_isr(
+                &image,
+                ("t", 0),
+                (1, 2, 0),
+                &[(1, 7), (2, 4), (3, 1)],
+                &sessions
+            ),
+            Err(AlterIsrError::IneligibleReplica)
+        );
+        // Members already in the ISR are not judged by their epoch.
+        assert!(matches!(
+            alter_isr(&image, ("t", 0), (1, 2, 0), &[(1, 7), (2, 4), (3, 2)], &sessions),
+            Ok(Some(MetadataRecord::PartitionChange { ref isr, .. })) if isr == &[1, 2, 3]
+        ));
     }
 }

@@ -147,6 +147,23 @@ pub enum Fact {
     /// As the active controller, this broker heard again from the fenced
     /// `node_id`, in `incarnation`, and unfenced it.
     BrokerUnfenced { node_id: i32, incarnation: u64 },
+    /// This broker applied the record of `node_id`'s registration in
+    /// `incarnation` (its broker epoch). From here on, this broker's view
+    /// is that `node_id` runs that incarnation: its ISR changes may admit
+    /// `node_id` only on the strength of a fetch from it (KIP-903).
+    BrokerRegistered { node_id: i32, incarnation: u64 },
+    /// As a partition's leader in `leader_epoch`, this broker found
+    /// `follower_id` caught up by a fetch from `fetch_offset` naming broker
+    /// epoch `broker_epoch` (-1 for none), and is about to propose it for
+    /// the ISR.
+    FollowerCaughtUp {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        follower_id: i32,
+        broker_epoch: i64,
+        fetch_offset: i64,
+    },
     /// This broker became a follower of a partition in `leader_epoch`,
     /// fetching from `leader_id` (-1 when the partition has no leader).
     PartitionFollower {

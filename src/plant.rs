@@ -102,10 +102,15 @@ pub enum Bug {
     /// committed once a majority holds them, before any entry of its own
     /// epoch is (Raft's Figure 8).
     CommitPriorEpochByCount,
+    /// A partition leader ignores the broker epoch a follower's fetch
+    /// carries and proposes ISR members without theirs, so a fetch a
+    /// follower sent before it lost power and restarted readmits it to the
+    /// ISR without what it lost (KIP-903).
+    RejoinWithStaleBrokerEpoch,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 24] = [
+    pub const ALL: [Bug; 25] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -130,6 +135,7 @@ impl Bug {
         Bug::SkipTruncationSameLeader,
         Bug::FollowerSkipsProducerState,
         Bug::CommitPriorEpochByCount,
+        Bug::RejoinWithStaleBrokerEpoch,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -159,6 +165,7 @@ impl Bug {
             Bug::SkipTruncationSameLeader => "skip-truncation-same-leader",
             Bug::FollowerSkipsProducerState => "follower-skips-producer-state",
             Bug::CommitPriorEpochByCount => "commit-prior-epoch-by-count",
+            Bug::RejoinWithStaleBrokerEpoch => "rejoin-with-stale-broker-epoch",
         }
     }
 
@@ -204,6 +211,9 @@ impl Bug {
             }
             Bug::CommitPriorEpochByCount => {
                 "the quorum leader commits earlier epochs' entries by count (Raft's Figure 8)"
+            }
+            Bug::RejoinWithStaleBrokerEpoch => {
+                "a fetch from before a follower's restart readmits it to the ISR (KIP-903)"
             }
         }
     }

@@ -56,6 +56,11 @@ pub struct FollowerProgress {
     /// The leader's log end offset when this follower last fetched, and when.
     pub last_fetch_leader_end: i64,
     pub last_fetch_ms: i64,
+    /// The broker epoch (incarnation) the follower's latest fetch carried,
+    /// or -1 before one that names it (KIP-903). A fetch from an older
+    /// incarnation is a straggler from before a restart: what it claims to
+    /// hold may have been lost since, so it moves nothing.
+    pub broker_epoch: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +82,12 @@ pub enum Role {
         /// controller's ISR is known again the high watermark counts them.
         unconfirmed: BTreeSet<i32>,
         followers: BTreeMap<i32, FollowerProgress>,
+        /// Each follower the pending proposal adds, with the broker epoch of
+        /// the fetch that found it caught up. Every proposal until the
+        /// controller answers names it in that epoch, even after a fetch
+        /// from a newer incarnation: the controller then refuses it, and
+        /// the new incarnation must catch up on its own (KIP-903).
+        admission_epochs: BTreeMap<i32, i64>,
         /// The log end offset when this broker took the lead in this epoch:
         /// where its epoch begins. A follower joins the ISR only once it
         /// holds everything below it, as well as the high watermark: a new
@@ -157,6 +168,7 @@ impl ReplicaState {
                     caught_up_ms: now_ms,
                     last_fetch_leader_end: high_watermark,
                     last_fetch_ms: now_ms,
+                    broker_epoch: -1,
                 };
                 (*id, progress)
             })
@@ -168,6 +180,7 @@ impl ReplicaState {
                 pending_isr: None,
                 unconfirmed: BTreeSet::new(),
                 followers,
+                admission_epochs: BTreeMap::new(),
                 epoch_start_offset: log_end_offset,
             },
             config,
@@ -257,6 +270,7 @@ impl ReplicaState {
             isr,
             pending_isr,
             unconfirmed,
+            admission_epochs,
             ..
         } = &mut self.role
         else {
@@ -265,6 +279,7 @@ impl ReplicaState {
         assert!(recorded.contains(&node_id), "the ISR holds the leader");
         *isr = recorded.clone();
         *pending_isr = None;
+        admission_epochs.clear();
         // A proposal still in flight was computed against the partition
         // epoch this record replaced, so the controller refuses it.
         unconfirmed.clear();
@@ -294,13 +309,17 @@ impl ReplicaState {
         effects
     }
 
-    /// A follower fetched from `fetch_offset` at `now_ms` (leader only; a
-    /// follower ignores it, as does a leader for a broker outside the
-    /// replica set). A follower not in the ISR is proposed for it once it has
-    /// reached both the high watermark and the leader's epoch start offset.
+    /// A follower, `(node id, broker epoch)`, fetched from `fetch_offset` at
+    /// `now_ms` (leader only; a follower ignores it, as does a leader for a
+    /// broker outside the replica set). A follower not in the ISR is
+    /// proposed for it once it has reached both the high watermark and the
+    /// leader's epoch start offset. A fetch from an incarnation older than
+    /// one already heard from is ignored; one from a newer incarnation
+    /// starts the follower's progress over, as the restart may have lost
+    /// what the old one held (KIP-903). A broker epoch of -1 names none.
     pub fn on_follower_fetch(
         &mut self,
-        follower_id: i32,
+        (follower_id, broker_epoch): (i32, i64),
         fetch_offset: i64,
         now_ms: i64,
     ) -> Vec<ReplicaEffect> {
@@ -312,6 +331,7 @@ impl ReplicaState {
             pending_isr,
             unconfirmed,
             followers,
+            admission_epochs,
             epoch_start_offset,
         } = &mut self.role
         else {
@@ -324,6 +344,17 @@ impl ReplicaState {
         let Some(progress) = followers.get_mut(&follower_id) else {
             return Vec::new();
         };
+        if !crate::planted!(RejoinWithStaleBrokerEpoch) && broker_epoch >= 0 {
+            if broker_epoch < progress.broker_epoch {
+                return Vec::new();
+            }
+            if broker_epoch > progress.broker_epoch {
+                // A new incarnation: nothing the old one fetched counts for
+                // it, so it is caught up only once it reaches the log end.
+                progress.broker_epoch = broker_epoch;
+                progress.last_fetch_leader_end = i64::MAX;
+            }
+        }
         if fetch_offset >= log_end_offset {
             progress.caught_up_ms = now_ms;
         } else if fetch_offset >= progress.last_fetch_leader_end {
@@ -339,12 +370,33 @@ impl ReplicaState {
             let mut next = proposed.clone();
             next.insert(follower_id);
             unconfirmed.extend(next.iter().copied());
+            admission_epochs.insert(follower_id, broker_epoch);
             *pending_isr = Some(next.clone());
             effects.push(ReplicaEffect::IsrChanged(next));
         }
         let mut out: Vec<ReplicaEffect> = self.advance_high_watermark().into_iter().collect();
         out.extend(effects);
         out
+    }
+
+    /// The broker epoch a proposal names for `follower_id`: while a pending
+    /// proposal adds it, that of the fetch that found it caught up;
+    /// otherwise its latest fetch's; -1 if none named one (or this replica
+    /// does not lead). The controller admits a follower to the ISR only in
+    /// the incarnation it has registered (KIP-903).
+    pub fn follower_broker_epoch(&self, follower_id: i32) -> i64 {
+        match &self.role {
+            Role::Leader {
+                followers,
+                admission_epochs,
+                ..
+            } if !crate::planted!(RejoinWithStaleBrokerEpoch) => admission_epochs
+                .get(&follower_id)
+                .copied()
+                .or_else(|| followers.get(&follower_id).map(|p| p.broker_epoch))
+                .unwrap_or(-1),
+            _ => -1,
+        }
     }
 
     /// The controller refused the proposed ISR `refused` (it named a fenced
@@ -355,11 +407,13 @@ impl ReplicaState {
             isr,
             pending_isr,
             unconfirmed,
+            admission_epochs,
             ..
         } = &mut self.role
         {
             if pending_isr.as_ref() == Some(refused) {
                 *pending_isr = None;
+                admission_epochs.clear();
                 // The controller checked the refused proposal against the
                 // partition epoch it was computed in, so no earlier one was
                 // recorded since (a record bumps that epoch).
@@ -524,14 +578,23 @@ mod tests {
         let mut leader = three_replicas(2);
         assert_eq!(leader.on_log_progress(20, 20), []);
         assert_eq!(
-            high_watermarks(&leader.on_follower_fetch(2, 15, 100)),
+            high_watermarks(&leader.on_follower_fetch((2, -1), 15, 100)),
             Vec::<i64>::new()
         );
-        assert_eq!(high_watermarks(&leader.on_follower_fetch(3, 18, 100)), [15]);
-        assert_eq!(high_watermarks(&leader.on_follower_fetch(2, 20, 200)), [18]);
-        assert_eq!(high_watermarks(&leader.on_follower_fetch(3, 20, 200)), [20]);
+        assert_eq!(
+            high_watermarks(&leader.on_follower_fetch((3, -1), 18, 100)),
+            [15]
+        );
+        assert_eq!(
+            high_watermarks(&leader.on_follower_fetch((2, -1), 20, 200)),
+            [18]
+        );
+        assert_eq!(
+            high_watermarks(&leader.on_follower_fetch((3, -1), 20, 200)),
+            [20]
+        );
         // A fetch from further back (a retry) never moves it back.
-        assert_eq!(leader.on_follower_fetch(3, 12, 300), []);
+        assert_eq!(leader.on_follower_fetch((3, -1), 12, 300), []);
         assert_eq!(leader.high_watermark(), 20);
     }
 
@@ -539,7 +602,7 @@ mod tests {
     fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
         let mut leader = three_replicas(2);
         leader.on_log_progress(20, 20);
-        leader.on_follower_fetch(2, 20, 500);
+        leader.on_follower_fetch((2, -1), 20, 500);
         // Follower 3 has not caught up since time 0: it is proposed out,
         // but the high watermark waits for the controller to record that.
         let effects = leader.on_tick(1_500);
@@ -550,13 +613,13 @@ mod tests {
             [ReplicaEffect::HighWatermark(20)]
         );
         // Rejoins only at the high watermark.
-        assert_eq!(leader.on_follower_fetch(3, 19, 1_600), []);
+        assert_eq!(leader.on_follower_fetch((3, -1), 19, 1_600), []);
         assert_eq!(
-            leader.on_follower_fetch(3, 20, 1_700),
+            leader.on_follower_fetch((3, -1), 20, 1_700),
             [ReplicaEffect::IsrChanged(BTreeSet::from([1, 2, 3]))]
         );
         // A broker outside the replica set is ignored.
-        assert_eq!(leader.on_follower_fetch(9, 20, 1_800), []);
+        assert_eq!(leader.on_follower_fetch((9, -1), 20, 1_800), []);
     }
 
     #[test]
@@ -572,10 +635,10 @@ mod tests {
         let mut leader = ReplicaState::leader(config, 5, (&[0, 1, 2], &[2]), [124, 124, 0], 0);
         // A follower with an empty log reaches the stale high watermark, but
         // not the epoch start: it must not be admitted.
-        assert_eq!(leader.on_follower_fetch(0, 0, 100), []);
-        assert_eq!(leader.on_follower_fetch(0, 123, 200), []);
+        assert_eq!(leader.on_follower_fetch((0, -1), 0, 100), []);
+        assert_eq!(leader.on_follower_fetch((0, -1), 123, 200), []);
         assert_eq!(
-            leader.on_follower_fetch(0, 124, 300),
+            leader.on_follower_fetch((0, -1), 124, 300),
             [ReplicaEffect::IsrChanged(BTreeSet::from([0, 2]))]
         );
     }
@@ -592,7 +655,7 @@ mod tests {
         // Followers catch up: an expansion goes to the controller, which
         // records it, but the answer never reaches this leader.
         assert_eq!(
-            leader.on_follower_fetch(0, 10, 100),
+            leader.on_follower_fetch((0, -1), 10, 100),
             [ReplicaEffect::IsrChanged(BTreeSet::from([0, 2]))]
         );
         // Cut off, follower 0 stops fetching while this leader appends; it
@@ -613,23 +676,49 @@ mod tests {
     }
 
     #[test]
+    fn a_fetch_from_an_old_incarnation_admits_nothing_for_the_new_one() {
+        let mut leader = three_replicas(2);
+        leader.on_isr_recorded(&BTreeSet::from([1, 2]));
+        // Broker 3's fetch in incarnation 4 finds it caught up...
+        assert_eq!(
+            leader.on_follower_fetch((3, 4), 20, 100),
+            [ReplicaEffect::IsrChanged(BTreeSet::from([1, 2, 3]))]
+        );
+        // ...then it restarts: its new incarnation holds only 12 records.
+        assert_eq!(leader.on_follower_fetch((3, 5), 12, 200), []);
+        // The pending proposal still names the incarnation that was caught
+        // up, so the controller, which registered 5, refuses it.
+        assert_eq!(leader.follower_broker_epoch(3), 4);
+        leader.on_isr_refused(&BTreeSet::from([1, 2, 3]));
+        assert_eq!(leader.follower_broker_epoch(3), 5);
+        // A straggling fetch from incarnation 4 moves nothing.
+        assert_eq!(leader.on_follower_fetch((3, 4), 20, 300), []);
+        // Incarnation 5 is proposed once it has caught up itself.
+        assert_eq!(
+            leader.on_follower_fetch((3, 5), 20, 400),
+            [ReplicaEffect::IsrChanged(BTreeSet::from([1, 2, 3]))]
+        );
+        assert_eq!(leader.follower_broker_epoch(3), 5);
+    }
+
+    #[test]
     fn a_refused_expansion_is_proposed_again_at_the_next_fetch() {
         let mut leader = three_replicas(2);
         leader.on_log_progress(20, 20);
-        leader.on_follower_fetch(2, 20, 500);
+        leader.on_follower_fetch((2, -1), 20, 500);
         leader.on_tick(1_500);
         leader.on_isr_recorded(&BTreeSet::from([1, 2]));
         let proposed = BTreeSet::from([1, 2, 3]);
         assert_eq!(
-            leader.on_follower_fetch(3, 20, 1_600),
+            leader.on_follower_fetch((3, -1), 20, 1_600),
             [ReplicaEffect::IsrChanged(proposed.clone())]
         );
         // Pending: a second fetch does not propose it twice.
-        assert_eq!(leader.on_follower_fetch(3, 20, 1_700), []);
+        assert_eq!(leader.on_follower_fetch((3, -1), 20, 1_700), []);
         // The controller refused it (3 was fenced): proposed again.
         leader.on_isr_refused(&proposed);
         assert_eq!(
-            leader.on_follower_fetch(3, 20, 1_800),
+            leader.on_follower_fetch((3, -1), 20, 1_800),
             [ReplicaEffect::IsrChanged(proposed)]
         );
     }
@@ -646,8 +735,8 @@ mod tests {
             let previous_end = end;
             end += 5;
             leader.on_log_progress(end, end);
-            leader.on_follower_fetch(2, previous_end, now_ms);
-            leader.on_follower_fetch(3, previous_end, now_ms);
+            leader.on_follower_fetch((2, -1), previous_end, now_ms);
+            leader.on_follower_fetch((3, -1), previous_end, now_ms);
             assert_eq!(leader.on_tick(now_ms), []);
         }
         assert_eq!(leader.high_watermark(), end - 5);
@@ -657,7 +746,7 @@ mod tests {
     fn below_min_insync_replicas_the_high_watermark_stands_still() {
         let mut leader = three_replicas(3);
         leader.on_log_progress(20, 20);
-        leader.on_follower_fetch(2, 20, 100);
+        leader.on_follower_fetch((2, -1), 20, 100);
         // Follower 3 falls out; two in sync is below min.insync.replicas 3.
         let effects = leader.on_tick(1_050);
         assert_eq!(effects, [ReplicaEffect::IsrChanged(BTreeSet::from([1, 2]))]);
@@ -685,7 +774,7 @@ mod tests {
             [ReplicaEffect::HighWatermark(9)]
         );
         // Followers ignore leader-only inputs.
-        assert_eq!(follower.on_follower_fetch(3, 9, 0), []);
+        assert_eq!(follower.on_follower_fetch((3, -1), 9, 0), []);
         assert_eq!(follower.on_tick(1_000_000), []);
         assert_eq!(follower.isr(), None);
     }

@@ -145,6 +145,11 @@ pub enum FaultKind {
     /// A schedule: hold the links of each broker in turn, then release them
     /// in the reverse order, over the duration (FoundationDB's swizzle-clog).
     SwizzleClog,
+    /// A schedule: power-lose one follower of the target (a partition
+    /// leader) and restart it after the duration, before the leader's lag
+    /// limit notices; a fetch it sent before can still be parked at the
+    /// leader (KIP-903).
+    PowerCycleFollower,
 }
 
 impl FaultKind {
@@ -168,6 +173,7 @@ impl FaultKind {
             FaultKind::CrashReplicas => "crash-replicas",
             FaultKind::RestartThenCrash => "restart-then-crash",
             FaultKind::SwizzleClog => "swizzle-clog",
+            FaultKind::PowerCycleFollower => "power-cycle-follower",
         }
     }
 
@@ -180,6 +186,7 @@ impl FaultKind {
                 | FaultKind::CrashReplicas
                 | FaultKind::RestartThenCrash
                 | FaultKind::SwizzleClog
+                | FaultKind::PowerCycleFollower
         )
     }
 
@@ -340,6 +347,25 @@ pub enum Event {
         broker: String,
         node_id: i32,
         incarnation: u64,
+    },
+    /// A broker applied the record of `node_id`'s registration in
+    /// `incarnation` (its broker epoch).
+    BrokerRegistered {
+        broker: String,
+        node_id: i32,
+        incarnation: u64,
+    },
+    /// A partition's leader (`broker`) found `follower_id` caught up by a
+    /// fetch from `fetch_offset` naming broker epoch `broker_epoch` (-1 for
+    /// none), and proposes it for the ISR.
+    FollowerCaughtUp {
+        broker: String,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        follower_id: i32,
+        broker_epoch: i64,
+        fetch_offset: i64,
     },
     /// A broker became a follower of a partition in `leader_epoch`,
     /// fetching from `leader_id` (-1 for none).

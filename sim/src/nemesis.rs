@@ -57,6 +57,7 @@ fn link_peers(topology: &Topology, kind: FaultKind, target: &str) -> Vec<String>
         | FaultKind::CrashReplicas
         | FaultKind::RestartThenCrash
         | FaultKind::SwizzleClog
+        | FaultKind::PowerCycleFollower
         | FaultKind::CrashBroker
         | FaultKind::CrashClient
         | FaultKind::RestartBroker
@@ -171,6 +172,13 @@ fn expand_schedule(
                 })
                 .collect()
         }
+        FaultKind::PowerCycleFollower => {
+            if others.is_empty() {
+                return Vec::new();
+            }
+            let follower = draw.pick(&others).clone();
+            vec![at(0, FaultKind::CrashBroker, &follower, duration_ms)]
+        }
         _ => unreachable!("{kind} is not a schedule"),
     }
 }
@@ -281,7 +289,8 @@ impl Nemesis {
                 | FaultKind::IsrSqueeze
                 | FaultKind::CrashReplicas
                 | FaultKind::RestartThenCrash
-                | FaultKind::SwizzleClog,
+                | FaultKind::SwizzleClog
+                | FaultKind::PowerCycleFollower,
             ) => aimed(&mut self.draw, resolved, recorder)
                 .or_else(|| pick(&mut self.draw, topology.brokers())),
             // Aimed at a broker, a link fault cuts it from the other brokers
@@ -389,7 +398,8 @@ impl Nemesis {
             FaultKind::IsrSqueeze
             | FaultKind::CrashReplicas
             | FaultKind::RestartThenCrash
-            | FaultKind::SwizzleClog => unreachable!("schedules were expanded above"),
+            | FaultKind::SwizzleClog
+            | FaultKind::PowerCycleFollower => unreachable!("schedules were expanded above"),
         }
         self.faults += 1;
         if record {
@@ -467,7 +477,8 @@ impl Nemesis {
             FaultKind::IsrSqueeze
             | FaultKind::CrashReplicas
             | FaultKind::RestartThenCrash
-            | FaultKind::SwizzleClog => unreachable!("schedules are never active"),
+            | FaultKind::SwizzleClog
+            | FaultKind::PowerCycleFollower => unreachable!("schedules are never active"),
         }
         recorder.event_at(
             now_ms,

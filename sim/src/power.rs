@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 24] = [
+pub const TARGETS: [Target; 25] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -142,6 +142,11 @@ pub const TARGETS: [Target; 24] = [
         bug: Bug::CommitPriorEpochByCount,
         scenario: "controller-churn",
         checker: "metadata-agreement",
+    },
+    Target {
+        bug: Bug::RejoinWithStaleBrokerEpoch,
+        scenario: "follower-power-cycle",
+        checker: "unclean-exclusion",
     },
 ];
 

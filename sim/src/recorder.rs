@@ -181,6 +181,30 @@ impl Observer for BrokerObserver {
                 node_id,
                 incarnation,
             },
+            Fact::BrokerRegistered {
+                node_id,
+                incarnation,
+            } => Event::BrokerRegistered {
+                broker,
+                node_id,
+                incarnation,
+            },
+            Fact::FollowerCaughtUp {
+                topic,
+                partition,
+                leader_epoch,
+                follower_id,
+                broker_epoch,
+                fetch_offset,
+            } => Event::FollowerCaughtUp {
+                broker,
+                topic,
+                partition,
+                leader_epoch,
+                follower_id,
+                broker_epoch,
+                fetch_offset,
+            },
             Fact::PartitionFollower {
                 topic,
                 partition,

@@ -93,6 +93,9 @@ impl Default for TopologySpec {
 /// that most power losses find little unsynced.
 pub const SIM_FLUSH_MS_DEFAULT: u64 = 1_000;
 
+/// `replica.fetch.wait.max.ms` when a scenario leaves it unset: Kafka's.
+pub const REPLICA_FETCH_WAIT_MAX_MS_DEFAULT: u64 = 500;
+
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerKnobs {
@@ -111,6 +114,9 @@ pub struct BrokerKnobs {
     pub group_initial_rebalance_delay_ms: Option<u64>,
     /// `min.insync.replicas` (Kafka's default, 1, when unset).
     pub min_insync_replicas: Option<usize>,
+    /// `replica.fetch.wait.max.ms`: how long a leader parks a follower's
+    /// fetch that finds nothing new (Kafka's default, 500, when unset).
+    pub replica_fetch_wait_max_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -325,6 +331,7 @@ pub struct Resolved {
     pub flush_on_ack: bool,
     pub flush_messages: u64,
     pub flush_ms: u64,
+    pub replica_fetch_wait_max_ms: u64,
     pub block_size: u64,
     pub group_initial_rebalance_delay_ms: u64,
     pub producers: Vec<ResolvedProducer>,
@@ -484,6 +491,10 @@ impl Scenario {
             flush_on_ack,
             flush_messages,
             flush_ms: self.broker.flush_ms.unwrap_or(SIM_FLUSH_MS_DEFAULT),
+            replica_fetch_wait_max_ms: self
+                .broker
+                .replica_fetch_wait_max_ms
+                .unwrap_or(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT),
             block_size,
             group_initial_rebalance_delay_ms,
             producers,

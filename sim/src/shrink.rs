@@ -85,6 +85,7 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
             // TOML integers are i64; "never" stays never.
             flush_messages: Some(resolved.flush_messages.min(i64::MAX as u64)),
             flush_ms: Some(resolved.flush_ms),
+            replica_fetch_wait_max_ms: Some(resolved.replica_fetch_wait_max_ms),
             block_size: Some(resolved.block_size),
             group_initial_rebalance_delay_ms: Some(resolved.group_initial_rebalance_delay_ms),
             min_insync_replicas: Some(resolved.min_insync_replicas),

@@ -28,6 +28,7 @@ fn is_cluster_context(entry: &Entry) -> bool {
                 | Event::Heal
                 | Event::BrokerFenced { .. }
                 | Event::BrokerUnfenced { .. }
+                | Event::BrokerRegistered { .. }
         }
     )
 }
@@ -56,6 +57,9 @@ fn partitions_of(entry: &Entry) -> Vec<String> {
                     topic, partition, ..
                 }
                 | Event::IsrChanged {
+                    topic, partition, ..
+                }
+                | Event::FollowerCaughtUp {
                     topic, partition, ..
                 }
                 | Event::PartitionFollower {
@@ -233,6 +237,22 @@ fn describe_event(event: &Event) -> String {
             incarnation,
             ..
         } => format!("unfenced broker {node_id} (incarnation {incarnation})"),
+        Event::BrokerRegistered {
+            node_id,
+            incarnation,
+            ..
+        } => format!("registered broker {node_id} (incarnation {incarnation})"),
+        Event::FollowerCaughtUp {
+            topic,
+            partition,
+            leader_epoch,
+            follower_id,
+            broker_epoch,
+            fetch_offset,
+            ..
+        } => format!(
+            "follower {follower_id} (broker epoch {broker_epoch}) caught up on {topic}-{partition} at {fetch_offset} in epoch {leader_epoch}"
+        ),
         Event::PartitionFollower {
             topic,
             partition,

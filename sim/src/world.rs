@@ -127,6 +127,8 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
     config.broker_session_timeout_ms = SIM_BROKER_SESSION_TIMEOUT_MS;
     config.broker_heartbeat_interval_ms = SIM_BROKER_HEARTBEAT_INTERVAL_MS;
     config.replica_lag_time_max_ms = SIM_REPLICA_LAG_TIME_MAX_MS;
+    config.replica_fetch_wait_max_ms =
+        i32::try_from(resolved.replica_fetch_wait_max_ms).unwrap_or(i32::MAX);
     config.leader_imbalance_check_interval_seconds = SIM_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS;
     if resolved.brokers > 1 {
         // Every broker is a voter, reached at its one listener.

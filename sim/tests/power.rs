@@ -81,4 +81,5 @@ planted_bug_tests! {
     skip_truncation_same_leader_is_caught => Bug::SkipTruncationSameLeader;
     follower_skips_producer_state_is_caught => Bug::FollowerSkipsProducerState;
     commit_prior_epoch_by_count_is_caught => Bug::CommitPriorEpochByCount;
+    rejoin_with_stale_broker_epoch_is_caught => Bug::RejoinWithStaleBrokerEpoch;
 }

@@ -174,4 +174,5 @@ scenario_tests! {
     last_replica_standing_passes, last_replica_standing_is_deterministic => "last-replica-standing", CI_SEEDS;
     leader_flap_passes, leader_flap_is_deterministic => "leader-flap", CI_SEEDS;
     steady_cluster_passes, steady_cluster_is_deterministic => "steady-cluster", CI_SEEDS;
+    follower_power_cycle_passes, follower_power_cycle_is_deterministic => "follower-power-cycle", CI_SEEDS;
 }

@@ -176,7 +176,7 @@ impl Broker {
         &self,
         key: (&str, i32),
         leader: (i32, i32, i32),
-        isr: &[i32],
+        isr: &[(i32, i64)],
     ) -> Result<(), i16> {
         let _admin = self.topic_admin.lock().await;
         let decided = self.with_sessions(|sessions| {

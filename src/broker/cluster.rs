@@ -374,6 +374,10 @@ impl Broker {
                 node_id,
                 incarnation,
             } => {
+                self.observed.report(|| Fact::BrokerRegistered {
+                    node_id,
+                    incarnation,
+                });
                 if node_id == self.config.node_id && incarnation == self.incarnation {
                     self.cluster().registered.store(true, Ordering::Release);
                 }

@@ -13,7 +13,7 @@
 //! ([`Partition::append_from_leader`]). ISR changes the core proposes wait in
 //! [`Partition::take_isr_proposal`] for the broker to send to the controller.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
@@ -87,6 +87,10 @@ pub struct IsrProposal {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub isr: BTreeSet<i32>,
+    /// Each follower in `isr` with the broker epoch its latest fetch named
+    /// (-1 if none did): the controller admits a new member only in the
+    /// incarnation it registered (KIP-903).
+    pub broker_epochs: BTreeMap<i32, i64>,
 }
 
 /// How an acks=all produce's wait for the high watermark ended.
@@ -309,10 +313,15 @@ impl Partition {
             match effect {
                 ReplicaEffect::HighWatermark(offset) => log.set_high_watermark(offset),
                 ReplicaEffect::IsrChanged(isr) => {
+                    let broker_epochs = isr
+                        .iter()
+                        .map(|id| (*id, replica.follower_broker_epoch(*id)))
+                        .collect();
                     *self.isr_proposal.lock().expect("proposal lock") = Some(IsrProposal {
                         leader_epoch: replica.leader_epoch(),
                         partition_epoch: self.partition_epoch.load(Ordering::Acquire),
                         isr,
+                        broker_epochs,
                     });
                 }
             }
@@ -542,7 +551,7 @@ impl Partition {
     /// where the follower is.
     pub async fn follower_read(
         &self,
-        follower_id: i32,
+        (follower_id, broker_epoch): (i32, i64),
         (fetch_offset, last_fetched_epoch): (i64, i32),
         max_bytes: usize,
         now_ms: i64,
@@ -561,9 +570,24 @@ impl Partition {
             let bytes = log
                 .read(fetch_offset, max_bytes, log.log_end_offset())
                 .await?;
-            let effects = hosted
-                .replica
-                .on_follower_fetch(follower_id, fetch_offset, now_ms);
+            let effects =
+                hosted
+                    .replica
+                    .on_follower_fetch((follower_id, broker_epoch), fetch_offset, now_ms);
+            let proposes_follower = effects.iter().any(|effect| {
+                matches!(effect, ReplicaEffect::IsrChanged(isr) if isr.contains(&follower_id))
+            });
+            if proposes_follower {
+                // Before the proposal leaves: the fetch that justifies it.
+                self.observed.report(|| Fact::FollowerCaughtUp {
+                    topic: self.topic.clone(),
+                    partition: self.index,
+                    leader_epoch: hosted.replica.leader_epoch(),
+                    follower_id,
+                    broker_epoch,
+                    fetch_offset,
+                });
+            }
             hosted.effects.extend(effects);
             let log = &hosted.log;
             Ok(FollowerRead::Records {

@@ -52,8 +52,48 @@ const FETCH_BACKOFF_MS: u64 = 100;
 /// send proposed ISR changes.
 const REPLICA_TICK_MS: u64 = 200;
 
-/// The AlterPartition version leaders send (v2 names topics by id).
-pub(super) const ALTER_PARTITION_VERSION: i16 = 2;
+/// The AlterPartition version leaders send: v3 names each ISR member with
+/// the broker epoch its fetch carried (KIP-903).
+pub(super) const ALTER_PARTITION_VERSION: i16 = 3;
+
+/// The tagged field in which a follower's Fetch names its broker epoch.
+/// Kafka carries it in Fetch v15's `ReplicaState` (tag 1, KIP-903), a
+/// version that also names topics by id, which sluice does not serve yet;
+/// at v12 tag 1 is not valid, so sluice sends the same `ReplicaState`
+/// encoding under a tag of its own that other brokers would skip as unknown.
+const REPLICA_STATE_TAG: i32 = 10_903;
+
+/// The version `ReplicaState` is encoded at inside [`REPLICA_STATE_TAG`].
+const REPLICA_STATE_VERSION: i16 = 15;
+
+/// Names this follower's `(node id, broker epoch)` in `request`.
+fn with_replica_state(request: FetchRequest, node_id: i32, broker_epoch: u64) -> FetchRequest {
+    use kafka_protocol::protocol::Encodable;
+    let state = fetch_request::ReplicaState::default()
+        .with_replica_id(BrokerId(node_id))
+        .with_replica_epoch(i64::try_from(broker_epoch).unwrap_or(i64::MAX));
+    let mut bytes = bytes::BytesMut::new();
+    state
+        .encode(&mut bytes, REPLICA_STATE_VERSION)
+        .expect("ReplicaState encodes at v15");
+    let mut tagged = request.unknown_tagged_fields.clone();
+    tagged.insert(REPLICA_STATE_TAG, bytes.freeze());
+    request.with_unknown_tagged_fields(tagged)
+}
+
+/// The broker epoch a follower's fetch names, or -1 if it names none (or
+/// names another replica than `replica_id`).
+pub(super) fn fetch_broker_epoch(request: &FetchRequest, replica_id: i32) -> i64 {
+    use kafka_protocol::protocol::Decodable;
+    let Some(bytes) = request.unknown_tagged_fields.get(&REPLICA_STATE_TAG) else {
+        return -1;
+    };
+    let mut bytes = bytes.clone();
+    match fetch_request::ReplicaState::decode(&mut bytes, REPLICA_STATE_VERSION) {
+        Ok(state) if state.replica_id.0 == replica_id => state.replica_epoch.max(-1),
+        _ => -1,
+    }
+}
 
 /// The BrokerHeartbeat version brokers send.
 pub(super) const BROKER_HEARTBEAT_VERSION: i16 = 0;
@@ -128,6 +168,7 @@ impl Broker {
             .with_max_bytes(REPLICA_FETCH_BYTES_MAX)
             .with_session_epoch(-1)
             .with_topics(topics);
+        let request = with_replica_state(request, self.config.node_id, self.incarnation);
         (request, asked)
     }
 
@@ -235,7 +276,11 @@ impl Broker {
         partition: &Partition,
         proposal: &IsrProposal,
     ) -> bool {
-        let isr: Vec<i32> = proposal.isr.iter().copied().collect();
+        let isr: Vec<(i32, i64)> = proposal
+            .isr
+            .iter()
+            .map(|id| (*id, proposal.broker_epochs.get(id).copied().unwrap_or(-1)))
+            .collect();
         let epochs = (proposal.leader_epoch, proposal.partition_epoch);
         let node_id = self.config.node_id;
         let key = (partition.topic.as_str(), partition.index);
@@ -345,15 +390,21 @@ fn alter_partition_request(
     incarnation: u64,
     (topic, partition): (&str, i32),
     (leader_epoch, partition_epoch): (i32, i32),
-    isr: &[i32],
+    isr: &[(i32, i64)],
 ) -> AlterPartitionRequest {
-    use alter_partition_request::{PartitionData, TopicData};
-    // v2 carries the ISR as plain ids (v3's ids with broker epochs would
-    // not encode at v2).
+    use alter_partition_request::{BrokerState, PartitionData, TopicData};
     let partition = PartitionData::default()
         .with_partition_index(partition)
         .with_leader_epoch(leader_epoch)
-        .with_new_isr(isr.iter().map(|id| BrokerId(*id)).collect())
+        .with_new_isr_with_epochs(
+            isr.iter()
+                .map(|(id, broker_epoch)| {
+                    BrokerState::default()
+                        .with_broker_id(BrokerId(*id))
+                        .with_broker_epoch(*broker_epoch)
+                })
+                .collect(),
+        )
         .with_partition_epoch(partition_epoch);
     AlterPartitionRequest::default()
         .with_broker_id(BrokerId(node_id))

@@ -20,6 +20,7 @@ mod ordering;
 mod progress;
 mod quorum;
 mod replicas;
+mod unclean_exclusion;
 mod unseen;
 
 pub use at_least_once::AtLeastOnce;
@@ -33,6 +34,7 @@ pub use ordering::Ordering;
 pub use progress::Progress;
 pub use quorum::{MetadataAgreement, SingleLeader};
 pub use replicas::{LeaderCompleteness, MinIsr, ReplicaAgreement, Truncation};
+pub use unclean_exclusion::UncleanExclusion;
 pub use unseen::Unseen;
 
 /// Whether a violation breaks safety (something bad happened) or liveness
@@ -93,6 +95,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(LeaderCompleteness),
         Box::new(Truncation),
         Box::new(MinIsr),
+        Box::new(UncleanExclusion),
     ]
 }
 
@@ -226,7 +229,8 @@ mod tests {
                 "replica-agreement",
                 "leader-completeness",
                 "truncation",
-                "min-isr"
+                "min-isr",
+                "unclean-exclusion"
             ]
         );
         for verdict in &verdicts {

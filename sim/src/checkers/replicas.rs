@@ -300,16 +300,16 @@ impl Checker for LeaderCompleteness {
 
 /// One rise of a partition's advertised high watermark: the new high
 /// watermark, the broker that advertised it, and the entry.
-type Rise<'a> = (i64, &'a str, u64);
+pub(super) type Rise<'a> = (i64, &'a str, u64);
 
 /// Each partition's advertised high watermark, as it rises.
 #[derive(Default)]
-struct Advertised<'a> {
+pub(super) struct Advertised<'a> {
     rises: BTreeMap<(&'a str, i32), Vec<Rise<'a>>>,
 }
 
 impl<'a> Advertised<'a> {
-    fn observe(&mut self, event: &'a Event, index: u64) {
+    pub(super) fn observe(&mut self, event: &'a Event, index: u64) {
         if let Event::HighWatermark {
             broker,
             topic,
@@ -326,7 +326,7 @@ impl<'a> Advertised<'a> {
 
     /// The first advertisement of a high watermark above `offset`: the
     /// record at `offset` was visible from then on.
-    fn first_above(&self, topic: &str, partition: i32, offset: i64) -> Option<Rise<'a>> {
+    pub(super) fn first_above(&self, topic: &str, partition: i32, offset: i64) -> Option<Rise<'a>> {
         self.rises
             .get(&(topic, partition))?
             .iter()
@@ -334,7 +334,7 @@ impl<'a> Advertised<'a> {
             .copied()
     }
 
-    fn highest(&self, topic: &str, partition: i32) -> Option<i64> {
+    pub(super) fn highest(&self, topic: &str, partition: i32) -> Option<i64> {
         self.rises
             .get(&(topic, partition))?
             .last()

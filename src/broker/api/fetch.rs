@@ -46,7 +46,10 @@ impl Broker {
         loop {
             arrivals.borrow_and_update();
             let (response, total_bytes, any_error) = if replica_id >= 0 {
-                self.replica_fetch_once(&request, replica_id).await
+                let broker_epoch =
+                    crate::broker::replication::fetch_broker_epoch(&request, replica_id);
+                self.replica_fetch_once(&request, (replica_id, broker_epoch))
+                    .await
             } else {
                 self.fetch_once(&request).await
             };
@@ -154,7 +157,7 @@ impl Broker {
     async fn replica_fetch_once(
         &self,
         request: &FetchRequest,
-        replica_id: i32,
+        (replica_id, broker_epoch): (i32, i64),
     ) -> (FetchResponse, usize, bool) {
         let mut remaining = usize::try_from(request.max_bytes).unwrap_or(0).max(1);
         let mut total_bytes = 0usize;
@@ -186,7 +189,7 @@ impl Broker {
                     let high_watermark = partition.high_watermark();
                     let position = (wanted.fetch_offset, wanted.last_fetched_epoch);
                     match partition
-                        .follower_read(replica_id, position, limit, now_ms)
+                        .follower_read((replica_id, broker_epoch), position, limit, now_ms)
                         .await
                     {
                         Ok(FollowerRead::Diverging { epoch, end_offset }) => {

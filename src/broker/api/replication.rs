@@ -42,13 +42,15 @@ impl Broker {
             });
             let mut partitions = Vec::new();
             for wanted in topic.partitions {
-                let isr: Vec<i32> = if wanted.new_isr_with_epochs.is_empty() {
-                    wanted.new_isr.iter().map(|id| id.0).collect()
+                // v2 names members alone; v3 adds the broker epoch each
+                // member's fetch carried (KIP-903), -1 where it is unknown.
+                let isr: Vec<(i32, i64)> = if wanted.new_isr_with_epochs.is_empty() {
+                    wanted.new_isr.iter().map(|id| (id.0, -1)).collect()
                 } else {
                     wanted
                         .new_isr_with_epochs
                         .iter()
-                        .map(|state| state.broker_id.0)
+                        .map(|state| (state.broker_id.0, state.broker_epoch))
                         .collect()
                 };
                 let outcome = match &name {
