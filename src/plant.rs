@@ -107,10 +107,14 @@ pub enum Bug {
     /// follower sent before it lost power and restarted readmits it to the
     /// ISR without what it lost (KIP-903).
     RejoinWithStaleBrokerEpoch,
+    /// A partition leader never proposes dropping a lagging follower from
+    /// the ISR, so one follower cut off from it stalls every acks=all
+    /// produce for as long as the cut lasts (a liveness bug).
+    IsrNeverShrinks,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 25] = [
+    pub const ALL: [Bug; 26] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -136,6 +140,7 @@ impl Bug {
         Bug::FollowerSkipsProducerState,
         Bug::CommitPriorEpochByCount,
         Bug::RejoinWithStaleBrokerEpoch,
+        Bug::IsrNeverShrinks,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -166,6 +171,7 @@ impl Bug {
             Bug::FollowerSkipsProducerState => "follower-skips-producer-state",
             Bug::CommitPriorEpochByCount => "commit-prior-epoch-by-count",
             Bug::RejoinWithStaleBrokerEpoch => "rejoin-with-stale-broker-epoch",
+            Bug::IsrNeverShrinks => "isr-never-shrinks",
         }
     }
 
@@ -215,6 +221,7 @@ impl Bug {
             Bug::RejoinWithStaleBrokerEpoch => {
                 "a fetch from before a follower's restart readmits it to the ISR (KIP-903)"
             }
+            Bug::IsrNeverShrinks => "a leader never drops a lagging follower from the ISR",
         }
     }
 

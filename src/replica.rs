@@ -427,6 +427,9 @@ impl ReplicaState {
     /// watermark keeps counting them until the controller records it.
     pub fn on_tick(&mut self, now_ms: i64) -> Vec<ReplicaEffect> {
         let lag_max_ms = self.config.replica_lag_time_max_ms;
+        if crate::planted!(IsrNeverShrinks) {
+            return Vec::new();
+        }
         let Role::Leader {
             isr,
             pending_isr,

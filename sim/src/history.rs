@@ -283,6 +283,11 @@ pub enum Event {
         /// The brokers' `min.insync.replicas` (1 when absent).
         #[serde(default = "one_replica")]
         min_insync_replicas: i16,
+        /// The brokers' `replica.lag.time.max.ms`: how long a follower may
+        /// fall behind before its leader drops it from the ISR (0 when
+        /// absent: unknown, and nothing is judged against it).
+        #[serde(default)]
+        replica_lag_time_max_ms: u64,
     },
     HighWatermark {
         broker: String,

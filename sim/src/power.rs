@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 25] = [
+pub const TARGETS: [Target; 26] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -147,6 +147,11 @@ pub const TARGETS: [Target; 25] = [
         bug: Bug::RejoinWithStaleBrokerEpoch,
         scenario: "follower-power-cycle",
         checker: "unclean-exclusion",
+    },
+    Target {
+        bug: Bug::IsrNeverShrinks,
+        scenario: "replica-cut",
+        checker: "isr-shrink",
     },
 ];
 

@@ -191,6 +191,11 @@ pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
             replication_factor: resolved.replication_factor,
             acks_all: resolved.producers.iter().all(|p| p.acks == "all"),
             min_insync_replicas: i16::try_from(resolved.min_insync_replicas).unwrap_or(i16::MAX),
+            replica_lag_time_max_ms: if resolved.brokers > 1 {
+                SIM_REPLICA_LAG_TIME_MAX_MS as u64
+            } else {
+                0
+            },
         },
     );
     let duration_ms =

@@ -82,4 +82,5 @@ planted_bug_tests! {
     follower_skips_producer_state_is_caught => Bug::FollowerSkipsProducerState;
     commit_prior_epoch_by_count_is_caught => Bug::CommitPriorEpochByCount;
     rejoin_with_stale_broker_epoch_is_caught => Bug::RejoinWithStaleBrokerEpoch;
+    isr_never_shrinks_is_caught => Bug::IsrNeverShrinks;
 }

@@ -175,4 +175,5 @@ scenario_tests! {
     leader_flap_passes, leader_flap_is_deterministic => "leader-flap", CI_SEEDS;
     steady_cluster_passes, steady_cluster_is_deterministic => "steady-cluster", CI_SEEDS;
     follower_power_cycle_passes, follower_power_cycle_is_deterministic => "follower-power-cycle", CI_SEEDS;
+    replica_cut_passes, replica_cut_is_deterministic => "replica-cut", CI_SEEDS;
 }

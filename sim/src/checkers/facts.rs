@@ -565,6 +565,7 @@ pub(crate) mod build {
                 replication_factor: 1,
                 acks_all: true,
                 min_insync_replicas: 1,
+                replica_lag_time_max_ms: 0,
             });
             h
         }
@@ -583,6 +584,7 @@ pub(crate) mod build {
                 replication_factor: 3,
                 acks_all: true,
                 min_insync_replicas: 2,
+                replica_lag_time_max_ms: 3_000,
             });
             h
         }
@@ -613,7 +615,13 @@ pub(crate) mod build {
 
         /// Logs an event as `process` saw it.
         pub fn event_by(&mut self, process: &str, event: Event) -> u64 {
-            self.builder.event(0, process, event);
+            self.event_at(0, process, event)
+        }
+
+        /// Logs an event as `process` saw it at `time_ms` (not before the
+        /// entry logged last).
+        pub fn event_at(&mut self, time_ms: u64, process: &str, event: Event) -> u64 {
+            self.builder.event(time_ms, process, event);
             self.bump()
         }
 

@@ -123,6 +123,7 @@ mod tests {
                 replication_factor: 1,
                 acks_all: true,
                 min_insync_replicas: 1,
+                replica_lag_time_max_ms: 0,
             },
         );
         let send = |value: &str, offset: Option<i64>| Op::Send {

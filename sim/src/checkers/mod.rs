@@ -14,6 +14,7 @@ mod facts;
 mod group_liveness;
 mod inconsistent_offsets;
 mod intact_reads;
+mod isr_shrink;
 mod lost_write;
 mod offset_commits;
 mod ordering;
@@ -28,6 +29,7 @@ pub use duplicate::Duplicate;
 pub use group_liveness::GroupLiveness;
 pub use inconsistent_offsets::InconsistentOffsets;
 pub use intact_reads::IntactReads;
+pub use isr_shrink::IsrShrink;
 pub use lost_write::LostWrite;
 pub use offset_commits::OffsetCommits;
 pub use ordering::Ordering;
@@ -96,6 +98,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(Truncation),
         Box::new(MinIsr),
         Box::new(UncleanExclusion),
+        Box::new(IsrShrink),
     ]
 }
 
@@ -230,7 +233,8 @@ mod tests {
                 "leader-completeness",
                 "truncation",
                 "min-isr",
-                "unclean-exclusion"
+                "unclean-exclusion",
+                "isr-shrink"
             ]
         );
         for verdict in &verdicts {
