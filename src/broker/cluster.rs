@@ -476,7 +476,17 @@ impl Broker {
             let mut replica_config = self.replica_config();
             replica_config.flush_on_ack = log_config.flush_on_ack;
             match PartitionLog::open(self.storage.clone(), &dir, log_config, now_ms).await {
-                Ok(log) => {
+                Ok(mut log) => {
+                    // Recovery sets the high watermark to the log end, which
+                    // is right for a lone replica. A replica of a cluster may
+                    // hold records that were never committed (it led, and
+                    // lost the lead before its followers had them), and it
+                    // keeps no high-watermark checkpoint as Kafka does: only
+                    // its log start is known committed until a leader's
+                    // fetch response says more. Elected first, it advances
+                    // from there as its ISR fetches, never exposing what
+                    // the ISR lacks.
+                    log.set_high_watermark(log.log_start_offset());
                     super::report_recovered(&observed, name, index, &log, true);
                     hosted.insert(
                         index,
