@@ -71,7 +71,20 @@ pub struct BrokerSessions {
     /// in-sync peers (see [`restart_must_wait`]). A later restart waits
     /// afresh; a recorded registration forgets it.
     restart_waits_ms: BTreeMap<i32, (u64, i64)>,
+    /// What each restarted broker's latest registration, in the incarnation
+    /// it names, said its recovered logs hold: so two restarted brokers that
+    /// share a partition need not wait for each other to decide which of
+    /// them holds more of it. A recorded registration forgets it.
+    reports: BTreeMap<i32, (u64, LogReport)>,
 }
+
+/// A replica's log as a restarted broker reports it when it registers:
+/// `(topic, partition)` to the leader epoch of its last batch (-1 when
+/// empty) and its log end offset. Compared in that order, the larger holds
+/// every committed record the smaller does (a log is a prefix of its last
+/// epoch's leader's log, which holds everything committed before that
+/// epoch).
+pub type LogReport = BTreeMap<(String, i32), (i32, i64)>;
 
 impl BrokerSessions {
     /// Starts every registered broker's session at `now_ms`: what a newly
@@ -83,7 +96,24 @@ impl BrokerSessions {
             confirmed: BTreeSet::new(),
             heard: BTreeSet::new(),
             restart_waits_ms: BTreeMap::new(),
+            reports: BTreeMap::new(),
         }
+    }
+
+    /// Keeps what `broker`'s registration in `incarnation` reported of its
+    /// logs.
+    pub fn record_report(&mut self, broker: i32, incarnation: u64, report: LogReport) {
+        self.reports.insert(broker, (incarnation, report));
+    }
+
+    /// What a restarting broker last reported of `(topic, partition)`, if
+    /// it is still restarting and reported that partition.
+    pub fn reported(&self, broker: i32, topic: &str, partition: i32) -> Option<(i32, i64)> {
+        if !self.restarting().contains(&broker) {
+            return None;
+        }
+        let (_, report) = self.reports.get(&broker)?;
+        report.get(&(topic.to_string(), partition)).copied()
     }
 
     /// How long `broker`'s registration in `incarnation` has been waiting
@@ -110,6 +140,7 @@ impl BrokerSessions {
         if current {
             self.confirmed.insert(broker);
             self.restart_waits_ms.remove(&broker);
+            self.reports.remove(&broker);
         } else {
             self.confirmed.remove(&broker);
         }
@@ -275,29 +306,104 @@ pub fn preferred_leader_changes(
 /// them electable yet, and one of them may soon be: not yet heard from by
 /// this controller (a new controller starts every session fresh), or
 /// restarting too (heard from in an unregistered incarnation; it may have
-/// restarted cleanly and hold records this broker lost to a power loss).
-/// Recording it now would let it lead again without them. Two restarted
-/// brokers may each wait for the other; once `tie_break` (the wait has
-/// lasted a broker session), only lower node ids are waited for, which
-/// ends that. Fenced replicas are not waited for.
+/// restarted cleanly and hold records this broker lost to a power loss)
+/// without having reported that partition's log. A restarting replica that
+/// has reported it is not waited for: [`restart_handovers`] compares the
+/// reports. Two restarted brokers that never report may each wait for the
+/// other; once `tie_break` (the wait has lasted a broker session), only
+/// lower node ids are waited for, which ends that. Fenced replicas are not
+/// waited for. `reported(broker, topic, partition)` is what a restarting
+/// broker reported of that partition.
 pub fn restart_must_wait(
     image: &MetadataImage,
     restarted: i32,
     (electable, unheard, restarting): (&BTreeSet<i32>, &BTreeSet<i32>, &BTreeSet<i32>),
     tie_break: bool,
+    reported: impl Fn(i32, &str, i32) -> Option<(i32, i64)>,
 ) -> bool {
     image.all_topic_names().iter().any(|name| {
         let topic = image.topic(name).expect("listed topic");
-        topic.partitions.iter().any(|partition| {
-            let others = || partition.isr.iter().filter(|id| **id != restarted);
-            partition.leader_id == restarted
-                && !others().any(|id| electable.contains(id))
-                && others().any(|id| {
-                    unheard.contains(id)
-                        || (restarting.contains(id) && (!tie_break || *id < restarted))
-                })
-        })
+        topic
+            .partitions
+            .iter()
+            .enumerate()
+            .any(|(index, partition)| {
+                let others = || partition.isr.iter().filter(|id| **id != restarted);
+                partition.leader_id == restarted
+                    && !others().any(|id| electable.contains(id))
+                    && others().any(|id| {
+                        let unreported = || reported(*id, name, index as i32).is_none();
+                        unheard.contains(id)
+                            || (restarting.contains(id)
+                                && unreported()
+                                && (!tie_break || *id < restarted))
+                    })
+            })
     })
+}
+
+/// Leadership a restarted broker's registration hands over where every
+/// other replica in a partition's ISR restarted too and reported its log of
+/// the partition (so none is electable, and none unheard or down): among
+/// the restarted broker (its own `report`) and them, the one whose log reports the
+/// highest (last epoch, log end) holds every committed record any of them
+/// still holds, so it leads, alone in the ISR (the others rejoin once they
+/// have caught up from it; the one that lost more to a power loss then
+/// truncates what it has that was never committed). The current leader
+/// keeps the lead on a tie. Any other partition is left to
+/// [`restart_must_wait`] and [`fence_changes`]: an electable replica holds
+/// everything committed, and one not heard from may yet turn out to.
+pub fn restart_handovers(
+    image: &MetadataImage,
+    restarted: i32,
+    report: &LogReport,
+    electable: &BTreeSet<i32>,
+    reported: impl Fn(i32, &str, i32) -> Option<(i32, i64)>,
+) -> Vec<MetadataRecord> {
+    let mut changes = Vec::new();
+    for name in image.all_topic_names() {
+        let topic = image.topic(&name).expect("listed topic");
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let index = index as i32;
+            if !partition.isr.contains(&restarted)
+                || partition.isr.iter().any(|id| electable.contains(id))
+            {
+                continue;
+            }
+            let others: Vec<((i32, i64), i32)> = partition
+                .isr
+                .iter()
+                .filter(|id| **id != restarted)
+                .filter_map(|id| reported(*id, &name, index).map(|log| (log, *id)))
+                .collect();
+            if others.is_empty() || others.len() + 1 != partition.isr.len() {
+                continue;
+            }
+            let own = report
+                .get(&(name.clone(), index))
+                .copied()
+                .unwrap_or((-1, 0));
+            let mut candidates = vec![(own, restarted)];
+            candidates.extend(others);
+            let best = candidates.iter().map(|(log, _)| *log).max().expect("one");
+            let holders: Vec<i32> = candidates
+                .iter()
+                .filter(|(log, _)| *log == best)
+                .map(|(_, id)| *id)
+                .collect();
+            if holders.contains(&partition.leader_id) {
+                continue;
+            }
+            let winner = *holders.iter().min().expect("one holds the best");
+            changes.push(MetadataRecord::PartitionChange {
+                topic: name.clone(),
+                partition: index,
+                leader_id: winner,
+                isr: vec![winner],
+            });
+        }
+    }
+    changes
 }
 
 /// A partition's leadership becomes available again: a partition whose
@@ -571,6 +677,7 @@ mod tests {
             },
         ]);
         let none = BTreeSet::new();
+        let unreported = |_: i32, _: &str, _: i32| None;
         let only_1 = BTreeSet::from([1]);
         let only_2 = BTreeSet::from([2]);
         let only_3 = BTreeSet::from([3]);
@@ -579,31 +686,64 @@ mod tests {
             &image,
             1,
             (&only_3, &only_2, &none),
-            false
+            false,
+            unreported
         ));
         // Broker 2 can lead: no wait, leadership moves.
         assert!(!restart_must_wait(
             &image,
             1,
             (&only_2, &none, &none),
-            false
+            false,
+            unreported
         ));
         // Broker 2 is fenced: nobody to wait for.
-        assert!(!restart_must_wait(&image, 1, (&none, &none, &none), false));
+        assert!(!restart_must_wait(
+            &image,
+            1,
+            (&none, &none, &none),
+            false,
+            unreported
+        ));
         // Both restarted: each waits for the other (either may hold what
         // the other lost), for a broker session at most.
-        assert!(restart_must_wait(&image, 2, (&none, &none, &only_1), false));
-        assert!(restart_must_wait(&image, 1, (&none, &none, &only_2), false));
+        assert!(restart_must_wait(
+            &image,
+            2,
+            (&none, &none, &only_1),
+            false,
+            unreported
+        ));
+        assert!(restart_must_wait(
+            &image,
+            1,
+            (&none, &none, &only_2),
+            false,
+            unreported
+        ));
         // Then broker 2 waits for broker 1 (the lower id), which no longer
         // waits for broker 2, so neither waits forever.
-        assert!(restart_must_wait(&image, 2, (&none, &none, &only_1), true));
-        assert!(!restart_must_wait(&image, 1, (&none, &none, &only_2), true));
+        assert!(restart_must_wait(
+            &image,
+            2,
+            (&none, &none, &only_1),
+            true,
+            unreported
+        ));
+        assert!(!restart_must_wait(
+            &image,
+            1,
+            (&none, &none, &only_2),
+            true,
+            unreported
+        ));
         // Broker 3 leads nothing.
         assert!(!restart_must_wait(
             &image,
             3,
             (&none, &only_2, &none),
-            false
+            false,
+            unreported
         ));
         let alone = image_with(vec![PartitionImage {
             leader_id: 1,
@@ -615,8 +755,86 @@ mod tests {
             &alone,
             1,
             (&none, &only_2, &none),
-            false
+            false,
+            unreported
         ));
+    }
+
+    #[test]
+    fn two_restarted_brokers_hand_each_partition_to_the_one_that_holds_more() {
+        // Broker 1 leads t-0 and broker 2 leads t-1; both restarted, and
+        // each holds more of the partition the other leads.
+        let image = image_with(vec![
+            PartitionImage {
+                leader_id: 1,
+                leader_epoch: 3,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2],
+            },
+            PartitionImage {
+                leader_id: 2,
+                leader_epoch: 3,
+                replicas: vec![2, 1, 3],
+                isr: vec![2, 1],
+            },
+        ]);
+        let report = |entries: [(i32, i32, i64); 2]| -> LogReport {
+            entries
+                .into_iter()
+                .map(|(partition, epoch, end)| (("t".to_string(), partition), (epoch, end)))
+                .collect()
+        };
+        let report_1 = report([(0, 3, 80), (1, 3, 120)]);
+        let report_2 = report([(0, 3, 100), (1, 2, 200)]);
+        let none = BTreeSet::new();
+        let only_2 = BTreeSet::from([2]);
+        let from_2 = |broker: i32, _: &str, partition: i32| {
+            (broker == 2).then(|| report_2[&("t".to_string(), partition)])
+        };
+        // Broker 2 has reported: broker 1 need not wait for it...
+        assert!(!restart_must_wait(
+            &image,
+            1,
+            (&none, &none, &only_2),
+            false,
+            from_2
+        ));
+        // ...and hands t-0 to broker 2, which holds more of it, while it
+        // takes t-1, whose last epoch it holds and broker 2 does not.
+        assert_eq!(
+            restart_handovers(&image, 1, &report_1, &none, from_2),
+            [
+                MetadataRecord::PartitionChange {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader_id: 2,
+                    isr: vec![2],
+                },
+                MetadataRecord::PartitionChange {
+                    topic: "t".into(),
+                    partition: 1,
+                    leader_id: 1,
+                    isr: vec![1],
+                },
+            ]
+        );
+        // An electable in-sync replica holds everything: nothing is handed
+        // over by reports (fencing moves the lead to it).
+        assert!(
+            restart_handovers(&image, 1, &report_1, &BTreeSet::from([3, 2]), from_2).is_empty()
+        );
+        // A replica not heard from, perhaps alive with everything, is no
+        // candidate to pass over: nothing is handed over.
+        let three = image_with(vec![PartitionImage {
+            leader_id: 2,
+            leader_epoch: 3,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+        }]);
+        assert!(restart_handovers(&three, 1, &report_1, &none, from_2).is_empty());
+        // On a tie the leader keeps the lead.
+        let same = |_: i32, _: &str, partition: i32| Some(report_1[&("t".to_string(), partition)]);
+        assert!(restart_handovers(&image, 1, &report_1, &none, same).is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 
 use super::Broker;
-use crate::controller::{self, AlterIsrError, BrokerSessions};
+use crate::controller::{self, AlterIsrError, BrokerSessions, LogReport};
 use crate::metadata::{BrokerEndpoint, MetadataRecord};
 use crate::observe::Fact;
 
@@ -94,6 +94,7 @@ impl Broker {
         &self,
         endpoint: BrokerEndpoint,
         incarnation: u64,
+        report: LogReport,
     ) -> Result<i64, i16> {
         let _admin = self.topic_admin.lock().await;
         if !self.heartbeat_received(endpoint.node_id, incarnation) {
@@ -111,7 +112,11 @@ impl Broker {
                 .await?;
         }
         if !known_incarnation {
-            self.leave_isrs_on_restart(node_id, incarnation).await?;
+            self.with_sessions(|sessions| {
+                sessions.record_report(node_id, incarnation, report.clone())
+            });
+            self.leave_isrs_on_restart(node_id, incarnation, &report)
+                .await?;
             self.controller_write(MetadataRecord::BrokerIncarnation {
                 node_id,
                 incarnation,
@@ -127,9 +132,17 @@ impl Broker {
     /// what it had not synced: before its registration is recorded (it
     /// leads nothing until then) it leaves every ISR that has another
     /// member, and its leaderships go to electable in-sync replicas, one
-    /// record at a time, as fencing would do. Its first registration
+    /// record at a time, as fencing would do. Where an ISR holds no
+    /// electable replica but other restarted ones that reported their logs,
+    /// the one whose log holds most leads it (`controller::restart_handovers`,
+    /// from `report`, what this broker's logs hold). Its first registration
     /// changes nothing.
-    async fn leave_isrs_on_restart(&self, node_id: i32, incarnation: u64) -> Result<(), i16> {
+    async fn leave_isrs_on_restart(
+        &self,
+        node_id: i32,
+        incarnation: u64,
+        report: &LogReport,
+    ) -> Result<(), i16> {
         if self.with_metadata(|image| image.incarnation(node_id).is_none()) {
             return Ok(());
         }
@@ -146,11 +159,24 @@ impl Broker {
                 let mut restarting = sessions.restarting();
                 restarting.remove(&node_id);
                 let others = (&electable, &unheard, &restarting);
-                if controller::restart_must_wait(&image, node_id, others, tie_break) {
+                let reported = |broker: i32, topic: &str, partition: i32| {
+                    sessions.reported(broker, topic, partition)
+                };
+                if controller::restart_must_wait(&image, node_id, others, tie_break, reported) {
                     return Err(());
                 }
-                Ok(controller::fence_changes(&image, node_id, &electable)
+                let handover =
+                    controller::restart_handovers(&image, node_id, report, &electable, reported);
+                if let Some(record) = handover.first() {
+                    tracing::info!(
+                        broker = node_id,
+                        ?record,
+                        "restarted replicas compared: the one holding most leads"
+                    );
+                }
+                Ok(handover
                     .into_iter()
+                    .chain(controller::fence_changes(&image, node_id, &electable))
                     .next())
             });
             tracing::debug!(broker = node_id, ?next, "a restarted broker registers");

@@ -28,6 +28,7 @@ use crate::client::connection::{Connection, ConnectionConfig};
 use crate::clock::SharedClock;
 use crate::cluster::{ControllerQuorum, PeerQueues, ProposeError, QuorumSetup, QuorumStatus};
 use crate::config::BrokerConfig;
+use crate::controller::LogReport;
 use crate::log::PartitionLog;
 use crate::metadata::{BrokerEndpoint, MetadataRecord, PartitionImage, OFFSETS_TOPIC};
 use crate::net::Connector;
@@ -391,6 +392,19 @@ impl Broker {
         self.sync_coordinator().await;
     }
 
+    /// What this broker's replicas hold: each partition's last epoch and log
+    /// end, for its registration (`controller::restart_handovers`).
+    pub(super) async fn log_report(&self) -> LogReport {
+        let mut report = LogReport::new();
+        for partition in self.all_partitions() {
+            if let Ok((log_end_offset, last_epoch)) = partition.fetch_position().await {
+                let key = (partition.topic.clone(), partition.index);
+                report.insert(key, (last_epoch, log_end_offset));
+            }
+        }
+        report
+    }
+
     /// Whether this broker's registration in its current incarnation has
     /// been applied (always, outside a cluster).
     pub(super) fn is_registered(&self) -> bool {
@@ -654,7 +668,11 @@ async fn register_loop(broker: Weak<Broker>) {
                 match cluster.quorum.current_status().leader_id {
                     None => false,
                     Some(leader) if leader == broker.config.node_id => {
-                        broker.register_broker(endpoint, incarnation).await.is_ok()
+                        let report = broker.log_report().await;
+                        broker
+                            .register_broker(endpoint, incarnation, report)
+                            .await
+                            .is_ok()
                     }
                     Some(leader) => {
                         let address = cluster.quorum.voters().get(&leader).cloned();
@@ -664,7 +682,8 @@ async fn register_loop(broker: Weak<Broker>) {
                         let connection = connections.entry(leader).or_insert_with(|| {
                             cluster.broker_connection(address, broker.config.node_id)
                         });
-                        send_registration(connection, &endpoint, incarnation).await
+                        let report = broker.log_report().await;
+                        send_registration(connection, &endpoint, incarnation, &report).await
                     }
                 }
             }
@@ -682,6 +701,7 @@ async fn send_registration(
     connection: &Connection,
     endpoint: &BrokerEndpoint,
     incarnation: u64,
+    report: &LogReport,
 ) -> bool {
     use kafka_protocol::messages::broker_registration_request::Listener;
     use kafka_protocol::messages::{BrokerId, BrokerRegistrationRequest};
@@ -693,7 +713,11 @@ async fn send_registration(
         .with_listeners(vec![Listener::default()
             .with_name(StrBytes::from_static_str("PLAINTEXT"))
             .with_host(StrBytes::from_string(endpoint.host.clone()))
-            .with_port(u16::try_from(endpoint.port).unwrap_or(0))]);
+            .with_port(u16::try_from(endpoint.port).unwrap_or(0))])
+        .with_unknown_tagged_fields(BTreeMap::from([(
+            LOG_REPORT_TAG,
+            encode_log_report(report),
+        )]));
     match connection
         .send(request, super::api::BROKER_REGISTRATION_VERSION)
         .await
@@ -710,6 +734,58 @@ async fn send_registration(
     }
 }
 
+/// The tagged field of BrokerRegistration in which a broker reports what its
+/// logs hold (`controller::LogReport`), a field of sluice's own: Kafka's
+/// controller learns replicas' log ends only in KIP-966's unclean recovery,
+/// and another broker skips an unknown tag.
+const LOG_REPORT_TAG: i32 = 10_966;
+
+/// At most this many partitions are reported (and decoded): far more than
+/// a broker hosts, small enough to bound the request.
+const LOG_REPORT_PARTITIONS_MAX: usize = 100_000;
+
+/// The report as bytes: a count, then per partition the topic name
+/// (length-prefixed), the partition index, the last epoch and the log end.
+fn encode_log_report(report: &LogReport) -> bytes::Bytes {
+    use bytes::BufMut;
+    let mut buf = bytes::BytesMut::new();
+    let entries: Vec<_> = report.iter().take(LOG_REPORT_PARTITIONS_MAX).collect();
+    buf.put_u32(entries.len() as u32);
+    for ((topic, partition), (epoch, log_end_offset)) in entries {
+        let name = topic.as_bytes();
+        buf.put_u16(u16::try_from(name.len()).unwrap_or(0));
+        buf.put_slice(&name[..usize::from(u16::try_from(name.len()).unwrap_or(0))]);
+        buf.put_i32(*partition);
+        buf.put_i32(*epoch);
+        buf.put_i64(*log_end_offset);
+    }
+    buf.freeze()
+}
+
+/// The report a registration carries, or None when it carries none (or one
+/// that does not decode).
+pub(super) fn decode_log_report(tagged: &BTreeMap<i32, bytes::Bytes>) -> Option<LogReport> {
+    use bytes::Buf;
+    let mut buf = tagged.get(&LOG_REPORT_TAG)?.clone();
+    let count = usize::try_from(buf.try_get_u32().ok()?).ok()?;
+    if count > LOG_REPORT_PARTITIONS_MAX {
+        return None;
+    }
+    let mut report = LogReport::new();
+    for _ in 0..count {
+        let length = usize::from(buf.try_get_u16().ok()?);
+        if buf.remaining() < length {
+            return None;
+        }
+        let topic = String::from_utf8(buf.split_to(length).to_vec()).ok()?;
+        let partition = buf.try_get_i32().ok()?;
+        let epoch = buf.try_get_i32().ok()?;
+        let log_end_offset = buf.try_get_i64().ok()?;
+        report.insert((topic, partition), (epoch, log_end_offset));
+    }
+    Some(report)
+}
+
 /// A broker's incarnation as BrokerRegistration carries it: its node id and
 /// its persisted start count.
 pub(super) fn incarnation_id(node_id: i32, incarnation: u64) -> uuid::Uuid {
@@ -719,4 +795,25 @@ pub(super) fn incarnation_id(node_id: i32, incarnation: u64) -> uuid::Uuid {
 /// The start count in an incarnation id.
 pub(super) fn incarnation_of(id: uuid::Uuid) -> u64 {
     id.as_u64_pair().1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_report_survives_its_tagged_field_and_garbage_is_refused() {
+        let report = LogReport::from([
+            (("orders".to_string(), 0), (3, 120)),
+            (("__consumer_offsets".to_string(), 0), (-1, 0)),
+        ]);
+        let tagged = BTreeMap::from([(LOG_REPORT_TAG, encode_log_report(&report))]);
+        assert_eq!(decode_log_report(&tagged), Some(report));
+        assert_eq!(decode_log_report(&BTreeMap::new()), None);
+        let truncated = BTreeMap::from([(
+            LOG_REPORT_TAG,
+            bytes::Bytes::from_static(&[0, 0, 0, 1, 0, 9, b'x']),
+        )]);
+        assert_eq!(decode_log_report(&truncated), None);
+    }
 }

@@ -203,9 +203,15 @@ impl Broker {
             port: i32::from(listener.port),
         };
         let incarnation = crate::broker::cluster::incarnation_of(request.incarnation_id);
-        Some(match self.register_broker(endpoint, incarnation).await {
-            Ok(broker_epoch) => response.with_broker_epoch(broker_epoch),
-            Err(code) => response.with_error_code(code),
-        })
+        // A broker that reports nothing of its logs (another broker than
+        // sluice) is taken to hold nothing.
+        let report = crate::broker::cluster::decode_log_report(&request.unknown_tagged_fields)
+            .unwrap_or_default();
+        Some(
+            match self.register_broker(endpoint, incarnation, report).await {
+                Ok(broker_epoch) => response.with_broker_epoch(broker_epoch),
+                Err(code) => response.with_error_code(code),
+            },
+        )
     }
 }
