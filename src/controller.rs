@@ -100,6 +100,19 @@ impl BrokerSessions {
         }
     }
 
+    /// Forgets what `broker` reported in an incarnation other than
+    /// `incarnation`, the one it was just heard from in: it restarted
+    /// since, and may hold less now.
+    pub fn forget_stale_report(&mut self, broker: i32, incarnation: u64) {
+        if self
+            .reports
+            .get(&broker)
+            .is_some_and(|(reported_in, _)| *reported_in != incarnation)
+        {
+            self.reports.remove(&broker);
+        }
+    }
+
     /// Keeps what `broker`'s registration in `incarnation` reported of its
     /// logs.
     pub fn record_report(&mut self, broker: i32, incarnation: u64, report: LogReport) {
@@ -342,22 +355,25 @@ pub fn restart_must_wait(
     })
 }
 
-/// Leadership a restarted broker's registration hands over where every
-/// other replica in a partition's ISR restarted too and reported its log of
-/// the partition (so none is electable, and none unheard or down): among
-/// the restarted broker (its own `report`) and them, the one whose log reports the
+/// Leadership a restarted broker's registration hands over where no other
+/// replica in a partition's ISR is electable, at least one restarted too
+/// and reported its log of the partition, and the rest are fenced (down):
+/// among the restarted broker (its own `report`) and the reporting ones,
+/// the one whose log reports the
 /// highest (last epoch, log end) holds every committed record any of them
 /// still holds, so it leads, alone in the ISR (the others rejoin once they
 /// have caught up from it; the one that lost more to a power loss then
 /// truncates what it has that was never committed). The current leader
-/// keeps the lead on a tie. Any other partition is left to
-/// [`restart_must_wait`] and [`fence_changes`]: an electable replica holds
-/// everything committed, and one not heard from may yet turn out to.
+/// keeps the lead on a tie. A fenced replica may hold more than all of
+/// them only if they all lost power since, a loss the durability model
+/// permits. Any other partition is left to [`restart_must_wait`] and
+/// [`fence_changes`]: an electable replica holds everything committed, and
+/// one not heard from, or restarting without a report, may yet turn out to.
 pub fn restart_handovers(
     image: &MetadataImage,
     restarted: i32,
     report: &LogReport,
-    electable: &BTreeSet<i32>,
+    (electable, fenced): (&BTreeSet<i32>, &BTreeSet<i32>),
     reported: impl Fn(i32, &str, i32) -> Option<(i32, i64)>,
 ) -> Vec<MetadataRecord> {
     let mut changes = Vec::new();
@@ -370,13 +386,15 @@ pub fn restart_handovers(
             {
                 continue;
             }
-            let others: Vec<((i32, i64), i32)> = partition
-                .isr
-                .iter()
-                .filter(|id| **id != restarted)
-                .filter_map(|id| reported(*id, &name, index).map(|log| (log, *id)))
-                .collect();
-            if others.is_empty() || others.len() + 1 != partition.isr.len() {
+            let mut others: Vec<((i32, i64), i32)> = Vec::new();
+            let mut undecided = false;
+            for id in partition.isr.iter().filter(|id| **id != restarted) {
+                match reported(*id, &name, index) {
+                    Some(log) => others.push((log, *id)),
+                    None => undecided |= !fenced.contains(id),
+                }
+            }
+            if others.is_empty() || undecided {
                 continue;
             }
             let own = report
@@ -802,7 +820,7 @@ mod tests {
         // ...and hands t-0 to broker 2, which holds more of it, while it
         // takes t-1, whose last epoch it holds and broker 2 does not.
         assert_eq!(
-            restart_handovers(&image, 1, &report_1, &none, from_2),
+            restart_handovers(&image, 1, &report_1, (&none, &none), from_2),
             [
                 MetadataRecord::PartitionChange {
                     topic: "t".into(),
@@ -820,21 +838,36 @@ mod tests {
         );
         // An electable in-sync replica holds everything: nothing is handed
         // over by reports (fencing moves the lead to it).
-        assert!(
-            restart_handovers(&image, 1, &report_1, &BTreeSet::from([3, 2]), from_2).is_empty()
-        );
+        assert!(restart_handovers(
+            &image,
+            1,
+            &report_1,
+            (&BTreeSet::from([3, 2]), &none),
+            from_2
+        )
+        .is_empty());
         // A replica not heard from, perhaps alive with everything, is no
         // candidate to pass over: nothing is handed over.
         let three = image_with(vec![PartitionImage {
-            leader_id: 2,
+            leader_id: 1,
             leader_epoch: 3,
             replicas: vec![1, 2, 3],
             isr: vec![1, 2, 3],
         }]);
-        assert!(restart_handovers(&three, 1, &report_1, &none, from_2).is_empty());
+        assert!(restart_handovers(&three, 1, &report_1, (&none, &none), from_2).is_empty());
+        // Down (fenced), it is passed over: broker 2 holds more of t-0.
+        assert_eq!(
+            restart_handovers(&three, 1, &report_1, (&none, &BTreeSet::from([3])), from_2),
+            [MetadataRecord::PartitionChange {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 2,
+                isr: vec![2],
+            }]
+        );
         // On a tie the leader keeps the lead.
         let same = |_: i32, _: &str, partition: i32| Some(report_1[&("t".to_string(), partition)]);
-        assert!(restart_handovers(&image, 1, &report_1, &none, same).is_empty());
+        assert!(restart_handovers(&image, 1, &report_1, (&none, &none), same).is_empty());
     }
 
     #[test]

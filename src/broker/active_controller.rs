@@ -73,9 +73,10 @@ impl Broker {
     pub(super) fn heartbeat_received(&self, node_id: i32, incarnation: u64) -> bool {
         let now_ms = self.clock.now_ms();
         let current = self.with_metadata(|image| image.incarnation(node_id) == Some(incarnation));
-        let Some(was_fenced) =
-            self.with_sessions(|sessions| sessions.heartbeat(node_id, current, now_ms))
-        else {
+        let Some(was_fenced) = self.with_sessions(|sessions| {
+            sessions.forget_stale_report(node_id, incarnation);
+            sessions.heartbeat(node_id, current, now_ms)
+        }) else {
             return false;
         };
         if was_fenced {
@@ -165,8 +166,14 @@ impl Broker {
                 if controller::restart_must_wait(&image, node_id, others, tie_break, reported) {
                     return Err(());
                 }
+                let fenced: std::collections::BTreeSet<i32> = image
+                    .brokers()
+                    .map(|broker| broker.node_id)
+                    .filter(|id| sessions.is_fenced(*id))
+                    .collect();
+                let peers = (&electable, &fenced);
                 let handover =
-                    controller::restart_handovers(&image, node_id, report, &electable, reported);
+                    controller::restart_handovers(&image, node_id, report, peers, reported);
                 if let Some(record) = handover.first() {
                     tracing::info!(
                         broker = node_id,
