@@ -38,19 +38,59 @@ fn admin(bootstrap: &str, connector: Arc<dyn Connector>) -> Admin {
     Admin::new(bootstrap, connector, ConnectionConfig::default())
 }
 
+/// How `topics --create` places a topic's replicas.
+pub enum TopicPlacement {
+    /// `--partitions` and `--replication-factor`: the controller spreads them.
+    Spread {
+        partitions: i32,
+        replication_factor: i16,
+    },
+    /// `--replica-assignment`: `(partition, replica broker ids)`.
+    Assigned(Vec<(i32, Vec<i32>)>),
+}
+
+/// kafka-topics' `--replica-assignment`: partitions separated by commas, a
+/// partition's replica broker ids by colons, e.g. `1:2,2:0`.
+pub fn parse_replica_assignment(text: &str) -> anyhow::Result<Vec<(i32, Vec<i32>)>> {
+    text.split(',')
+        .enumerate()
+        .map(|(partition, replicas)| {
+            let ids = replicas
+                .split(':')
+                .map(|id| {
+                    id.trim().parse::<i32>().with_context(|| {
+                        format!("--replica-assignment: {id:?} in {text:?} is not a broker id")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<i32>>>()?;
+            Ok((i32::try_from(partition)?, ids))
+        })
+        .collect()
+}
+
 /// `kafka-topics.sh --create`.
 pub async fn topics_create(
     bootstrap: &str,
     connector: Arc<dyn Connector>,
     name: &str,
-    partitions: i32,
-    replication_factor: i16,
+    placement: TopicPlacement,
     out: Output<'_>,
 ) -> anyhow::Result<()> {
-    admin(bootstrap, connector)
-        .create_topic(name, partitions, replication_factor, &[])
-        .await
-        .with_context(|| format!("creating topic {name}"))?;
+    let admin = admin(bootstrap, connector);
+    match placement {
+        TopicPlacement::Spread {
+            partitions,
+            replication_factor,
+        } => {
+            admin
+                .create_topic(name, partitions, replication_factor, &[])
+                .await
+        }
+        TopicPlacement::Assigned(assignment) => {
+            admin.create_topic_with_assignment(name, &assignment).await
+        }
+    }
+    .with_context(|| format!("creating topic {name}"))?;
     writeln!(out, "Created topic {name}.")?;
     Ok(())
 }

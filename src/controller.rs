@@ -49,6 +49,62 @@ pub fn assign_replicas(
         .collect()
 }
 
+/// A topic's partitions as CreateTopics assigns them by hand: `(partition
+/// index, replica node ids)`, checked as Kafka checks them, every replica a
+/// `registered` broker. As with [`assign_replicas`], each partition's first
+/// replica leads and the ISR is every replica. The error is Kafka's
+/// INVALID_REPLICA_ASSIGNMENT message.
+pub fn manual_assignment(
+    assignments: &[(i32, Vec<i32>)],
+    registered: &BTreeSet<i32>,
+) -> Result<Vec<PartitionImage>, String> {
+    let mut sorted: Vec<&(i32, Vec<i32>)> = assignments.iter().collect();
+    sorted.sort_by_key(|(index, _)| *index);
+    let mut partitions = Vec::with_capacity(sorted.len());
+    for (expected, (index, replicas)) in sorted.into_iter().enumerate() {
+        if i64::from(*index) != expected as i64 {
+            return Err("partitions should be a consecutive 0-based integer sequence".to_string());
+        }
+        if replicas.is_empty() {
+            return Err(format!(
+                "The manual partition assignment of partition {index} is an empty replica list."
+            ));
+        }
+        let distinct: BTreeSet<i32> = replicas.iter().copied().collect();
+        if distinct.len() != replicas.len() {
+            return Err(format!(
+                "The manual partition assignment of partition {index} names a broker more than once."
+            ));
+        }
+        if let Some(first) = partitions
+            .first()
+            .map(|p: &PartitionImage| p.replicas.len())
+        {
+            if replicas.len() != first {
+                return Err(format!(
+                    "The manual partition assignment includes a partition with {} replica(s), \
+                     but this is not consistent with previous partitions, which have {first} \
+                     replica(s).",
+                    replicas.len()
+                ));
+            }
+        }
+        if let Some(unknown) = replicas.iter().find(|id| !registered.contains(id)) {
+            return Err(format!(
+                "The manual partition assignment includes broker {unknown}, but no such broker \
+                 is registered."
+            ));
+        }
+        partitions.push(PartitionImage {
+            leader_id: replicas[0],
+            leader_epoch: 0,
+            replicas: replicas.clone(),
+            isr: replicas.clone(),
+        });
+    }
+    Ok(partitions)
+}
+
 /// The brokers' sessions, as the active controller sees them: when each
 /// last heartbeated, which are fenced, and which this controller has heard
 /// from in the incarnation they registered.
@@ -560,6 +616,31 @@ mod tests {
         }
         image.add_topic("t", false, partitions).expect("topic");
         image
+    }
+
+    #[test]
+    fn a_manual_assignment_is_taken_as_given_and_checked_as_kafka_checks_it() {
+        let registered = BTreeSet::from([1, 2, 3]);
+        let partitions =
+            manual_assignment(&[(1, vec![3, 1]), (0, vec![2, 3])], &registered).expect("valid");
+        assert_eq!(partitions.len(), 2);
+        assert_eq!(
+            (
+                partitions[0].leader_id,
+                &partitions[0].replicas,
+                &partitions[0].isr
+            ),
+            (2, &vec![2, 3], &vec![2, 3])
+        );
+        assert_eq!(partitions[1].leader_id, 3);
+        let refused = |assignments: &[(i32, Vec<i32>)]| {
+            manual_assignment(assignments, &registered).expect_err("refused")
+        };
+        assert!(refused(&[(0, vec![1]), (2, vec![2])]).contains("consecutive"));
+        assert!(refused(&[(0, vec![])]).contains("empty"));
+        assert!(refused(&[(0, vec![1, 1])]).contains("more than once"));
+        assert!(refused(&[(0, vec![1, 2]), (1, vec![3])]).contains("not consistent"));
+        assert!(refused(&[(0, vec![4])]).contains("broker 4"));
     }
 
     #[test]

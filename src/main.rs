@@ -57,6 +57,11 @@ enum Command {
         partitions: i32,
         #[arg(long, default_value_t = 1)]
         replication_factor: i16,
+        /// Place replicas by hand, as kafka-topics does: partitions separated
+        /// by commas, each partition's broker ids by colons, the first
+        /// leading (e.g. 1:2,2:0 for two partitions of two replicas).
+        #[arg(long, conflicts_with_all = ["partitions", "replication_factor"])]
+        replica_assignment: Option<String>,
     },
     /// Send each line of stdin as a record (like kafka-console-producer.sh).
     Produce {
@@ -142,6 +147,7 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             topic,
             partitions,
             replication_factor,
+            replica_assignment,
         } => {
             let need_topic = || {
                 topic
@@ -149,12 +155,20 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--topic is required"))
             };
             if create {
+                let placement = match replica_assignment {
+                    Some(text) => cli_tools::TopicPlacement::Assigned(
+                        cli_tools::parse_replica_assignment(&text)?,
+                    ),
+                    None => cli_tools::TopicPlacement::Spread {
+                        partitions,
+                        replication_factor,
+                    },
+                };
                 cli_tools::topics_create(
                     &bootstrap_server,
                     connector,
                     &need_topic()?,
-                    partitions,
-                    replication_factor,
+                    placement,
                     &mut stdout,
                 )
                 .await

@@ -45,6 +45,52 @@ async fn broker_with_topic(topic: &str, partitions: i32) -> (TestBroker, Admin) 
     (broker, admin)
 }
 
+#[tokio::test]
+async fn a_topic_created_with_a_replica_assignment_has_it_and_a_bad_one_is_refused() {
+    let broker = start_broker(test_config()).await;
+    let admin = Admin::new(&broker.address, connector(), ConnectionConfig::default());
+    let node_id = test_config().node_id;
+    within(
+        "a topic with a replica assignment",
+        admin.create_topic_with_assignment("placed", &[(1, vec![node_id]), (0, vec![node_id])]),
+    )
+    .await
+    .expect("a valid assignment is taken");
+    let described = within(
+        "its description",
+        admin.describe_topics(Some(&["placed".to_string()])),
+    )
+    .await
+    .expect("describe");
+    let partitions = &described[0].partitions;
+    assert_eq!(partitions.len(), 2);
+    for partition in partitions {
+        assert_eq!(
+            (partition.leader, &partition.replicas),
+            (node_id, &vec![node_id])
+        );
+    }
+    let invalid_replica_assignment =
+        Some(kafka_protocol::error::ResponseError::InvalidReplicaAssignment.code());
+    for bad in [
+        vec![(0, vec![node_id + 7])],
+        vec![(0, vec![node_id]), (2, vec![node_id])],
+        vec![(0, vec![node_id, node_id])],
+    ] {
+        let refused = within(
+            "a bad assignment",
+            admin.create_topic_with_assignment("bad", &bad),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(
+            refused.code(),
+            invalid_replica_assignment,
+            "{bad:?}: {refused}"
+        );
+    }
+}
+
 fn producer(address: &str) -> Producer {
     let config = ProducerConfig {
         bootstrap_servers: address.to_string(),
@@ -479,15 +525,35 @@ mod cli {
         let broker = start_broker(test_config()).await;
         let addr = broker.address.as_str();
         let mut out = Vec::new();
-        cli_tools::topics_create(addr, connector(), "lines", 2, 1, &mut out)
+        let spread = || cli_tools::TopicPlacement::Spread {
+            partitions: 2,
+            replication_factor: 1,
+        };
+        cli_tools::topics_create(addr, connector(), "lines", spread(), &mut out)
             .await
             .unwrap();
         assert_eq!(text(&out), "Created topic lines.\n");
         assert!(
-            cli_tools::topics_create(addr, connector(), "lines", 2, 1, &mut Vec::new())
+            cli_tools::topics_create(addr, connector(), "lines", spread(), &mut Vec::new())
                 .await
                 .is_err()
         );
+        // --replica-assignment, as kafka-topics spells it.
+        let node = test_config().node_id;
+        let assignment = cli_tools::parse_replica_assignment(&format!("{node},{node}")).unwrap();
+        assert_eq!(assignment, [(0, vec![node]), (1, vec![node])]);
+        let placed = cli_tools::TopicPlacement::Assigned(assignment);
+        cli_tools::topics_create(addr, connector(), "placed", placed, &mut Vec::new())
+            .await
+            .unwrap();
+        cli_tools::topics_delete(addr, connector(), "placed", &mut Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            cli_tools::parse_replica_assignment("1:2,2:0").unwrap(),
+            [(0, vec![1, 2]), (1, vec![2, 0])]
+        );
+        assert!(cli_tools::parse_replica_assignment("1:x").is_err());
 
         let mut out = Vec::new();
         cli_tools::topics_list(addr, connector(), &mut out)

@@ -350,6 +350,29 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
     let spread: std::collections::BTreeSet<i32> = placed.iter().copied().collect();
     assert_eq!(spread.len(), 3, "partitions not spread: {placed:?}");
 
+    // Replicas placed by hand, as kafka-topics' --replica-assignment does:
+    // each partition's first replica leads.
+    let assigned = "2:1,1:3,3:2";
+    let output = sluice(
+        &[
+            "topics",
+            "--create",
+            "--topic",
+            "placed",
+            "--replica-assignment",
+            assigned,
+            "--bootstrap-server",
+            &nodes[0].address,
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "--replica-assignment {assigned}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(leaders(&nodes[2].address, "placed"), [2, 1, 3]);
+
     let lines: String = (0..60).map(|i| format!("k{}:v{i}\n", i % 12)).collect();
     produce(&bootstrap_all, "orders", &lines);
     assert_eq!(consume_count(&bootstrap_all, "orders", 60), 60);

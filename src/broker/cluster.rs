@@ -243,18 +243,21 @@ impl Broker {
     }
 
     /// CreateTopics in a cluster: the active controller places each
-    /// partition's replicas round-robin over the registered brokers
-    /// (`crate::controller::assign_replicas`) and writes the topic record.
+    /// partition's replicas as `placement` says (round-robin over the
+    /// registered brokers, `crate::controller::assign_replicas`, or by hand,
+    /// `crate::controller::manual_assignment`) and writes the topic record.
+    /// A refused manual assignment is INVALID_REPLICA_ASSIGNMENT with
+    /// Kafka's message.
     pub(super) async fn create_topic_in_cluster(
         &self,
         name: &str,
-        partition_count: i32,
-        replication_factor: i16,
+        placement: Placement,
         validate_only: bool,
-    ) -> Result<(), i16> {
+    ) -> Result<(), (i16, String)> {
         let _admin = self.topic_admin.lock().await;
+        let code = |error: ResponseError| (error.code(), String::new());
         if !self.is_active_controller() {
-            return Err(ResponseError::NotController.code());
+            return Err(code(ResponseError::NotController));
         }
         let (exists, brokers, topic_count) = self.with_metadata(|image| {
             (
@@ -264,22 +267,39 @@ impl Broker {
             )
         });
         if exists {
-            return Err(ResponseError::TopicAlreadyExists.code());
+            return Err(code(ResponseError::TopicAlreadyExists));
         }
-        let replication_factor = usize::try_from(replication_factor).unwrap_or(0);
-        if replication_factor == 0 || replication_factor > brokers.len() {
-            return Err(ResponseError::InvalidReplicationFactor.code());
-        }
+        let partitions = match placement {
+            Placement::Spread {
+                partition_count,
+                replication_factor,
+            } => {
+                let replication_factor = usize::try_from(replication_factor).unwrap_or(0);
+                if replication_factor == 0 || replication_factor > brokers.len() {
+                    return Err((
+                        ResponseError::InvalidReplicationFactor.code(),
+                        format!(
+                            "replication factor {replication_factor} is more than the brokers available"
+                        ),
+                    ));
+                }
+                // Start each topic on the next broker, so small topics spread too.
+                crate::controller::assign_replicas(
+                    &brokers,
+                    partition_count as usize,
+                    replication_factor,
+                    topic_count,
+                )
+            }
+            Placement::Manual(assignments) => {
+                let registered = brokers.iter().copied().collect();
+                crate::controller::manual_assignment(&assignments, &registered)
+                    .map_err(|message| (ResponseError::InvalidReplicaAssignment.code(), message))?
+            }
+        };
         if validate_only {
             return Ok(());
         }
-        // Start each topic on the next broker, so small topics spread too.
-        let partitions = crate::controller::assign_replicas(
-            &brokers,
-            partition_count as usize,
-            replication_factor,
-            topic_count,
-        );
         self.controller_write(MetadataRecord::Topic {
             name: name.to_string(),
             internal: false,
@@ -287,6 +307,7 @@ impl Broker {
         })
         .await
         .map(|_| ())
+        .map_err(|error| (error, String::new()))
     }
 
     pub(super) async fn delete_topic_in_cluster(&self, name: &str) -> Result<(), i16> {
@@ -732,6 +753,19 @@ async fn send_registration(
             false
         }
     }
+}
+
+/// How CreateTopics places a new topic's replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// `partition_count` partitions of `replication_factor` replicas,
+    /// spread round-robin over the registered brokers.
+    Spread {
+        partition_count: i32,
+        replication_factor: i16,
+    },
+    /// By hand: `(partition index, replica node ids)`, the first leading.
+    Manual(Vec<(i32, Vec<i32>)>),
 }
 
 /// The tagged field of BrokerRegistration in which a broker reports what its

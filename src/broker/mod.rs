@@ -31,6 +31,7 @@ use crate::observe::{Fact, Observed};
 use crate::storage::SharedStorage;
 
 pub use api::HandleOutcome;
+pub use cluster::Placement;
 use partition::Partition;
 
 pub use crate::metadata::OFFSETS_TOPIC;
@@ -410,26 +411,74 @@ impl Broker {
         replication_factor: i16,
         validate_only: bool,
     ) -> Result<(), i16> {
+        let placement = Placement::Spread {
+            partition_count,
+            replication_factor,
+        };
+        self.create_topic_placed(name, placement, validate_only)
+            .await
+            .map_err(|(code, _)| code)
+    }
+
+    /// Creates a topic whose replicas are placed as `placement` says.
+    /// Errors are Kafka error codes, with a message where Kafka gives one.
+    pub async fn create_topic_placed(
+        &self,
+        name: &str,
+        placement: Placement,
+        validate_only: bool,
+    ) -> Result<(), (i16, String)> {
         use kafka_protocol::error::ResponseError;
+        let code = |error: ResponseError| (error.code(), String::new());
         if !valid_topic_name(name) || name.starts_with("__") {
-            return Err(ResponseError::InvalidTopicException.code());
+            return Err(code(ResponseError::InvalidTopicException));
         }
+        let partition_count = match &placement {
+            Placement::Spread {
+                partition_count, ..
+            } => *partition_count,
+            Placement::Manual(assignments) => i32::try_from(assignments.len()).unwrap_or(i32::MAX),
+        };
         if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partition_count) {
-            return Err(ResponseError::InvalidPartitions.code());
+            return Err(code(ResponseError::InvalidPartitions));
         }
-        let replication_factor = self.replication_factor(replication_factor);
+        let placement = match placement {
+            Placement::Spread {
+                partition_count,
+                replication_factor,
+            } => Placement::Spread {
+                partition_count,
+                replication_factor: self.replication_factor(replication_factor),
+            },
+            manual => manual,
+        };
         if self.cluster.is_some() {
             return self
-                .create_topic_in_cluster(name, partition_count, replication_factor, validate_only)
+                .create_topic_in_cluster(name, placement, validate_only)
                 .await;
         }
-        if replication_factor != 1 {
-            // One broker holds one replica.
-            return Err(ResponseError::InvalidReplicationFactor.code());
+        // One broker holds one replica of each partition.
+        match &placement {
+            Placement::Spread {
+                replication_factor, ..
+            } if *replication_factor != 1 => {
+                return Err((
+                    ResponseError::InvalidReplicationFactor.code(),
+                    format!(
+                        "replication factor {replication_factor} is more than the brokers available"
+                    ),
+                ));
+            }
+            Placement::Manual(assignments) => {
+                let registered = std::collections::BTreeSet::from([self.config.node_id]);
+                crate::controller::manual_assignment(assignments, &registered)
+                    .map_err(|message| (ResponseError::InvalidReplicaAssignment.code(), message))?;
+            }
+            Placement::Spread { .. } => {}
         }
         let _admin = self.topic_admin.lock().await;
         if self.topic(name).is_some() {
-            return Err(ResponseError::TopicAlreadyExists.code());
+            return Err(code(ResponseError::TopicAlreadyExists));
         }
         if validate_only {
             return Ok(());
@@ -443,7 +492,7 @@ impl Broker {
                     .await
                     .map_err(|error| {
                         tracing::error!(topic = name, %error, "creating a partition failed");
-                        ResponseError::KafkaStorageError.code()
+                        code(ResponseError::KafkaStorageError)
                     })?;
             partitions.insert(
                 index,
@@ -458,7 +507,7 @@ impl Broker {
         }
         if let Err(error) = self.storage.sync_dir(&self.config.log_dirs).await {
             tracing::error!(topic = name, %error, "syncing the data directory failed");
-            return Err(ResponseError::KafkaStorageError.code());
+            return Err(code(ResponseError::KafkaStorageError));
         }
         tracing::info!(topic = name, partitions = partition_count, "created topic");
         let topic = Arc::new(Topic {

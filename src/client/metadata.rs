@@ -671,6 +671,36 @@ impl Admin {
                     })
                     .collect(),
             );
+        self.create(name, topic).await
+    }
+
+    /// CreateTopics for one topic whose replicas are placed by hand:
+    /// `(partition index, replica node ids)`, the first replica leading, as
+    /// kafka-topics' `--replica-assignment` does.
+    pub async fn create_topic_with_assignment(
+        &self,
+        name: &str,
+        assignment: &[(i32, Vec<i32>)],
+    ) -> Result<(), ClientError> {
+        use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+        let topic = CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(
+                assignment
+                    .iter()
+                    .map(|(partition, replicas)| {
+                        CreatableReplicaAssignment::default()
+                            .with_partition_index(*partition)
+                            .with_broker_ids(replicas.iter().map(|id| BrokerId(*id)).collect())
+                    })
+                    .collect(),
+            );
+        self.create(name, topic).await
+    }
+
+    async fn create(&self, name: &str, topic: CreatableTopic) -> Result<(), ClientError> {
         let timeout_ms = i32::try_from(self.cluster.config.request_timeout_ms).unwrap_or(i32::MAX);
         let req = CreateTopicsRequest::default()
             .with_topics(vec![topic])

@@ -13,6 +13,7 @@ import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import InvalidReplicationAssignmentError
 
 MESSAGES = 300
 KEYS = 10
@@ -25,10 +26,29 @@ def fail(message):
     sys.exit(1)
 
 
+def check_replica_assignment(admin, placed):
+    # A topic placed by hand (kafka-topics --replica-assignment); a broker
+    # that does not exist is refused with INVALID_REPLICA_ASSIGNMENT.
+    node = admin.describe_cluster()["brokers"][0]["broker_id"]
+    admin.create_topics([NewTopic(placed, replica_assignments={0: [node], 1: [node]})])
+    described = admin.describe_topics([placed])[0]["partitions"]
+    replicas = sorted((p["partition_index"], p["replica_nodes"]) for p in described)
+    if replicas != [(0, [node]), (1, [node])]:
+        fail(f"{placed} was placed as {replicas}, not on broker {node}")
+    try:
+        admin.create_topics([NewTopic(placed + "-bad", replica_assignments={0: [node + 7]})])
+    except InvalidReplicationAssignmentError:
+        pass
+    else:
+        fail("an assignment naming an unknown broker was accepted")
+    print(f"replica assignment: {placed} on broker {node}; an unknown broker refused", flush=True)
+
+
 def main():
     bootstrap, topic = sys.argv[1], sys.argv[2]
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    check_replica_assignment(admin, topic + "-placed")
     admin.close()
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)

@@ -7,7 +7,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 
 use super::{str_bytes, RequestContext, Versions};
-use crate::broker::Broker;
+use crate::broker::{Broker, Placement};
 
 /// 2 through 7, what current admin clients send.
 pub(super) const CREATE_TOPICS: Versions = (ApiKey::CreateTopics, 2, 7);
@@ -25,20 +25,40 @@ impl Broker {
         let mut results = Vec::new();
         for topic in request.topics {
             let name = topic.name.to_string();
-            let partition_count = if topic.num_partitions == -1 {
-                self.config.num_partitions
-            } else {
-                topic.num_partitions
+            let manual: Vec<(i32, Vec<i32>)> = topic
+                .assignments
+                .iter()
+                .map(|a| {
+                    let replicas = a.broker_ids.iter().map(|id| id.0).collect();
+                    (a.partition_index, replicas)
+                })
+                .collect();
+            let (partition_count, replication_factor) = match manual.first() {
+                Some((_, replicas)) => (
+                    i32::try_from(manual.len()).unwrap_or(i32::MAX),
+                    i16::try_from(replicas.len()).unwrap_or(i16::MAX),
+                ),
+                None if topic.num_partitions == -1 => (
+                    self.config.num_partitions,
+                    self.replication_factor(topic.replication_factor),
+                ),
+                None => (
+                    topic.num_partitions,
+                    self.replication_factor(topic.replication_factor),
+                ),
             };
-            let replication_factor = self.replication_factor(topic.replication_factor);
             let mut result = CreatableTopicResult::default()
                 .with_name(topic.name.clone())
                 .with_num_partitions(partition_count)
                 .with_replication_factor(replication_factor);
-            let outcome = if !topic.assignments.is_empty() {
+            let outcome = if !manual.is_empty()
+                && (topic.num_partitions != -1 || topic.replication_factor != -1)
+            {
                 Err((
-                    ResponseError::InvalidReplicaAssignment.code(),
-                    "manual assignment is not supported".to_string(),
+                    ResponseError::InvalidRequest.code(),
+                    "Both numPartitions or replicationFactor and replicasAssignments were set. \
+                     Both cannot be used at the same time."
+                        .to_string(),
                 ))
             } else if !topic.configs.is_empty() {
                 Err((
@@ -46,23 +66,16 @@ impl Broker {
                     "topic-level configs are not supported yet; set them broker-wide".to_string(),
                 ))
             } else {
-                self.create_topic(
-                    &name,
-                    partition_count,
-                    replication_factor,
-                    request.validate_only,
-                )
-                .await
-                .map_err(|code| {
-                    let message = if code == ResponseError::InvalidReplicationFactor.code() {
-                        format!(
-                            "replication factor {replication_factor} is more than the brokers available"
-                        )
-                    } else {
-                        String::new()
-                    };
-                    (code, message)
-                })
+                let placement = if manual.is_empty() {
+                    Placement::Spread {
+                        partition_count,
+                        replication_factor,
+                    }
+                } else {
+                    Placement::Manual(manual)
+                };
+                self.create_topic_placed(&name, placement, request.validate_only)
+                    .await
             };
             if let Err((code, message)) = outcome {
                 result.error_code = code;
