@@ -599,3 +599,33 @@ async fn offset_for_leader_epoch_answers_where_an_epoch_ends() {
         );
     }
 }
+
+#[tokio::test]
+async fn list_groups_v5_filters_by_group_type_and_every_group_is_classic() {
+    let test = start_broker(test_config()).await;
+    test.broker.create_topic("t", 1, -1, false).await.unwrap();
+    let committed: OffsetCommitResponse = call(
+        &test.broker,
+        ApiKey::OffsetCommit,
+        2,
+        &commit_request("t", 0, 1),
+    )
+    .await;
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+    let list = |types: &[&'static str]| {
+        ListGroupsRequest::default()
+            .with_types_filter(types.iter().map(|t| StrBytes::from_static_str(t)).collect())
+    };
+    let all: ListGroupsResponse = call(&test.broker, ApiKey::ListGroups, 5, &list(&[])).await;
+    assert_eq!(all.groups.len(), 1);
+    assert_eq!(all.groups[0].group_id.0.as_str(), "g");
+    assert_eq!(all.groups[0].group_type.as_str(), "classic");
+    // Kafka matches group types case-insensitively.
+    let classic: ListGroupsResponse =
+        call(&test.broker, ApiKey::ListGroups, 5, &list(&["Classic"])).await;
+    assert_eq!(classic.groups.len(), 1);
+    // The new consumer protocol's groups (KIP-848): sluice has none.
+    let consumer: ListGroupsResponse =
+        call(&test.broker, ApiKey::ListGroups, 5, &list(&["consumer"])).await;
+    assert!(consumer.groups.is_empty(), "{consumer:?}");
+}

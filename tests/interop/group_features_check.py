@@ -15,7 +15,7 @@ Usage: group_features_check.py BOOTSTRAP
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, ConsumerGroupType, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
@@ -86,8 +86,26 @@ def static_membership_confluent(bootstrap):
         fail(f"librdkafka after restart: instance ids {instances}")
     if str(after.state).split(".")[-1].upper() != "STABLE":
         fail(f"librdkafka after restart: group state {after.state}")
+    list_groups_by_type(admin, "static-rd-group")
     second.close()
     print("librdkafka static member: ok", flush=True)
+
+
+def list_groups_by_type(admin, group):
+    # ListGroups v5 (KIP-848): every sluice group is a classic one.
+    def listed(types):
+        result = admin.list_consumer_groups(request_timeout=30, types=types).result()
+        if result.errors:
+            fail(f"librdkafka: list_consumer_groups({types}) errors {result.errors}")
+        return {g.group_id: g.type for g in result.valid}
+
+    classic = listed({ConsumerGroupType.CLASSIC})
+    if classic.get(group) != ConsumerGroupType.CLASSIC:
+        fail(f"librdkafka: {group} is not listed as a classic group: {classic}")
+    consumer = listed({ConsumerGroupType.CONSUMER})
+    if group in consumer:
+        fail(f"librdkafka: {group} listed as a KIP-848 consumer group: {consumer}")
+    print("librdkafka lists groups by type: ok", flush=True)
 
 
 def static_membership_kafka_python(bootstrap):

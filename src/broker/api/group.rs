@@ -44,7 +44,13 @@ pub(super) const SYNC_GROUP: Versions = (ApiKey::SyncGroup, 0, 5);
 pub(super) const DESCRIBE_GROUPS: Versions = (ApiKey::DescribeGroups, 0, 5);
 
 /// 0 through 4 (the state filter); 5 adds a type filter, not served yet.
-pub(super) const LIST_GROUPS: Versions = (ApiKey::ListGroups, 0, 4);
+/// 0 through 5; v5 filters by group type (KIP-848), and every sluice group
+/// is a classic one.
+pub(super) const LIST_GROUPS: Versions = (ApiKey::ListGroups, 0, 5);
+
+/// The group type ListGroups v5 reports for every group: sluice speaks the
+/// classic consumer group protocol only.
+const CLASSIC_GROUP_TYPE: &str = "classic";
 
 impl Broker {
     pub(super) async fn find_coordinator(
@@ -414,7 +420,7 @@ impl Broker {
     pub(super) async fn list_groups(
         &self,
         request: ListGroupsRequest,
-        _: i16,
+        version: i16,
         _: &RequestContext,
     ) -> Option<ListGroupsResponse> {
         let states: BTreeSet<String> = request
@@ -422,6 +428,13 @@ impl Broker {
             .iter()
             .map(|s| s.to_lowercase())
             .collect();
+        // A type filter that leaves out the classic type leaves out every
+        // group (Kafka matches types case-insensitively).
+        let classic_wanted = request.types_filter.is_empty()
+            || request
+                .types_filter
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(CLASSIC_GROUP_TYPE));
         let groups = self
             .coordinator
             .lock()
@@ -429,13 +442,19 @@ impl Broker {
             .list()
             .into_iter()
             .filter(|(_, _, state)| {
-                states.is_empty() || states.contains(&state.name().to_lowercase())
+                classic_wanted
+                    && (states.is_empty() || states.contains(&state.name().to_lowercase()))
             })
             .map(|(id, protocol_type, state)| {
-                ListedGroup::default()
+                let listed = ListedGroup::default()
                     .with_group_id(GroupId(str_bytes(&id)))
                     .with_protocol_type(str_bytes(&protocol_type))
-                    .with_group_state(StrBytes::from_static_str(state.name()))
+                    .with_group_state(StrBytes::from_static_str(state.name()));
+                if version >= 5 {
+                    listed.with_group_type(StrBytes::from_static_str(CLASSIC_GROUP_TYPE))
+                } else {
+                    listed
+                }
             })
             .collect();
         Some(ListGroupsResponse::default().with_groups(groups))
