@@ -629,3 +629,32 @@ async fn list_groups_v5_filters_by_group_type_and_every_group_is_classic() {
         call(&test.broker, ApiKey::ListGroups, 5, &list(&["consumer"])).await;
     assert!(consumer.groups.is_empty(), "{consumer:?}");
 }
+
+#[tokio::test]
+async fn metadata_reports_every_operation_as_authorized_when_asked_as_kafka_without_an_authorizer()
+{
+    let test = start_broker(test_config()).await;
+    test.broker.create_topic("t", 1, -1, false).await.unwrap();
+    let topic = || {
+        vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(topic_name("t"))),
+        ]
+    };
+    let asked = MetadataRequest::default()
+        .with_topics(Some(topic()))
+        .with_include_cluster_authorized_operations(true)
+        .with_include_topic_authorized_operations(true);
+    let answer: MetadataResponse = call(&test.broker, ApiKey::Metadata, 10, &asked).await;
+    // READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS and
+    // ALTER_CONFIGS: bits 3 to 8, 10 and 11 of the AclOperation codes.
+    assert_eq!(answer.topics[0].topic_authorized_operations, 3576);
+    // CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
+    // ALTER_CONFIGS and IDEMPOTENT_WRITE.
+    assert_eq!(answer.cluster_authorized_operations, 8096);
+    // Not asked: Kafka's "not requested" value.
+    let unasked = MetadataRequest::default().with_topics(Some(topic()));
+    let answer: MetadataResponse = call(&test.broker, ApiKey::Metadata, 10, &unasked).await;
+    assert_eq!(answer.topics[0].topic_authorized_operations, i32::MIN);
+    assert_eq!(answer.cluster_authorized_operations, i32::MIN);
+}

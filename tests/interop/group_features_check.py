@@ -15,7 +15,7 @@ Usage: group_features_check.py BOOTSTRAP
 import sys
 import time
 
-from confluent_kafka import Consumer, ConsumerGroupType, KafkaException, Producer
+from confluent_kafka import Consumer, ConsumerGroupType, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
@@ -173,8 +173,29 @@ def transactions_refused(bootstrap):
     print("transactional producers refused at once: ok", flush=True)
 
 
+def authorized_operations(bootstrap):
+    # Without an authorizer Kafka reports every operation a resource
+    # supports when a client asks; librdkafka asks through Metadata.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("authz", num_partitions=1, replication_factor=1)])[
+        "authz"
+    ].result(30)
+    names = lambda ops: sorted(str(op).split(".")[-1] for op in (ops or []))
+    topic = admin.describe_topics(TopicCollection(["authz"]), include_authorized_operations=True)
+    topic_ops = names(topic["authz"].result(30).authorized_operations)
+    expected = ["ALTER", "ALTER_CONFIGS", "CREATE", "DELETE", "DESCRIBE", "DESCRIBE_CONFIGS",
+                "READ", "WRITE"]
+    if topic_ops != expected:
+        fail(f"librdkafka: topic authorized operations {topic_ops}, expected {expected}")
+    cluster = admin.describe_cluster(include_authorized_operations=True).result(30)
+    if "DESCRIBE" not in names(cluster.authorized_operations):
+        fail(f"librdkafka: cluster authorized operations {cluster.authorized_operations}")
+    print("librdkafka authorized operations: ok", flush=True)
+
+
 def main():
     bootstrap = sys.argv[1]
+    authorized_operations(bootstrap)
     static_membership_confluent(bootstrap)
     static_membership_kafka_python(bootstrap)
     transactions_refused(bootstrap)

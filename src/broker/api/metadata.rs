@@ -16,6 +16,28 @@ use crate::metadata::TopicImage;
 /// All versions through 12, the newest current clients send.
 pub(super) const METADATA: Versions = (ApiKey::Metadata, 0, 12);
 
+/// A bitfield of Kafka's ACL operation codes.
+const fn operations(codes: &[u8]) -> i32 {
+    let mut bits = 0;
+    let mut index = 0;
+    while index < codes.len() {
+        bits |= 1 << codes[index];
+        index += 1;
+    }
+    bits
+}
+
+/// What Kafka answers for a topic's authorized operations when a client
+/// asks (Metadata v8+) and no authorizer is configured, as in sluice: every
+/// operation a topic supports. READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7,
+/// DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11.
+const TOPIC_AUTHORIZED_OPERATIONS: i32 = operations(&[3, 4, 5, 6, 7, 8, 10, 11]);
+
+/// The cluster's, likewise (Metadata v8 to v10): CREATE 5, ALTER 7,
+/// DESCRIBE 8, CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11,
+/// IDEMPOTENT_WRITE 12.
+const CLUSTER_AUTHORIZED_OPERATIONS: i32 = operations(&[5, 7, 8, 9, 10, 11, 12]);
+
 impl Broker {
     pub(super) async fn metadata(
         &self,
@@ -72,13 +94,15 @@ impl Broker {
             } else {
                 (false, Vec::new())
             };
-            topics.push(
-                MetadataResponseTopic::default()
-                    .with_error_code(error_code)
-                    .with_name(Some(TopicName(str_bytes(&name))))
-                    .with_is_internal(internal)
-                    .with_partitions(partitions),
-            );
+            let mut topic = MetadataResponseTopic::default()
+                .with_error_code(error_code)
+                .with_name(Some(TopicName(str_bytes(&name))))
+                .with_is_internal(internal)
+                .with_partitions(partitions);
+            if version >= 8 && request.include_topic_authorized_operations && error_code == 0 {
+                topic.topic_authorized_operations = TOPIC_AUTHORIZED_OPERATIONS;
+            }
+            topics.push(topic);
         }
         let (brokers, cluster_id, controller_id) = self.with_metadata(|image| {
             let brokers = image
@@ -96,13 +120,15 @@ impl Broker {
                 image.controller_id(),
             )
         });
-        Some(
-            MetadataResponse::default()
-                .with_brokers(brokers)
-                .with_cluster_id(Some(cluster_id))
-                .with_controller_id(BrokerId(controller_id))
-                .with_topics(topics),
-        )
+        let mut response = MetadataResponse::default()
+            .with_brokers(brokers)
+            .with_cluster_id(Some(cluster_id))
+            .with_controller_id(BrokerId(controller_id))
+            .with_topics(topics);
+        if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+            response.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
+        }
+        Some(response)
     }
 }
 
