@@ -211,6 +211,7 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
                 }
                 ApiKey::AlterPartition => frame(key, version, &AlterPartitionRequest::default()),
                 ApiKey::BrokerHeartbeat => frame(key, version, &BrokerHeartbeatRequest::default()),
+                ApiKey::DescribeCluster => frame(key, version, &DescribeClusterRequest::default()),
                 other => panic!("advertised but untested: {other:?}"),
             };
             match test.broker.handle(request, "/127.0.0.1").await {
@@ -657,4 +658,31 @@ async fn metadata_reports_every_operation_as_authorized_when_asked_as_kafka_with
     let answer: MetadataResponse = call(&test.broker, ApiKey::Metadata, 10, &unasked).await;
     assert_eq!(answer.topics[0].topic_authorized_operations, i32::MIN);
     assert_eq!(answer.cluster_authorized_operations, i32::MIN);
+}
+
+#[tokio::test]
+async fn describe_cluster_names_the_brokers_the_cluster_and_its_controller() {
+    let test = start_broker(test_config()).await;
+    let node = test_config().node_id;
+    for version in [0, 1] {
+        // Endpoint type 1 (brokers) is the default, and v0's only one.
+        let request =
+            DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+        let answer: DescribeClusterResponse =
+            call(&test.broker, ApiKey::DescribeCluster, version, &request).await;
+        assert_eq!(answer.error_code, 0, "v{version}");
+        assert_eq!(answer.controller_id.0, node);
+        assert_eq!(answer.brokers.len(), 1);
+        assert_eq!(answer.brokers[0].broker_id.0, node);
+        assert!(!answer.cluster_id.is_empty());
+        assert_eq!(answer.cluster_authorized_operations, 8096);
+    }
+    // The controllers' endpoints (type 2) are not described here.
+    let controllers = DescribeClusterRequest::default().with_endpoint_type(2);
+    let answer: DescribeClusterResponse =
+        call(&test.broker, ApiKey::DescribeCluster, 1, &controllers).await;
+    assert_eq!(
+        answer.error_code,
+        kafka_protocol::error::ResponseError::UnsupportedEndpointType.code()
+    );
 }

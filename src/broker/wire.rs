@@ -337,6 +337,8 @@ impl Summarise for AlterPartitionRequest {}
 impl Summarise for AlterPartitionResponse {}
 impl Summarise for BrokerHeartbeatRequest {}
 impl Summarise for BrokerHeartbeatResponse {}
+impl Summarise for DescribeClusterRequest {}
+impl Summarise for DescribeClusterResponse {}
 impl Summarise for DescribeGroupsRequest {}
 impl Summarise for DescribeGroupsResponse {}
 impl Summarise for ListGroupsRequest {}

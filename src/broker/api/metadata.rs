@@ -1,20 +1,27 @@
 //! Metadata: the brokers, and each topic's partitions with their leader,
 //! replicas and in-sync replicas, all read from the metadata image. Topics
 //! that do not exist are created when the broker and the request allow it.
+//! DescribeCluster: the brokers, the cluster id and the controller, from the
+//! same image.
 
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
+use kafka_protocol::protocol::StrBytes;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 
 use super::{str_bytes, RequestContext, Versions};
 use crate::broker::Broker;
-use crate::metadata::TopicImage;
+use crate::metadata::{BrokerEndpoint, TopicImage};
 
 /// All versions through 12, the newest current clients send.
 pub(super) const METADATA: Versions = (ApiKey::Metadata, 0, 12);
+
+/// 0 and 1 (v1 names the endpoint type; v2's fenced brokers are not served).
+pub(super) const DESCRIBE_CLUSTER: Versions = (ApiKey::DescribeCluster, 0, 1);
 
 /// A bitfield of Kafka's ACL operation codes.
 const fn operations(codes: &[u8]) -> i32 {
@@ -104,22 +111,16 @@ impl Broker {
             }
             topics.push(topic);
         }
-        let (brokers, cluster_id, controller_id) = self.with_metadata(|image| {
-            let brokers = image
-                .brokers()
-                .map(|broker| {
-                    MetadataResponseBroker::default()
-                        .with_node_id(BrokerId(broker.node_id))
-                        .with_host(str_bytes(&broker.host))
-                        .with_port(broker.port)
-                })
-                .collect();
-            (
-                brokers,
-                str_bytes(image.cluster_id()),
-                image.controller_id(),
-            )
-        });
+        let (brokers, cluster_id, controller_id) = self.cluster_description();
+        let brokers = brokers
+            .into_iter()
+            .map(|broker| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(broker.node_id))
+                    .with_host(str_bytes(&broker.host))
+                    .with_port(broker.port)
+            })
+            .collect();
         let mut response = MetadataResponse::default()
             .with_brokers(brokers)
             .with_cluster_id(Some(cluster_id))
@@ -129,6 +130,61 @@ impl Broker {
             response.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
         }
         Some(response)
+    }
+
+    /// DescribeCluster: the brokers, the cluster id and the active
+    /// controller, as Metadata reports them. Only the brokers' endpoints
+    /// are described (endpoint type 1); asking for the controllers' gets
+    /// UNSUPPORTED_ENDPOINT_TYPE, as a Kafka broker answers.
+    pub(super) async fn describe_cluster(
+        &self,
+        request: DescribeClusterRequest,
+        version: i16,
+        _: &RequestContext,
+    ) -> Option<DescribeClusterResponse> {
+        /// DescribeCluster v1's endpoint types: brokers, controllers.
+        const BROKER_ENDPOINTS: i8 = 1;
+        let mut response = DescribeClusterResponse::default();
+        if version >= 1 {
+            response.endpoint_type = BROKER_ENDPOINTS;
+            if request.endpoint_type != BROKER_ENDPOINTS {
+                return Some(
+                    response
+                        .with_error_code(ResponseError::UnsupportedEndpointType.code())
+                        .with_error_message(Some(str_bytes(
+                            "this listener describes brokers only (endpoint type 1)",
+                        ))),
+                );
+            }
+        }
+        let (brokers, cluster_id, controller_id) = self.cluster_description();
+        response.brokers = brokers
+            .into_iter()
+            .map(|broker| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(broker.node_id))
+                    .with_host(str_bytes(&broker.host))
+                    .with_port(broker.port)
+            })
+            .collect();
+        response.cluster_id = cluster_id;
+        response.controller_id = BrokerId(controller_id);
+        if request.include_cluster_authorized_operations {
+            response.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
+        }
+        Some(response)
+    }
+
+    /// The brokers, the cluster id and the active controller's id, from the
+    /// metadata image.
+    fn cluster_description(&self) -> (Vec<BrokerEndpoint>, StrBytes, i32) {
+        self.with_metadata(|image| {
+            (
+                image.brokers().cloned().collect(),
+                str_bytes(image.cluster_id()),
+                image.controller_id(),
+            )
+        })
     }
 }
 

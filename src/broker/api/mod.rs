@@ -66,6 +66,7 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     quorum::END_QUORUM_EPOCH,
     quorum::DESCRIBE_QUORUM,
     replication::ALTER_PARTITION,
+    metadata::DESCRIBE_CLUSTER,
     quorum::BROKER_REGISTRATION,
     replication::BROKER_HEARTBEAT,
 ];
@@ -358,6 +359,7 @@ impl Broker {
             BrokerRegistration => BrokerRegistrationRequest => broker_registration,
             AlterPartition => AlterPartitionRequest => alter_partition,
             BrokerHeartbeat => BrokerHeartbeatRequest => broker_heartbeat,
+            DescribeCluster => DescribeClusterRequest => describe_cluster,
         )
     }
 
