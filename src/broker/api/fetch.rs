@@ -43,11 +43,14 @@ impl Broker {
         // tokio's clock (virtual under the simulation), as every wait here.
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut arrivals = self.data_arrived.subscribe();
+        let broker_epoch = if replica_id >= 0 {
+            crate::broker::replication::fetch_broker_epoch(&request, replica_id)
+        } else {
+            -1
+        };
         loop {
             arrivals.borrow_and_update();
             let (response, total_bytes, any_error) = if replica_id >= 0 {
-                let broker_epoch =
-                    crate::broker::replication::fetch_broker_epoch(&request, replica_id);
                 self.replica_fetch_once(&request, (replica_id, broker_epoch))
                     .await
             } else {
