@@ -16,8 +16,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use crate::client::{
-    Acks, Admin, AutoOffsetReset, ConnectionConfig, Consumer, ConsumerConfig, Producer,
-    ProducerConfig, ProducerRecord, TopicPartition,
+    Acks, Admin, AutoOffsetReset, ConfigResource, ConnectionConfig, Consumer, ConsumerConfig,
+    Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use crate::clock::SharedClock;
 use crate::net::Connector;
@@ -74,6 +74,7 @@ pub async fn topics_create(
     connector: Arc<dyn Connector>,
     name: &str,
     placement: TopicPlacement,
+    configs: &[(String, String)],
     out: Output<'_>,
 ) -> anyhow::Result<()> {
     let admin = admin(bootstrap, connector);
@@ -83,15 +84,148 @@ pub async fn topics_create(
             replication_factor,
         } => {
             admin
-                .create_topic(name, partitions, replication_factor, &[])
+                .create_topic(name, partitions, replication_factor, configs)
                 .await
         }
         TopicPlacement::Assigned(assignment) => {
-            admin.create_topic_with_assignment(name, &assignment).await
+            admin
+                .create_topic_with_assignment(name, &assignment, configs)
+                .await
         }
     }
     .with_context(|| format!("creating topic {name}"))?;
     writeln!(out, "Created topic {name}.")?;
+    Ok(())
+}
+
+/// Kafka's ConfigSource for a topic's own override.
+const CONFIG_SOURCE_TOPIC: i8 = 1;
+
+/// Kafka's ConfigSource names, as kafka-configs prints them.
+fn config_source_name(source: i8) -> &'static str {
+    match source {
+        1 => "DYNAMIC_TOPIC_CONFIG",
+        2 => "DYNAMIC_BROKER_CONFIG",
+        3 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
+        4 => "STATIC_BROKER_CONFIG",
+        5 => "DEFAULT_CONFIG",
+        _ => "UNKNOWN",
+    }
+}
+
+/// kafka-configs' `--add-config`: `k1=v1,k2=v2`, a value holding commas
+/// written in square brackets (`cleanup.policy=[compact,delete]`).
+pub fn parse_add_config(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut entries = Vec::new();
+    let mut depth = 0usize;
+    let mut current = String::new();
+    let mut push = |entry: &str| -> anyhow::Result<()> {
+        if entry.trim().is_empty() {
+            return Ok(());
+        }
+        let (key, value) = entry
+            .split_once('=')
+            .with_context(|| format!("--add-config: {entry:?} is not key=value"))?;
+        let value = value.trim();
+        let value = value
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+            .unwrap_or(value);
+        entries.push((key.trim().to_string(), value.to_string()));
+        Ok(())
+    };
+    for ch in text.chars() {
+        match ch {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                push(&current)?;
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(ch);
+    }
+    push(&current)?;
+    Ok(entries)
+}
+
+/// What `configs` acts on: kafka-configs' `--entity-type` and
+/// `--entity-name`.
+pub fn config_resource(entity_type: &str, entity_name: &str) -> anyhow::Result<ConfigResource> {
+    match entity_type {
+        "topics" => Ok(ConfigResource::Topic(entity_name.to_string())),
+        "brokers" => Ok(ConfigResource::Broker(entity_name.parse().with_context(
+            || format!("--entity-name {entity_name:?} is not a broker id"),
+        )?)),
+        other => bail!("--entity-type {other:?}: sluice serves topics and brokers"),
+    }
+}
+
+/// `kafka-configs.sh --describe`: a resource's overrides (all its configs
+/// with `all`), one per line with their synonyms' sources.
+pub async fn configs_describe(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    resource: ConfigResource,
+    all: bool,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    let entries = admin(bootstrap, connector)
+        .describe_configs(resource.clone())
+        .await
+        .with_context(|| format!("describing {resource:?}"))?;
+    let (kind, name) = match &resource {
+        ConfigResource::Topic(name) => ("topic", name.clone()),
+        ConfigResource::Broker(id) => ("broker", id.to_string()),
+    };
+    let dynamic = |source: i8| (1..=3).contains(&source);
+    writeln!(
+        out,
+        "{} configs for {kind} {name} are:",
+        if all { "All" } else { "Dynamic" }
+    )?;
+    for entry in entries.iter().filter(|e| all || dynamic(e.source)) {
+        writeln!(
+            out,
+            "  {}={} sensitive=false synonyms={{{}:{}={}}}",
+            entry.name,
+            entry.value.as_deref().unwrap_or(""),
+            config_source_name(entry.source),
+            entry.name,
+            entry.value.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
+
+/// `kafka-configs.sh --alter --add-config ... --delete-config ...`.
+pub async fn configs_alter(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    resource: ConfigResource,
+    add: &[(String, String)],
+    delete: &[String],
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    if add.is_empty() && delete.is_empty() {
+        bail!("--alter needs --add-config or --delete-config");
+    }
+    let changes: Vec<(String, Option<String>)> = add
+        .iter()
+        .map(|(key, value)| (key.clone(), Some(value.clone())))
+        .chain(delete.iter().map(|key| (key.clone(), None)))
+        .collect();
+    admin(bootstrap, connector)
+        .alter_configs(resource.clone(), &changes)
+        .await
+        .with_context(|| format!("altering {resource:?}"))?;
+    let name = match &resource {
+        ConfigResource::Topic(name) => format!("topic {name}"),
+        ConfigResource::Broker(id) => format!("broker {id}"),
+    };
+    writeln!(out, "Completed updating config for {name}.")?;
     Ok(())
 }
 
@@ -115,9 +249,8 @@ pub async fn topics_describe(
     out: Output<'_>,
 ) -> anyhow::Result<()> {
     let names = name.map(|n| vec![n.to_string()]);
-    let topics = admin(bootstrap, connector)
-        .describe_topics(names.as_deref())
-        .await?;
+    let admin = admin(bootstrap, connector);
+    let topics = admin.describe_topics(names.as_deref()).await?;
     for topic in topics.iter().filter(|t| !t.is_internal || name.is_some()) {
         if topic.error_code != 0 {
             bail!(
@@ -129,12 +262,22 @@ pub async fn topics_describe(
             );
         }
         let replication_factor = topic.partitions.first().map_or(0, |p| p.replicas.len());
+        // The topic's own overrides, as kafka-topics prints them.
+        let overrides: Vec<String> = admin
+            .describe_configs(ConfigResource::Topic(topic.name.clone()))
+            .await
+            .with_context(|| format!("describing the configs of {}", topic.name))?
+            .into_iter()
+            .filter(|entry| entry.source == CONFIG_SOURCE_TOPIC)
+            .map(|entry| format!("{}={}", entry.name, entry.value.unwrap_or_default()))
+            .collect();
         writeln!(
             out,
-            "Topic: {}\tPartitionCount: {}\tReplicationFactor: {}",
+            "Topic: {}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}",
             topic.name,
             topic.partitions.len(),
-            replication_factor
+            replication_factor,
+            overrides.join(",")
         )?;
         for p in &topic.partitions {
             writeln!(

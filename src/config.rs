@@ -491,6 +491,122 @@ impl BrokerConfig {
         Ok(true)
     }
 
+    /// The settings DescribeConfigs reports for this broker, by Kafka key,
+    /// in key order.
+    pub fn described(&self) -> Vec<(&'static str, String)> {
+        let log = &self.log;
+        let voters = self
+            .controller_quorum_voters
+            .iter()
+            .map(|(id, address)| format!("{id}@{address}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut described = vec![
+            (
+                "advertised.listeners",
+                self.advertised_listener.clone().unwrap_or_default(),
+            ),
+            (
+                "auto.create.topics.enable",
+                self.auto_create_topics_enable.to_string(),
+            ),
+            (
+                "auto.leader.rebalance.enable",
+                self.auto_leader_rebalance_enable.to_string(),
+            ),
+            (
+                "broker.heartbeat.interval.ms",
+                self.broker_heartbeat_interval_ms.to_string(),
+            ),
+            (
+                "broker.session.timeout.ms",
+                self.broker_session_timeout_ms.to_string(),
+            ),
+            (
+                "connections.max.idle.ms",
+                self.connections_max_idle_ms.to_string(),
+            ),
+            ("controller.quorum.voters", voters),
+            (
+                "default.replication.factor",
+                self.default_replication_factor.to_string(),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.group_initial_rebalance_delay_ms.to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                self.group_max_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                self.group_min_session_timeout_ms.to_string(),
+            ),
+            (
+                "leader.imbalance.check.interval.seconds",
+                self.leader_imbalance_check_interval_seconds.to_string(),
+            ),
+            ("listeners", self.listener.clone()),
+            ("log.cleanup.policy", "delete".to_string()),
+            ("log.dirs", self.log_dirs.display().to_string()),
+            (
+                "log.flush.interval.messages",
+                log.flush_messages.min(i64::MAX as u64).to_string(),
+            ),
+            ("log.flush.interval.ms", log.flush_ms.to_string()),
+            ("log.flush.on.ack", log.flush_on_ack.to_string()),
+            (
+                "log.flush.scheduler.interval.ms",
+                self.log_flush_scheduler_interval_ms.to_string(),
+            ),
+            (
+                "log.index.interval.bytes",
+                log.index_interval_bytes.to_string(),
+            ),
+            (
+                "log.message.timestamp.type",
+                match log.timestamp_type {
+                    TimestampType::CreateTime => "CreateTime",
+                    TimestampType::LogAppendTime => "LogAppendTime",
+                }
+                .to_string(),
+            ),
+            ("log.retention.bytes", log.retention_bytes.to_string()),
+            (
+                "log.retention.check.interval.ms",
+                self.log_retention_check_interval_ms.to_string(),
+            ),
+            ("log.retention.ms", log.retention_ms.to_string()),
+            ("log.roll.ms", log.roll_ms.to_string()),
+            ("log.segment.bytes", log.segment_bytes.to_string()),
+            ("max.connections", self.max_connections.to_string()),
+            ("message.max.bytes", log.message_max_bytes.to_string()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            ("node.id", self.node_id.to_string()),
+            ("num.partitions", self.num_partitions.to_string()),
+            (
+                "offsets.topic.replication.factor",
+                self.offsets_topic_replication_factor.to_string(),
+            ),
+            (
+                "replica.fetch.wait.max.ms",
+                self.replica_fetch_wait_max_ms.to_string(),
+            ),
+            (
+                "replica.lag.time.max.ms",
+                self.replica_lag_time_max_ms.to_string(),
+            ),
+            (
+                "socket.request.max.bytes",
+                self.socket_request_max_bytes.to_string(),
+            ),
+            ("unclean.leader.election.enable", "false".to_string()),
+        ];
+        described.sort_by_key(|(key, _)| *key);
+        described
+    }
+
     /// Parses `server.properties` text on top of the defaults.
     pub fn from_properties(text: &str) -> Result<Self, ConfigError> {
         let mut config = Self::default();

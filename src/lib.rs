@@ -22,6 +22,7 @@ pub mod replica;
 pub mod server;
 pub mod storage;
 pub mod testing;
+pub mod topic_config;
 
 /// `planted!(BugName)`: whether the named planted bug is selected for this
 /// run. Always `false` unless the `planted-bugs` feature is on (only the

@@ -62,6 +62,33 @@ enum Command {
         /// leading (e.g. 1:2,2:0 for two partitions of two replicas).
         #[arg(long, conflicts_with_all = ["partitions", "replication_factor"])]
         replica_assignment: Option<String>,
+        /// A topic config override for --create, as key=value; repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    /// Describe or alter topic and broker configs (like kafka-configs.sh).
+    Configs {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[arg(long, group = "action")]
+        describe: bool,
+        #[arg(long, group = "action")]
+        alter: bool,
+        /// topics or brokers.
+        #[arg(long)]
+        entity_type: String,
+        /// The topic's name or the broker's id.
+        #[arg(long)]
+        entity_name: String,
+        /// With --describe: every config, not only the overrides.
+        #[arg(long)]
+        all: bool,
+        /// With --alter: k1=v1,k2=[v,w] to set.
+        #[arg(long)]
+        add_config: Option<String>,
+        /// With --alter: k1,k2 to return to their defaults.
+        #[arg(long, value_delimiter = ',')]
+        delete_config: Vec<String>,
     },
     /// Send each line of stdin as a record (like kafka-console-producer.sh).
     Produce {
@@ -148,6 +175,7 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             partitions,
             replication_factor,
             replica_assignment,
+            configs,
         } => {
             let need_topic = || {
                 topic
@@ -164,11 +192,23 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
                         replication_factor,
                     },
                 };
+                let configs = configs
+                    .iter()
+                    .map(|entry| {
+                        entry
+                            .split_once('=')
+                            .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                            .ok_or_else(|| {
+                                anyhow::anyhow!("--config {entry:?}: expected KEY=VALUE")
+                            })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 cli_tools::topics_create(
                     &bootstrap_server,
                     connector,
                     &need_topic()?,
                     placement,
+                    &configs,
                     &mut stdout,
                 )
                 .await
@@ -253,6 +293,44 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             .await?;
             eprintln!("Processed a total of {count} messages");
             Ok(())
+        }
+        Command::Configs {
+            bootstrap_server,
+            describe,
+            alter,
+            entity_type,
+            entity_name,
+            all,
+            add_config,
+            delete_config,
+        } => {
+            let resource = cli_tools::config_resource(&entity_type, &entity_name)?;
+            if describe {
+                cli_tools::configs_describe(
+                    &bootstrap_server,
+                    connector,
+                    resource,
+                    all,
+                    &mut stdout,
+                )
+                .await
+            } else if alter {
+                let add = match add_config {
+                    Some(text) => cli_tools::parse_add_config(&text)?,
+                    None => Vec::new(),
+                };
+                cli_tools::configs_alter(
+                    &bootstrap_server,
+                    connector,
+                    resource,
+                    &add,
+                    &delete_config,
+                    &mut stdout,
+                )
+                .await
+            } else {
+                anyhow::bail!("say --describe or --alter")
+            }
         }
         Command::MetadataQuorum {
             bootstrap_server,

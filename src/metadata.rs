@@ -17,6 +17,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::topic_config::TopicConfigs;
+
 /// The topic that keeps committed offsets and group generations.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -66,6 +68,8 @@ pub struct TopicImage {
     pub internal: bool,
     /// Indexed by partition number.
     pub partitions: Vec<PartitionImage>,
+    /// The topic's configuration overrides ([`crate::topic_config`]).
+    pub configs: TopicConfigs,
 }
 
 /// Why the image refused a change.
@@ -87,11 +91,14 @@ pub enum MetadataRecord {
     /// A broker registered, or registered again at a new address.
     RegisterBroker(BrokerEndpoint),
     /// A topic and its partitions (KIP-631's TopicRecord and
-    /// PartitionRecords together).
+    /// PartitionRecords together), with the configuration overrides it was
+    /// created with (its ConfigRecords), so a topic never exists without
+    /// them.
     Topic {
         name: String,
         internal: bool,
         partitions: Vec<PartitionImage>,
+        configs: TopicConfigs,
     },
     /// A partition's leader or ISR changed. A new leader bumps the leader
     /// epoch; an ISR change alone does not.
@@ -113,6 +120,13 @@ pub enum MetadataRecord {
     BrokerIncarnation {
         node_id: i32,
         incarnation: u64,
+    },
+    /// A topic's configuration overrides, all of them: keys it lacks go
+    /// back to the broker's settings (KIP-631's ConfigRecords for one
+    /// topic, written together).
+    TopicConfigs {
+        name: String,
+        configs: TopicConfigs,
     },
 }
 
@@ -154,6 +168,13 @@ impl MetadataRecord {
             out.put_u32(ids.len() as u32);
             ids.iter().for_each(|id| out.put_i32(*id));
         };
+        let put_configs = |out: &mut bytes::BytesMut, configs: &TopicConfigs| {
+            out.put_u32(configs.len() as u32);
+            for (key, value) in configs {
+                put_str(out, key);
+                put_str(out, value);
+            }
+        };
         match self {
             MetadataRecord::RegisterBroker(endpoint) => {
                 out.put_u8(0);
@@ -165,8 +186,11 @@ impl MetadataRecord {
                 name,
                 internal,
                 partitions,
+                configs,
             } => {
-                out.put_u8(1);
+                // Type 1 is a topic without overrides, as sluice wrote
+                // before topics had any; type 5 adds them at the end.
+                out.put_u8(if configs.is_empty() { 1 } else { 5 });
                 put_str(&mut out, name);
                 out.put_u8(u8::from(*internal));
                 out.put_u32(partitions.len() as u32);
@@ -175,6 +199,9 @@ impl MetadataRecord {
                     out.put_i32(partition.leader_epoch);
                     put_ids(&mut out, &partition.replicas);
                     put_ids(&mut out, &partition.isr);
+                }
+                if !configs.is_empty() {
+                    put_configs(&mut out, configs);
                 }
             }
             MetadataRecord::PartitionChange {
@@ -200,6 +227,11 @@ impl MetadataRecord {
                 out.put_u8(4);
                 out.put_i32(*node_id);
                 out.put_u64(*incarnation);
+            }
+            MetadataRecord::TopicConfigs { name, configs } => {
+                out.put_u8(6);
+                put_str(&mut out, name);
+                put_configs(&mut out, configs);
             }
         }
         out.freeze()
@@ -237,6 +269,13 @@ impl MetadataRecord {
             let len = get_len(bytes, 4)?;
             (0..len).map(|_| get_i32(bytes)).collect()
         }
+        fn get_configs(bytes: &mut &[u8]) -> Result<TopicConfigs, RecordDecodeError> {
+            // A key and a value take at least 8 bytes.
+            let len = get_len(bytes, 8)?;
+            (0..len)
+                .map(|_| Ok((get_str(bytes)?, get_str(bytes)?)))
+                .collect()
+        }
         need(bytes, 2)?;
         if bytes.get_u8() != RECORD_FORMAT_VERSION {
             return Err(RecordDecodeError("unknown format version"));
@@ -247,7 +286,7 @@ impl MetadataRecord {
                 host: get_str(&mut bytes)?,
                 port: get_i32(&mut bytes)?,
             }),
-            1 => {
+            kind @ (1 | 5) => {
                 let name = get_str(&mut bytes)?;
                 need(bytes, 1)?;
                 let internal = bytes.get_u8() != 0;
@@ -262,10 +301,16 @@ impl MetadataRecord {
                         isr: get_ids(&mut bytes)?,
                     });
                 }
+                let configs = if kind == 5 {
+                    get_configs(&mut bytes)?
+                } else {
+                    TopicConfigs::new()
+                };
                 MetadataRecord::Topic {
                     name,
                     internal,
                     partitions,
+                    configs,
                 }
             }
             2 => MetadataRecord::PartitionChange {
@@ -285,6 +330,10 @@ impl MetadataRecord {
                     incarnation: bytes.get_u64(),
                 }
             }
+            6 => MetadataRecord::TopicConfigs {
+                name: get_str(&mut bytes)?,
+                configs: get_configs(&mut bytes)?,
+            },
             _ => return Err(RecordDecodeError("unknown record type")),
         };
         if bytes.has_remaining() {
@@ -402,6 +451,16 @@ impl MetadataImage {
         internal: bool,
         partitions: Vec<PartitionImage>,
     ) -> Result<(), ImageError> {
+        self.add_topic_with_configs(name, internal, partitions, TopicConfigs::new())
+    }
+
+    pub fn add_topic_with_configs(
+        &mut self,
+        name: &str,
+        internal: bool,
+        partitions: Vec<PartitionImage>,
+        configs: TopicConfigs,
+    ) -> Result<(), ImageError> {
         if partitions.is_empty() {
             return Err(ImageError::NoPartitions);
         }
@@ -417,6 +476,7 @@ impl MetadataImage {
                 name: name.to_string(),
                 internal,
                 partitions,
+                configs,
             },
         );
         Ok(())
@@ -426,6 +486,19 @@ impl MetadataImage {
         let removed = self.topics.remove(name).ok_or(ImageError::UnknownTopic)?;
         self.partition_epochs.retain(|(topic, _), _| topic != name);
         Ok(removed)
+    }
+
+    /// Replaces a topic's configuration overrides.
+    pub fn set_topic_configs(
+        &mut self,
+        name: &str,
+        configs: TopicConfigs,
+    ) -> Result<(), ImageError> {
+        self.topics
+            .get_mut(name)
+            .ok_or(ImageError::UnknownTopic)?
+            .configs = configs;
+        Ok(())
     }
 
     /// A partition's epoch: how many PartitionChange records it has seen.
@@ -447,7 +520,11 @@ impl MetadataImage {
                 name,
                 internal,
                 partitions,
-            } => self.add_topic(name, *internal, partitions.clone()),
+                configs,
+            } => self.add_topic_with_configs(name, *internal, partitions.clone(), configs.clone()),
+            MetadataRecord::TopicConfigs { name, configs } => {
+                self.set_topic_configs(name, configs.clone())
+            }
             MetadataRecord::PartitionChange {
                 topic,
                 partition,
@@ -603,6 +680,7 @@ mod tests {
                 name: "orders".into(),
                 internal: false,
                 partitions: vec![replicas(1, &[1, 2, 3]), replicas(2, &[2, 3])],
+                configs: TopicConfigs::new(),
             },
             // ISR shrinks: same leader, same epoch.
             MetadataRecord::PartitionChange {
@@ -692,6 +770,7 @@ mod tests {
                 name: "t".into(),
                 internal: false,
                 partitions: vec![partition(1, &[1]), partition(2, &[2, 1])],
+                configs: TopicConfigs::new(),
             },
             MetadataRecord::BrokerIncarnation {
                 node_id: 1,
@@ -739,6 +818,24 @@ mod tests {
                         isr: vec![2, 3],
                     },
                 ],
+                configs: TopicConfigs::new(),
+            },
+            MetadataRecord::Topic {
+                name: "configured".into(),
+                internal: false,
+                partitions: vec![PartitionImage::single_replica(1)],
+                configs: TopicConfigs::from([("retention.ms".into(), "60000".into())]),
+            },
+            MetadataRecord::TopicConfigs {
+                name: "orders".into(),
+                configs: TopicConfigs::from([
+                    ("retention.ms".into(), "60000".into()),
+                    ("cleanup.policy".into(), "delete".into()),
+                ]),
+            },
+            MetadataRecord::TopicConfigs {
+                name: "orders".into(),
+                configs: TopicConfigs::new(),
             },
             MetadataRecord::PartitionChange {
                 topic: "orders".into(),

@@ -224,6 +224,16 @@ impl ReplicaState {
         &self.config
     }
 
+    /// A topic's `min.insync.replicas` changed; the next high-watermark
+    /// decision uses it.
+    pub fn set_min_insync_replicas(&mut self, min_insync_replicas: usize) {
+        assert!(
+            min_insync_replicas >= 1,
+            "min.insync.replicas is at least 1"
+        );
+        self.config.min_insync_replicas = min_insync_replicas;
+    }
+
     pub fn node_id(&self) -> i32 {
         self.config.node_id
     }

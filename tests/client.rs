@@ -52,7 +52,11 @@ async fn a_topic_created_with_a_replica_assignment_has_it_and_a_bad_one_is_refus
     let node_id = test_config().node_id;
     within(
         "a topic with a replica assignment",
-        admin.create_topic_with_assignment("placed", &[(1, vec![node_id]), (0, vec![node_id])]),
+        admin.create_topic_with_assignment(
+            "placed",
+            &[(1, vec![node_id]), (0, vec![node_id])],
+            &[],
+        ),
     )
     .await
     .expect("a valid assignment is taken");
@@ -79,7 +83,7 @@ async fn a_topic_created_with_a_replica_assignment_has_it_and_a_bad_one_is_refus
     ] {
         let refused = within(
             "a bad assignment",
-            admin.create_topic_with_assignment("bad", &bad),
+            admin.create_topic_with_assignment("bad", &bad, &[]),
         )
         .await
         .expect_err("refused");
@@ -520,6 +524,100 @@ mod cli {
         String::from_utf8(buf.to_vec()).unwrap()
     }
 
+    /// `sluice configs`, as kafka-configs: overrides added and deleted,
+    /// described alone or with every config, broker configs read-only, and
+    /// refusals that say why.
+    #[tokio::test]
+    async fn configs_describe_and_alter_like_kafka_configs() {
+        let broker = start_broker(test_config()).await;
+        let addr = broker.address.as_str();
+        let spread = cli_tools::TopicPlacement::Spread {
+            partitions: 1,
+            replication_factor: 1,
+        };
+        cli_tools::topics_create(addr, connector(), "t", spread, &[], &mut Vec::new())
+            .await
+            .unwrap();
+        let topic = || cli_tools::config_resource("topics", "t").unwrap();
+        let add =
+            cli_tools::parse_add_config("retention.ms=60000,cleanup.policy=[delete]").unwrap();
+        assert_eq!(
+            add,
+            [
+                ("retention.ms".to_string(), "60000".to_string()),
+                ("cleanup.policy".to_string(), "delete".to_string())
+            ]
+        );
+        let mut out = Vec::new();
+        cli_tools::configs_alter(addr, connector(), topic(), &add, &[], &mut out)
+            .await
+            .unwrap();
+        assert_eq!(text(&out), "Completed updating config for topic t.\n");
+        let mut out = Vec::new();
+        cli_tools::configs_describe(addr, connector(), topic(), false, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            text(&out),
+            "Dynamic configs for topic t are:\n  \
+             cleanup.policy=delete sensitive=false synonyms={DYNAMIC_TOPIC_CONFIG:cleanup.policy=delete}\n  \
+             retention.ms=60000 sensitive=false synonyms={DYNAMIC_TOPIC_CONFIG:retention.ms=60000}\n"
+        );
+        cli_tools::configs_alter(
+            addr,
+            connector(),
+            topic(),
+            &[],
+            &["cleanup.policy".to_string()],
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        cli_tools::configs_describe(addr, connector(), topic(), true, &mut out)
+            .await
+            .unwrap();
+        let all = text(&out);
+        assert!(all.starts_with("All configs for topic t are:\n"), "{all}");
+        assert!(
+            all.contains("  cleanup.policy=delete sensitive=false synonyms={DEFAULT_CONFIG:"),
+            "{all}"
+        );
+        assert!(all.contains("  segment.bytes=1073741824 "), "{all}");
+
+        let compact = [("cleanup.policy".to_string(), "compact".to_string())];
+        let refused =
+            cli_tools::configs_alter(addr, connector(), topic(), &compact, &[], &mut Vec::new())
+                .await
+                .unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("no log cleaner"),
+            "{refused:#}"
+        );
+
+        let node = test_config().node_id.to_string();
+        let brokers = || cli_tools::config_resource("brokers", &node).unwrap();
+        let mut out = Vec::new();
+        cli_tools::configs_describe(addr, connector(), brokers(), true, &mut out)
+            .await
+            .unwrap();
+        assert!(
+            text(&out).contains(&format!("  node.id={node} ")),
+            "{}",
+            text(&out)
+        );
+        let segment = [("log.segment.bytes".to_string(), "2097152".to_string())];
+        let refused =
+            cli_tools::configs_alter(addr, connector(), brokers(), &segment, &[], &mut Vec::new())
+                .await
+                .unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("server.properties"),
+            "{refused:#}"
+        );
+        assert!(cli_tools::config_resource("users", "x").is_err());
+    }
+
     #[tokio::test]
     async fn topics_produce_consume_and_groups_like_the_kafka_tools() {
         let broker = start_broker(test_config()).await;
@@ -529,21 +627,27 @@ mod cli {
             partitions: 2,
             replication_factor: 1,
         };
-        cli_tools::topics_create(addr, connector(), "lines", spread(), &mut out)
+        let retention = [("retention.ms".to_string(), "3600000".to_string())];
+        cli_tools::topics_create(addr, connector(), "lines", spread(), &retention, &mut out)
             .await
             .unwrap();
         assert_eq!(text(&out), "Created topic lines.\n");
-        assert!(
-            cli_tools::topics_create(addr, connector(), "lines", spread(), &mut Vec::new())
-                .await
-                .is_err()
-        );
+        assert!(cli_tools::topics_create(
+            addr,
+            connector(),
+            "lines",
+            spread(),
+            &[],
+            &mut Vec::new()
+        )
+        .await
+        .is_err());
         // --replica-assignment, as kafka-topics spells it.
         let node = test_config().node_id;
         let assignment = cli_tools::parse_replica_assignment(&format!("{node},{node}")).unwrap();
         assert_eq!(assignment, [(0, vec![node]), (1, vec![node])]);
         let placed = cli_tools::TopicPlacement::Assigned(assignment);
-        cli_tools::topics_create(addr, connector(), "placed", placed, &mut Vec::new())
+        cli_tools::topics_create(addr, connector(), "placed", placed, &[], &mut Vec::new())
             .await
             .unwrap();
         cli_tools::topics_delete(addr, connector(), "placed", &mut Vec::new())
@@ -567,7 +671,9 @@ mod cli {
             .unwrap();
         let described = text(&out);
         assert!(
-            described.starts_with("Topic: lines\tPartitionCount: 2\tReplicationFactor: 1\n"),
+            described.starts_with(
+                "Topic: lines\tPartitionCount: 2\tReplicationFactor: 1\tConfigs: retention.ms=3600000\n"
+            ),
             "{described}"
         );
         assert!(

@@ -373,6 +373,63 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
     );
     assert_eq!(leaders(&nodes[2].address, "placed"), [2, 1, 3]);
 
+    // Topic configs live in the metadata log: created with the topic,
+    // altered through a broker that is not the controller (it forwards),
+    // and seen by every broker.
+    let output = sluice(
+        &[
+            "topics",
+            "--create",
+            "--topic",
+            "configured",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+            "--config",
+            "retention.ms=60000",
+            "--bootstrap-server",
+            &nodes[0].address,
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let follower = nodes
+        .iter()
+        .find(|n| n.id != controller)
+        .expect("a broker that is not the controller");
+    let output = sluice(
+        &[
+            "configs",
+            "--alter",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            "configured",
+            "--add-config",
+            "segment.ms=7200000",
+            "--bootstrap-server",
+            &follower.address,
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for node in &nodes {
+        wait_for_configs(
+            &node.address,
+            "configured",
+            &["retention.ms=60000", "segment.ms=7200000"],
+        );
+    }
+
     let lines: String = (0..60).map(|i| format!("k{}:v{i}\n", i % 12)).collect();
     produce(&bootstrap_all, "orders", &lines);
     assert_eq!(consume_count(&bootstrap_all, "orders", 60), 60);
@@ -431,6 +488,47 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
     }
     produce(&bootstrap_all, "orders", "k0:after\n");
     assert_eq!(consume_count(&bootstrap_all, "orders", 61), 61);
+    // The restarted controller replayed the topic's configs.
+    wait_for_configs(
+        &nodes[killed].address,
+        "configured",
+        &["retention.ms=60000", "segment.ms=7200000"],
+    );
+}
+
+/// Waits until `sluice configs --describe` at `bootstrap` lists each of
+/// `expected` among `topic`'s overrides.
+fn wait_for_configs(bootstrap: &str, topic: &str, expected: &[&str]) {
+    let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(200));
+    loop {
+        let output = sluice(
+            &[
+                "configs",
+                "--describe",
+                "--entity-type",
+                "topics",
+                "--entity-name",
+                topic,
+                "--bootstrap-server",
+                bootstrap,
+            ],
+            None,
+        );
+        let described = stdout(&output);
+        let found = |entry: &&str| {
+            described
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{entry} ")))
+        };
+        if output.status.success() && expected.iter().all(found) {
+            return;
+        }
+        assert!(
+            !patience.exhausted(),
+            "{bootstrap} never described {topic} with {expected:?}: {described}"
+        );
+        patience.pause();
+    }
 }
 
 /// The broker leading `topic`'s partition 0, from `sluice topics --describe`

@@ -223,3 +223,25 @@ fn static_members_and_refused_transactions_with_librdkafka_and_kafka_python() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("OK:"));
 }
+
+#[test]
+fn admin_calls_with_librdkafka_and_kafka_python() {
+    if std::env::var("SLUICE_INTEROP").as_deref() != Ok("1") {
+        eprintln!(
+            "interop test not run: set SLUICE_INTEROP=1 with confluent-kafka and kafka-python \
+             installed"
+        );
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let broker = start_broker(&scratch.path().join("data"), free_port());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/admin_check.py");
+    let output = run(
+        Command::new("timeout")
+            .args(["180", "python3"])
+            .arg(&script)
+            .arg(&broker.address),
+        None,
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("OK:"));
+}

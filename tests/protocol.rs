@@ -212,6 +212,11 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
                 ApiKey::AlterPartition => frame(key, version, &AlterPartitionRequest::default()),
                 ApiKey::BrokerHeartbeat => frame(key, version, &BrokerHeartbeatRequest::default()),
                 ApiKey::DescribeCluster => frame(key, version, &DescribeClusterRequest::default()),
+                ApiKey::DescribeConfigs => frame(key, version, &describe_topic_configs("t")),
+                ApiKey::AlterConfigs => frame(key, version, &AlterConfigsRequest::default()),
+                ApiKey::IncrementalAlterConfigs => {
+                    frame(key, version, &IncrementalAlterConfigsRequest::default())
+                }
                 other => panic!("advertised but untested: {other:?}"),
             };
             match test.broker.handle(request, "/127.0.0.1").await {
@@ -685,4 +690,260 @@ async fn describe_cluster_names_the_brokers_the_cluster_and_its_controller() {
         answer.error_code,
         kafka_protocol::error::ResponseError::UnsupportedEndpointType.code()
     );
+}
+
+fn describe_topic_configs(topic: &str) -> DescribeConfigsRequest {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    DescribeConfigsRequest::default()
+        .with_include_synonyms(true)
+        .with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(None)])
+}
+
+/// `(value, source)` of each of a topic's configs, by name.
+async fn topic_configs(
+    broker: &Broker,
+    topic: &str,
+) -> std::collections::BTreeMap<String, (String, i8)> {
+    let response: DescribeConfigsResponse = call(
+        broker,
+        ApiKey::DescribeConfigs,
+        4,
+        &describe_topic_configs(topic),
+    )
+    .await;
+    assert_eq!(response.results[0].error_code, 0, "{response:?}");
+    response.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            (c.name.to_string(), (value, c.config_source))
+        })
+        .collect()
+}
+
+fn create_with_configs(topic: &str, configs: &[(&str, &str)]) -> CreateTopicsRequest {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(topic_name(topic))
+        .with_num_partitions(1)
+        .with_replication_factor(-1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(k.to_string()))
+                        .with_value(Some(StrBytes::from_string(v.to_string())))
+                })
+                .collect(),
+        )])
+}
+
+fn incremental_alter(
+    topic: &str,
+    operations: &[(&str, i8, Option<&str>)],
+) -> IncrementalAlterConfigsRequest {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_string(topic.to_string()))
+        .with_configs(
+            operations
+                .iter()
+                .map(|(name, operation, value)| {
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_string(name.to_string()))
+                        .with_config_operation(*operation)
+                        .with_value(value.map(|v| StrBytes::from_string(v.to_string())))
+                })
+                .collect(),
+        )])
+}
+
+/// Topic configs: created with the topic, refused when Kafka would refuse
+/// them (or sluice cannot honour them), described with their sources,
+/// altered in effect on the running partition, and kept across a restart.
+#[tokio::test]
+async fn topic_configs_are_validated_described_altered_live_and_survive_a_restart() {
+    const DYNAMIC_TOPIC: i8 = 1;
+    const DEFAULT: i8 = 5;
+    let test = start_broker(test_config()).await;
+    for (bad, code) in [
+        (("retention.mss", "1"), ResponseError::InvalidConfig),
+        (("retention.ms", "-7"), ResponseError::InvalidConfig),
+        (("cleanup.policy", "compact"), ResponseError::InvalidConfig),
+        (("segment.bytes", "1024"), ResponseError::InvalidConfig),
+    ] {
+        let response: CreateTopicsResponse = call(
+            &test.broker,
+            ApiKey::CreateTopics,
+            7,
+            &create_with_configs("bad", &[bad]),
+        )
+        .await;
+        assert_eq!(response.topics[0].error_code, code.code(), "{bad:?}");
+        assert!(
+            response.topics[0].error_message.is_some(),
+            "{bad:?} says why"
+        );
+    }
+    assert!(test.broker.topic("bad").is_none());
+
+    let create = create_with_configs(
+        "t",
+        &[("retention.ms", "60000"), ("max.message.bytes", "200")],
+    );
+    let response: CreateTopicsResponse = call(&test.broker, ApiKey::CreateTopics, 7, &create).await;
+    assert_eq!(response.topics[0].error_code, 0);
+    let created = response.topics[0]
+        .configs
+        .as_ref()
+        .expect("v5+ reports configs");
+    assert!(created.iter().any(|c| c.name.as_str() == "retention.ms"
+        && c.value.as_ref().map(|v| v.to_string()).as_deref() == Some("60000")
+        && c.config_source == DYNAMIC_TOPIC));
+
+    let configs = topic_configs(&test.broker, "t").await;
+    assert_eq!(
+        configs["retention.ms"],
+        ("60000".to_string(), DYNAMIC_TOPIC)
+    );
+    assert_eq!(
+        configs["segment.bytes"],
+        ("1073741824".to_string(), DEFAULT)
+    );
+    assert_eq!(configs["cleanup.policy"], ("delete".to_string(), DEFAULT));
+
+    // max.message.bytes=200 holds on the running partition...
+    let big = encode_batch(&[vec![b'x'; 400].as_slice()], 1, -1, -1, -1);
+    let (code, _) = produce_one(&test.broker, "t", big.clone()).await;
+    assert_eq!(code, ResponseError::MessageTooLarge.code());
+    // ...until it is raised, with no restart.
+    let raise = incremental_alter("t", &[("max.message.bytes", 0, Some("100000"))]);
+    let response: IncrementalAlterConfigsResponse =
+        call(&test.broker, ApiKey::IncrementalAlterConfigs, 1, &raise).await;
+    assert_eq!(response.responses[0].error_code, 0);
+    assert_eq!(produce_one(&test.broker, "t", big).await.0, 0);
+
+    // Bad alterations change nothing.
+    for (operations, code) in [
+        (
+            vec![("retention.ms", 2, Some("1"))],
+            ResponseError::InvalidRequest,
+        ),
+        (
+            vec![("no.such.key", 0, Some("1"))],
+            ResponseError::InvalidConfig,
+        ),
+        (
+            vec![("cleanup.policy", 2, Some("compact"))],
+            ResponseError::InvalidConfig,
+        ),
+        (
+            vec![("min.insync.replicas", 0, Some("0"))],
+            ResponseError::InvalidConfig,
+        ),
+    ] {
+        let response: IncrementalAlterConfigsResponse = call(
+            &test.broker,
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            &incremental_alter("t", &operations),
+        )
+        .await;
+        assert_eq!(
+            response.responses[0].error_code,
+            code.code(),
+            "{operations:?}"
+        );
+    }
+    let missing: IncrementalAlterConfigsResponse = call(
+        &test.broker,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &incremental_alter("nope", &[("retention.ms", 0, Some("1"))]),
+    )
+    .await;
+    assert_eq!(
+        missing.responses[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+
+    // AlterConfigs replaces the overrides wholesale.
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let replace =
+        AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("t"))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("segment.ms"))
+                .with_value(Some(StrBytes::from_static_str("3600000")))])]);
+    let response: AlterConfigsResponse =
+        call(&test.broker, ApiKey::AlterConfigs, 2, &replace).await;
+    assert_eq!(response.responses[0].error_code, 0);
+    let configs = topic_configs(&test.broker, "t").await;
+    assert_eq!(
+        configs["segment.ms"],
+        ("3600000".to_string(), DYNAMIC_TOPIC)
+    );
+    assert_eq!(configs["retention.ms"].1, DEFAULT);
+    assert_eq!(configs["max.message.bytes"].1, DEFAULT);
+
+    // A broker's settings are described, read-only.
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let node_id = StrBytes::from_string(test.broker.config().node_id.to_string());
+    let broker_request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(node_id.clone())]);
+    let response: DescribeConfigsResponse =
+        call(&test.broker, ApiKey::DescribeConfigs, 4, &broker_request).await;
+    let node = response.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == "node.id")
+        .expect("node.id described");
+    assert!(node.read_only);
+    let broker_alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource::default(
+        )
+        .with_resource_type(4)
+        .with_resource_name(node_id),
+    ]);
+    let response: IncrementalAlterConfigsResponse = call(
+        &test.broker,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &broker_alter,
+    )
+    .await;
+    assert_eq!(
+        response.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+
+    // The overrides survive a restart, and the partition runs with them.
+    test.broker.flush_all().await;
+    let storage = test.storage.clone();
+    drop(test);
+    let restarted = start_broker_on(test_config(), storage).await;
+    let configs = topic_configs(&restarted.broker, "t").await;
+    assert_eq!(
+        configs["segment.ms"],
+        ("3600000".to_string(), DYNAMIC_TOPIC)
+    );
+    let roll_ms = restarted
+        .broker
+        .partition("t", 0)
+        .unwrap()
+        .with_log(async |log| Ok(log.config().roll_ms))
+        .await
+        .unwrap();
+    assert_eq!(roll_ms, 3_600_000);
 }

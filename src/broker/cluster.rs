@@ -36,6 +36,7 @@ use crate::observe::Fact;
 use crate::quorum::LEADER_CHANGE;
 use crate::replica::ReplicaConfig;
 use crate::storage::SharedStorage;
+use crate::topic_config::TopicConfigs;
 
 /// How long a controller write may wait to be committed and applied before
 /// the request is answered REQUEST_TIMED_OUT. Elections take a few seconds
@@ -252,6 +253,7 @@ impl Broker {
         &self,
         name: &str,
         placement: Placement,
+        configs: TopicConfigs,
         validate_only: bool,
     ) -> Result<(), (i16, String)> {
         let _admin = self.topic_admin.lock().await;
@@ -304,6 +306,7 @@ impl Broker {
             name: name.to_string(),
             internal: false,
             partitions,
+            configs,
         })
         .await
         .map(|_| ())
@@ -359,6 +362,32 @@ impl Broker {
         });
     }
 
+    /// Sends `request` to the active controller at `version` and returns
+    /// its answer: how a broker that is not the controller serves an admin
+    /// request only the controller can carry out.
+    pub(super) async fn forward_to_controller<R>(
+        &self,
+        request: R,
+        version: i16,
+    ) -> Result<R::Response, String>
+    where
+        R: kafka_protocol::protocol::Request,
+    {
+        let cluster = self.cluster();
+        let leader = cluster.quorum.current_status().leader_id;
+        let address = leader
+            .filter(|id| *id != self.config.node_id)
+            .and_then(|id| cluster.quorum.voters().get(&id).cloned())
+            .ok_or_else(|| "no other broker is the active controller".to_string())?;
+        let connection = cluster.broker_connection(address, self.config.node_id);
+        let answer = connection
+            .send(request, version)
+            .await
+            .map_err(|error| error.to_string());
+        connection.close().await;
+        answer
+    }
+
     /// Applies one committed record to the image, then opens or deletes the
     /// partitions it gives to or takes from this broker, and takes on the
     /// leaderships it records.
@@ -392,6 +421,7 @@ impl Broker {
             MetadataRecord::PartitionChange {
                 topic, partition, ..
             } => self.take_leadership(&topic, Some(partition)).await,
+            MetadataRecord::TopicConfigs { name, .. } => self.apply_topic_settings(&name).await,
             MetadataRecord::BrokerIncarnation {
                 node_id,
                 incarnation,
@@ -500,15 +530,18 @@ impl Broker {
             let dir = self.config.log_dirs.join(format!("{name}-{index}"));
             // The offsets log keeps its own settings, and its facts stay
             // out of the harness's history, which is about clients' topics.
+            let mut replica_config = self.replica_config();
             let (log_config, observed) = if name == OFFSETS_TOPIC {
                 (
                     super::offsets::log_config(&self.config.log),
                     crate::observe::Observed::none(),
                 )
             } else {
-                (self.config.log.clone(), self.observed.clone())
+                let configs = self.topic_configs(name).unwrap_or_default();
+                let settings = self.topic_settings(&configs);
+                replica_config.min_insync_replicas = settings.min_insync_replicas;
+                (settings.log, self.observed.clone())
             };
-            let mut replica_config = self.replica_config();
             replica_config.flush_on_ack = log_config.flush_on_ack;
             match PartitionLog::open(self.storage.clone(), &dir, log_config, now_ms).await {
                 Ok(mut log) => {
@@ -599,6 +632,7 @@ impl Broker {
                 name: OFFSETS_TOPIC.to_string(),
                 internal: true,
                 partitions,
+                configs: TopicConfigs::new(),
             };
             if let Err(code) = broker.controller_write(record).await {
                 tracing::info!(

@@ -8,6 +8,7 @@
 mod active_controller;
 mod api;
 mod cluster;
+mod configs;
 mod offsets;
 pub mod partition;
 mod replication;
@@ -29,6 +30,7 @@ use crate::log::PartitionLog;
 use crate::metadata::{BrokerEndpoint, MetadataImage, PartitionImage};
 use crate::observe::{Fact, Observed};
 use crate::storage::SharedStorage;
+use crate::topic_config::TopicConfigs;
 
 pub use api::HandleOutcome;
 pub use cluster::Placement;
@@ -226,35 +228,39 @@ impl Broker {
         };
         let mut topics = BTreeMap::new();
         let mut max_producer_id = -1;
+        // A single node's topic overrides; a cluster's come with its topics
+        // from the metadata log. Entries for topics with no directories
+        // (a creation or deletion cut short) are dropped here.
+        let mut stored_configs = if clustered {
+            BTreeMap::new()
+        } else {
+            configs::load(storage.as_ref(), &data_dir).await?
+        };
         for (name, partitions) in found {
             let count = partitions.keys().next_back().map_or(0, |last| last + 1);
+            let topic_configs = stored_configs.remove(&name).unwrap_or_default();
+            let settings = crate::topic_config::settings(&config, &topic_configs);
             let mut opened = BTreeMap::new();
             for index in 0..count {
                 let dir = data_dir.join(format!("{name}-{index}"));
-                let log = PartitionLog::open(storage.clone(), &dir, config.log.clone(), now_ms)
+                let log = PartitionLog::open(storage.clone(), &dir, settings.log.clone(), now_ms)
                     .await
                     .map_err(|error| {
                         io::Error::other(format!("opening {}: {error}", dir.display()))
                     })?;
                 max_producer_id = max_producer_id.max(log.max_producer_id().unwrap_or(-1));
                 report_recovered(&observed, &name, index, &log, false);
-                opened.insert(
-                    index,
-                    Arc::new(Partition::new(
-                        name.clone(),
-                        index,
-                        log,
-                        node_id,
-                        observed.clone(),
-                    )),
-                );
+                let partition = Partition::new(name.clone(), index, log, node_id, observed.clone());
+                partition.apply_settings(&settings).await;
+                opened.insert(index, Arc::new(partition));
             }
             tracing::info!(topic = %name, partitions = count, "loaded topic");
             metadata
-                .add_topic(
+                .add_topic_with_configs(
                     &name,
                     false,
                     vec![PartitionImage::single_replica(node_id); count as usize],
+                    topic_configs,
                 )
                 .map_err(|error| io::Error::other(format!("loading topic {name}: {error:?}")))?;
             topics.insert(
@@ -415,17 +421,19 @@ impl Broker {
             partition_count,
             replication_factor,
         };
-        self.create_topic_placed(name, placement, validate_only)
+        self.create_topic_placed(name, placement, TopicConfigs::new(), validate_only)
             .await
             .map_err(|(code, _)| code)
     }
 
-    /// Creates a topic whose replicas are placed as `placement` says.
+    /// Creates a topic whose replicas are placed as `placement` says, with
+    /// the configuration overrides `configs` (validated by the caller).
     /// Errors are Kafka error codes, with a message where Kafka gives one.
     pub async fn create_topic_placed(
         &self,
         name: &str,
         placement: Placement,
+        configs: TopicConfigs,
         validate_only: bool,
     ) -> Result<(), (i16, String)> {
         use kafka_protocol::error::ResponseError;
@@ -454,7 +462,7 @@ impl Broker {
         };
         if self.cluster.is_some() {
             return self
-                .create_topic_in_cluster(name, placement, validate_only)
+                .create_topic_in_cluster(name, placement, configs, validate_only)
                 .await;
         }
         // One broker holds one replica of each partition.
@@ -483,27 +491,32 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
+        // The overrides are durable before any directory exists, so a
+        // topic never comes back from a crash without them.
+        if let Err(error) = self.save_topic_configs(Some((name, &configs))).await {
+            tracing::error!(topic = name, %error, "persisting topic configs failed");
+            return Err(code(ResponseError::KafkaStorageError));
+        }
+        let settings = self.topic_settings(&configs);
         let now_ms = self.clock.now_ms();
         let mut partitions = BTreeMap::new();
         for index in 0..partition_count {
             let dir = self.config.log_dirs.join(format!("{name}-{index}"));
-            let log =
-                PartitionLog::open(self.storage.clone(), &dir, self.config.log.clone(), now_ms)
-                    .await
-                    .map_err(|error| {
-                        tracing::error!(topic = name, %error, "creating a partition failed");
-                        code(ResponseError::KafkaStorageError)
-                    })?;
-            partitions.insert(
+            let log = PartitionLog::open(self.storage.clone(), &dir, settings.log.clone(), now_ms)
+                .await
+                .map_err(|error| {
+                    tracing::error!(topic = name, %error, "creating a partition failed");
+                    code(ResponseError::KafkaStorageError)
+                })?;
+            let partition = Partition::new(
+                name.to_string(),
                 index,
-                Arc::new(Partition::new(
-                    name.to_string(),
-                    index,
-                    log,
-                    self.config.node_id,
-                    self.observed.clone(),
-                )),
+                log,
+                self.config.node_id,
+                self.observed.clone(),
             );
+            partition.apply_settings(&settings).await;
+            partitions.insert(index, Arc::new(partition));
         }
         if let Err(error) = self.storage.sync_dir(&self.config.log_dirs).await {
             tracing::error!(topic = name, %error, "syncing the data directory failed");
@@ -521,10 +534,11 @@ impl Broker {
         self.metadata
             .write()
             .expect("metadata lock")
-            .add_topic(
+            .add_topic_with_configs(
                 name,
                 false,
                 vec![PartitionImage::single_replica(self.config.node_id); partition_count as usize],
+                configs,
             )
             .expect("topic admin is serialised, so the name is free, and one replica leads itself");
         Ok(())
@@ -571,6 +585,11 @@ impl Broker {
             if let Err(error) = partition.delete().await {
                 tracing::error!(topic = name, partition = partition.index, %error, "deleting partition files failed");
             }
+        }
+        // After the directories: a crash in between leaves overrides for a
+        // topic with no directories, which the next start drops.
+        if let Err(error) = self.save_topic_configs(None).await {
+            tracing::error!(topic = name, %error, "dropping the topic's configs failed");
         }
         tracing::info!(topic = name, "deleted topic");
         Ok(())

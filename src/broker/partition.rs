@@ -141,7 +141,7 @@ pub struct Partition {
     /// How many replicas the leader counts as in sync, mirrored out of the
     /// replica state after every operation; `min.insync.replicas` beside it.
     in_sync_replicas: std::sync::atomic::AtomicUsize,
-    min_insync_replicas: usize,
+    min_insync_replicas: std::sync::atomic::AtomicUsize,
     /// The partition epoch of the leadership last taken on: ISR changes
     /// are proposed against it.
     partition_epoch: AtomicI32,
@@ -220,7 +220,8 @@ impl Partition {
         let leader_id = AtomicI32::new(replica.leader_id());
         let high_watermark_moved = tokio::sync::watch::channel(log.high_watermark()).0;
         let in_sync_replicas = std::sync::atomic::AtomicUsize::new(replica.in_sync_count());
-        let min_insync_replicas = replica.config().min_insync_replicas;
+        let min_insync_replicas =
+            std::sync::atomic::AtomicUsize::new(replica.config().min_insync_replicas);
         Self {
             topic,
             index,
@@ -522,7 +523,26 @@ impl Partition {
     /// Whether the leader counts at least `min.insync.replicas` replicas
     /// in sync (the smaller of the recorded and proposed ISR).
     pub fn has_min_insync_replicas(&self) -> bool {
-        self.in_sync_replicas.load(Ordering::Acquire) >= self.min_insync_replicas
+        self.in_sync_replicas.load(Ordering::Acquire)
+            >= self.min_insync_replicas.load(Ordering::Acquire)
+    }
+
+    /// Applies a topic's settings to this replica while it runs: the log's
+    /// (segments, retention, flushing, batch size, timestamps) and
+    /// `min.insync.replicas`. `log.flush.on.ack` is the broker's and stays.
+    pub async fn apply_settings(&self, settings: &crate::topic_config::TopicSettings) {
+        let mut log_config = settings.log.clone();
+        let min_insync_replicas = settings.min_insync_replicas;
+        let _ = self
+            .with_hosted(async |hosted: &mut Hosted| {
+                log_config.flush_on_ack = hosted.log.config().flush_on_ack;
+                hosted.log.set_config(log_config);
+                hosted.replica.set_min_insync_replicas(min_insync_replicas);
+                Ok(())
+            })
+            .await;
+        self.min_insync_replicas
+            .store(min_insync_replicas, Ordering::Release);
     }
 
     /// An acks=all produce's wait: until the high watermark reaches

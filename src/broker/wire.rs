@@ -331,6 +331,12 @@ impl Summarise for BeginQuorumEpochRequest {}
 impl Summarise for BeginQuorumEpochResponse {}
 impl Summarise for DescribeQuorumRequest {}
 impl Summarise for DescribeQuorumResponse {}
+impl Summarise for DescribeConfigsRequest {}
+impl Summarise for DescribeConfigsResponse {}
+impl Summarise for AlterConfigsRequest {}
+impl Summarise for AlterConfigsResponse {}
+impl Summarise for IncrementalAlterConfigsRequest {}
+impl Summarise for IncrementalAlterConfigsResponse {}
 impl Summarise for BrokerRegistrationRequest {}
 impl Summarise for BrokerRegistrationResponse {}
 impl Summarise for AlterPartitionRequest {}

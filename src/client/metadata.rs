@@ -621,6 +621,46 @@ impl Cluster {
     }
 }
 
+fn creatable_configs(configs: &[(String, String)]) -> Vec<CreatableTopicConfig> {
+    configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.clone()))
+                .with_value(Some(StrBytes::from_string(v.clone())))
+        })
+        .collect()
+}
+
+/// What DescribeConfigs and IncrementalAlterConfigs act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigResource {
+    Topic(String),
+    /// A broker, by node id.
+    Broker(i32),
+}
+
+impl ConfigResource {
+    /// Kafka's resource type code and the resource's name.
+    fn type_and_name(&self) -> (i8, String) {
+        match self {
+            ConfigResource::Topic(name) => (2, name.clone()),
+            ConfigResource::Broker(node_id) => (4, node_id.to_string()),
+        }
+    }
+}
+
+/// One configuration as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    /// Kafka's ConfigSource: 1 a topic override, 4 the broker's
+    /// server.properties, 5 the default.
+    pub source: i8,
+    pub read_only: bool,
+}
+
 /// Attempts at a controller request before its error is returned.
 const CONTROLLER_ATTEMPTS_MAX: u32 = 20;
 
@@ -661,16 +701,7 @@ impl Admin {
             .with_name(TopicName(StrBytes::from_string(name.to_string())))
             .with_num_partitions(partitions)
             .with_replication_factor(replication_factor)
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| {
-                        CreatableTopicConfig::default()
-                            .with_name(StrBytes::from_string(k.clone()))
-                            .with_value(Some(StrBytes::from_string(v.clone())))
-                    })
-                    .collect(),
-            );
+            .with_configs(creatable_configs(configs));
         self.create(name, topic).await
     }
 
@@ -681,9 +712,11 @@ impl Admin {
         &self,
         name: &str,
         assignment: &[(i32, Vec<i32>)],
+        configs: &[(String, String)],
     ) -> Result<(), ClientError> {
         use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
         let topic = CreatableTopic::default()
+            .with_configs(creatable_configs(configs))
             .with_name(TopicName(StrBytes::from_string(name.to_string())))
             .with_num_partitions(-1)
             .with_replication_factor(-1)
@@ -861,6 +894,93 @@ impl Admin {
                     .collect()
             }
         })
+    }
+
+    /// DescribeConfigs for one resource: a topic's configs (any broker
+    /// answers), or a broker's (that broker answers), in name order.
+    pub async fn describe_configs(
+        &self,
+        resource: ConfigResource,
+    ) -> Result<Vec<ConfigEntry>, ClientError> {
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+        use kafka_protocol::messages::DescribeConfigsRequest;
+        let (resource_type, name) = resource.type_and_name();
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(StrBytes::from_string(name.clone()))
+                .with_configuration_keys(None),
+        ]);
+        let response = match resource {
+            ConfigResource::Broker(node_id) => {
+                self.cluster.refresh(Some(&[]), false).await?;
+                self.cluster.broker_connection(node_id)?.call(req).await?
+            }
+            ConfigResource::Topic(_) => self.cluster.call_any(req).await?,
+        };
+        let result =
+            response.results.into_iter().next().ok_or_else(|| {
+                ClientError::Metadata("DescribeConfigs gave no result".to_string())
+            })?;
+        ClientError::check(result.error_code)?;
+        let mut entries: Vec<ConfigEntry> = result
+            .configs
+            .into_iter()
+            .map(|c| ConfigEntry {
+                name: c.name.to_string(),
+                value: c.value.map(|v| v.to_string()),
+                source: c.config_source,
+                read_only: c.read_only,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// IncrementalAlterConfigs for one resource: each `(key, Some(value))`
+    /// is set, each `(key, None)` deleted (back to its default). Any broker
+    /// takes it; in a cluster it forwards to the active controller.
+    pub async fn alter_configs(
+        &self,
+        resource: ConfigResource,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), ClientError> {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+        let (resource_type, name) = resource.type_and_name();
+        let configs = changes
+            .iter()
+            .map(|(key, value)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(key.clone()))
+                    // SET is 0, DELETE 1 (KIP-339).
+                    .with_config_operation(if value.is_some() { 0 } else { 1 })
+                    .with_value(value.clone().map(StrBytes::from_string))
+            })
+            .collect();
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(StrBytes::from_string(name))
+                .with_configs(configs),
+        ]);
+        let response = self.cluster.call_any(req).await?;
+        let result = response.responses.into_iter().next().ok_or_else(|| {
+            ClientError::Metadata("IncrementalAlterConfigs gave no result".to_string())
+        })?;
+        if result.error_code != 0 {
+            if let Some(message) = result.error_message {
+                return Err(ClientError::Invalid(format!(
+                    "{}: {message}",
+                    ClientError::check(result.error_code)
+                        .err()
+                        .map_or_else(String::new, |e| e.to_string())
+                )));
+            }
+        }
+        ClientError::check(result.error_code)
     }
 
     /// Groups from every known broker (each coordinates some), sorted by id.

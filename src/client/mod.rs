@@ -35,7 +35,8 @@ pub use consumer::{
     GroupObserver, RebalanceListener,
 };
 pub use metadata::{
-    Admin, Cluster, GroupDescription, GroupListing, GroupMember, PartitionInfo, TopicInfo,
+    Admin, Cluster, ConfigEntry, ConfigResource, GroupDescription, GroupListing, GroupMember,
+    PartitionInfo, TopicInfo,
 };
 pub use partitioner::{DefaultPartitioner, KeylessStrategy, Partitioner};
 pub use producer::{

@@ -255,6 +255,13 @@ impl PartitionLog {
     pub fn config(&self) -> &LogConfig {
         &self.config
     }
+
+    /// Changes the log's settings in place (a topic's configuration was
+    /// altered). Appends, rolls, flushes and retention read them as they
+    /// go; nothing already written changes.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
     }

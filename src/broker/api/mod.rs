@@ -8,6 +8,7 @@
 //! which gets KIP-511's fallback answer) or an undecodable body closes the
 //! connection, which is what Kafka does.
 
+mod configs;
 mod fetch;
 mod group;
 mod group_offsets;
@@ -61,6 +62,9 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     topics::DELETE_TOPICS,
     init_producer_id::INIT_PRODUCER_ID,
     offset_for_leader_epoch::OFFSET_FOR_LEADER_EPOCH,
+    configs::DESCRIBE_CONFIGS,
+    configs::ALTER_CONFIGS,
+    configs::INCREMENTAL_ALTER_CONFIGS,
     quorum::VOTE,
     quorum::BEGIN_QUORUM_EPOCH,
     quorum::END_QUORUM_EPOCH,
@@ -360,6 +364,9 @@ impl Broker {
             AlterPartition => AlterPartitionRequest => alter_partition,
             BrokerHeartbeat => BrokerHeartbeatRequest => broker_heartbeat,
             DescribeCluster => DescribeClusterRequest => describe_cluster,
+            DescribeConfigs => DescribeConfigsRequest => describe_configs,
+            AlterConfigs => AlterConfigsRequest => alter_configs,
+            IncrementalAlterConfigs => IncrementalAlterConfigsRequest => incremental_alter_configs,
         )
     }
 

@@ -19,7 +19,7 @@ impl Broker {
     pub(super) async fn create_topics(
         &self,
         request: CreateTopicsRequest,
-        _: i16,
+        version: i16,
         _: &RequestContext,
     ) -> Option<CreateTopicsResponse> {
         let mut results = Vec::new();
@@ -60,11 +60,6 @@ impl Broker {
                      Both cannot be used at the same time."
                         .to_string(),
                 ))
-            } else if !topic.configs.is_empty() {
-                Err((
-                    ResponseError::InvalidConfig.code(),
-                    "topic-level configs are not supported yet; set them broker-wide".to_string(),
-                ))
             } else {
                 let placement = if manual.is_empty() {
                     Placement::Spread {
@@ -74,13 +69,28 @@ impl Broker {
                 } else {
                     Placement::Manual(manual)
                 };
-                self.create_topic_placed(&name, placement, request.validate_only)
-                    .await
+                match crate::topic_config::from_pairs(
+                    topic
+                        .configs
+                        .iter()
+                        .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
+                ) {
+                    Ok(configs) => {
+                        if version >= 5 {
+                            result.configs =
+                                Some(super::configs::created_topic_configs(self, &configs));
+                        }
+                        self.create_topic_placed(&name, placement, configs, request.validate_only)
+                            .await
+                    }
+                    Err(error) => Err((error.code(), error.to_string())),
+                }
             };
             if let Err((code, message)) = outcome {
                 result.error_code = code;
                 result.num_partitions = -1;
                 result.replication_factor = -1;
+                result.configs = None;
                 if !message.is_empty() {
                     result.error_message = Some(str_bytes(&message));
                 }
