@@ -29,7 +29,7 @@ use crate::storage::Storage;
 use crate::topic_config::{self, TopicConfigs, TopicSettings};
 
 /// A single node's topic overrides, in its data directory.
-const TOPIC_CONFIGS_FILE: &str = "topic_configs";
+pub(super) const TOPIC_CONFIGS_FILE: &str = "topic_configs";
 
 /// The longest `topic_configs` file read: far beyond any real set of
 /// overrides (a topic has at most fourteen), so a damaged length cannot
@@ -120,11 +120,24 @@ impl Broker {
 
     /// Writes a single node's overrides file from the metadata image, with
     /// `name`'s overrides replaced by `configs` when given (a topic being
-    /// created, or altered). Called with `topic_admin` held.
+    /// created, or altered). Called with `topic_admin` held. Skipped when
+    /// it would not change which topics the file names and `name` has no
+    /// overrides: most topics never have any, and creating or deleting one
+    /// then costs no file write.
     pub(super) async fn save_topic_configs(
         &self,
         changed: Option<(&str, &TopicConfigs)>,
     ) -> io::Result<()> {
+        if let Some((name, configs)) = changed {
+            let named = self
+                .config_file_topics
+                .lock()
+                .expect("config file lock")
+                .contains(name);
+            if configs.is_empty() && !named {
+                return Ok(());
+            }
+        }
         let mut all: BTreeMap<String, TopicConfigs> = self.with_metadata(|image| {
             image
                 .all_topic_names()
@@ -140,7 +153,14 @@ impl Broker {
             all.insert(name.to_string(), configs.clone());
         }
         all.retain(|_, configs| !configs.is_empty());
-        save(self.storage.as_ref(), &self.config.log_dirs, &all).await
+        let named: std::collections::BTreeSet<String> = all.keys().cloned().collect();
+        if changed.is_none() && named == *self.config_file_topics.lock().expect("config file lock")
+        {
+            return Ok(());
+        }
+        save(self.storage.as_ref(), &self.config.log_dirs, &all).await?;
+        *self.config_file_topics.lock().expect("config file lock") = named;
+        Ok(())
     }
 
     /// Brings every partition of `name` hosted here in line with the

@@ -120,6 +120,10 @@ pub struct Broker {
     /// The controller quorum, when `controller.quorum.voters` names more
     /// than this broker: then topics come from the metadata log.
     cluster: Option<cluster::ClusterState>,
+    /// The topics a single node's `topic_configs` file names, as last read
+    /// or written (orphans of a cut-short creation or deletion included),
+    /// so a change that would not alter the file skips writing it.
+    config_file_topics: Mutex<std::collections::BTreeSet<String>>,
     /// This broker's start count, persisted before serving; in a cluster
     /// it registers with it, and a new one tells the controller the broker
     /// restarted.
@@ -197,6 +201,7 @@ impl Broker {
         } else {
             storage.list(&data_dir).await?
         };
+        let has_config_file = names.iter().any(|name| name == configs::TOPIC_CONFIGS_FILE);
         for name in names {
             if let Some((topic, index)) = parse_partition_dir(&name) {
                 if topic != OFFSETS_TOPIC && valid_topic_name(&topic) {
@@ -231,11 +236,12 @@ impl Broker {
         // A single node's topic overrides; a cluster's come with its topics
         // from the metadata log. Entries for topics with no directories
         // (a creation or deletion cut short) are dropped here.
-        let mut stored_configs = if clustered {
-            BTreeMap::new()
-        } else {
+        let mut stored_configs = if has_config_file {
             configs::load(storage.as_ref(), &data_dir).await?
+        } else {
+            BTreeMap::new()
         };
+        let config_file_topics = stored_configs.keys().cloned().collect();
         for (name, partitions) in found {
             let count = partitions.keys().next_back().map_or(0, |last| last + 1);
             let topic_configs = stored_configs.remove(&name).unwrap_or_default();
@@ -341,6 +347,7 @@ impl Broker {
             }),
             data_arrived,
             metadata: RwLock::new(metadata),
+            config_file_topics: Mutex::new(config_file_topics),
             config,
             observed,
             cluster,
