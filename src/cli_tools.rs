@@ -229,6 +229,28 @@ pub async fn configs_alter(
     Ok(())
 }
 
+/// `kafka-topics.sh --alter --partitions N`: grows a topic. Like Kafka's
+/// tool it warns that keys move to other partitions.
+pub async fn topics_alter(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    name: &str,
+    partitions: i32,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    admin(bootstrap, connector)
+        .create_partitions(name, partitions)
+        .await
+        .with_context(|| format!("adding partitions to {name}"))?;
+    writeln!(
+        out,
+        "WARNING: If partitions are increased for a topic that has a key, the partition logic \
+         or ordering of the messages will be affected"
+    )?;
+    writeln!(out, "Adding partitions succeeded!")?;
+    Ok(())
+}
+
 /// `kafka-topics.sh --list`: one name per line, sorted.
 pub async fn topics_list(
     bootstrap: &str,

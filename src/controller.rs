@@ -105,6 +105,87 @@ pub fn manual_assignment(
     Ok(partitions)
 }
 
+/// Why CreatePartitions is refused for a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddPartitionsError {
+    /// The count is not above the topic's, or past the per-topic limit
+    /// (INVALID_PARTITIONS).
+    Count(String),
+    /// A replica assignment does not fit (INVALID_REPLICA_ASSIGNMENT).
+    Assignment(String),
+}
+
+/// CreatePartitions: the partitions that take a topic from its `current`
+/// ones to `count`, each with as many replicas as the topic's first
+/// partition, placed round-robin over `brokers` (continuing where the
+/// topic's own placement left off) or as `assignments` says, one replica
+/// list per new partition, checked as CreateTopics checks them.
+pub fn added_partitions(
+    current: &[PartitionImage],
+    count: i32,
+    count_max: i32,
+    assignments: Option<&[Vec<i32>]>,
+    brokers: &[i32],
+) -> Result<Vec<PartitionImage>, AddPartitionsError> {
+    let existing = i32::try_from(current.len()).unwrap_or(i32::MAX);
+    if count == existing {
+        return Err(AddPartitionsError::Count(format!(
+            "Topic already has {existing} partitions."
+        )));
+    }
+    if count < existing {
+        return Err(AddPartitionsError::Count(format!(
+            "Topic currently has {existing} partitions, which is higher than the requested {count}."
+        )));
+    }
+    if count > count_max {
+        return Err(AddPartitionsError::Count(format!(
+            "sluice allows at most {count_max} partitions per topic, not {count}."
+        )));
+    }
+    let added = (count - existing) as usize;
+    let replication_factor = current.first().map_or(1, |p| p.replicas.len());
+    let Some(assignments) = assignments else {
+        if replication_factor > brokers.len() {
+            return Err(AddPartitionsError::Assignment(format!(
+                "Unable to replicate the partition {replication_factor} time(s): The target \
+                 replication factor of {replication_factor} cannot be reached because only {} \
+                 broker(s) are registered.",
+                brokers.len()
+            )));
+        }
+        let placed = assign_replicas(brokers, count as usize, replication_factor, 0);
+        return Ok(placed[existing as usize..].to_vec());
+    };
+    if assignments.len() != added {
+        return Err(AddPartitionsError::Assignment(format!(
+            "Attempted to add {added} additional partition(s), but only {} assignment(s) were \
+             specified.",
+            assignments.len()
+        )));
+    }
+    let indexed: Vec<(i32, Vec<i32>)> = assignments
+        .iter()
+        .enumerate()
+        .map(|(index, replicas)| (index as i32, replicas.clone()))
+        .collect();
+    let registered: BTreeSet<i32> = brokers.iter().copied().collect();
+    let placed =
+        manual_assignment(&indexed, &registered).map_err(AddPartitionsError::Assignment)?;
+    if let Some(other) = placed
+        .iter()
+        .find(|p| p.replicas.len() != replication_factor)
+    {
+        return Err(AddPartitionsError::Assignment(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this \
+             is not consistent with previous partitions, which have {replication_factor} \
+             replica(s).",
+            other.replicas.len()
+        )));
+    }
+    Ok(placed)
+}
+
 /// The brokers' sessions, as the active controller sees them: when each
 /// last heartbeated, which are fenced, and which this controller has heard
 /// from in the incarnation they registered.
@@ -599,6 +680,50 @@ pub fn alter_isr(
 mod tests {
     use super::*;
     use crate::metadata::BrokerEndpoint;
+
+    #[test]
+    fn added_partitions_continue_the_placement_or_follow_an_assignment() {
+        let brokers = [1, 2, 3];
+        let current = assign_replicas(&brokers, 2, 2, 0);
+        let added = added_partitions(&current, 4, 100, None, &brokers).expect("added");
+        assert_eq!(added, assign_replicas(&brokers, 4, 2, 0)[2..].to_vec());
+        let by_hand = [vec![3, 1], vec![2, 3]];
+        let added = added_partitions(&current, 4, 100, Some(&by_hand), &brokers).expect("added");
+        assert_eq!(
+            added
+                .iter()
+                .map(|p| (p.leader_id, p.replicas.clone()))
+                .collect::<Vec<_>>(),
+            [(3, vec![3, 1]), (2, vec![2, 3])]
+        );
+        let count = |result| matches!(result, Err(AddPartitionsError::Count(_)));
+        let assignment = |result| matches!(result, Err(AddPartitionsError::Assignment(_)));
+        assert!(count(added_partitions(&current, 2, 100, None, &brokers)));
+        assert!(count(added_partitions(&current, 1, 100, None, &brokers)));
+        assert!(count(added_partitions(&current, 101, 100, None, &brokers)));
+        assert!(assignment(added_partitions(
+            &current,
+            3,
+            100,
+            Some(&by_hand),
+            &brokers
+        )));
+        assert!(assignment(added_partitions(
+            &current,
+            3,
+            100,
+            Some(&[vec![1]]),
+            &brokers
+        )));
+        assert!(assignment(added_partitions(
+            &current,
+            3,
+            100,
+            Some(&[vec![1, 9]]),
+            &brokers
+        )));
+        assert!(assignment(added_partitions(&current, 3, 100, None, &[1])));
+    }
 
     /// ISR members as a v2 AlterPartition names them: without broker epochs.
     fn unknown_epochs(ids: &[i32]) -> Vec<(i32, i64)> {

@@ -51,10 +51,14 @@ enum Command {
         describe: bool,
         #[arg(long, group = "action")]
         delete: bool,
+        /// Add partitions: --alter --topic T --partitions N (keys move).
+        #[arg(long, group = "action")]
+        alter: bool,
         #[arg(long)]
         topic: Option<String>,
-        #[arg(long, default_value_t = 1)]
-        partitions: i32,
+        /// Partitions of a new topic (1 by default), or the new count for --alter.
+        #[arg(long)]
+        partitions: Option<i32>,
         #[arg(long, default_value_t = 1)]
         replication_factor: i16,
         /// Place replicas by hand, as kafka-topics does: partitions separated
@@ -171,6 +175,7 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             list,
             describe,
             delete,
+            alter,
             topic,
             partitions,
             replication_factor,
@@ -188,7 +193,7 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
                         cli_tools::parse_replica_assignment(&text)?,
                     ),
                     None => cli_tools::TopicPlacement::Spread {
-                        partitions,
+                        partitions: partitions.unwrap_or(1),
                         replication_factor,
                     },
                 };
@@ -212,6 +217,17 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
                     &mut stdout,
                 )
                 .await
+            } else if alter {
+                let count =
+                    partitions.ok_or_else(|| anyhow::anyhow!("--alter needs --partitions N"))?;
+                cli_tools::topics_alter(
+                    &bootstrap_server,
+                    connector,
+                    &need_topic()?,
+                    count,
+                    &mut stdout,
+                )
+                .await
             } else if delete {
                 cli_tools::topics_delete(&bootstrap_server, connector, &need_topic()?, &mut stdout)
                     .await
@@ -226,7 +242,7 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             } else if list {
                 cli_tools::topics_list(&bootstrap_server, connector, &mut stdout).await
             } else {
-                anyhow::bail!("say one of --create, --list, --describe or --delete")
+                anyhow::bail!("say one of --create, --alter, --list, --describe or --delete")
             }
         }
         Command::Produce {

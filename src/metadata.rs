@@ -128,6 +128,12 @@ pub enum MetadataRecord {
         name: String,
         configs: TopicConfigs,
     },
+    /// Partitions added to a topic (CreatePartitions), numbered on from
+    /// its last (KIP-631's PartitionRecords for them).
+    AddPartitions {
+        topic: String,
+        partitions: Vec<PartitionImage>,
+    },
 }
 
 /// A topic's id, for the requests that name topics by id (AlterPartition).
@@ -168,6 +174,15 @@ impl MetadataRecord {
             out.put_u32(ids.len() as u32);
             ids.iter().for_each(|id| out.put_i32(*id));
         };
+        let put_partitions = |out: &mut bytes::BytesMut, partitions: &[PartitionImage]| {
+            out.put_u32(partitions.len() as u32);
+            for partition in partitions {
+                out.put_i32(partition.leader_id);
+                out.put_i32(partition.leader_epoch);
+                put_ids(out, &partition.replicas);
+                put_ids(out, &partition.isr);
+            }
+        };
         let put_configs = |out: &mut bytes::BytesMut, configs: &TopicConfigs| {
             out.put_u32(configs.len() as u32);
             for (key, value) in configs {
@@ -193,13 +208,7 @@ impl MetadataRecord {
                 out.put_u8(if configs.is_empty() { 1 } else { 5 });
                 put_str(&mut out, name);
                 out.put_u8(u8::from(*internal));
-                out.put_u32(partitions.len() as u32);
-                for partition in partitions {
-                    out.put_i32(partition.leader_id);
-                    out.put_i32(partition.leader_epoch);
-                    put_ids(&mut out, &partition.replicas);
-                    put_ids(&mut out, &partition.isr);
-                }
+                put_partitions(&mut out, partitions);
                 if !configs.is_empty() {
                     put_configs(&mut out, configs);
                 }
@@ -232,6 +241,11 @@ impl MetadataRecord {
                 out.put_u8(6);
                 put_str(&mut out, name);
                 put_configs(&mut out, configs);
+            }
+            MetadataRecord::AddPartitions { topic, partitions } => {
+                out.put_u8(7);
+                put_str(&mut out, topic);
+                put_partitions(&mut out, partitions);
             }
         }
         out.freeze()
@@ -269,6 +283,20 @@ impl MetadataRecord {
             let len = get_len(bytes, 4)?;
             (0..len).map(|_| get_i32(bytes)).collect()
         }
+        fn get_partitions(bytes: &mut &[u8]) -> Result<Vec<PartitionImage>, RecordDecodeError> {
+            // A partition takes at least 16 bytes.
+            let count = get_len(bytes, 16)?;
+            let mut partitions = Vec::with_capacity(count);
+            for _ in 0..count {
+                partitions.push(PartitionImage {
+                    leader_id: get_i32(bytes)?,
+                    leader_epoch: get_i32(bytes)?,
+                    replicas: get_ids(bytes)?,
+                    isr: get_ids(bytes)?,
+                });
+            }
+            Ok(partitions)
+        }
         fn get_configs(bytes: &mut &[u8]) -> Result<TopicConfigs, RecordDecodeError> {
             // A key and a value take at least 8 bytes.
             let len = get_len(bytes, 8)?;
@@ -290,17 +318,7 @@ impl MetadataRecord {
                 let name = get_str(&mut bytes)?;
                 need(bytes, 1)?;
                 let internal = bytes.get_u8() != 0;
-                // A partition takes at least 16 bytes.
-                let count = get_len(&mut bytes, 16)?;
-                let mut partitions = Vec::with_capacity(count);
-                for _ in 0..count {
-                    partitions.push(PartitionImage {
-                        leader_id: get_i32(&mut bytes)?,
-                        leader_epoch: get_i32(&mut bytes)?,
-                        replicas: get_ids(&mut bytes)?,
-                        isr: get_ids(&mut bytes)?,
-                    });
-                }
+                let partitions = get_partitions(&mut bytes)?;
                 let configs = if kind == 5 {
                     get_configs(&mut bytes)?
                 } else {
@@ -333,6 +351,10 @@ impl MetadataRecord {
             6 => MetadataRecord::TopicConfigs {
                 name: get_str(&mut bytes)?,
                 configs: get_configs(&mut bytes)?,
+            },
+            7 => MetadataRecord::AddPartitions {
+                topic: get_str(&mut bytes)?,
+                partitions: get_partitions(&mut bytes)?,
             },
             _ => return Err(RecordDecodeError("unknown record type")),
         };
@@ -488,6 +510,23 @@ impl MetadataImage {
         Ok(removed)
     }
 
+    /// Adds partitions to a topic, numbered on from its last.
+    pub fn add_partitions(
+        &mut self,
+        name: &str,
+        partitions: Vec<PartitionImage>,
+    ) -> Result<(), ImageError> {
+        let topic = self.topics.get_mut(name).ok_or(ImageError::UnknownTopic)?;
+        if partitions.is_empty() {
+            return Err(ImageError::NoPartitions);
+        }
+        if !partitions.iter().all(PartitionImage::is_valid) {
+            return Err(ImageError::InvalidLeadership);
+        }
+        topic.partitions.extend(partitions);
+        Ok(())
+    }
+
     /// Replaces a topic's configuration overrides.
     pub fn set_topic_configs(
         &mut self,
@@ -524,6 +563,9 @@ impl MetadataImage {
             } => self.add_topic_with_configs(name, *internal, partitions.clone(), configs.clone()),
             MetadataRecord::TopicConfigs { name, configs } => {
                 self.set_topic_configs(name, configs.clone())
+            }
+            MetadataRecord::AddPartitions { topic, partitions } => {
+                self.add_partitions(topic, partitions.clone())
             }
             MetadataRecord::PartitionChange {
                 topic,
@@ -836,6 +878,10 @@ mod tests {
             MetadataRecord::TopicConfigs {
                 name: "orders".into(),
                 configs: TopicConfigs::new(),
+            },
+            MetadataRecord::AddPartitions {
+                topic: "orders".into(),
+                partitions: vec![PartitionImage::single_replica(3)],
             },
             MetadataRecord::PartitionChange {
                 topic: "orders".into(),

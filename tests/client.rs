@@ -650,15 +650,32 @@ mod cli {
         cli_tools::topics_create(addr, connector(), "placed", placed, &[], &mut Vec::new())
             .await
             .unwrap();
-        cli_tools::topics_delete(addr, connector(), "placed", &mut Vec::new())
-            .await
-            .unwrap();
         assert_eq!(
             cli_tools::parse_replica_assignment("1:2,2:0").unwrap(),
             [(0, vec![1, 2]), (1, vec![2, 0])]
         );
         assert!(cli_tools::parse_replica_assignment("1:x").is_err());
 
+        // --alter --partitions, as kafka-topics: only upwards.
+        let mut out = Vec::new();
+        cli_tools::topics_alter(addr, connector(), "placed", 4, &mut out)
+            .await
+            .unwrap();
+        assert!(
+            text(&out).ends_with("Adding partitions succeeded!\n"),
+            "{}",
+            text(&out)
+        );
+        let refused = cli_tools::topics_alter(addr, connector(), "placed", 3, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("Topic currently has 4 partitions"),
+            "{refused:#}"
+        );
+        cli_tools::topics_delete(addr, connector(), "placed", &mut Vec::new())
+            .await
+            .unwrap();
         let mut out = Vec::new();
         cli_tools::topics_list(addr, connector(), &mut out)
             .await

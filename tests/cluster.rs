@@ -429,6 +429,37 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
             &["retention.ms=60000", "segment.ms=7200000"],
         );
     }
+    // CreatePartitions through the controller: the new partitions get
+    // leaders and take records.
+    let output = sluice(
+        &[
+            "topics",
+            "--alter",
+            "--topic",
+            "configured",
+            "--partitions",
+            "5",
+            "--bootstrap-server",
+            &follower.address,
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(200));
+    while leaders(&nodes[2].address, "configured").len() != 5 {
+        assert!(
+            !patience.exhausted(),
+            "the added partitions never got leaders"
+        );
+        patience.pause();
+    }
+    let keyed: String = (0..20).map(|i| format!("k{i}:v{i}\n")).collect();
+    produce(&bootstrap_all, "configured", &keyed);
+    assert_eq!(consume_count(&bootstrap_all, "configured", 20), 20);
 
     let lines: String = (0..60).map(|i| format!("k{}:v{i}\n", i % 12)).collect();
     produce(&bootstrap_all, "orders", &lines);

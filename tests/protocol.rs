@@ -217,6 +217,9 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
                 ApiKey::IncrementalAlterConfigs => {
                     frame(key, version, &IncrementalAlterConfigsRequest::default())
                 }
+                ApiKey::CreatePartitions => {
+                    frame(key, version, &CreatePartitionsRequest::default())
+                }
                 other => panic!("advertised but untested: {other:?}"),
             };
             match test.broker.handle(request, "/127.0.0.1").await {
@@ -946,4 +949,122 @@ async fn topic_configs_are_validated_described_altered_live_and_survive_a_restar
         .await
         .unwrap();
     assert_eq!(roll_ms, 3_600_000);
+}
+
+/// A CreatePartitions topic: name, new count, and replica lists if placed
+/// by hand.
+type Growth<'a> = (&'a str, i32, Option<Vec<Vec<i32>>>);
+
+fn grow(topics: &[Growth<'_>]) -> CreatePartitionsRequest {
+    use kafka_protocol::messages::create_partitions_request::{
+        CreatePartitionsAssignment, CreatePartitionsTopic,
+    };
+    CreatePartitionsRequest::default().with_topics(
+        topics
+            .iter()
+            .map(|(name, count, assignments)| {
+                CreatePartitionsTopic::default()
+                    .with_name(topic_name(name))
+                    .with_count(*count)
+                    .with_assignments(assignments.as_ref().map(|assignments| {
+                        assignments
+                            .iter()
+                            .map(|ids| {
+                                CreatePartitionsAssignment::default()
+                                    .with_broker_ids(ids.iter().map(|id| BrokerId(*id)).collect())
+                            })
+                            .collect()
+                    }))
+            })
+            .collect(),
+    )
+}
+
+/// CreatePartitions on one node: the topic grows, the new partitions take
+/// records and survive a restart; Kafka's errors for everything else.
+#[tokio::test]
+async fn create_partitions_grows_a_topic_and_refuses_what_kafka_refuses() {
+    let test = start_broker(test_config()).await;
+    let node = test.broker.config().node_id;
+    test.broker.create_topic("t", 1, -1, false).await.unwrap();
+    let codes = |response: CreatePartitionsResponse| -> Vec<i16> {
+        response.results.iter().map(|r| r.error_code).collect()
+    };
+    let response: CreatePartitionsResponse = call(
+        &test.broker,
+        ApiKey::CreatePartitions,
+        3,
+        &grow(&[("t", 3, None)]),
+    )
+    .await;
+    assert_eq!(codes(response), [0]);
+    assert_eq!(test.broker.topic("t").unwrap().partitions.len(), 3);
+    let batch = encode_batch(&[b"new".as_slice()], 1, -1, -1, -1);
+    let request = produce_request("t", 2, batch, 1);
+    let produced: ProduceResponse = call(&test.broker, ApiKey::Produce, 9, &request).await;
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+
+    for (request, expected) in [
+        (grow(&[("t", 3, None)]), ResponseError::InvalidPartitions),
+        (grow(&[("t", 2, None)]), ResponseError::InvalidPartitions),
+        (
+            grow(&[("nope", 5, None)]),
+            ResponseError::UnknownTopicOrPartition,
+        ),
+        (
+            grow(&[("t", 5, Some(vec![vec![node]]))]),
+            ResponseError::InvalidReplicaAssignment,
+        ),
+        (
+            grow(&[("t", 4, Some(vec![vec![node + 1]]))]),
+            ResponseError::InvalidReplicaAssignment,
+        ),
+        (
+            grow(&[("t", 10_001, None)]),
+            ResponseError::InvalidPartitions,
+        ),
+        (
+            grow(&[("__consumer_offsets", 2, None)]),
+            ResponseError::InvalidPartitions,
+        ),
+    ] {
+        let response: CreatePartitionsResponse =
+            call(&test.broker, ApiKey::CreatePartitions, 3, &request).await;
+        assert_eq!(codes(response), [expected.code()], "{request:?}");
+    }
+    let twice: CreatePartitionsResponse = call(
+        &test.broker,
+        ApiKey::CreatePartitions,
+        3,
+        &grow(&[("t", 4, None), ("t", 5, None)]),
+    )
+    .await;
+    assert_eq!(codes(twice), [ResponseError::InvalidRequest.code(); 2]);
+    let validated: CreatePartitionsResponse = call(
+        &test.broker,
+        ApiKey::CreatePartitions,
+        3,
+        &grow(&[("t", 4, Some(vec![vec![node]]))]).with_validate_only(true),
+    )
+    .await;
+    assert_eq!(codes(validated), [0]);
+    assert_eq!(
+        test.broker.topic("t").unwrap().partitions.len(),
+        3,
+        "validate_only changes nothing"
+    );
+
+    test.broker.flush_all().await;
+    let storage = test.storage.clone();
+    drop(test);
+    let restarted = start_broker_on(test_config(), storage).await;
+    assert_eq!(restarted.broker.topic("t").unwrap().partitions.len(), 3);
+    let offsets = restarted
+        .broker
+        .partition("t", 2)
+        .unwrap()
+        .offsets()
+        .await
+        .unwrap();
+    assert_eq!(offsets.log_end_offset, 1);
 }

@@ -148,7 +148,7 @@ impl ClusterState {
             address,
             Arc::clone(&self.connector),
             ConnectionConfig {
-                client_id: format!("sluice-broker-{node_id}"),
+                client_id: format!("{}{node_id}", super::BROKER_CLIENT_ID_PREFIX),
                 request_timeout_ms: self.request_timeout_ms,
                 ..ConnectionConfig::default()
             },
@@ -404,7 +404,15 @@ impl Broker {
         match record {
             MetadataRecord::Topic {
                 name, partitions, ..
-            } => self.open_hosted_partitions(&name, &partitions).await,
+            } => self.open_hosted_partitions(&name, &partitions, 0).await,
+            MetadataRecord::AddPartitions { topic, partitions } => {
+                // The image now holds them after the topic's earlier ones.
+                let count =
+                    self.with_metadata(|image| image.topic(&topic).map(|t| t.partitions.len()));
+                let first = count.unwrap_or(0).saturating_sub(partitions.len());
+                self.open_hosted_partitions(&topic, &partitions, first)
+                    .await
+            }
             MetadataRecord::RemoveTopic { name } => {
                 // The coordinator tombstones the topic's committed offsets;
                 // a broker that is not coordinating has none to drop.
@@ -515,15 +523,25 @@ impl Broker {
         }
     }
 
-    async fn open_hosted_partitions(self: &Arc<Self>, name: &str, partitions: &[PartitionImage]) {
+    /// Opens the replicas this broker hosts of `partitions`, the topic's
+    /// partitions from index `first` on, beside any it already hosts.
+    async fn open_hosted_partitions(
+        self: &Arc<Self>,
+        name: &str,
+        partitions: &[PartitionImage],
+        first: usize,
+    ) {
         let node_id = self.config.node_id;
         let now_ms = self.clock.now_ms();
-        let mut hosted = BTreeMap::new();
-        for (index, partition) in partitions.iter().enumerate() {
+        let mut hosted = self
+            .topic(name)
+            .map(|topic| topic.partitions.clone())
+            .unwrap_or_default();
+        for (offset, partition) in partitions.iter().enumerate() {
             if !partition.replicas.contains(&node_id) {
                 continue;
             }
-            let index = index as i32;
+            let index = (first + offset) as i32;
             let Some((leadership, partition_epoch)) = self.leadership(name, index) else {
                 continue;
             };

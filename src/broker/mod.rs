@@ -9,6 +9,7 @@ mod active_controller;
 mod api;
 mod cluster;
 mod configs;
+mod create_partitions;
 mod offsets;
 pub mod partition;
 mod replication;
@@ -56,6 +57,10 @@ const PRODUCER_ID_NODE_SHIFT: u32 = 32;
 /// serving, and group member ids carry it, so no member id handed out after
 /// a restart can equal one handed out before.
 const INCARNATION_FILE: &str = "broker_incarnation";
+
+/// How a broker's requests to another broker name themselves (then its node
+/// id), so a forwarded admin request is not forwarded again.
+pub const BROKER_CLIENT_ID_PREFIX: &str = "sluice-broker-";
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_MAX_LEN: usize = 249;

@@ -337,6 +337,8 @@ impl Summarise for AlterConfigsRequest {}
 impl Summarise for AlterConfigsResponse {}
 impl Summarise for IncrementalAlterConfigsRequest {}
 impl Summarise for IncrementalAlterConfigsResponse {}
+impl Summarise for CreatePartitionsRequest {}
+impl Summarise for CreatePartitionsResponse {}
 impl Summarise for BrokerRegistrationRequest {}
 impl Summarise for BrokerRegistrationResponse {}
 impl Summarise for AlterPartitionRequest {}

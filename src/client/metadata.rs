@@ -621,6 +621,19 @@ impl Cluster {
     }
 }
 
+/// A broker's error code with the message it gave, if any: the message
+/// says why (an unknown config, a count below the current one), so it is
+/// kept. A code without a message is the plain [`ClientError::check`], so
+/// callers can still match on it (NOT_CONTROLLER is retried).
+fn check_with_message(code: i16, message: Option<&StrBytes>) -> Result<(), ClientError> {
+    match (ClientError::check(code), message) {
+        (Err(error), Some(message)) if !message.is_empty() => {
+            Err(ClientError::Invalid(format!("{error}: {message}")))
+        }
+        (result, _) => result,
+    }
+}
+
 fn creatable_configs(configs: &[(String, String)]) -> Vec<CreatableTopicConfig> {
     configs
         .iter()
@@ -822,6 +835,39 @@ impl Admin {
             .ok_or_else(|| ClientError::Metadata("DescribeQuorum gave no answer".to_string()))
     }
 
+    /// CreatePartitions: grows `name` to `count` partitions, placed by the
+    /// controller. Records keyed before and after the change may land in
+    /// different partitions.
+    pub async fn create_partitions(&self, name: &str, count: i32) -> Result<(), ClientError> {
+        use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        use kafka_protocol::messages::CreatePartitionsRequest;
+        let timeout_ms = i32::try_from(self.cluster.config.request_timeout_ms).unwrap_or(i32::MAX);
+        let req = CreatePartitionsRequest::default()
+            .with_timeout_ms(timeout_ms)
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_count(count)
+                .with_assignments(None)]);
+        self.at_controller(|connection| {
+            let req = req.clone();
+            async move {
+                let response = connection.call(req).await?;
+                let result = response
+                    .results
+                    .iter()
+                    .find(|r| r.name.0.as_str() == name)
+                    .ok_or_else(|| ClientError::Protocol {
+                        addr: connection.addr().to_string(),
+                        message: format!("CreatePartitions response lacks {name}"),
+                    })?;
+                check_with_message(result.error_code, result.error_message.as_ref())
+            }
+        })
+        .await?;
+        self.cluster.invalidate(name);
+        Ok(())
+    }
+
     /// DeleteTopics for one topic.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         self.at_controller(|connection| self.delete_topic_at(connection, name))
@@ -970,17 +1016,7 @@ impl Admin {
         let result = response.responses.into_iter().next().ok_or_else(|| {
             ClientError::Metadata("IncrementalAlterConfigs gave no result".to_string())
         })?;
-        if result.error_code != 0 {
-            if let Some(message) = result.error_message {
-                return Err(ClientError::Invalid(format!(
-                    "{}: {message}",
-                    ClientError::check(result.error_code)
-                        .err()
-                        .map_or_else(String::new, |e| e.to_string())
-                )));
-            }
-        }
-        ClientError::check(result.error_code)
+        check_with_message(result.error_code, result.error_message.as_ref())
     }
 
     /// Groups from every known broker (each coordinates some), sorted by id.

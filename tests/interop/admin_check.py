@@ -6,6 +6,8 @@ broker.
   altered (AlterConfigs and IncrementalAlterConfigs), and refused with
   Kafka's error codes when a key is unknown or a value is not honoured.
 - Broker configs: described, read-only.
+- CreatePartitions: a topic grows; a count below the current one is
+  INVALID_PARTITIONS.
 
 Usage: admin_check.py BOOTSTRAP
 """
@@ -19,10 +21,12 @@ from confluent_kafka.admin import (
     ConfigEntry,
     ConfigResource,
     ConfigSource,
+    NewPartitions,
     NewTopic,
 )
 from kafka.admin import ConfigResource as KpConfigResource
 from kafka.admin import ConfigResourceType, KafkaAdminClient
+from kafka.admin import NewPartitions as KpNewPartitions
 from kafka.admin import NewTopic as KpNewTopic
 
 TIMEOUT_S = 30
@@ -106,11 +110,38 @@ def kafka_python_topic_configs(bootstrap):
     print("kafka-python topic and broker configs: ok", flush=True)
 
 
+def confluent_create_partitions(admin):
+    name = "admin-grow-ck"
+    admin.create_topics([NewTopic(name, 1, 1)])[name].result(TIMEOUT_S)
+    admin.create_partitions([NewPartitions(name, 3)])[name].result(TIMEOUT_S)
+    partitions = admin.list_topics(name, timeout=TIMEOUT_S).topics[name].partitions
+    expect("librdkafka partitions after create_partitions", len(partitions), 3)
+    try:
+        admin.create_partitions([NewPartitions(name, 2)])[name].result(TIMEOUT_S)
+        fail("librdkafka: shrinking a topic was accepted")
+    except KafkaException as error:
+        expect("librdkafka shrink", error.args[0].name(), "INVALID_PARTITIONS")
+    print("librdkafka create_partitions: ok", flush=True)
+
+
+def kafka_python_create_partitions(bootstrap):
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    name = "admin-grow-kp"
+    admin.create_topics([KpNewTopic(name, 2, 1)])
+    admin.create_partitions({name: KpNewPartitions(total_count=4)})
+    described = admin.describe_topics([name])
+    expect("kafka-python partitions after create_partitions", len(described[0]["partitions"]), 4)
+    admin.close()
+    print("kafka-python create_partitions: ok", flush=True)
+
+
 def main():
     bootstrap = sys.argv[1]
     admin = AdminClient({"bootstrap.servers": bootstrap})
     confluent_topic_configs(admin)
     kafka_python_topic_configs(bootstrap)
+    confluent_create_partitions(admin)
+    kafka_python_create_partitions(bootstrap)
     print("OK: admin calls", flush=True)
 
 

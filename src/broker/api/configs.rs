@@ -152,9 +152,9 @@ impl Broker {
         &self,
         request: AlterConfigsRequest,
         version: i16,
-        _: &RequestContext,
+        context: &RequestContext,
     ) -> Option<AlterConfigsResponse> {
-        if let Some(response) = self.forwarded(&request, version).await {
+        if let Some(response) = self.forwarded(&request, version, context).await {
             return Some(response);
         }
         let mut responses = Vec::new();
@@ -190,9 +190,9 @@ impl Broker {
         &self,
         request: IncrementalAlterConfigsRequest,
         version: i16,
-        _: &RequestContext,
+        context: &RequestContext,
     ) -> Option<IncrementalAlterConfigsResponse> {
-        if let Some(response) = self.forwarded(&request, version).await {
+        if let Some(response) = self.forwarded(&request, version, context).await {
             return Some(response);
         }
         let mut responses = Vec::new();
@@ -248,13 +248,27 @@ impl Broker {
         self.alter_topic_configs(name, next, validate_only).await
     }
 
-    /// In a cluster, a broker that is not the active controller forwards a
-    /// config alteration to it and relays its answer. None: handle it here.
-    async fn forwarded<R>(&self, request: &R, version: i16) -> Option<R::Response>
+    /// In a cluster, a broker that is not the active controller forwards an
+    /// admin request only the controller carries out (config alterations,
+    /// topic and partition creation and deletion) to it, and relays its
+    /// answer. None: handle it here. A request another broker forwarded is
+    /// never forwarded again, so two brokers with stale views of the
+    /// quorum cannot pass one back and forth.
+    pub(super) async fn forwarded<R>(
+        &self,
+        request: &R,
+        version: i16,
+        context: &RequestContext,
+    ) -> Option<R::Response>
     where
         R: kafka_protocol::protocol::Request + Clone,
     {
-        if self.cluster.is_none() || self.is_active_controller() {
+        if self.cluster.is_none()
+            || self.is_active_controller()
+            || context
+                .client_id
+                .starts_with(crate::broker::BROKER_CLIENT_ID_PREFIX)
+        {
             return None;
         }
         match self.forward_to_controller(request.clone(), version).await {

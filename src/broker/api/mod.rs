@@ -64,6 +64,7 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     offset_for_leader_epoch::OFFSET_FOR_LEADER_EPOCH,
     configs::DESCRIBE_CONFIGS,
     configs::ALTER_CONFIGS,
+    topics::CREATE_PARTITIONS,
     configs::INCREMENTAL_ALTER_CONFIGS,
     quorum::VOTE,
     quorum::BEGIN_QUORUM_EPOCH,
@@ -367,6 +368,7 @@ impl Broker {
             DescribeConfigs => DescribeConfigsRequest => describe_configs,
             AlterConfigs => AlterConfigsRequest => alter_configs,
             IncrementalAlterConfigs => IncrementalAlterConfigsRequest => incremental_alter_configs,
+            CreatePartitions => CreatePartitionsRequest => create_partitions,
         )
     }
 

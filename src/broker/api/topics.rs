@@ -1,5 +1,6 @@
 //! CreateTopics and DeleteTopics.
 
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 
@@ -15,13 +16,19 @@ pub(super) const CREATE_TOPICS: Versions = (ApiKey::CreateTopics, 2, 7);
 /// 1 through 6, by topic name.
 pub(super) const DELETE_TOPICS: Versions = (ApiKey::DeleteTopics, 1, 6);
 
+/// 0 through 3.
+pub(super) const CREATE_PARTITIONS: Versions = (ApiKey::CreatePartitions, 0, 3);
+
 impl Broker {
     pub(super) async fn create_topics(
         &self,
         request: CreateTopicsRequest,
         version: i16,
-        _: &RequestContext,
+        context: &RequestContext,
     ) -> Option<CreateTopicsResponse> {
+        if let Some(response) = self.forwarded(&request, version, context).await {
+            return Some(response);
+        }
         let mut results = Vec::new();
         for topic in request.topics {
             let name = topic.name.to_string();
@@ -103,9 +110,12 @@ impl Broker {
     pub(super) async fn delete_topics(
         &self,
         request: DeleteTopicsRequest,
-        _: i16,
-        _: &RequestContext,
+        version: i16,
+        context: &RequestContext,
     ) -> Option<DeleteTopicsResponse> {
+        if let Some(response) = self.forwarded(&request, version, context).await {
+            return Some(response);
+        }
         let mut names: Vec<String> = request.topic_names.iter().map(|n| n.to_string()).collect();
         names.extend(
             request
@@ -123,5 +133,51 @@ impl Broker {
             );
         }
         Some(DeleteTopicsResponse::default().with_responses(responses))
+    }
+
+    /// CreatePartitions: each topic grows to its count, placed by the
+    /// controller or by the request's assignment. A topic named twice is
+    /// INVALID_REQUEST for both, as in Kafka.
+    pub(super) async fn create_partitions(
+        &self,
+        request: CreatePartitionsRequest,
+        version: i16,
+        context: &RequestContext,
+    ) -> Option<CreatePartitionsResponse> {
+        if let Some(response) = self.forwarded(&request, version, context).await {
+            return Some(response);
+        }
+        let mut named = std::collections::BTreeMap::<String, usize>::new();
+        for topic in &request.topics {
+            *named.entry(topic.name.to_string()).or_default() += 1;
+        }
+        let mut results = Vec::new();
+        for topic in request.topics {
+            let name = topic.name.to_string();
+            let outcome = if named[&name] > 1 {
+                Err((
+                    ResponseError::InvalidRequest.code(),
+                    "Duplicate topic in request.".to_string(),
+                ))
+            } else {
+                let assignments = topic.assignments.map(|assignments| {
+                    assignments
+                        .into_iter()
+                        .map(|a| a.broker_ids.iter().map(|id| id.0).collect())
+                        .collect()
+                });
+                self.add_partitions(&name, topic.count, assignments, request.validate_only)
+                    .await
+            };
+            let mut result = CreatePartitionsTopicResult::default().with_name(topic.name);
+            if let Err((code, message)) = outcome {
+                result.error_code = code;
+                if !message.is_empty() {
+                    result.error_message = Some(str_bytes(&message));
+                }
+            }
+            results.push(result);
+        }
+        Some(CreatePartitionsResponse::default().with_results(results))
     }
 }
