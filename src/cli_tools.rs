@@ -668,6 +668,92 @@ fn display_bytes(bytes: Option<&[u8]>) -> String {
     }
 }
 
+/// `kafka-consumer-groups.sh --delete --group G`.
+pub async fn groups_delete(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    group_id: &str,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    admin(bootstrap, connector)
+        .delete_group(group_id)
+        .await
+        .with_context(|| format!("deleting group {group_id}"))?;
+    writeln!(
+        out,
+        "Deletion of requested consumer groups ('{group_id}') was successful."
+    )?;
+    Ok(())
+}
+
+/// kafka-consumer-groups' `--topic` for `--delete-offsets`: `topic` (every
+/// partition the group has committed) or `topic:0,2`.
+pub fn parse_topic_partitions(text: &str) -> anyhow::Result<(String, Option<Vec<i32>>)> {
+    match text.split_once(':') {
+        None => Ok((text.to_string(), None)),
+        Some((topic, list)) => {
+            let partitions = list
+                .split(',')
+                .map(|p| {
+                    p.trim()
+                        .parse::<i32>()
+                        .with_context(|| format!("--topic {text:?}: {p:?} is not a partition"))
+                })
+                .collect::<anyhow::Result<Vec<i32>>>()?;
+            Ok((topic.to_string(), Some(partitions)))
+        }
+    }
+}
+
+/// `kafka-consumer-groups.sh --delete-offsets --group G --topic T[:P,...]`.
+pub async fn groups_delete_offsets(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    group_id: &str,
+    topic: &str,
+    partitions: Option<Vec<i32>>,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    let admin = admin(bootstrap, connector);
+    let partitions: Vec<TopicPartition> = match partitions {
+        Some(partitions) => partitions
+            .into_iter()
+            .map(|p| TopicPartition::new(topic, p))
+            .collect(),
+        None => admin
+            .group_offsets(group_id)
+            .await?
+            .into_keys()
+            .filter(|tp| tp.topic == topic)
+            .collect(),
+    };
+    admin
+        .delete_offsets(group_id, &partitions)
+        .await
+        .with_context(|| format!("deleting offsets of group {group_id}"))?;
+    writeln!(
+        out,
+        "Request succeed for deleting offsets from group {group_id}."
+    )?;
+    write_table(
+        out,
+        &std::iter::once(vec![
+            "TOPIC".to_string(),
+            "PARTITION".to_string(),
+            "STATUS".to_string(),
+        ])
+        .chain(partitions.iter().map(|tp| {
+            vec![
+                tp.topic.clone(),
+                tp.partition.to_string(),
+                "Successful".to_string(),
+            ]
+        }))
+        .collect::<Vec<_>>(),
+    )?;
+    Ok(())
+}
+
 /// `kafka-consumer-groups.sh --list`.
 pub async fn groups_list(
     bootstrap: &str,

@@ -147,8 +147,16 @@ enum Command {
         list: bool,
         #[arg(long, group = "action")]
         describe: bool,
+        /// Delete an empty group and its committed offsets.
+        #[arg(long, group = "action")]
+        delete: bool,
+        /// Delete a group's committed offsets of --topic T (or T:0,1).
+        #[arg(long, group = "action")]
+        delete_offsets: bool,
         #[arg(long)]
         group: Option<String>,
+        #[arg(long)]
+        topic: Option<String>,
     },
 }
 
@@ -361,9 +369,35 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             bootstrap_server,
             list,
             describe,
+            delete,
+            delete_offsets,
             group,
+            topic,
         } => {
-            if describe {
+            if delete || delete_offsets {
+                let group = group.ok_or_else(|| anyhow::anyhow!("say which --group"))?;
+                if delete {
+                    return cli_tools::groups_delete(
+                        &bootstrap_server,
+                        connector,
+                        &group,
+                        &mut stdout,
+                    )
+                    .await;
+                }
+                let topic =
+                    topic.ok_or_else(|| anyhow::anyhow!("--delete-offsets needs --topic"))?;
+                let (topic, partitions) = cli_tools::parse_topic_partitions(&topic)?;
+                cli_tools::groups_delete_offsets(
+                    &bootstrap_server,
+                    connector,
+                    &group,
+                    &topic,
+                    partitions,
+                    &mut stdout,
+                )
+                .await
+            } else if describe {
                 let group = group.ok_or_else(|| anyhow::anyhow!("--describe needs --group"))?;
                 cli_tools::groups_describe(&bootstrap_server, connector, &group, &mut stdout).await
             } else if list {

@@ -777,6 +777,56 @@ mod cli {
         }
         assert_eq!(committed_total, 3, "{table}");
 
+        // --delete-offsets, then --delete, as kafka-consumer-groups does.
+        assert_eq!(
+            cli_tools::parse_topic_partitions("lines:0,1").unwrap(),
+            ("lines".to_string(), Some(vec![0, 1]))
+        );
+        let mut out = Vec::new();
+        cli_tools::groups_delete_offsets(
+            addr,
+            connector(),
+            "console",
+            "lines",
+            Some(vec![0]),
+            &mut out,
+        )
+        .await
+        .unwrap();
+        assert!(
+            text(&out).ends_with("lines 0         Successful\n"),
+            "{}",
+            text(&out)
+        );
+        let left = Admin::new(addr, connector(), ConnectionConfig::default())
+            .group_offsets("console")
+            .await
+            .unwrap();
+        assert_eq!(
+            left.keys().cloned().collect::<Vec<_>>(),
+            [TopicPartition::new("lines", 1)]
+        );
+        let mut out = Vec::new();
+        cli_tools::groups_delete(addr, connector(), "console", &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            text(&out),
+            "Deletion of requested consumer groups ('console') was successful.\n"
+        );
+        let mut out = Vec::new();
+        cli_tools::groups_list(addr, connector(), &mut out)
+            .await
+            .unwrap();
+        assert!(!text(&out).contains("console"), "{}", text(&out));
+        let refused = cli_tools::groups_delete(addr, connector(), "console", &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("GroupIdNotFound"),
+            "{refused:#}"
+        );
+
         let mut out = Vec::new();
         cli_tools::topics_delete(addr, connector(), "lines", &mut out)
             .await

@@ -220,6 +220,8 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
                 ApiKey::CreatePartitions => {
                     frame(key, version, &CreatePartitionsRequest::default())
                 }
+                ApiKey::DeleteGroups => frame(key, version, &DeleteGroupsRequest::default()),
+                ApiKey::OffsetDelete => frame(key, version, &OffsetDeleteRequest::default()),
                 other => panic!("advertised but untested: {other:?}"),
             };
             match test.broker.handle(request, "/127.0.0.1").await {
@@ -1067,4 +1069,99 @@ async fn create_partitions_grows_a_topic_and_refuses_what_kafka_refuses() {
         .await
         .unwrap();
     assert_eq!(offsets.log_end_offset, 1);
+}
+
+fn simple_commit(group: &str, topic: &str, partition: i32, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(offset)])])
+}
+
+async fn committed(broker: &Broker, group: &str, topic: &str, partitions: Vec<i32>) -> Vec<i64> {
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partition_indexes(partitions)]));
+    let response: OffsetFetchResponse = call(broker, ApiKey::OffsetFetch, 7, &fetch).await;
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect()
+}
+
+/// DeleteGroups and OffsetDelete: what they remove stays removed across a
+/// restart; a group with members is not deleted; unknown groups are
+/// GROUP_ID_NOT_FOUND.
+#[tokio::test]
+async fn deleted_groups_and_offsets_stay_deleted_across_a_restart() {
+    let test = start_broker(test_config()).await;
+    test.broker.create_topic("t", 2, -1, false).await.unwrap();
+    for (group, partition, offset) in [("gone", 0, 3), ("kept", 0, 4), ("kept", 1, 5)] {
+        let response: OffsetCommitResponse = call(
+            &test.broker,
+            ApiKey::OffsetCommit,
+            8,
+            &simple_commit(group, "t", partition, offset),
+        )
+        .await;
+        assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    }
+    let delete = DeleteGroupsRequest::default().with_groups_names(vec![
+        GroupId(StrBytes::from_static_str("gone")),
+        GroupId(StrBytes::from_static_str("never")),
+    ]);
+    let response: DeleteGroupsResponse = call(&test.broker, ApiKey::DeleteGroups, 2, &delete).await;
+    let codes: Vec<i16> = response.results.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, [0, ResponseError::GroupIdNotFound.code()]);
+
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let offset_delete = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("kept")))
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(topic_name("t"))
+            .with_partitions(vec![
+                OffsetDeleteRequestPartition::default().with_partition_index(1)
+            ])]);
+    let response: OffsetDeleteResponse =
+        call(&test.broker, ApiKey::OffsetDelete, 0, &offset_delete).await;
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    assert_eq!(
+        committed(&test.broker, "kept", "t", vec![0, 1]).await,
+        [4, -1]
+    );
+
+    let storage = test.storage.clone();
+    drop(test);
+    let restarted = start_broker_on(test_config(), storage).await;
+    assert_eq!(
+        committed(&restarted.broker, "gone", "t", vec![0]).await,
+        [-1]
+    );
+    assert_eq!(
+        committed(&restarted.broker, "kept", "t", vec![0, 1]).await,
+        [4, -1]
+    );
+    let listed: ListGroupsResponse = call(
+        &restarted.broker,
+        ApiKey::ListGroups,
+        4,
+        &ListGroupsRequest::default(),
+    )
+    .await;
+    let ids: Vec<String> = listed
+        .groups
+        .iter()
+        .map(|g| g.group_id.to_string())
+        .collect();
+    assert_eq!(ids, ["kept"]);
 }

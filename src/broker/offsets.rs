@@ -143,6 +143,14 @@ fn records_of(durable: &Durable) -> Vec<(String, Option<String>)> {
             .iter()
             .map(|(topic, partition)| (format!("offset\0{group_id}\0{topic}\0{partition}"), None))
             .collect(),
+        Durable::GroupTombstone {
+            group_id,
+            partitions,
+        } => partitions
+            .iter()
+            .map(|(topic, partition)| (format!("offset\0{group_id}\0{topic}\0{partition}"), None))
+            .chain(std::iter::once((format!("generation\0{group_id}"), None)))
+            .collect(),
     }
 }
 
@@ -284,7 +292,11 @@ fn apply(coordinator: &mut GroupCoordinator, key: &str, value: Option<&str>) -> 
                 )],
             );
         }
-        "generation" => coordinator.restore_generation(key_parts.next()?, value?.parse().ok()?),
+        "generation" => match value {
+            Some(value) => coordinator.restore_generation(key_parts.next()?, value.parse().ok()?),
+            // DeleteGroups wrote it after the group's offsets' tombstones.
+            None => coordinator.forget_group(key_parts.next()?),
+        },
         _ => return None,
     }
     Some(())

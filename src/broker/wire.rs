@@ -339,6 +339,10 @@ impl Summarise for IncrementalAlterConfigsRequest {}
 impl Summarise for IncrementalAlterConfigsResponse {}
 impl Summarise for CreatePartitionsRequest {}
 impl Summarise for CreatePartitionsResponse {}
+impl Summarise for DeleteGroupsRequest {}
+impl Summarise for DeleteGroupsResponse {}
+impl Summarise for OffsetDeleteRequest {}
+impl Summarise for OffsetDeleteResponse {}
 impl Summarise for BrokerRegistrationRequest {}
 impl Summarise for BrokerRegistrationResponse {}
 impl Summarise for AlterPartitionRequest {}

@@ -1078,6 +1078,72 @@ impl Admin {
         })
     }
 
+    /// DeleteGroups on the group's coordinator: the group and its committed
+    /// offsets go, durably. A group with members is NON_EMPTY_GROUP.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), ClientError> {
+        use kafka_protocol::messages::DeleteGroupsRequest;
+        let (_, connection) = self.coordinator(group_id).await?;
+        let req = DeleteGroupsRequest::default()
+            .with_groups_names(vec![GroupId(StrBytes::from_string(group_id.to_string()))]);
+        let response = connection.call(req).await?;
+        let result = response
+            .results
+            .first()
+            .ok_or_else(|| ClientError::Protocol {
+                addr: connection.addr().to_string(),
+                message: "DeleteGroups response without results".to_string(),
+            })?;
+        ClientError::check(result.error_code)
+    }
+
+    /// OffsetDelete on the group's coordinator: forgets the group's
+    /// committed offsets of `partitions`. A topic a member of the group
+    /// subscribes to is GROUP_SUBSCRIBED_TO_TOPIC.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<(), ClientError> {
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        use kafka_protocol::messages::OffsetDeleteRequest;
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in partitions {
+            by_topic
+                .entry(tp.topic.as_str())
+                .or_default()
+                .push(tp.partition);
+        }
+        let topics = by_topic
+            .into_iter()
+            .map(|(topic, indexes)| {
+                OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(
+                        indexes
+                            .into_iter()
+                            .map(|p| {
+                                OffsetDeleteRequestPartition::default().with_partition_index(p)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        let (_, connection) = self.coordinator(group_id).await?;
+        let req = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group_id.to_string())))
+            .with_topics(topics);
+        let response = connection.call(req).await?;
+        ClientError::check(response.error_code)?;
+        for topic in &response.topics {
+            for partition in &topic.partitions {
+                ClientError::check(partition.error_code)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Committed offsets of `group_id` for every partition it has committed.
     pub async fn group_offsets(
         &self,

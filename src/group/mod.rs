@@ -155,9 +155,15 @@ pub enum Durable {
         group_id: String,
         offsets: Vec<(String, i32, CommittedOffset)>,
     },
-    /// Offsets deleted with their topic: tombstones, so a restart does not
-    /// bring them back.
+    /// Offsets deleted with their topic, or by OffsetDelete: tombstones,
+    /// so a restart does not bring them back.
     OffsetTombstones {
+        group_id: String,
+        partitions: Vec<(String, i32)>,
+    },
+    /// A group deleted (DeleteGroups): its offsets' tombstones, then its
+    /// generation's, after which a restart knows nothing of it.
+    GroupTombstone {
         group_id: String,
         partitions: Vec<(String, i32)>,
     },
@@ -227,6 +233,10 @@ struct Group {
     /// pause (each commit waiting on replication) could hold the rebalance
     /// off for ever.
     completion_due: bool,
+    /// DeleteGroups is writing this group's tombstones: joins and commits
+    /// are refused (COORDINATOR_NOT_AVAILABLE, which clients retry) until
+    /// the group is gone, or back if the write failed.
+    deleting: bool,
 }
 
 impl Group {
@@ -245,6 +255,7 @@ impl Group {
             offsets: BTreeMap::new(),
             persists_pending: 0,
             completion_due: false,
+            deleting: false,
         }
     }
 
@@ -300,6 +311,10 @@ enum Pending {
     Tombstones {
         group_id: String,
         waiter: Option<WaiterId>,
+    },
+    GroupDeletion {
+        group_id: String,
+        waiter: WaiterId,
     },
 }
 
@@ -399,6 +414,9 @@ impl GroupCoordinator {
             .groups
             .entry(request.group_id.clone())
             .or_insert_with(Group::new);
+        if group.deleting {
+            return fail(ResponseError::CoordinatorNotAvailable);
+        }
         if group.state == GroupState::Dead {
             *group = Group::new();
         }
@@ -859,7 +877,8 @@ impl GroupCoordinator {
         let group_id = match &pending {
             Pending::Generation { group_id, .. }
             | Pending::Commit { group_id, .. }
-            | Pending::Tombstones { group_id, .. } => group_id.clone(),
+            | Pending::Tombstones { group_id, .. }
+            | Pending::GroupDeletion { group_id, .. } => group_id.clone(),
         };
         if let Some(group) = self.groups.get_mut(&group_id) {
             group.persists_pending = group.persists_pending.saturating_sub(1);
@@ -915,6 +934,19 @@ impl GroupCoordinator {
                     effects.push(Effect::CompletePersist(waiter, result));
                 }
             }
+            Pending::GroupDeletion { group_id, waiter } => {
+                let result = if ok {
+                    self.groups.remove(&group_id);
+                    Ok(())
+                } else {
+                    if let Some(group) = self.groups.get_mut(&group_id) {
+                        group.deleting = false;
+                    }
+                    Err(code(ResponseError::CoordinatorNotAvailable))
+                };
+                effects.push(Effect::CompletePersist(waiter, result));
+                return effects;
+            }
         }
         self.maybe_complete_join(&group_id, now_ms, &mut effects);
         effects
@@ -962,7 +994,8 @@ impl GroupCoordinator {
                 Pending::Tombstones {
                     waiter: Some(waiter),
                     ..
-                } => effects.push(Effect::CompletePersist(
+                }
+                | Pending::GroupDeletion { waiter, .. } => effects.push(Effect::CompletePersist(
                     waiter,
                     Err(code(ResponseError::NotCoordinator)),
                 )),
@@ -1206,6 +1239,64 @@ impl GroupCoordinator {
             }
         }
         effects
+    }
+
+    /// DeleteGroups for one group: only an empty one (no members, no
+    /// rebalance), else NON_EMPTY_GROUP; an unknown one is
+    /// GROUP_ID_NOT_FOUND. Its offsets' and generation's tombstones are
+    /// written (offsets still being committed included), and
+    /// [`Effect::CompletePersist`] for `waiter` comes once they are durable
+    /// and the group is gone.
+    pub fn delete_group(&mut self, group_id: &str, waiter: WaiterId) -> Vec<Effect> {
+        let refuse = |error| vec![Effect::CompletePersist(waiter, Err(code(error)))];
+        if group_id.is_empty() {
+            return refuse(ResponseError::InvalidGroupId);
+        }
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return refuse(ResponseError::GroupIdNotFound);
+        };
+        if group.deleting {
+            return refuse(ResponseError::CoordinatorNotAvailable);
+        }
+        if !group.members.is_empty()
+            || !group.pending_members.is_empty()
+            || !matches!(group.state, GroupState::Empty | GroupState::Dead)
+        {
+            return refuse(ResponseError::NonEmptyGroup);
+        }
+        group.deleting = true;
+        group.persists_pending += 1;
+        let mut partitions: std::collections::BTreeSet<(String, i32)> =
+            group.offsets.keys().cloned().collect();
+        for pending in self.pending.values() {
+            if let Pending::Commit {
+                group_id: committing,
+                offsets,
+                ..
+            } = pending
+            {
+                if committing == group_id {
+                    partitions.extend(offsets.iter().map(|(t, p, _)| (t.clone(), *p)));
+                }
+            }
+        }
+        let effect = self.persist(
+            Pending::GroupDeletion {
+                group_id: group_id.to_string(),
+                waiter,
+            },
+            Durable::GroupTombstone {
+                group_id: group_id.to_string(),
+                partitions: partitions.into_iter().collect(),
+            },
+        );
+        vec![effect]
+    }
+
+    /// Forgets a group entirely: its generation's tombstone, read back on
+    /// start.
+    pub fn forget_group(&mut self, group_id: &str) {
+        self.groups.remove(group_id);
     }
 
     /// Restores a persisted generation on start, so generations never repeat.

@@ -39,6 +39,13 @@ impl GroupCoordinator {
         if request.group_id.is_empty() {
             return Err(code(ResponseError::InvalidGroupId));
         }
+        if self
+            .groups
+            .get(&request.group_id)
+            .is_some_and(|group| group.deleting)
+        {
+            return Err(code(ResponseError::CoordinatorNotAvailable));
+        }
         let Some(group) = self.groups.get(&request.group_id) else {
             return if request.generation_id < 0 {
                 Ok(())
@@ -205,5 +212,84 @@ impl GroupCoordinator {
             }
         }
         effects
+    }
+
+    /// OffsetDelete: forgets a group's committed offsets for `partitions`,
+    /// as Kafka allows it. The group must exist (else GROUP_ID_NOT_FOUND);
+    /// a group with members may lose only offsets of topics no member
+    /// subscribes to (others are GROUP_SUBSCRIBED_TO_TOPIC), and only if
+    /// it uses the consumer protocol (else NON_EMPTY_GROUP). Returns each
+    /// partition's error code (0: deleted, or there was nothing to delete)
+    /// and the effects: the tombstones, then [`Effect::CompletePersist`]
+    /// for `waiter` once they are durable (at once when there are none).
+    pub fn delete_offsets(
+        &mut self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+        waiter: WaiterId,
+    ) -> (Result<Vec<i16>, i16>, Vec<Effect>) {
+        let refuse = |error: ResponseError| {
+            (
+                Err(code(error)),
+                vec![Effect::CompletePersist(waiter, Ok(()))],
+            )
+        };
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return refuse(ResponseError::GroupIdNotFound);
+        };
+        if group.deleting {
+            return refuse(ResponseError::CoordinatorNotAvailable);
+        }
+        let subscribed: Option<std::collections::BTreeSet<String>> = if group.members.is_empty() {
+            Some(std::collections::BTreeSet::new())
+        } else if group.protocol_type.as_deref() == Some("consumer") {
+            let protocol = group.protocol_name.clone().unwrap_or_default();
+            Some(
+                group
+                    .members
+                    .values()
+                    .filter_map(|member| {
+                        let (_, metadata) = member
+                            .protocols
+                            .iter()
+                            .find(|(name, _)| *name == protocol)?;
+                        crate::client::assignor::decode_subscription(metadata).ok()
+                    })
+                    .flat_map(|subscription| subscription.topics)
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let Some(subscribed) = subscribed else {
+            return refuse(ResponseError::NonEmptyGroup);
+        };
+        let mut codes = Vec::with_capacity(partitions.len());
+        let mut deleted = Vec::new();
+        for (topic, partition) in partitions {
+            if subscribed.contains(topic) {
+                codes.push(code(ResponseError::GroupSubscribedToTopic));
+                continue;
+            }
+            codes.push(0);
+            if group.offsets.remove(&(topic.clone(), *partition)).is_some() {
+                deleted.push((topic.clone(), *partition));
+            }
+        }
+        if deleted.is_empty() {
+            return (Ok(codes), vec![Effect::CompletePersist(waiter, Ok(()))]);
+        }
+        group.persists_pending += 1;
+        let effect = self.persist(
+            Pending::Tombstones {
+                group_id: group_id.to_string(),
+                waiter: Some(waiter),
+            },
+            Durable::OffsetTombstones {
+                group_id: group_id.to_string(),
+                partitions: deleted,
+            },
+        );
+        (Ok(codes), vec![effect])
     }
 }

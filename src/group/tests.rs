@@ -865,3 +865,151 @@ fn a_rebalance_due_to_complete_refuses_new_commits_until_the_ones_in_flight_land
         Some(5)
     );
 }
+
+fn persists(effects: &[Effect]) -> Vec<(WaiterId, Result<(), i16>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CompletePersist(waiter, result) => Some((*waiter, *result)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A simple (member-less) commit to group "g".
+fn simple_commit(partition: i32, offset: i64) -> CommitRequest {
+    let mut request = commit(-1, "", offset);
+    request.offsets[0].1 = partition;
+    request
+}
+
+#[test]
+fn only_an_empty_group_is_deleted_and_its_tombstones_cover_commits_in_flight() {
+    let mut shell = Shell::new(config());
+    let effects = shell.coordinator.delete_group("nope", 1);
+    assert_eq!(
+        persists(&effects),
+        [(1, Err(ResponseError::GroupIdNotFound.code()))]
+    );
+    let member = stable_single_member(&mut shell);
+    let effects = shell.coordinator.delete_group("g", 2);
+    assert_eq!(
+        persists(&effects),
+        [(2, Err(ResponseError::NonEmptyGroup.code()))]
+    );
+    let (_, _) = shell.leave(1, &[by_member(&member)]);
+    shell.commit(2, 3, simple_commit(0, 5));
+    // A commit still being written when the deletion starts: its partition
+    // is tombstoned too, and the group refuses joins and commits meanwhile.
+    shell.hold = true;
+    shell.commit(3, 4, simple_commit(1, 9));
+    let effects = shell.coordinator.delete_group("g", 5);
+    let effects = shell.drive(4, effects);
+    assert!(persists(&effects).is_empty(), "held until durable");
+    let join = shell.coordinator.join(5, 6, join_request(""));
+    assert_eq!(
+        joins(&join)[0].1.error_code,
+        ResponseError::CoordinatorNotAvailable.code()
+    );
+    assert_eq!(
+        shell
+            .coordinator
+            .validate_offset_commit(&simple_commit(0, 7)),
+        Err(ResponseError::CoordinatorNotAvailable.code())
+    );
+    let effects = shell.release(6, true);
+    assert_eq!(persists(&effects), [(5, Ok(()))]);
+    assert_eq!(
+        shell.persisted.last(),
+        Some(&Durable::GroupTombstone {
+            group_id: "g".into(),
+            partitions: vec![("t".into(), 0), ("t".into(), 1)],
+        })
+    );
+    assert!(shell.coordinator.list().is_empty(), "the group is gone");
+    assert_eq!(shell.coordinator.committed_offset("g", "t", 1), None);
+}
+
+#[test]
+fn a_failed_deletion_leaves_the_group_as_it_was() {
+    let mut shell = Shell::new(config());
+    shell.commit(0, 1, simple_commit(0, 5));
+    shell.hold = true;
+    let effects = shell.coordinator.delete_group("g", 2);
+    shell.drive(1, effects);
+    let effects = shell.release(2, false);
+    assert_eq!(
+        persists(&effects),
+        [(2, Err(ResponseError::CoordinatorNotAvailable.code()))]
+    );
+    assert_eq!(
+        shell
+            .coordinator
+            .committed_offset("g", "t", 0)
+            .map(|c| c.offset),
+        Some(5)
+    );
+    assert_eq!(
+        shell
+            .coordinator
+            .validate_offset_commit(&simple_commit(0, 6)),
+        Ok(())
+    );
+}
+
+#[test]
+fn offsets_of_topics_a_member_subscribes_to_are_not_deleted() {
+    use crate::client::assignor;
+    let mut shell = Shell::new(config());
+    let mut request = join_request("");
+    let subscription = assignor::encode_subscription(&["t".to_string()]);
+    request.protocols = vec![("range".into(), subscription)];
+    stable_single(&mut shell, request);
+    // Simple commits cannot reach a group with members; seed by replay.
+    shell.coordinator.apply_offset_commit(
+        "g",
+        vec![
+            (
+                "t".into(),
+                0,
+                CommittedOffset {
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                },
+            ),
+            (
+                "u".into(),
+                0,
+                CommittedOffset {
+                    offset: 2,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                },
+            ),
+        ],
+    );
+    let partitions = [
+        ("t".to_string(), 0),
+        ("u".to_string(), 0),
+        ("u".to_string(), 7),
+    ];
+    let (codes, effects) = shell.coordinator.delete_offsets("g", &partitions, 1);
+    assert_eq!(
+        codes,
+        Ok(vec![ResponseError::GroupSubscribedToTopic.code(), 0, 0])
+    );
+    let effects = shell.drive(1, effects);
+    assert_eq!(persists(&effects), [(1, Ok(()))]);
+    assert_eq!(
+        shell.persisted.last(),
+        Some(&Durable::OffsetTombstones {
+            group_id: "g".into(),
+            partitions: vec![("u".into(), 0)],
+        })
+    );
+    assert!(shell.coordinator.committed_offset("g", "t", 0).is_some());
+    assert!(shell.coordinator.committed_offset("g", "u", 0).is_none());
+    let (codes, _) = shell.coordinator.delete_offsets("nope", &partitions, 2);
+    assert_eq!(codes, Err(ResponseError::GroupIdNotFound.code()));
+}

@@ -8,13 +8,17 @@ broker.
 - Broker configs: described, read-only.
 - CreatePartitions: a topic grows; a count below the current one is
   INVALID_PARTITIONS.
+- DeleteGroups and OffsetDelete: an empty group and its offsets go; a
+  group with a live member is NON_EMPTY_GROUP; an offset of a topic a
+  member subscribes to is GROUP_SUBSCRIBED_TO_TOPIC.
 
 Usage: admin_check.py BOOTSTRAP
 """
 
 import sys
+import time
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -28,6 +32,8 @@ from kafka.admin import ConfigResource as KpConfigResource
 from kafka.admin import ConfigResourceType, KafkaAdminClient
 from kafka.admin import NewPartitions as KpNewPartitions
 from kafka.admin import NewTopic as KpNewTopic
+from kafka.structs import OffsetAndMetadata
+from kafka.structs import TopicPartition as KpTopicPartition
 
 TIMEOUT_S = 30
 
@@ -135,6 +141,69 @@ def kafka_python_create_partitions(bootstrap):
     print("kafka-python create_partitions: ok", flush=True)
 
 
+def live_member(bootstrap, group, topic):
+    """A confluent consumer in `group`, subscribed to `topic`, once it has
+    its assignment."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    deadline = time.time() + TIMEOUT_S
+    while not consumer.assignment():
+        if time.time() > deadline:
+            fail(f"librdkafka: no assignment in {group}")
+        consumer.poll(0.2)
+    return consumer
+
+
+def confluent_delete_groups(admin, bootstrap):
+    topic = "admin-groups-ck"
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(TIMEOUT_S)
+    member = live_member(bootstrap, "ck-live", topic)
+    member.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+    try:
+        admin.delete_consumer_groups(["ck-live"])["ck-live"].result(TIMEOUT_S)
+        fail("librdkafka: a group with a live member was deleted")
+    except KafkaException as error:
+        expect("librdkafka delete of a live group", error.args[0].name(), "NON_EMPTY_GROUP")
+    kp_admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    refused = kp_admin.delete_group_offsets("ck-live", [KpTopicPartition(topic, 0)])
+    expect("kafka-python delete_group_offsets of a subscribed topic",
+           [getattr(e, "__name__", str(e)) for e in refused.values()],
+           ["GroupSubscribedToTopicError"])
+    kp_admin.close()
+    member.close()
+    admin.delete_consumer_groups(["ck-live"])["ck-live"].result(TIMEOUT_S)
+    listed = admin.list_consumer_groups().result(TIMEOUT_S)
+    if any(g.group_id == "ck-live" for g in listed.valid):
+        fail("librdkafka: the deleted group is still listed")
+    print("librdkafka delete_consumer_groups: ok", flush=True)
+
+
+def kafka_python_delete_groups(bootstrap):
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    topic = "admin-groups-kp"
+    admin.create_topics([KpNewTopic(topic, 2, 1)])
+    offsets = {KpTopicPartition(topic, p): OffsetAndMetadata(5, "", -1) for p in (0, 1)}
+    admin.alter_group_offsets("kp-empty", offsets)
+    deleted = admin.delete_group_offsets("kp-empty", [KpTopicPartition(topic, 0)])
+    expect("kafka-python delete_group_offsets",
+           [getattr(e, "__name__", str(e)) for e in deleted.values()],
+           ["NoError"])
+    left = admin.list_group_offsets({"kp-empty": None})
+    kept = sorted(tp.partition for tp in left["kp-empty"])
+    expect("kafka-python offsets left", kept, [1])
+    result = admin.delete_groups(["kp-empty", "kp-never"])
+    names = {group: getattr(error, "__name__", str(error)) for group, error in result.items()}
+    expect("kafka-python delete_groups", names,
+           {"kp-empty": "OK", "kp-never": "GroupIdNotFoundError"})
+    admin.close()
+    print("kafka-python delete_groups and delete_group_offsets: ok", flush=True)
+
+
 def main():
     bootstrap = sys.argv[1]
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -142,6 +211,8 @@ def main():
     kafka_python_topic_configs(bootstrap)
     confluent_create_partitions(admin)
     kafka_python_create_partitions(bootstrap)
+    confluent_delete_groups(admin, bootstrap)
+    kafka_python_delete_groups(bootstrap)
     print("OK: admin calls", flush=True)
 
 

@@ -11,6 +11,7 @@
 mod configs;
 mod fetch;
 mod group;
+mod group_admin;
 mod group_offsets;
 mod init_producer_id;
 mod list_offsets;
@@ -65,7 +66,9 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     configs::DESCRIBE_CONFIGS,
     configs::ALTER_CONFIGS,
     topics::CREATE_PARTITIONS,
+    group_admin::DELETE_GROUPS,
     configs::INCREMENTAL_ALTER_CONFIGS,
+    group_admin::OFFSET_DELETE,
     quorum::VOTE,
     quorum::BEGIN_QUORUM_EPOCH,
     quorum::END_QUORUM_EPOCH,
@@ -369,6 +372,8 @@ impl Broker {
             AlterConfigs => AlterConfigsRequest => alter_configs,
             IncrementalAlterConfigs => IncrementalAlterConfigsRequest => incremental_alter_configs,
             CreatePartitions => CreatePartitionsRequest => create_partitions,
+            DeleteGroups => DeleteGroupsRequest => delete_groups,
+            OffsetDelete => OffsetDeleteRequest => offset_delete,
         )
     }
 
