@@ -251,6 +251,57 @@ pub async fn topics_alter(
     Ok(())
 }
 
+/// `kafka-delete-records.sh`: moves one partition's log start to
+/// `offset` (-1: its high watermark).
+pub async fn delete_records(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    tp: &TopicPartition,
+    offset: i64,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    let low_watermark = admin(bootstrap, connector)
+        .delete_records(tp, offset)
+        .await
+        .with_context(|| format!("deleting records of {tp}"))?;
+    writeln!(out, "Records delete operation completed:")?;
+    writeln!(out, "partition: {tp}\tlow_watermark: {low_watermark}")?;
+    Ok(())
+}
+
+/// `kafka-get-offsets.sh --topic T [--time -1|-2|ms]`: `topic:partition:offset`
+/// per partition, the latest offsets by default.
+pub async fn get_offsets(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    topic: &str,
+    partitions: Option<Vec<i32>>,
+    time: i64,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    let admin = admin(bootstrap, connector);
+    let described = admin.describe_topics(Some(&[topic.to_string()])).await?;
+    let info = described
+        .first()
+        .filter(|info| info.error_code == 0)
+        .with_context(|| format!("topic {topic} does not exist"))?;
+    let wanted: Vec<TopicPartition> = info
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .filter(|p| partitions.as_ref().is_none_or(|only| only.contains(p)))
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    let found = admin
+        .cluster()
+        .list_offsets(&wanted, time, Duration::from_secs(30))
+        .await?;
+    for (tp, (offset, _)) in found {
+        writeln!(out, "{}:{}:{offset}", tp.topic, tp.partition)?;
+    }
+    Ok(())
+}
+
 /// `kafka-topics.sh --list`: one name per line, sorted.
 pub async fn topics_list(
     bootstrap: &str,

@@ -70,6 +70,31 @@ enum Command {
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
     },
+    /// Move a partition's log start up (like kafka-delete-records.sh).
+    DeleteRecords {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// The new log start; -1 for the high watermark.
+        #[arg(long, allow_hyphen_values = true)]
+        offset: i64,
+    },
+    /// Print partitions' offsets as topic:partition:offset (like kafka-get-offsets.sh).
+    GetOffsets {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[arg(long)]
+        topic: String,
+        /// Only these partitions (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        partitions: Vec<i32>,
+        /// -1 for the latest offsets, -2 for the earliest, or a timestamp in ms.
+        #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+        time: i64,
+    },
     /// Describe or alter topic and broker configs (like kafka-configs.sh).
     Configs {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -317,6 +342,32 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             .await?;
             eprintln!("Processed a total of {count} messages");
             Ok(())
+        }
+        Command::DeleteRecords {
+            bootstrap_server,
+            topic,
+            partition,
+            offset,
+        } => {
+            let tp = sluice::client::TopicPartition::new(&topic, partition);
+            cli_tools::delete_records(&bootstrap_server, connector, &tp, offset, &mut stdout).await
+        }
+        Command::GetOffsets {
+            bootstrap_server,
+            topic,
+            partitions,
+            time,
+        } => {
+            let only = (!partitions.is_empty()).then_some(partitions);
+            cli_tools::get_offsets(
+                &bootstrap_server,
+                connector,
+                &topic,
+                only,
+                time,
+                &mut stdout,
+            )
+            .await
         }
         Command::Configs {
             bootstrap_server,

@@ -460,6 +460,56 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
     let keyed: String = (0..20).map(|i| format!("k{i}:v{i}\n")).collect();
     produce(&bootstrap_all, "configured", &keyed);
     assert_eq!(consume_count(&bootstrap_all, "configured", 20), 20);
+    // DeleteRecords up to partition 0's high watermark: answered once every
+    // in-sync replica has the new log start, so it outlives failovers
+    // (checked after the controller's kill below).
+    let output = sluice(
+        &[
+            "delete-records",
+            "--topic",
+            "configured",
+            "--partition",
+            "0",
+            "--offset",
+            "-1",
+            "--bootstrap-server",
+            &bootstrap_all,
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let low_watermark: i64 = stdout(&output)
+        .split("low_watermark: ")
+        .nth(1)
+        .and_then(|rest| rest.trim().parse().ok())
+        .expect("a low watermark");
+    let earliest = || {
+        let output = sluice(
+            &[
+                "get-offsets",
+                "--topic",
+                "configured",
+                "--partitions",
+                "0",
+                "--time",
+                "-2",
+                "--bootstrap-server",
+                &bootstrap_all,
+            ],
+            None,
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout(&output).trim().to_string()
+    };
+    assert_eq!(earliest(), format!("configured:0:{low_watermark}"));
 
     let lines: String = (0..60).map(|i| format!("k{}:v{i}\n", i % 12)).collect();
     produce(&bootstrap_all, "orders", &lines);
@@ -519,6 +569,9 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
     }
     produce(&bootstrap_all, "orders", "k0:after\n");
     assert_eq!(consume_count(&bootstrap_all, "orders", 61), 61);
+    // The deleted records stayed deleted through the controller's kill,
+    // whoever leads partition 0 now.
+    assert_eq!(earliest(), format!("configured:0:{low_watermark}"));
     // The restarted controller replayed the topic's configs.
     wait_for_configs(
         &nodes[killed].address,

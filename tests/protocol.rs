@@ -222,6 +222,7 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
                 }
                 ApiKey::DeleteGroups => frame(key, version, &DeleteGroupsRequest::default()),
                 ApiKey::OffsetDelete => frame(key, version, &OffsetDeleteRequest::default()),
+                ApiKey::DeleteRecords => frame(key, version, &delete_records("t", &[(0, 0)])),
                 other => panic!("advertised but untested: {other:?}"),
             };
             match test.broker.handle(request, "/127.0.0.1").await {
@@ -1164,4 +1165,97 @@ async fn deleted_groups_and_offsets_stay_deleted_across_a_restart() {
         .map(|g| g.group_id.to_string())
         .collect();
     assert_eq!(ids, ["kept"]);
+}
+
+fn delete_records(topic: &str, partitions: &[(i32, i64)]) -> DeleteRecordsRequest {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|(index, offset)| {
+                        DeleteRecordsPartition::default()
+                            .with_partition_index(*index)
+                            .with_offset(*offset)
+                    })
+                    .collect(),
+            )])
+}
+
+/// DeleteRecords: the log start moves up to the asked offset (the high
+/// watermark for -1), reads below it are out of range, and it holds across
+/// a restart; an offset past the high watermark is OFFSET_OUT_OF_RANGE.
+#[tokio::test]
+async fn delete_records_moves_the_log_start_durably() {
+    let test = start_broker(test_config()).await;
+    test.broker.create_topic("t", 2, -1, false).await.unwrap();
+    for value in [b"a", b"b", b"c", b"d", b"e"] {
+        produce_one(
+            &test.broker,
+            "t",
+            encode_batch(&[value.as_slice()], 1, -1, -1, -1),
+        )
+        .await;
+    }
+    let results = |response: DeleteRecordsResponse| -> Vec<(i64, i16)> {
+        response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.low_watermark, p.error_code))
+            .collect()
+    };
+    let response: DeleteRecordsResponse = call(
+        &test.broker,
+        ApiKey::DeleteRecords,
+        2,
+        &delete_records("t", &[(0, 3), (1, 9), (7, 0)]),
+    )
+    .await;
+    assert_eq!(
+        results(response),
+        [
+            (3, 0),
+            (-1, ResponseError::OffsetOutOfRange.code()),
+            (-1, ResponseError::UnknownTopicOrPartition.code())
+        ]
+    );
+    let earliest: ListOffsetsResponse = call(
+        &test.broker,
+        ApiKey::ListOffsets,
+        6,
+        &list_offsets_request("t", -2),
+    )
+    .await;
+    assert_eq!(earliest.topics[0].partitions[0].offset, 3);
+    let below: FetchResponse =
+        call(&test.broker, ApiKey::Fetch, 12, &fetch_request("t", 2, 0)).await;
+    assert_eq!(
+        below.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+
+    let storage = test.storage.clone();
+    drop(test);
+    let restarted = start_broker_on(test_config(), storage).await;
+    let offsets = restarted
+        .broker
+        .partition("t", 0)
+        .unwrap()
+        .offsets()
+        .await
+        .unwrap();
+    assert_eq!((offsets.log_start_offset, offsets.log_end_offset), (3, 5));
+    let everything: DeleteRecordsResponse = call(
+        &restarted.broker,
+        ApiKey::DeleteRecords,
+        2,
+        &delete_records("t", &[(0, -1)]),
+    )
+    .await;
+    assert_eq!(results(everything), [(5, 0)]);
 }

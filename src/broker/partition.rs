@@ -154,6 +154,11 @@ pub struct Partition {
     offline: AtomicBool,
     /// One fsync at a time; appends that arrive during it share the next one.
     flush_turn: tokio::sync::Mutex<()>,
+    /// Each follower's log start offset, as its latest fetch reported it
+    /// (Fetch's `log_start_offset`): DeleteRecords waits until every ISR
+    /// member's has reached the new start. `log_starts_moved` wakes it.
+    follower_log_starts: Mutex<BTreeMap<i32, i64>>,
+    log_starts_moved: tokio::sync::watch::Sender<u64>,
     /// Only under the planted `skip-truncation-same-leader`: this follower's
     /// leader kept its broker across the last leader epoch change, and the
     /// follower skips the divergence check.
@@ -242,6 +247,8 @@ impl Partition {
             offline: AtomicBool::new(false),
             same_leader_skips_epoch_check: AtomicBool::new(false),
             flush_turn: tokio::sync::Mutex::new(()),
+            follower_log_starts: Mutex::new(BTreeMap::new()),
+            log_starts_moved: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -737,6 +744,92 @@ impl Partition {
             });
         }
         Ok(())
+    }
+
+    /// DeleteRecords on the leader: moves the log start to `offset` (-1:
+    /// the high watermark) durably and returns it. An offset past the high
+    /// watermark is OFFSET_OUT_OF_RANGE; only the leader deletes.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, i16> {
+        if !self.is_leader() {
+            return Err(ResponseError::NotLeaderOrFollower.code());
+        }
+        self.with_log(async |log| {
+            let target = if offset == -1 {
+                log.high_watermark()
+            } else {
+                offset
+            };
+            if target < 0 || target > log.high_watermark() {
+                return Ok(Err(ResponseError::OffsetOutOfRange.code()));
+            }
+            log.advance_log_start(target).await?;
+            Ok(Ok(log.log_start_offset()))
+        })
+        .await
+        .unwrap_or_else(|error| Err(error.code()))
+    }
+
+    /// A follower's fetch reported its log start offset.
+    pub fn note_follower_log_start(&self, follower_id: i32, log_start_offset: i64) {
+        if log_start_offset < 0 {
+            return;
+        }
+        let previous = self
+            .follower_log_starts
+            .lock()
+            .expect("follower log starts lock")
+            .insert(follower_id, log_start_offset);
+        if previous != Some(log_start_offset) {
+            self.log_starts_moved.send_modify(|moves| *moves += 1);
+        }
+    }
+
+    /// Waits until every other member of the ISR reports a log start at or
+    /// past `offset` (DeleteRecords' low watermark), or this broker stops
+    /// leading. The caller bounds the wait. Returns whether they all did.
+    pub async fn wait_log_start_replicated(&self, offset: i64) -> bool {
+        let mut moved = self.log_starts_moved.subscribe();
+        loop {
+            if !self.is_leader() {
+                return false;
+            }
+            let isr: Vec<i32> = {
+                let guard = self.hosted.lock().await;
+                match guard.as_ref().and_then(|hosted| hosted.replica.isr()) {
+                    Some(isr) => isr.iter().copied().collect(),
+                    None => return false,
+                }
+            };
+            let all = {
+                let starts = self
+                    .follower_log_starts
+                    .lock()
+                    .expect("follower log starts lock");
+                isr.iter()
+                    .filter(|id| **id != self.node_id)
+                    .all(|id| starts.get(id).is_some_and(|start| *start >= offset))
+            };
+            if all {
+                return true;
+            }
+            if moved.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// A follower adopts the leader's log start (its DeleteRecords), up to
+    /// what it holds itself.
+    pub async fn follow_leader_log_start(
+        &self,
+        leader_log_start: i64,
+    ) -> Result<(), PartitionError> {
+        self.with_log(async |log| {
+            let target = leader_log_start.min(log.log_end_offset());
+            log.advance_log_start(target).await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn offsets(&self) -> Result<PartitionOffsets, PartitionError> {

@@ -142,6 +142,7 @@ impl Broker {
             let Ok((fetch_offset, last_fetched_epoch)) = partition.fetch_position().await else {
                 continue;
             };
+            let log_start_offset = partition.offsets().await.map_or(-1, |o| o.log_start_offset);
             let leader_epoch = partition.leader_epoch();
             by_topic.entry(partition.topic.clone()).or_default().push(
                 fetch_request::FetchPartition::default()
@@ -149,6 +150,7 @@ impl Broker {
                     .with_current_leader_epoch(leader_epoch)
                     .with_fetch_offset(fetch_offset)
                     .with_last_fetched_epoch(last_fetched_epoch)
+                    .with_log_start_offset(log_start_offset)
                     .with_partition_max_bytes(REPLICA_FETCH_PARTITION_BYTES_MAX),
             );
             asked.push((Arc::clone(partition), leader_epoch));
@@ -234,6 +236,13 @@ impl Broker {
             .await
         {
             Ok(()) => {
+                // DeleteRecords on the leader moves this replica's start too.
+                if let Err(error) = partition
+                    .follow_leader_log_start(data.log_start_offset)
+                    .await
+                {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "follower could not move its log start");
+                }
                 self.notify_data_arrived();
                 true
             }

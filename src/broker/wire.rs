@@ -343,6 +343,8 @@ impl Summarise for DeleteGroupsRequest {}
 impl Summarise for DeleteGroupsResponse {}
 impl Summarise for OffsetDeleteRequest {}
 impl Summarise for OffsetDeleteResponse {}
+impl Summarise for DeleteRecordsRequest {}
+impl Summarise for DeleteRecordsResponse {}
 impl Summarise for BrokerRegistrationRequest {}
 impl Summarise for BrokerRegistrationResponse {}
 impl Summarise for AlterPartitionRequest {}

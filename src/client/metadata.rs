@@ -868,6 +868,40 @@ impl Admin {
         Ok(())
     }
 
+    /// DeleteRecords on `tp`'s leader: its log start moves to `offset` (-1:
+    /// the high watermark). Returns the new low watermark.
+    pub async fn delete_records(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+    ) -> Result<i64, ClientError> {
+        use kafka_protocol::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        use kafka_protocol::messages::DeleteRecordsRequest;
+        let wait = Duration::from_millis(self.cluster.config.request_timeout_ms);
+        let (_, connection) = self.cluster.leader_connection(tp, wait).await?;
+        let timeout_ms = i32::try_from(self.cluster.config.request_timeout_ms).unwrap_or(i32::MAX);
+        let req = DeleteRecordsRequest::default()
+            .with_timeout_ms(timeout_ms)
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(tp.partition)
+                    .with_offset(offset)])]);
+        let response = connection.call(req).await?;
+        let partition = response
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol {
+                addr: connection.addr().to_string(),
+                message: "DeleteRecords response without the partition".to_string(),
+            })?;
+        ClientError::check(partition.error_code)?;
+        Ok(partition.low_watermark)
+    }
+
     /// DeleteTopics for one topic.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         self.at_controller(|connection| self.delete_topic_at(connection, name))

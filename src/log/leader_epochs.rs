@@ -30,6 +30,12 @@ impl LeaderEpochCache {
         }
         match self.entries.last() {
             Some(&(last, _)) if epoch <= last => {}
+            // The latest epoch holds no record (a log emptied up to its
+            // start, which kept the epoch covering it): the new one
+            // replaces it, so start offsets keep strictly rising.
+            Some(&(_, start)) if base_offset == start => {
+                *self.entries.last_mut().expect("an entry") = (epoch, base_offset);
+            }
             Some(&(_, start)) => {
                 assert!(
                     base_offset >= start,

@@ -88,6 +88,42 @@ impl Default for LogConfig {
     }
 }
 
+/// The log start offset DeleteRecords set, when it is past the first
+/// segment's base: Kafka's `log-start-offset-checkpoint`, one per log.
+const LOG_START_FILE: &str = "log-start-offset";
+
+async fn read_log_start(
+    storage: &dyn crate::storage::Storage,
+    dir: &Path,
+) -> Result<Option<i64>, LogError> {
+    let file = storage.open(&dir.join(LOG_START_FILE)).await?;
+    let bytes = file.read_at(0, 32).await?;
+    let text = String::from_utf8_lossy(&bytes);
+    match text.trim().parse::<i64>() {
+        Ok(offset) if offset >= 0 => Ok(Some(offset)),
+        // An empty or torn file: the atomic rename never happened, so the
+        // start it was to record was never acknowledged.
+        _ => Ok(None),
+    }
+}
+
+async fn write_log_start(
+    storage: &dyn crate::storage::Storage,
+    dir: &Path,
+    offset: i64,
+) -> Result<(), LogError> {
+    let temporary = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let _ = storage.remove(&temporary).await;
+    let file = storage.open(&temporary).await?;
+    file.append(Bytes::from(format!("{offset}\n"))).await?;
+    file.sync().await?;
+    storage
+        .rename(&temporary, &dir.join(LOG_START_FILE))
+        .await?;
+    storage.sync_dir(dir).await?;
+    Ok(())
+}
+
 /// Operating errors of a log. Each maps to one Kafka error code.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -151,9 +187,13 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<Self, LogError> {
         storage.create_dir(dir).await?;
-        let mut bases: Vec<i64> = storage
-            .list(dir)
-            .await?
+        let names = storage.list(dir).await?;
+        let start_checkpoint = if names.iter().any(|name| name == LOG_START_FILE) {
+            read_log_start(storage.as_ref(), dir).await?
+        } else {
+            None
+        };
+        let mut bases: Vec<i64> = names
             .iter()
             .filter_map(|name| segment::parse_log_file_name(name))
             .collect();
@@ -215,8 +255,14 @@ impl PartitionLog {
         }
         storage.sync_dir(dir).await?;
         log.active_mut().sync_all().await?;
-        log.log_start_offset = *log.segments.keys().next().expect("at least one segment");
         log.log_end_offset = log.active().next_offset;
+        // DeleteRecords may have moved the start past the first segment's
+        // base; never past the log end (a power loss may have cut the tail).
+        let first_base = *log.segments.keys().next().expect("at least one segment");
+        log.log_start_offset = start_checkpoint
+            .map_or(first_base, |checkpoint| checkpoint.max(first_base))
+            .min(log.log_end_offset);
+        log.epochs.truncate_from_start(log.log_start_offset);
         log.durable_offset = log.log_end_offset;
         log.high_watermark = log.log_end_offset;
         log.check_invariants();
@@ -637,6 +683,43 @@ impl PartitionLog {
         Ok(doomed.len())
     }
 
+    /// DeleteRecords: moves the log start offset up to `offset`, durably (a
+    /// checkpoint file, written atomically, that recovery reads), and
+    /// deletes the segments wholly below it. Records below the start are
+    /// never served again. Returns whether the start moved. The caller
+    /// keeps `offset` at or below what may be exposed (the high watermark
+    /// on a leader, the log end on a follower).
+    pub async fn advance_log_start(&mut self, offset: i64) -> Result<bool, LogError> {
+        if offset <= self.log_start_offset {
+            return Ok(false);
+        }
+        assert!(
+            offset <= self.log_end_offset,
+            "log start {offset} past the log end {}",
+            self.log_end_offset
+        );
+        write_log_start(self.storage.as_ref(), &self.dir, offset).await?;
+        let active_base = *self.segments.keys().next_back().expect("non-empty");
+        let doomed: Vec<i64> = self
+            .segments
+            .iter()
+            .filter(|(base, segment)| **base != active_base && segment.next_offset <= offset)
+            .map(|(base, _)| *base)
+            .collect();
+        for base in &doomed {
+            let segment = self.segments.remove(base).expect("doomed segment exists");
+            segment.delete(self.storage.as_ref()).await?;
+        }
+        if !doomed.is_empty() {
+            self.storage.sync_dir(&self.dir).await?;
+        }
+        self.log_start_offset = offset;
+        self.high_watermark = self.high_watermark.max(offset);
+        self.epochs.truncate_from_start(offset);
+        self.check_invariants();
+        Ok(true)
+    }
+
     /// Removes every offset at or past `offset` (for replication, and tests).
     pub async fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         if offset >= self.log_end_offset {
@@ -657,6 +740,10 @@ impl PartitionLog {
         active.sync_all().await?;
         self.storage.sync_dir(&self.dir).await?;
         self.log_end_offset = self.active().next_offset;
+        // A log start inside a batch (DeleteRecords) and a cut at that
+        // batch's boundary leave nothing at or past the start: the log is
+        // empty and starts where it now ends.
+        self.log_start_offset = self.log_start_offset.min(self.log_end_offset);
         self.durable_offset = self.durable_offset.min(self.log_end_offset);
         self.high_watermark = self.high_watermark.min(self.log_end_offset);
         self.producers.truncate_to(self.log_end_offset);
@@ -677,6 +764,13 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<(), LogError> {
         assert!(offset >= 0, "a log cannot start at {offset}");
+        // A DeleteRecords checkpoint from before would otherwise hold the
+        // start above `offset` after a restart.
+        if let Err(error) = self.storage.remove(&self.dir.join(LOG_START_FILE)).await {
+            if error.kind() != io::ErrorKind::NotFound {
+                return Err(error.into());
+            }
+        }
         for (_, segment) in std::mem::take(&mut self.segments) {
             segment.delete(self.storage.as_ref()).await?;
         }

@@ -8,6 +8,7 @@ broker.
 - Broker configs: described, read-only.
 - CreatePartitions: a topic grows; a count below the current one is
   INVALID_PARTITIONS.
+- DeleteRecords: a partition's log start moves up; consumers start there.
 - DeleteGroups and OffsetDelete: an empty group and its offsets go; a
   group with a live member is NON_EMPTY_GROUP; an offset of a topic a
   member subscribes to is GROUP_SUBSCRIBED_TO_TOPIC.
@@ -18,7 +19,7 @@ Usage: admin_check.py BOOTSTRAP
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -204,6 +205,45 @@ def kafka_python_delete_groups(bootstrap):
     print("kafka-python delete_groups and delete_group_offsets: ok", flush=True)
 
 
+def confluent_delete_records(admin, bootstrap):
+    topic = "admin-records-ck"
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(TIMEOUT_S)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(10):
+        producer.produce(topic, value=f"v{i}".encode(), partition=0)
+    producer.flush(TIMEOUT_S)
+    deleted = admin.delete_records([TopicPartition(topic, 0, 6)])
+    result = list(deleted.values())[0].result(TIMEOUT_S)
+    expect("librdkafka delete_records low watermark", result.low_watermark, 6)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "records-ck",
+                         "auto.offset.reset": "earliest"})
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT_S)
+    expect("librdkafka watermarks after delete_records", (low, high), (6, 10))
+    consumer.close()
+    try:
+        list(admin.delete_records([TopicPartition(topic, 0, 99)]).values())[0].result(TIMEOUT_S)
+        fail("librdkafka: deleting past the high watermark was accepted")
+    except KafkaException as error:
+        expect("librdkafka delete past the end", error.args[0].name(), "OFFSET_OUT_OF_RANGE")
+    print("librdkafka delete_records: ok", flush=True)
+
+
+def kafka_python_delete_records(bootstrap):
+    from kafka import KafkaProducer
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    topic = "admin-records-kp"
+    admin.create_topics([KpNewTopic(topic, 1, 1)])
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for i in range(5):
+        producer.send(topic, value=f"v{i}".encode(), partition=0)
+    producer.flush()
+    producer.close()
+    result = admin.delete_records({KpTopicPartition(topic, 0): 3})
+    expect("kafka-python delete_records", result[KpTopicPartition(topic, 0)]["low_watermark"], 3)
+    admin.close()
+    print("kafka-python delete_records: ok", flush=True)
+
+
 def main():
     bootstrap = sys.argv[1]
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -213,6 +253,8 @@ def main():
     kafka_python_create_partitions(bootstrap)
     confluent_delete_groups(admin, bootstrap)
     kafka_python_delete_groups(bootstrap)
+    confluent_delete_records(admin, bootstrap)
+    kafka_python_delete_records(bootstrap)
     print("OK: admin calls", flush=True)
 
 

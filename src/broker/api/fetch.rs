@@ -190,6 +190,7 @@ impl Broker {
                         .min(remaining)
                         .max(1);
                     let high_watermark = partition.high_watermark();
+                    partition.note_follower_log_start(replica_id, wanted.log_start_offset);
                     let position = (wanted.fetch_offset, wanted.last_fetched_epoch);
                     match partition
                         .follower_read((replica_id, broker_epoch), position, limit, now_ms)

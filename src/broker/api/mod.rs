@@ -9,6 +9,7 @@
 //! connection, which is what Kafka does.
 
 mod configs;
+mod delete_records;
 mod fetch;
 mod group;
 mod group_admin;
@@ -62,6 +63,7 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     topics::CREATE_TOPICS,
     topics::DELETE_TOPICS,
     init_producer_id::INIT_PRODUCER_ID,
+    delete_records::DELETE_RECORDS,
     offset_for_leader_epoch::OFFSET_FOR_LEADER_EPOCH,
     configs::DESCRIBE_CONFIGS,
     configs::ALTER_CONFIGS,
@@ -374,6 +376,7 @@ impl Broker {
             CreatePartitions => CreatePartitionsRequest => create_partitions,
             DeleteGroups => DeleteGroupsRequest => delete_groups,
             OffsetDelete => OffsetDeleteRequest => offset_delete,
+            DeleteRecords => DeleteRecordsRequest => delete_records,
         )
     }
 
