@@ -223,6 +223,9 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
                 ApiKey::DeleteGroups => frame(key, version, &DeleteGroupsRequest::default()),
                 ApiKey::OffsetDelete => frame(key, version, &OffsetDeleteRequest::default()),
                 ApiKey::DeleteRecords => frame(key, version, &delete_records("t", &[(0, 0)])),
+                ApiKey::DescribeTopicPartitions => {
+                    frame(key, version, &DescribeTopicPartitionsRequest::default())
+                }
                 other => panic!("advertised but untested: {other:?}"),
             };
             match test.broker.handle(request, "/127.0.0.1").await {
@@ -1258,4 +1261,81 @@ async fn delete_records_moves_the_log_start_durably() {
     )
     .await;
     assert_eq!(results(everything), [(5, 0)]);
+}
+
+/// DescribeTopicPartitions: topics in name order, at most the asked number
+/// of partitions per answer, and a cursor that resumes where it stopped.
+#[tokio::test]
+async fn describe_topic_partitions_pages_with_a_cursor() {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    let test = start_broker(test_config()).await;
+    test.broker.create_topic("b", 3, -1, false).await.unwrap();
+    test.broker.create_topic("a", 2, -1, false).await.unwrap();
+    let ask = |cursor: Option<(&str, i32)>| {
+        DescribeTopicPartitionsRequest::default()
+            .with_topics(
+                ["b", "a", "missing"]
+                    .iter()
+                    .map(|name| TopicRequest::default().with_name(topic_name(name)))
+                    .collect(),
+            )
+            .with_response_partition_limit(3)
+            .with_cursor(cursor.map(|(topic, partition)| {
+                Cursor::default()
+                    .with_topic_name(topic_name(topic))
+                    .with_partition_index(partition)
+            }))
+    };
+    let listed = |response: &DescribeTopicPartitionsResponse| -> Vec<(String, i16, Vec<i32>)> {
+        response
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                    t.error_code,
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                )
+            })
+            .collect()
+    };
+    let first: DescribeTopicPartitionsResponse =
+        call(&test.broker, ApiKey::DescribeTopicPartitions, 0, &ask(None)).await;
+    assert_eq!(
+        listed(&first),
+        [
+            ("a".to_string(), 0, vec![0, 1]),
+            ("b".to_string(), 0, vec![0])
+        ]
+    );
+    let cursor = first.next_cursor.as_ref().expect("cut at the limit");
+    assert_eq!(
+        (cursor.topic_name.as_str(), cursor.partition_index),
+        ("b", 1)
+    );
+    let rest: DescribeTopicPartitionsResponse = call(
+        &test.broker,
+        ApiKey::DescribeTopicPartitions,
+        0,
+        &ask(Some(("b", 1))),
+    )
+    .await;
+    assert_eq!(
+        listed(&rest),
+        [
+            ("b".to_string(), 0, vec![1, 2]),
+            (
+                "missing".to_string(),
+                ResponseError::UnknownTopicOrPartition.code(),
+                vec![]
+            )
+        ]
+    );
+    assert!(rest.next_cursor.is_none());
+    let node = test.broker.config().node_id;
+    let partition = &rest.topics[0].partitions[0];
+    assert_eq!(
+        (partition.leader_id.0, partition.isr_nodes.len()),
+        (node, 1)
+    );
 }

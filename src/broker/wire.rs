@@ -345,6 +345,8 @@ impl Summarise for OffsetDeleteRequest {}
 impl Summarise for OffsetDeleteResponse {}
 impl Summarise for DeleteRecordsRequest {}
 impl Summarise for DeleteRecordsResponse {}
+impl Summarise for DescribeTopicPartitionsRequest {}
+impl Summarise for DescribeTopicPartitionsResponse {}
 impl Summarise for BrokerRegistrationRequest {}
 impl Summarise for BrokerRegistrationResponse {}
 impl Summarise for AlterPartitionRequest {}

@@ -138,6 +138,12 @@ def kafka_python_create_partitions(bootstrap):
     admin.create_partitions({name: KpNewPartitions(total_count=4)})
     described = admin.describe_topics([name])
     expect("kafka-python partitions after create_partitions", len(described[0]["partitions"]), 4)
+    # DescribeTopicPartitions (what kafka-python 3 calls), paged by a cursor.
+    page = admin.describe_topic_partitions([name], response_partition_limit=3)
+    expect("kafka-python describe_topic_partitions page",
+           [p["partition_index"] for p in page["topics"][0]["partitions"]], [0, 1, 2])
+    expect("kafka-python describe_topic_partitions cursor", page["next_cursor"],
+           {"topic_name": name, "partition_index": 3})
     admin.close()
     print("kafka-python create_partitions: ok", flush=True)
 

@@ -23,6 +23,13 @@ pub(super) const METADATA: Versions = (ApiKey::Metadata, 0, 12);
 /// 0 and 1 (v1 names the endpoint type; v2's fenced brokers are not served).
 pub(super) const DESCRIBE_CLUSTER: Versions = (ApiKey::DescribeCluster, 0, 1);
 
+/// Version 0, the only one (KIP-966).
+pub(super) const DESCRIBE_TOPIC_PARTITIONS: Versions = (ApiKey::DescribeTopicPartitions, 0, 0);
+
+/// The most partitions one DescribeTopicPartitions answer holds, whatever
+/// the request asks: Kafka's `max.request.partition.size.limit` default.
+const DESCRIBE_TOPIC_PARTITIONS_MAX: usize = 2000;
+
 /// A bitfield of Kafka's ACL operation codes.
 const fn operations(codes: &[u8]) -> i32 {
     let mut bits = 0;
@@ -171,6 +178,86 @@ impl Broker {
         response.controller_id = BrokerId(controller_id);
         if request.include_cluster_authorized_operations {
             response.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
+        }
+        Some(response)
+    }
+
+    /// DescribeTopicPartitions (KIP-966): the requested topics (every
+    /// non-internal one when none is named) in name order, their partitions
+    /// as Metadata describes them, at most `response_partition_limit` per
+    /// answer; a cut answer names the cursor to ask from next. sluice has
+    /// no eligible leader replicas, so those lists are empty.
+    pub(super) async fn describe_topic_partitions(
+        &self,
+        request: DescribeTopicPartitionsRequest,
+        _: i16,
+        _: &RequestContext,
+    ) -> Option<DescribeTopicPartitionsResponse> {
+        use kafka_protocol::messages::describe_topic_partitions_response::{
+            Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+        };
+        let mut names: Vec<String> = if request.topics.is_empty() {
+            self.with_metadata(|image| image.topic_names())
+        } else {
+            request.topics.iter().map(|t| t.name.to_string()).collect()
+        };
+        names.sort();
+        names.dedup();
+        let (cursor_topic, cursor_partition) =
+            request.cursor.as_ref().map_or((String::new(), 0), |c| {
+                (c.topic_name.to_string(), c.partition_index)
+            });
+        let limit = usize::try_from(request.response_partition_limit)
+            .ok()
+            .filter(|limit| *limit > 0)
+            .map_or(DESCRIBE_TOPIC_PARTITIONS_MAX, |limit| {
+                limit.min(DESCRIBE_TOPIC_PARTITIONS_MAX)
+            });
+        let mut response = DescribeTopicPartitionsResponse::default();
+        let mut described = 0usize;
+        for name in names.into_iter().filter(|name| *name >= cursor_topic) {
+            let first = if name == cursor_topic {
+                cursor_partition.max(0)
+            } else {
+                0
+            };
+            let image = self.with_metadata(|image| image.topic(&name).cloned());
+            let mut topic = DescribeTopicPartitionsResponseTopic::default()
+                .with_name(Some(TopicName(str_bytes(&name))))
+                .with_topic_authorized_operations(TOPIC_AUTHORIZED_OPERATIONS);
+            let Some(image) = image else {
+                topic.error_code = ResponseError::UnknownTopicOrPartition.code();
+                response.topics.push(topic);
+                continue;
+            };
+            topic.topic_id = crate::metadata::topic_id(&name);
+            topic.is_internal = image.internal;
+            for partition in partitions_of(&image).into_iter().skip(first as usize) {
+                if described == limit {
+                    response.next_cursor = Some(
+                        Cursor::default()
+                            .with_topic_name(TopicName(str_bytes(&name)))
+                            .with_partition_index(partition.partition_index),
+                    );
+                    break;
+                }
+                described += 1;
+                topic.partitions.push(
+                    DescribeTopicPartitionsResponsePartition::default()
+                        .with_partition_index(partition.partition_index)
+                        .with_leader_id(partition.leader_id)
+                        .with_leader_epoch(partition.leader_epoch)
+                        .with_replica_nodes(partition.replica_nodes)
+                        .with_isr_nodes(partition.isr_nodes)
+                        .with_eligible_leader_replicas(Some(Vec::new()))
+                        .with_last_known_elr(Some(Vec::new())),
+                );
+            }
+            let cut = response.next_cursor.is_some();
+            response.topics.push(topic);
+            if cut {
+                break;
+            }
         }
         Some(response)
     }

@@ -79,6 +79,7 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     metadata::DESCRIBE_CLUSTER,
     quorum::BROKER_REGISTRATION,
     replication::BROKER_HEARTBEAT,
+    metadata::DESCRIBE_TOPIC_PARTITIONS,
 ];
 
 /// What the connection loop does with a request.
@@ -377,6 +378,7 @@ impl Broker {
             DeleteGroups => DeleteGroupsRequest => delete_groups,
             OffsetDelete => OffsetDeleteRequest => offset_delete,
             DeleteRecords => DeleteRecordsRequest => delete_records,
+            DescribeTopicPartitions => DescribeTopicPartitionsRequest => describe_topic_partitions,
         )
     }
 
