@@ -1339,3 +1339,45 @@ async fn describe_topic_partitions_pages_with_a_cursor() {
         (node, 1)
     );
 }
+
+/// ListOffsets v7's MAX_TIMESTAMP (KIP-734): the offset of the record with
+/// the largest timestamp, the lowest such offset on a tie; nothing on an
+/// empty partition; INVALID_REQUEST before v7.
+#[tokio::test]
+async fn list_offsets_v7_finds_the_largest_timestamp() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let test = start_broker(test_config()).await;
+    test.broker.create_topic("t", 2, -1, false).await.unwrap();
+    for timestamp in [1_000, 5_000, 3_000, 5_000, 2_000] {
+        produce_one(
+            &test.broker,
+            "t",
+            encode_batch(&[b"x".as_slice()], timestamp, -1, -1, -1),
+        )
+        .await;
+    }
+    let ask = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name("t"))
+            .with_partitions(vec![
+                ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-3),
+                ListOffsetsPartition::default()
+                    .with_partition_index(1)
+                    .with_timestamp(-3),
+            ])]);
+    let response: ListOffsetsResponse = call(&test.broker, ApiKey::ListOffsets, 7, &ask).await;
+    let found: Vec<(i16, i64, i64)> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.error_code, p.offset, p.timestamp))
+        .collect();
+    assert_eq!(found, [(0, 1, 5_000), (0, -1, -1)]);
+    let old: ListOffsetsResponse = call(&test.broker, ApiKey::ListOffsets, 6, &ask).await;
+    assert_eq!(
+        old.topics[0].partitions[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
+}

@@ -636,6 +636,44 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// ListOffsets' MAX_TIMESTAMP (KIP-734): the first offset holding the
+    /// largest record timestamp below the high watermark, with that
+    /// timestamp; `None` for a log with nothing exposed. Segments whose
+    /// largest timestamp cannot beat the best found so far are skipped.
+    pub async fn offset_of_max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let mut best: Option<(i64, Bytes, BatchHeader)> = None;
+        let mut by_time: Vec<&Segment> = self.segments.values().collect();
+        by_time.sort_by_key(|segment| std::cmp::Reverse(segment.max_timestamp));
+        for segment in by_time {
+            if best
+                .as_ref()
+                .is_some_and(|(ts, _, _)| segment.max_timestamp <= *ts)
+            {
+                continue;
+            }
+            let mut offset = segment.base_offset.max(self.log_start_offset);
+            while offset < self.high_watermark && offset < segment.next_offset {
+                let bytes = segment.read(offset, 1, self.high_watermark).await?;
+                if bytes.is_empty() {
+                    break;
+                }
+                let header = batch::parse_header(&bytes)?;
+                // The first batch that reaches a new largest timestamp wins
+                // ties, so equal timestamps resolve to the lowest offset.
+                let beats = best.as_ref().is_none_or(|(ts, _, held)| {
+                    header.max_timestamp > *ts
+                        || (header.max_timestamp == *ts && header.base_offset < held.base_offset)
+                });
+                if beats {
+                    best = Some((header.max_timestamp, bytes.clone(), header.clone()));
+                }
+                offset = header.next_offset();
+            }
+        }
+        Ok(best
+            .map(|(timestamp, bytes, header)| first_record_at_or_after(&bytes, &header, timestamp)))
+    }
+
     /// Deletes whole segments past `log.retention.ms` or `log.retention.bytes`
     /// and advances the log start offset. Returns how many were deleted. The
     /// active segment is rolled first if it alone has expired. This is the

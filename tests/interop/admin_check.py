@@ -9,6 +9,7 @@ broker.
 - CreatePartitions: a topic grows; a count below the current one is
   INVALID_PARTITIONS.
 - DeleteRecords: a partition's log start moves up; consumers start there.
+- ListOffsets v7: the offset of the largest timestamp (OffsetSpec.max_timestamp).
 - DeleteGroups and OffsetDelete: an empty group and its offsets go; a
   group with a live member is NON_EMPTY_GROUP; an offset of a topic a
   member subscribes to is GROUP_SUBSCRIBED_TO_TOPIC.
@@ -28,6 +29,7 @@ from confluent_kafka.admin import (
     ConfigSource,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
 )
 from kafka.admin import ConfigResource as KpConfigResource
 from kafka.admin import ConfigResourceType, KafkaAdminClient
@@ -218,6 +220,10 @@ def confluent_delete_records(admin, bootstrap):
     for i in range(10):
         producer.produce(topic, value=f"v{i}".encode(), partition=0)
     producer.flush(TIMEOUT_S)
+    newest = admin.list_offsets({TopicPartition(topic, 0): OffsetSpec.max_timestamp()})
+    found = list(newest.values())[0].result(TIMEOUT_S)
+    if not 0 <= found.offset < 10 or found.timestamp <= 0:
+        fail(f"librdkafka: max_timestamp gave offset {found.offset} at {found.timestamp}")
     deleted = admin.delete_records([TopicPartition(topic, 0, 6)])
     result = list(deleted.values())[0].result(TIMEOUT_S)
     expect("librdkafka delete_records low watermark", result.low_watermark, 6)

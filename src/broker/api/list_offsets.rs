@@ -1,4 +1,5 @@
-//! ListOffsets: the earliest, latest or by-timestamp offset of each partition.
+//! ListOffsets: the earliest, latest, by-timestamp or (v7+, KIP-734)
+//! largest-timestamp offset of each partition.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -10,8 +11,9 @@ use kafka_protocol::messages::*;
 use super::{RequestContext, Versions};
 use crate::broker::Broker;
 
-/// 1 through 6; 7 (the max-timestamp lookup) is not served yet.
-pub(super) const LIST_OFFSETS: Versions = (ApiKey::ListOffsets, 1, 6);
+/// 1 through 7 (v7 adds the max-timestamp lookup). v8's tiered-storage
+/// lookups are not served.
+pub(super) const LIST_OFFSETS: Versions = (ApiKey::ListOffsets, 1, 7);
 
 impl Broker {
     pub(super) async fn list_offsets(
@@ -23,6 +25,7 @@ impl Broker {
         /// ListOffsets' special timestamps.
         const LATEST: i64 = -1;
         const EARLIEST: i64 = -2;
+        const MAX_TIMESTAMP: i64 = -3;
         let mut topics = Vec::new();
         for topic in request.topics {
             let name = topic.name.to_string();
@@ -47,6 +50,9 @@ impl Broker {
                             .with_log(async |log| match timestamp {
                                 LATEST => Ok(Some((log.high_watermark(), -1))),
                                 EARLIEST => Ok(Some((log.log_start_offset(), -1))),
+                                MAX_TIMESTAMP if version >= 7 => {
+                                    log.offset_of_max_timestamp().await
+                                }
                                 t if t >= 0 => log.offset_for_timestamp(t).await,
                                 _ => Ok(None),
                             })
@@ -59,7 +65,8 @@ impl Broker {
                             Ok(None)
                                 if timestamp < 0
                                     && timestamp != LATEST
-                                    && timestamp != EARLIEST =>
+                                    && timestamp != EARLIEST
+                                    && !(timestamp == MAX_TIMESTAMP && version >= 7) =>
                             {
                                 response.error_code = ResponseError::InvalidRequest.code();
                             }
