@@ -665,7 +665,7 @@ impl PartitionLog {
                         || (header.max_timestamp == *ts && header.base_offset < held.base_offset)
                 });
                 if beats {
-                    best = Some((header.max_timestamp, bytes.clone(), header.clone()));
+                    best = Some((header.max_timestamp, bytes.clone(), header));
                 }
                 offset = header.next_offset();
             }
