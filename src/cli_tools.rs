@@ -302,6 +302,57 @@ pub async fn get_offsets(
     Ok(())
 }
 
+/// `kafka-leader-election.sh --election-type PREFERRED|UNCLEAN`, for
+/// `partitions` or (None) every partition. Fails if any election failed
+/// for another reason than not being needed.
+pub async fn leader_election(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    unclean: bool,
+    partitions: Option<Vec<TopicPartition>>,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    use kafka_protocol::error::ResponseError;
+    let results = admin(bootstrap, connector)
+        .elect_leaders(unclean, partitions.as_deref())
+        .await
+        .context("electing leaders")?;
+    let kind = if unclean { "UNCLEAN" } else { "PREFERRED" };
+    let list = |code: i16| {
+        results
+            .iter()
+            .filter(|(_, c, _)| *c == code)
+            .map(|(tp, _, _)| tp.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let elected = list(0);
+    if !elected.is_empty() {
+        writeln!(
+            out,
+            "Successfully completed leader election ({kind}) for partitions {elected}"
+        )?;
+    }
+    let not_needed = list(ResponseError::ElectionNotNeeded.code());
+    if !not_needed.is_empty() {
+        writeln!(
+            out,
+            "Valid replica already elected for partitions {not_needed}"
+        )?;
+    }
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|(_, code, _)| *code != 0 && *code != ResponseError::ElectionNotNeeded.code())
+        .map(|(tp, code, message)| {
+            format!("{tp}: code {code} {}", message.as_deref().unwrap_or(""))
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!("leader election failed for {}", failed.join("; "));
+    }
+    Ok(())
+}
+
 /// `kafka-topics.sh --list`: one name per line, sorted.
 pub async fn topics_list(
     bootstrap: &str,

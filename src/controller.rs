@@ -105,6 +105,65 @@ pub fn manual_assignment(
     Ok(partitions)
 }
 
+/// What ElectLeaders does for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Election {
+    /// Write this leadership change.
+    Change(MetadataRecord),
+    /// The partition already has the leader asked for (ELECTION_NOT_NEEDED).
+    NotNeeded,
+    /// The preferred replica is not in the ISR or not electable
+    /// (PREFERRED_LEADER_NOT_AVAILABLE).
+    PreferredNotAvailable,
+    /// An unclean election was asked for a partition without a live
+    /// leader: sluice elects only from the ISR, which the controller
+    /// already does when it can (ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    EligibleNotAvailable,
+    /// No such topic or partition.
+    Unknown,
+}
+
+/// ElectLeaders for one partition: a preferred election hands it to its
+/// first replica when that one is in the ISR and electable; an unclean one
+/// is only needed when the partition has no live leader, and sluice never
+/// elects outside the ISR.
+pub fn elect_leader(
+    image: &MetadataImage,
+    topic: &str,
+    index: i32,
+    unclean: bool,
+    electable: &BTreeSet<i32>,
+) -> Election {
+    let Some(partition) = image
+        .topic(topic)
+        .and_then(|t| t.partitions.get(usize::try_from(index).ok()?))
+    else {
+        return Election::Unknown;
+    };
+    if unclean {
+        return if electable.contains(&partition.leader_id) {
+            Election::NotNeeded
+        } else {
+            Election::EligibleNotAvailable
+        };
+    }
+    let Some(&preferred) = partition.replicas.first() else {
+        return Election::Unknown;
+    };
+    if partition.leader_id == preferred {
+        Election::NotNeeded
+    } else if partition.isr.contains(&preferred) && electable.contains(&preferred) {
+        Election::Change(MetadataRecord::PartitionChange {
+            topic: topic.to_string(),
+            partition: index,
+            leader_id: preferred,
+            isr: partition.isr.clone(),
+        })
+    } else {
+        Election::PreferredNotAvailable
+    }
+}
+
 /// Why CreatePartitions is refused for a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddPartitionsError {
@@ -680,6 +739,48 @@ pub fn alter_isr(
 mod tests {
     use super::*;
     use crate::metadata::BrokerEndpoint;
+
+    #[test]
+    fn elections_go_to_the_preferred_replica_only_from_the_isr() {
+        let partition = |leader_id, isr: &[i32]| PartitionImage {
+            leader_id,
+            leader_epoch: 1,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+        };
+        let image = image_with(vec![
+            partition(1, &[1, 2, 3]),
+            partition(2, &[2, 1]),
+            partition(2, &[2, 3]),
+        ]);
+        let all: BTreeSet<i32> = [1, 2, 3].into();
+        assert_eq!(
+            elect_leader(&image, "t", 0, false, &all),
+            Election::NotNeeded
+        );
+        assert!(matches!(
+            elect_leader(&image, "t", 1, false, &all),
+            Election::Change(MetadataRecord::PartitionChange { leader_id: 1, .. })
+        ));
+        assert_eq!(
+            elect_leader(&image, "t", 1, false, &[2, 3].into()),
+            Election::PreferredNotAvailable
+        );
+        assert_eq!(
+            elect_leader(&image, "t", 2, false, &all),
+            Election::PreferredNotAvailable
+        );
+        assert_eq!(
+            elect_leader(&image, "t", 2, true, &all),
+            Election::NotNeeded
+        );
+        assert_eq!(
+            elect_leader(&image, "t", 2, true, &[1, 3].into()),
+            Election::EligibleNotAvailable
+        );
+        assert_eq!(elect_leader(&image, "t", 9, false, &all), Election::Unknown);
+        assert_eq!(elect_leader(&image, "u", 0, false, &all), Election::Unknown);
+    }
 
     #[test]
     fn added_partitions_continue_the_placement_or_follow_an_assignment() {

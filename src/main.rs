@@ -95,6 +95,21 @@ enum Command {
         #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
         time: i64,
     },
+    /// Elect partitions' preferred leaders (like kafka-leader-election.sh).
+    LeaderElection {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        /// PREFERRED, or UNCLEAN (refused for any partition that has a leader
+        /// or an ISR: sluice never elects outside the ISR).
+        #[arg(long, default_value = "PREFERRED")]
+        election_type: String,
+        #[arg(long, group = "scope")]
+        all_topic_partitions: bool,
+        #[arg(long, group = "scope", requires = "partition")]
+        topic: Option<String>,
+        #[arg(long)]
+        partition: Option<i32>,
+    },
     /// Describe or alter topic and broker configs (like kafka-configs.sh).
     Configs {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -342,6 +357,34 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             .await?;
             eprintln!("Processed a total of {count} messages");
             Ok(())
+        }
+        Command::LeaderElection {
+            bootstrap_server,
+            election_type,
+            all_topic_partitions,
+            topic,
+            partition,
+        } => {
+            let unclean = match election_type.to_ascii_uppercase().as_str() {
+                "PREFERRED" => false,
+                "UNCLEAN" => true,
+                other => anyhow::bail!("--election-type {other:?}: PREFERRED or UNCLEAN"),
+            };
+            let partitions = match (all_topic_partitions, topic, partition) {
+                (true, _, _) => None,
+                (false, Some(topic), Some(partition)) => {
+                    Some(vec![sluice::client::TopicPartition::new(&topic, partition)])
+                }
+                _ => anyhow::bail!("say --all-topic-partitions or --topic T --partition P"),
+            };
+            cli_tools::leader_election(
+                &bootstrap_server,
+                connector,
+                unclean,
+                partitions,
+                &mut stdout,
+            )
+            .await
         }
         Command::DeleteRecords {
             bootstrap_server,

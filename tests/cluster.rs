@@ -216,7 +216,16 @@ fn wait_for_leader(bootstrap: &str, not: Option<i32>) -> (i32, i32) {
 }
 
 fn create_topic(bootstrap: &str, topic: &str, partitions: &str) {
-    let output = sluice(
+    let output = try_create_topic(bootstrap, topic, partitions);
+    assert!(
+        output.status.success(),
+        "creating {topic}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn try_create_topic(bootstrap: &str, topic: &str, partitions: &str) -> Output {
+    sluice(
         &[
             "topics",
             "--create",
@@ -228,12 +237,7 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: &str) {
             bootstrap,
         ],
         None,
-    );
-    assert!(
-        output.status.success(),
-        "creating {topic}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    )
 }
 
 /// The leader of each partition, from `sluice topics --describe`. Another
@@ -244,6 +248,22 @@ fn leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
         .lines()
         .filter_map(|line| line.split("Leader: ").nth(1))
         .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Each partition's preferred leader (its first replica), in partition order.
+fn preferred(bootstrap: &str, topic: &str) -> Vec<i32> {
+    describe(bootstrap, topic)
+        .lines()
+        .filter_map(|line| line.split("Replicas: ").nth(1))
+        .filter_map(|rest| {
+            rest.split_whitespace()
+                .next()?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
@@ -335,9 +355,16 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
     let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(300));
     for probe in 0.. {
         let topic = format!("probe-{probe}");
-        create_topic(&nodes[1].address, &topic, "3");
-        let spread: std::collections::BTreeSet<i32> =
-            leaders(&nodes[2].address, &topic).into_iter().collect();
+        // Until a broker has registered, there is none to place replicas on
+        // (INVALID_REPLICATION_FACTOR, as Kafka answers).
+        let created = try_create_topic(&nodes[1].address, &topic, "3")
+            .status
+            .success();
+        let spread: std::collections::BTreeSet<i32> = if created {
+            leaders(&nodes[2].address, &topic).into_iter().collect()
+        } else {
+            Default::default()
+        };
         if spread.len() == 3 {
             break;
         }
@@ -572,6 +599,36 @@ fn three_processes_elect_a_controller_spread_topics_and_survive_its_kill() {
     // The deleted records stayed deleted through the controller's kill,
     // whoever leads partition 0 now.
     assert_eq!(earliest(), format!("configured:0:{low_watermark}"));
+    // Preferred leader election hands "configured" (three replicas) back
+    // to each partition's first replica once the restarted broker is in
+    // sync again.
+    let mut patience = Patience::new(ELECTION_WAIT, Duration::from_millis(300));
+    loop {
+        let output = sluice(
+            &[
+                "leader-election",
+                "--election-type",
+                "PREFERRED",
+                "--all-topic-partitions",
+                "--bootstrap-server",
+                &bootstrap_all,
+            ],
+            None,
+        );
+        if output.status.success()
+            && leaders(&nodes[killed].address, "configured")
+                == preferred(&nodes[killed].address, "configured")
+        {
+            break;
+        }
+        assert!(
+            !patience.exhausted(),
+            "preferred leaders never came back: {} {}",
+            stdout(&output),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        patience.pause();
+    }
     // The restarted controller replayed the topic's configs.
     wait_for_configs(
         &nodes[killed].address,

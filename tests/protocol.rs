@@ -226,6 +226,7 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
                 ApiKey::DescribeTopicPartitions => {
                     frame(key, version, &DescribeTopicPartitionsRequest::default())
                 }
+                ApiKey::ElectLeaders => frame(key, version, &ElectLeadersRequest::default()),
                 other => panic!("advertised but untested: {other:?}"),
             };
             match test.broker.handle(request, "/127.0.0.1").await {
@@ -1380,4 +1381,46 @@ async fn list_offsets_v7_finds_the_largest_timestamp() {
         old.topics[0].partitions[0].error_code,
         ResponseError::InvalidRequest.code()
     );
+}
+
+/// ElectLeaders on one node: its leaders are always the preferred ones.
+#[tokio::test]
+async fn elect_leaders_on_one_node_finds_nothing_to_elect() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let test = start_broker(test_config()).await;
+    test.broker.create_topic("t", 2, -1, false).await.unwrap();
+    let ask = |topic: &str, election_type: i8| {
+        ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(vec![0, 1])]))
+    };
+    for (topic, election_type, expected) in [
+        ("t", 0, ResponseError::ElectionNotNeeded),
+        ("t", 1, ResponseError::ElectionNotNeeded),
+        ("nope", 0, ResponseError::UnknownTopicOrPartition),
+    ] {
+        let response: ElectLeadersResponse = call(
+            &test.broker,
+            ApiKey::ElectLeaders,
+            2,
+            &ask(topic, election_type),
+        )
+        .await;
+        let codes: Vec<i16> = response.replica_election_results[0]
+            .partition_result
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, [expected.code(); 2], "{topic} {election_type}");
+    }
+    let all: ElectLeadersResponse = call(
+        &test.broker,
+        ApiKey::ElectLeaders,
+        2,
+        &ElectLeadersRequest::default().with_topic_partitions(None),
+    )
+    .await;
+    assert!(all.replica_election_results.is_empty(), "{all:?}");
 }

@@ -34,6 +34,15 @@ const CONTROLLER_WRITES_PER_REGISTRATION_MAX: usize = 1024;
 const CONTROLLER_WRITES_PER_TICK_MAX: usize = 64;
 
 impl Broker {
+    /// The brokers a leadership may go to now, if this broker is the
+    /// active controller (ElectLeaders asks).
+    pub(super) fn electable_brokers(&self) -> Option<std::collections::BTreeSet<i32>> {
+        if !self.is_active_controller() {
+            return None;
+        }
+        self.with_sessions(|sessions| sessions.electable())
+    }
+
     /// Runs `f` on the brokers' sessions if this broker is the active
     /// controller and has applied the metadata log it was elected with. A
     /// controller in a new quorum epoch starts every registered broker's

@@ -347,6 +347,8 @@ impl Summarise for DeleteRecordsRequest {}
 impl Summarise for DeleteRecordsResponse {}
 impl Summarise for DescribeTopicPartitionsRequest {}
 impl Summarise for DescribeTopicPartitionsResponse {}
+impl Summarise for ElectLeadersRequest {}
+impl Summarise for ElectLeadersResponse {}
 impl Summarise for BrokerRegistrationRequest {}
 impl Summarise for BrokerRegistrationResponse {}
 impl Summarise for AlterPartitionRequest {}

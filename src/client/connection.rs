@@ -76,6 +76,7 @@ const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::ElectLeaders, 1, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 

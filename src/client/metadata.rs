@@ -902,6 +902,69 @@ impl Admin {
         Ok(partition.low_watermark)
     }
 
+    /// ElectLeaders at the controller: `unclean` false for a preferred
+    /// election. `partitions` None asks for every partition. Returns each
+    /// partition's error code (ELECTION_NOT_NEEDED when its leader already
+    /// was the one asked for) and message.
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<Vec<(TopicPartition, i16, Option<String>)>, ClientError> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        use kafka_protocol::messages::ElectLeadersRequest;
+        let topic_partitions = partitions.map(|tps| {
+            let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for tp in tps {
+                by_topic
+                    .entry(tp.topic.as_str())
+                    .or_default()
+                    .push(tp.partition);
+            }
+            by_topic
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    TopicPartitions::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_partitions(partitions)
+                })
+                .collect()
+        });
+        let timeout_ms = i32::try_from(self.cluster.config.request_timeout_ms).unwrap_or(i32::MAX);
+        let req = ElectLeadersRequest::default()
+            .with_election_type(i8::from(unclean))
+            .with_topic_partitions(topic_partitions)
+            .with_timeout_ms(timeout_ms);
+        let answer = std::sync::Mutex::new(Vec::new());
+        self.at_controller(|connection| {
+            let req = req.clone();
+            let answer = &answer;
+            async move {
+                let response = connection.call(req).await?;
+                ClientError::check(response.error_code)?;
+                let mut results = Vec::new();
+                for topic in response.replica_election_results {
+                    for partition in topic.partition_result {
+                        if partition.error_code
+                            == kafka_protocol::error::ResponseError::NotController.code()
+                        {
+                            return ClientError::check(partition.error_code);
+                        }
+                        results.push((
+                            TopicPartition::new(topic.topic.0.as_str(), partition.partition_id),
+                            partition.error_code,
+                            partition.error_message.map(|m| m.to_string()),
+                        ));
+                    }
+                }
+                *answer.lock().expect("answer lock") = results;
+                Ok(())
+            }
+        })
+        .await?;
+        Ok(answer.into_inner().expect("answer lock"))
+    }
+
     /// DeleteTopics for one topic.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         self.at_controller(|connection| self.delete_topic_at(connection, name))

@@ -10,6 +10,7 @@
 
 mod configs;
 mod delete_records;
+mod elect_leaders;
 mod fetch;
 mod group;
 mod group_admin;
@@ -69,6 +70,7 @@ pub const SUPPORTED_APIS: &[Versions] = &[
     configs::ALTER_CONFIGS,
     topics::CREATE_PARTITIONS,
     group_admin::DELETE_GROUPS,
+    elect_leaders::ELECT_LEADERS,
     configs::INCREMENTAL_ALTER_CONFIGS,
     group_admin::OFFSET_DELETE,
     quorum::VOTE,
@@ -379,6 +381,7 @@ impl Broker {
             OffsetDelete => OffsetDeleteRequest => offset_delete,
             DeleteRecords => DeleteRecordsRequest => delete_records,
             DescribeTopicPartitions => DescribeTopicPartitionsRequest => describe_topic_partitions,
+            ElectLeaders => ElectLeadersRequest => elect_leaders,
         )
     }
 
