@@ -714,7 +714,10 @@ impl PartitionLog {
         }
         if !doomed.is_empty() {
             self.storage.sync_dir(&self.dir).await?;
-            self.log_start_offset = *self.segments.keys().next().expect("active segment remains");
+            // A start DeleteRecords put inside the first remaining segment
+            // stays where it is.
+            let first_base = *self.segments.keys().next().expect("active segment remains");
+            self.log_start_offset = self.log_start_offset.max(first_base);
             self.epochs.truncate_from_start(self.log_start_offset);
         }
         self.check_invariants();
