@@ -75,10 +75,11 @@ pub async fn topics_create(
     name: &str,
     placement: TopicPlacement,
     configs: &[(String, String)],
+    if_not_exists: bool,
     out: Output<'_>,
 ) -> anyhow::Result<()> {
     let admin = admin(bootstrap, connector);
-    match placement {
+    let created = match placement {
         TopicPlacement::Spread {
             partitions,
             replication_factor,
@@ -92,8 +93,14 @@ pub async fn topics_create(
                 .create_topic_with_assignment(name, &assignment, configs)
                 .await
         }
+    };
+    // `--if-not-exists`: an existing topic is no error (and nothing is
+    // printed, as kafka-topics does).
+    let exists = kafka_protocol::error::ResponseError::TopicAlreadyExists.code();
+    if if_not_exists && matches!(&created, Err(error) if error.code() == Some(exists)) {
+        return Ok(());
     }
-    .with_context(|| format!("creating topic {name}"))?;
+    created.with_context(|| format!("creating topic {name}"))?;
     writeln!(out, "Created topic {name}.")?;
     Ok(())
 }
@@ -507,6 +514,9 @@ pub struct ProduceOptions {
     /// for each record's delivery (Kafka's `max.block.ms` and
     /// `delivery.timeout.ms`, 60 s by default).
     pub timeout: Duration,
+    /// `--producer-property key=value`: producer settings by Kafka key,
+    /// applied last.
+    pub producer_properties: Vec<(String, String)>,
 }
 
 /// Fails within `timeout`, with a message that says what is missing, when
@@ -559,6 +569,7 @@ pub async fn produce_lines<R: AsyncBufRead + Unpin>(
         key_separator,
         acks,
         timeout,
+        producer_properties,
     } = options;
     let (topic, parse_key, key_separator, acks) =
         (topic.as_str(), *parse_key, key_separator.as_str(), *acks);
@@ -567,7 +578,7 @@ pub async fn produce_lines<R: AsyncBufRead + Unpin>(
     }
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     let defaults = ProducerConfig::default();
-    let config = ProducerConfig {
+    let mut config = ProducerConfig {
         bootstrap_servers: bootstrap.to_string(),
         client_id: "console-producer".to_string(),
         acks,
@@ -576,6 +587,11 @@ pub async fn produce_lines<R: AsyncBufRead + Unpin>(
         delivery_timeout_ms: timeout_ms.max(defaults.request_timeout_ms + defaults.linger_ms),
         ..defaults
     };
+    for (key, value) in producer_properties {
+        if !config.set(key, value)? {
+            bail!("--producer-property {key}: not a producer setting sluice knows");
+        }
+    }
     let producer = Producer::new(config, connector, clock)?;
     if let Err(error) = await_topic(producer.cluster(), bootstrap, topic, true, *timeout).await {
         producer.close().await;
@@ -654,8 +670,120 @@ pub struct ConsumeOptions {
     pub max_messages: Option<usize>,
     /// `--timeout-ms`: stop after this long without a record.
     pub timeout: Option<Duration>,
-    /// `--property print.key=true`: print `key<TAB>value`.
+    /// `--partition`: read this partition alone (no group).
+    pub partition: Option<i32>,
+    /// `--offset`: where `--partition` starts (else where
+    /// `--from-beginning` says).
+    pub offset: Option<StartOffset>,
+    /// `--property print.*` and `key.separator`: what each line shows.
+    pub format: RecordFormat,
+    /// `--consumer-property key=value`: consumer settings by Kafka key.
+    pub consumer_properties: Vec<(String, String)>,
+}
+
+/// kafka-console-consumer's `--offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    Earliest,
+    Latest,
+    At(i64),
+}
+
+impl StartOffset {
+    pub fn parse(text: &str) -> anyhow::Result<StartOffset> {
+        match text {
+            "earliest" => Ok(StartOffset::Earliest),
+            "latest" => Ok(StartOffset::Latest),
+            number => match number.parse::<i64>() {
+                Ok(offset) if offset >= 0 => Ok(StartOffset::At(offset)),
+                _ => bail!("--offset {text:?}: a non-negative offset, earliest or latest"),
+            },
+        }
+    }
+}
+
+/// What kafka-console-consumer prints per record (its
+/// `DefaultMessageFormatter` properties): the timestamp, partition, offset
+/// and key when asked, each followed by `key.separator`, then the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFormat {
+    pub print_timestamp: bool,
+    pub print_partition: bool,
+    pub print_offset: bool,
     pub print_key: bool,
+    pub print_value: bool,
+    pub key_separator: String,
+}
+
+impl Default for RecordFormat {
+    fn default() -> Self {
+        Self {
+            print_timestamp: false,
+            print_partition: false,
+            print_offset: false,
+            print_key: false,
+            print_value: true,
+            key_separator: "\t".to_string(),
+        }
+    }
+}
+
+impl RecordFormat {
+    /// Applies one `--property key=value`; an unknown key is an error.
+    pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        let flag = || -> anyhow::Result<bool> {
+            value
+                .trim()
+                .parse()
+                .with_context(|| format!("--property {key}={value}: true or false"))
+        };
+        match key {
+            "print.timestamp" => self.print_timestamp = flag()?,
+            "print.partition" => self.print_partition = flag()?,
+            "print.offset" => self.print_offset = flag()?,
+            "print.key" => self.print_key = flag()?,
+            "print.value" => self.print_value = flag()?,
+            "key.separator" => self.key_separator = value.to_string(),
+            other => bail!(
+                "--property {other}: sluice knows print.timestamp, print.partition, \
+                 print.offset, print.key, print.value and key.separator"
+            ),
+        }
+        Ok(())
+    }
+
+    fn line(&self, record: &crate::client::ConsumerRecord) -> String {
+        let mut fields = Vec::new();
+        if self.print_timestamp {
+            fields.push(if record.timestamp >= 0 {
+                format!("CreateTime:{}", record.timestamp)
+            } else {
+                "NO_TIMESTAMP".to_string()
+            });
+        }
+        if self.print_partition {
+            fields.push(format!("Partition:{}", record.partition));
+        }
+        if self.print_offset {
+            fields.push(format!("Offset:{}", record.offset));
+        }
+        if self.print_key {
+            fields.push(display_bytes(record.key.as_deref()));
+        }
+        if self.print_value {
+            fields.push(display_bytes(record.value.as_deref()));
+        }
+        fields.join(&self.key_separator)
+    }
+}
+
+/// Splits `key=value` (`--property`, `--consumer-property`,
+/// `--producer-property`).
+pub fn parse_property(text: &str) -> anyhow::Result<(String, String)> {
+    let (key, value) = text
+        .split_once('=')
+        .with_context(|| format!("{text:?} is not key=value"))?;
+    Ok((key.trim().to_string(), value.to_string()))
 }
 
 /// How long `consume` waits for the cluster and the topic when no
@@ -677,7 +805,13 @@ pub async fn consume(
     out: Output<'_>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<usize> {
-    let config = ConsumerConfig {
+    if options.partition.is_some() && options.group.is_some() {
+        bail!("--partition reads one partition by itself: leave out --group");
+    }
+    if options.offset.is_some() && options.partition.is_none() {
+        bail!("--offset needs --partition");
+    }
+    let mut config = ConsumerConfig {
         bootstrap_servers: bootstrap.to_string(),
         client_id: "console-consumer".to_string(),
         group_id: options.group.clone(),
@@ -689,6 +823,11 @@ pub async fn consume(
         enable_auto_commit: options.group.is_some(),
         ..ConsumerConfig::default()
     };
+    for (key, value) in &options.consumer_properties {
+        if !config.set(key, value)? {
+            bail!("--consumer-property {key}: not a consumer setting sluice knows");
+        }
+    }
     let mut consumer = Consumer::new(config, connector, clock)?;
     let startup = options.timeout.unwrap_or(CONSUME_STARTUP_WAIT);
     let info = await_topic(
@@ -699,7 +838,19 @@ pub async fn consume(
         startup,
     )
     .await?;
-    if options.group.is_some() {
+    if let Some(partition) = options.partition {
+        if !info.partitions.iter().any(|p| p.partition == partition) {
+            bail!("topic {} has no partition {partition}", options.topic);
+        }
+        let tp = TopicPartition::new(options.topic.clone(), partition);
+        consumer.assign(vec![tp.clone()])?;
+        match options.offset {
+            Some(StartOffset::At(offset)) => consumer.seek(&tp, offset)?,
+            Some(StartOffset::Earliest) => consumer.seek_to_beginning(&[tp]).await?,
+            Some(StartOffset::Latest) => consumer.seek_to_end(&[tp]).await?,
+            None => {}
+        }
+    } else if options.group.is_some() {
         consumer.subscribe(vec![options.topic.clone()], None)?;
     } else {
         consumer.assign(
@@ -747,10 +898,7 @@ pub async fn consume(
                     }
                     continue;
                 }
-                if options.print_key {
-                    write!(out, "{}\t", display_bytes(record.key.as_deref()))?;
-                }
-                writeln!(out, "{}", display_bytes(record.value.as_deref()))?;
+                writeln!(out, "{}", options.format.line(&record))?;
                 printed += 1;
             }
         }

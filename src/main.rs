@@ -69,6 +69,9 @@ enum Command {
         /// A topic config override for --create, as key=value; repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
+        /// With --create: an existing topic is no error.
+        #[arg(long)]
+        if_not_exists: bool,
     },
     /// Move a partition's log start up (like kafka-delete-records.sh).
     DeleteRecords {
@@ -146,8 +149,22 @@ enum Command {
         #[arg(long, default_value = ":")]
         key_separator: String,
         /// all, 1 or 0.
-        #[arg(long, default_value = "all")]
+        #[arg(
+            long,
+            default_value = "all",
+            visible_alias = "request-required-acks",
+            allow_hyphen_values = true
+        )]
         acks: String,
+        /// parse.key=true or key.separator=S, as kafka-console-producer; repeatable.
+        #[arg(long = "property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+        /// Any producer setting by its Kafka key; repeatable.
+        #[arg(long = "producer-property", value_name = "KEY=VALUE")]
+        producer_properties: Vec<String>,
+        /// none: the Rust producer sends uncompressed batches (others are refused).
+        #[arg(long)]
+        compression_codec: Option<String>,
         /// How long to wait for the cluster, the topic and each delivery.
         #[arg(long, default_value_t = 60_000)]
         timeout_ms: u64,
@@ -169,8 +186,22 @@ enum Command {
         /// if the cluster or the topic is not there).
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// Same as --property print.key=true.
         #[arg(long)]
         print_key: bool,
+        /// Read this partition alone (no --group).
+        #[arg(long)]
+        partition: Option<i32>,
+        /// With --partition: a non-negative offset, earliest or latest.
+        #[arg(long)]
+        offset: Option<String>,
+        /// print.key, print.timestamp, print.partition, print.offset,
+        /// print.value (=true|false) or key.separator=S; repeatable.
+        #[arg(long = "property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+        /// Any consumer setting by its Kafka key; repeatable.
+        #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
+        consumer_properties: Vec<String>,
     },
     /// Describe the metadata quorum (like kafka-metadata-quorum.sh).
     MetadataQuorum {
@@ -229,6 +260,7 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             replication_factor,
             replica_assignment,
             configs,
+            if_not_exists,
         } => {
             let need_topic = || {
                 topic
@@ -262,6 +294,7 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
                     &need_topic()?,
                     placement,
                     &configs,
+                    if_not_exists,
                     &mut stdout,
                 )
                 .await
@@ -300,15 +333,38 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             key_separator,
             acks,
             timeout_ms,
+            properties,
+            producer_properties,
+            compression_codec,
         } => {
             let acks = sluice::client::Acks::parse(&acks)
-                .ok_or_else(|| anyhow::anyhow!("--acks must be all, 1 or 0"))?;
+                .ok_or_else(|| anyhow::anyhow!("--acks must be all, 1, 0 or -1"))?;
+            if let Some(codec) = compression_codec.filter(|c| c != "none") {
+                anyhow::bail!(
+                    "--compression-codec {codec}: the sluice producer sends uncompressed \
+                     batches only (none)"
+                );
+            }
+            let (mut parse_key, mut key_separator) = (parse_key, key_separator);
+            for property in &properties {
+                match cli_tools::parse_property(property)? {
+                    (key, value) if key == "parse.key" => parse_key = value.trim() == "true",
+                    (key, value) if key == "key.separator" => key_separator = value,
+                    (key, _) => {
+                        anyhow::bail!("--property {key}: sluice knows parse.key and key.separator")
+                    }
+                }
+            }
             let options = cli_tools::ProduceOptions {
                 topic,
                 parse_key,
                 key_separator,
                 acks,
                 timeout: Duration::from_millis(timeout_ms),
+                producer_properties: producer_properties
+                    .iter()
+                    .map(|p| cli_tools::parse_property(p))
+                    .collect::<anyhow::Result<_>>()?,
             };
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             let sent = cli_tools::produce_lines(
@@ -330,14 +386,35 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             max_messages,
             timeout_ms,
             print_key,
+            partition,
+            offset,
+            properties,
+            consumer_properties,
         } => {
+            let mut format = cli_tools::RecordFormat {
+                print_key,
+                ..cli_tools::RecordFormat::default()
+            };
+            for property in &properties {
+                let (key, value) = cli_tools::parse_property(property)?;
+                format.set(&key, &value)?;
+            }
             let options = cli_tools::ConsumeOptions {
                 topic,
                 from_beginning,
                 group,
                 max_messages,
                 timeout: timeout_ms.map(Duration::from_millis),
-                print_key,
+                partition,
+                offset: offset
+                    .as_deref()
+                    .map(cli_tools::StartOffset::parse)
+                    .transpose()?,
+                format,
+                consumer_properties: consumer_properties
+                    .iter()
+                    .map(|p| cli_tools::parse_property(p))
+                    .collect::<anyhow::Result<_>>()?,
             };
             // Ctrl-C stops it the way the console consumer stops: commit what
             // was printed, leave the group, say how many.

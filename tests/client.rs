@@ -535,7 +535,7 @@ mod cli {
             partitions: 1,
             replication_factor: 1,
         };
-        cli_tools::topics_create(addr, connector(), "t", spread, &[], &mut Vec::new())
+        cli_tools::topics_create(addr, connector(), "t", spread, &[], false, &mut Vec::new())
             .await
             .unwrap();
         let topic = || cli_tools::config_resource("topics", "t").unwrap();
@@ -628,9 +628,17 @@ mod cli {
             replication_factor: 1,
         };
         let retention = [("retention.ms".to_string(), "3600000".to_string())];
-        cli_tools::topics_create(addr, connector(), "lines", spread(), &retention, &mut out)
-            .await
-            .unwrap();
+        cli_tools::topics_create(
+            addr,
+            connector(),
+            "lines",
+            spread(),
+            &retention,
+            false,
+            &mut out,
+        )
+        .await
+        .unwrap();
         assert_eq!(text(&out), "Created topic lines.\n");
         assert!(cli_tools::topics_create(
             addr,
@@ -638,18 +646,33 @@ mod cli {
             "lines",
             spread(),
             &[],
+            false,
             &mut Vec::new()
         )
         .await
         .is_err());
+        // --if-not-exists: the same create is no error, and says nothing.
+        let mut out = Vec::new();
+        cli_tools::topics_create(addr, connector(), "lines", spread(), &[], true, &mut out)
+            .await
+            .unwrap();
+        assert!(out.is_empty());
         // --replica-assignment, as kafka-topics spells it.
         let node = test_config().node_id;
         let assignment = cli_tools::parse_replica_assignment(&format!("{node},{node}")).unwrap();
         assert_eq!(assignment, [(0, vec![node]), (1, vec![node])]);
         let placed = cli_tools::TopicPlacement::Assigned(assignment);
-        cli_tools::topics_create(addr, connector(), "placed", placed, &[], &mut Vec::new())
-            .await
-            .unwrap();
+        cli_tools::topics_create(
+            addr,
+            connector(),
+            "placed",
+            placed,
+            &[],
+            false,
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             cli_tools::parse_replica_assignment("1:2,2:0").unwrap(),
             [(0, vec![1, 2]), (1, vec![2, 0])]
@@ -705,6 +728,7 @@ mod cli {
             key_separator: ":".into(),
             acks: Acks::All,
             timeout: WAIT,
+            producer_properties: Vec::new(),
         };
         let produced =
             cli_tools::produce_lines(addr, connector(), Arc::new(SystemClock), &produce, input)
@@ -718,7 +742,13 @@ mod cli {
             group: Some("console".into()),
             max_messages: Some(3),
             timeout: Some(WAIT),
-            print_key: true,
+            partition: None,
+            offset: None,
+            format: cli_tools::RecordFormat {
+                print_key: true,
+                ..Default::default()
+            },
+            consumer_properties: Vec::new(),
         };
         let mut out = Vec::new();
         let consumed = within(
@@ -838,6 +868,141 @@ mod cli {
         assert_eq!(text(&out), "");
     }
 
+    /// kafka-console-consumer's `--partition`, `--offset` and `--property
+    /// print.*`/`key.separator`, and the producer's `--producer-property`.
+    #[tokio::test]
+    async fn console_tools_take_kafkas_partition_offset_and_property_flags() {
+        let (broker, _admin) = broker_with_topic("fmt", 1).await;
+        let addr = broker.address.as_str();
+        let produce = |properties: Vec<(String, String)>| ProduceOptions {
+            topic: "fmt".into(),
+            parse_key: true,
+            key_separator: ":".into(),
+            acks: Acks::All,
+            timeout: WAIT,
+            producer_properties: properties,
+        };
+        let input: &[u8] = b"a:1\nb:2\nc:3\n";
+        let linger = vec![("linger.ms".to_string(), "0".to_string())];
+        let sent = cli_tools::produce_lines(
+            addr,
+            connector(),
+            Arc::new(SystemClock),
+            &produce(linger),
+            input,
+        )
+        .await
+        .unwrap();
+        assert_eq!(sent, 3);
+        let bogus = vec![("no.such.setting".to_string(), "1".to_string())];
+        assert!(cli_tools::produce_lines(
+            addr,
+            connector(),
+            Arc::new(SystemClock),
+            &produce(bogus),
+            &b""[..]
+        )
+        .await
+        .is_err());
+
+        let mut format = cli_tools::RecordFormat::default();
+        for property in [
+            "print.partition=true",
+            "print.offset=true",
+            "print.key=true",
+            "key.separator=|",
+        ] {
+            let (key, value) = cli_tools::parse_property(property).unwrap();
+            format.set(&key, &value).unwrap();
+        }
+        assert!(format.set("print.nothing", "true").is_err());
+        let options = |partition, offset, group: Option<&str>, format: cli_tools::RecordFormat| {
+            ConsumeOptions {
+                topic: "fmt".into(),
+                from_beginning: false,
+                group: group.map(str::to_string),
+                max_messages: Some(2),
+                timeout: Some(Duration::from_millis(1_000)),
+                partition,
+                offset,
+                format,
+                consumer_properties: vec![("fetch.max.wait.ms".to_string(), "100".to_string())],
+            }
+        };
+        let mut out = Vec::new();
+        let from_one = options(
+            Some(0),
+            Some(cli_tools::StartOffset::parse("1").unwrap()),
+            None,
+            format.clone(),
+        );
+        let read = cli_tools::consume(
+            addr,
+            connector(),
+            Arc::new(SystemClock),
+            &from_one,
+            &mut out,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(read, 2);
+        assert_eq!(
+            text(&out),
+            "Partition:0|Offset:1|b|2\nPartition:0|Offset:2|c|3\n"
+        );
+
+        let mut timestamps = cli_tools::RecordFormat::default();
+        timestamps.set("print.timestamp", "true").unwrap();
+        let mut out = Vec::new();
+        let earliest = options(
+            Some(0),
+            Some(cli_tools::StartOffset::Earliest),
+            None,
+            timestamps,
+        );
+        cli_tools::consume(
+            addr,
+            connector(),
+            Arc::new(SystemClock),
+            &earliest,
+            &mut out,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        assert!(text(&out).starts_with("CreateTime:"), "{}", text(&out));
+        assert!(
+            text(&out).ends_with("\t1\n") || text(&out).contains("\t1\n"),
+            "{}",
+            text(&out)
+        );
+
+        assert!(cli_tools::StartOffset::parse("soon").is_err());
+        assert!(cli_tools::StartOffset::parse("-3").is_err());
+        for bad in [
+            options(
+                None,
+                Some(cli_tools::StartOffset::Latest),
+                None,
+                format.clone(),
+            ),
+            options(Some(0), None, Some("g"), format.clone()),
+            options(Some(7), None, None, format.clone()),
+        ] {
+            let refused = cli_tools::consume(
+                addr,
+                connector(),
+                Arc::new(SystemClock),
+                &bad,
+                &mut Vec::new(),
+                std::future::pending(),
+            )
+            .await;
+            assert!(refused.is_err(), "{:?} {:?}", bad.partition, bad.offset);
+        }
+    }
+
     #[tokio::test]
     async fn console_consumer_without_group_stops_after_idle_timeout() {
         let (broker, _admin) = broker_with_topic("quiet", 1).await;
@@ -847,7 +1012,10 @@ mod cli {
             group: None,
             max_messages: None,
             timeout: Some(Duration::from_millis(300)),
-            print_key: false,
+            partition: None,
+            offset: None,
+            format: cli_tools::RecordFormat::default(),
+            consumer_properties: Vec::new(),
         };
         let mut out = Vec::new();
         let consumed = within(
@@ -882,6 +1050,7 @@ mod cli {
             key_separator: ":".into(),
             acks: Acks::All,
             timeout: Duration::from_millis(1_500),
+            producer_properties: Vec::new(),
         };
         let started = tokio::time::Instant::now();
         let error = within(
@@ -919,7 +1088,10 @@ mod cli {
             group: None,
             max_messages: None,
             timeout: Some(Duration::from_millis(1_000)),
-            print_key: false,
+            partition: None,
+            offset: None,
+            format: cli_tools::RecordFormat::default(),
+            consumer_properties: Vec::new(),
         };
         let error = within(
             "the consumer to give up",
@@ -953,7 +1125,10 @@ mod cli {
             group: Some("stopper".into()),
             max_messages: None,
             timeout: None,
-            print_key: false,
+            partition: None,
+            offset: None,
+            format: cli_tools::RecordFormat::default(),
+            consumer_properties: Vec::new(),
         };
         // "Ctrl-C" once all five are printed.
         let mut out = Vec::new();
