@@ -918,6 +918,258 @@ fn display_bytes(bytes: Option<&[u8]>) -> String {
     }
 }
 
+/// Where kafka-consumer-groups' `--reset-offsets` moves a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    Offset(i64),
+    /// A time in ms since the epoch: the first offset at or after it.
+    Datetime(i64),
+    /// From the committed offset (or the log end without one), by this much.
+    ShiftBy(i64),
+}
+
+/// What `--reset-offsets` does: to which partitions (every partition of
+/// `topic` when `partitions` is None), where, and whether it commits
+/// (`--execute`) or only prints (a dry run, Kafka's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetReset {
+    pub topic: String,
+    pub partitions: Option<Vec<i32>>,
+    pub to: ResetTo,
+    pub execute: bool,
+}
+
+/// kafka-consumer-groups' `--to-datetime`: `YYYY-MM-DDTHH:mm:SS[.sss]`,
+/// UTC, optionally ending in `Z`.
+pub fn parse_datetime_ms(text: &str) -> anyhow::Result<i64> {
+    let bad = || anyhow::anyhow!("--to-datetime {text:?}: expected YYYY-MM-DDTHH:mm:SS.sss (UTC)");
+    let text = text.trim_end_matches('Z');
+    let (date, time) = text.split_once('T').ok_or_else(bad)?;
+    let date: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let (clock, millis) = match time.split_once('.') {
+        Some((clock, fraction)) => (
+            clock,
+            format!("{fraction:0<3}")[..3]
+                .parse::<i64>()
+                .map_err(|_| bad())?,
+        ),
+        None => (time, 0),
+    };
+    let clock: Vec<i64> = clock
+        .split(':')
+        .map(|p| p.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let [year, month, day] = <[i64; 3]>::try_from(date).map_err(|_| bad())?;
+    let [hour, minute, second] = <[i64; 3]>::try_from(clock).map_err(|_| bad())?;
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad());
+    }
+    // Days from the civil date (the proleptic Gregorian calendar).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Ok(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1_000 + millis)
+}
+
+/// `kafka-consumer-groups.sh --reset-offsets`: the new offset of each of
+/// `partitions` (every partition of `topic` when None), printed; committed
+/// only with `execute` (else a dry run, as Kafka's default). The group must
+/// have no active members.
+pub async fn groups_reset_offsets(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    group: &str,
+    reset: OffsetReset,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    use crate::client::metadata::{EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+    let OffsetReset {
+        topic,
+        partitions,
+        to,
+        execute,
+    } = reset;
+    let topic = topic.as_str();
+    let admin = admin(bootstrap, connector);
+    let description = admin.describe_group(group).await?;
+    if !description.members.is_empty() {
+        bail!(
+            "Assignments can only be reset if the group '{group}' is inactive, but the current \
+             state is {}.",
+            description.state
+        );
+    }
+    let described = admin.describe_topics(Some(&[topic.to_string()])).await?;
+    let info = described
+        .first()
+        .filter(|info| info.error_code == 0)
+        .with_context(|| format!("topic {topic} does not exist"))?;
+    let wanted: Vec<TopicPartition> = info
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .filter(|p| partitions.as_ref().is_none_or(|only| only.contains(p)))
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    let wait = Duration::from_millis(ConsumerConfig::default().default_api_timeout_ms);
+    let cluster = admin.cluster();
+    let earliest = cluster
+        .list_offsets(&wanted, EARLIEST_TIMESTAMP, wait)
+        .await?;
+    let latest = cluster
+        .list_offsets(&wanted, LATEST_TIMESTAMP, wait)
+        .await?;
+    let committed = admin.group_offsets(group).await?;
+    let at_time = match to {
+        ResetTo::Datetime(ms) => Some(cluster.list_offsets(&wanted, ms, wait).await?),
+        _ => None,
+    };
+    let mut targets = BTreeMap::new();
+    for tp in &wanted {
+        let low = earliest.get(tp).map_or(0, |(offset, _)| *offset);
+        let high = latest.get(tp).map_or(0, |(offset, _)| *offset);
+        let target = match &to {
+            ResetTo::Earliest => low,
+            ResetTo::Latest => high,
+            ResetTo::Offset(offset) => *offset,
+            ResetTo::ShiftBy(by) => committed
+                .get(tp)
+                .copied()
+                .unwrap_or(high)
+                .saturating_add(*by),
+            ResetTo::Datetime(_) => at_time
+                .as_ref()
+                .and_then(|found| found.get(tp))
+                .map(|(offset, _)| *offset)
+                .filter(|offset| *offset >= 0)
+                .unwrap_or(high),
+        };
+        // Kafka keeps a reset inside the log.
+        targets.insert(tp.clone(), target.clamp(low, high));
+    }
+    let mut rows = vec![vec![
+        "GROUP".to_string(),
+        "TOPIC".to_string(),
+        "PARTITION".to_string(),
+        "NEW-OFFSET".to_string(),
+    ]];
+    for (tp, offset) in &targets {
+        rows.push(vec![
+            group.to_string(),
+            tp.topic.clone(),
+            tp.partition.to_string(),
+            offset.to_string(),
+        ]);
+    }
+    write_table(out, &rows)?;
+    if execute {
+        admin
+            .commit_group_offsets(group, &targets)
+            .await
+            .with_context(|| format!("committing the reset offsets of {group}"))?;
+    }
+    Ok(())
+}
+
+/// `kafka-consumer-groups.sh --describe --members`: one row per member.
+pub async fn groups_describe_members(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    group: &str,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    let description = admin(bootstrap, connector).describe_group(group).await?;
+    if description.members.is_empty() {
+        writeln!(out, "Consumer group '{group}' has no active members.")?;
+        return Ok(());
+    }
+    let mut rows = vec![["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS"]
+        .map(str::to_string)
+        .to_vec()];
+    for member in &description.members {
+        rows.push(vec![
+            group.to_string(),
+            member.member_id.clone(),
+            member.client_host.clone(),
+            member.client_id.clone(),
+            member.assignment.len().to_string(),
+        ]);
+    }
+    write_table(out, &rows)?;
+    Ok(())
+}
+
+/// `kafka-consumer-groups.sh --describe --state`: the group's coordinator,
+/// assignor, state and member count.
+pub async fn groups_describe_state(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+    group: &str,
+    out: Output<'_>,
+) -> anyhow::Result<()> {
+    let admin = admin(bootstrap, connector);
+    let description = admin.describe_group(group).await?;
+    let coordinator = admin.cluster().find_coordinator(group).await?.0;
+    let address = admin
+        .cluster()
+        .brokers()
+        .get(&coordinator)
+        .cloned()
+        .unwrap_or_default();
+    let rows = vec![
+        [
+            "GROUP",
+            "COORDINATOR (ID)",
+            "ASSIGNMENT-STRATEGY",
+            "STATE",
+            "#MEMBERS",
+        ]
+        .map(str::to_string)
+        .to_vec(),
+        vec![
+            group.to_string(),
+            format!("{address} ({coordinator})"),
+            description.protocol.clone(),
+            description.state.clone(),
+            description.members.len().to_string(),
+        ],
+    ];
+    write_table(out, &rows)?;
+    Ok(())
+}
+
+/// Every group's id, for `--all-groups`.
+pub async fn group_ids(
+    bootstrap: &str,
+    connector: Arc<dyn Connector>,
+) -> anyhow::Result<Vec<String>> {
+    Ok(admin(bootstrap, connector)
+        .list_groups()
+        .await?
+        .into_iter()
+        .map(|group| group.group_id)
+        .collect())
+}
+
 /// `kafka-consumer-groups.sh --delete --group G`.
 pub async fn groups_delete(
     bootstrap: &str,

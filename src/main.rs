@@ -224,10 +224,38 @@ enum Command {
         /// Delete a group's committed offsets of --topic T (or T:0,1).
         #[arg(long, group = "action")]
         delete_offsets: bool,
+        /// Move an inactive group's offsets of --topic T (or T:0,1); a dry
+        /// run unless --execute.
+        #[arg(long, group = "action")]
+        reset_offsets: bool,
         #[arg(long)]
         group: Option<String>,
+        /// With --describe: every group.
+        #[arg(long)]
+        all_groups: bool,
+        /// With --describe: the members, not the offsets.
+        #[arg(long)]
+        members: bool,
+        /// With --describe: the group's state and coordinator.
+        #[arg(long)]
+        state: bool,
         #[arg(long)]
         topic: Option<String>,
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        #[arg(long, group = "to")]
+        to_offset: Option<i64>,
+        /// YYYY-MM-DDTHH:mm:SS.sss, UTC.
+        #[arg(long, group = "to")]
+        to_datetime: Option<String>,
+        #[arg(long, group = "to", allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+        #[arg(long, conflicts_with = "execute")]
+        dry_run: bool,
+        #[arg(long)]
+        execute: bool,
     },
 }
 
@@ -542,9 +570,93 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
             describe,
             delete,
             delete_offsets,
+            reset_offsets,
             group,
+            all_groups,
+            members,
+            state,
             topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+            to_datetime,
+            shift_by,
+            dry_run: _,
+            execute,
         } => {
+            if reset_offsets {
+                let group = group.ok_or_else(|| anyhow::anyhow!("say which --group"))?;
+                let topic =
+                    topic.ok_or_else(|| anyhow::anyhow!("--reset-offsets needs --topic"))?;
+                let (topic, partitions) = cli_tools::parse_topic_partitions(&topic)?;
+                let to = if to_earliest {
+                    cli_tools::ResetTo::Earliest
+                } else if to_latest {
+                    cli_tools::ResetTo::Latest
+                } else if let Some(offset) = to_offset {
+                    cli_tools::ResetTo::Offset(offset)
+                } else if let Some(text) = to_datetime {
+                    cli_tools::ResetTo::Datetime(cli_tools::parse_datetime_ms(&text)?)
+                } else if let Some(by) = shift_by {
+                    cli_tools::ResetTo::ShiftBy(by)
+                } else {
+                    anyhow::bail!(
+                        "say one of --to-earliest, --to-latest, --to-offset, --to-datetime or --shift-by"
+                    )
+                };
+                let reset = cli_tools::OffsetReset {
+                    topic,
+                    partitions,
+                    to,
+                    execute,
+                };
+                return cli_tools::groups_reset_offsets(
+                    &bootstrap_server,
+                    connector,
+                    &group,
+                    reset,
+                    &mut stdout,
+                )
+                .await;
+            }
+            if describe {
+                let groups = match (all_groups, group) {
+                    (true, _) => {
+                        cli_tools::group_ids(&bootstrap_server, Arc::clone(&connector)).await?
+                    }
+                    (false, Some(group)) => vec![group],
+                    (false, None) => anyhow::bail!("--describe needs --group or --all-groups"),
+                };
+                for group in groups {
+                    let connector = Arc::clone(&connector);
+                    if members {
+                        cli_tools::groups_describe_members(
+                            &bootstrap_server,
+                            connector,
+                            &group,
+                            &mut stdout,
+                        )
+                        .await?;
+                    } else if state {
+                        cli_tools::groups_describe_state(
+                            &bootstrap_server,
+                            connector,
+                            &group,
+                            &mut stdout,
+                        )
+                        .await?;
+                    } else {
+                        cli_tools::groups_describe(
+                            &bootstrap_server,
+                            connector,
+                            &group,
+                            &mut stdout,
+                        )
+                        .await?;
+                    }
+                }
+                return Ok(());
+            }
             if delete || delete_offsets {
                 let group = group.ok_or_else(|| anyhow::anyhow!("say which --group"))?;
                 if delete {
@@ -568,13 +680,12 @@ async fn run_tool(command: Command) -> anyhow::Result<()> {
                     &mut stdout,
                 )
                 .await
-            } else if describe {
-                let group = group.ok_or_else(|| anyhow::anyhow!("--describe needs --group"))?;
-                cli_tools::groups_describe(&bootstrap_server, connector, &group, &mut stdout).await
             } else if list {
                 cli_tools::groups_list(&bootstrap_server, connector, &mut stdout).await
             } else {
-                anyhow::bail!("say --list or --describe --group G")
+                anyhow::bail!(
+                    "say --list, --describe, --delete, --delete-offsets or --reset-offsets"
+                )
             }
         }
     }

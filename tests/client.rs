@@ -807,6 +807,135 @@ mod cli {
         }
         assert_eq!(committed_total, 3, "{table}");
 
+        // --describe --state and --members, as kafka-consumer-groups.
+        let mut out = Vec::new();
+        cli_tools::groups_describe_state(addr, connector(), "console", &mut out)
+            .await
+            .unwrap();
+        let state = text(&out);
+        let row: Vec<&str> = state.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(
+            (row[0], row[row.len() - 2], row[row.len() - 1]),
+            ("console", "Empty", "0"),
+            "{state}"
+        );
+        let mut out = Vec::new();
+        cli_tools::groups_describe_members(addr, connector(), "console", &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            text(&out),
+            "Consumer group 'console' has no active members.\n"
+        );
+        assert_eq!(
+            cli_tools::group_ids(addr, connector()).await.unwrap(),
+            ["console"]
+        );
+
+        // --reset-offsets: a dry run prints and changes nothing; --execute
+        // commits, kept inside the log.
+        let offsets = || async {
+            Admin::new(addr, connector(), ConnectionConfig::default())
+                .group_offsets("console")
+                .await
+                .unwrap()
+        };
+        let before = offsets().await;
+        let mut out = Vec::new();
+        cli_tools::groups_reset_offsets(
+            addr,
+            connector(),
+            "console",
+            cli_tools::OffsetReset {
+                topic: "lines".into(),
+                partitions: None,
+                to: cli_tools::ResetTo::Earliest,
+                execute: false,
+            },
+            &mut out,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            text(&out)
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().last().unwrap().to_string())
+                .collect::<Vec<_>>(),
+            ["0", "0"]
+        );
+        assert_eq!(offsets().await, before, "a dry run commits nothing");
+        cli_tools::groups_reset_offsets(
+            addr,
+            connector(),
+            "console",
+            cli_tools::OffsetReset {
+                topic: "lines".into(),
+                partitions: None,
+                to: cli_tools::ResetTo::ShiftBy(-1),
+                execute: true,
+            },
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
+        let after = offsets().await;
+        for (tp, offset) in &before {
+            assert_eq!(after[tp], (offset - 1).max(0), "{tp}");
+        }
+        cli_tools::groups_reset_offsets(
+            addr,
+            connector(),
+            "console",
+            cli_tools::OffsetReset {
+                topic: "lines".into(),
+                partitions: Some(vec![0]),
+                to: cli_tools::ResetTo::Offset(1_000),
+                execute: true,
+            },
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
+        let end = Admin::new(addr, connector(), ConnectionConfig::default())
+            .cluster()
+            .list_offsets(&[TopicPartition::new("lines", 0)], -1, WAIT)
+            .await
+            .unwrap()[&TopicPartition::new("lines", 0)]
+            .0;
+        assert_eq!(
+            offsets().await[&TopicPartition::new("lines", 0)],
+            end,
+            "clamped to the log end"
+        );
+        assert_eq!(
+            cli_tools::parse_datetime_ms("1970-01-01T00:00:01.5Z").unwrap(),
+            1_500
+        );
+        assert_eq!(
+            cli_tools::parse_datetime_ms("2024-02-29T12:00:00").unwrap(),
+            1_709_208_000_000
+        );
+        assert!(cli_tools::parse_datetime_ms("2024-13-01T00:00:00").is_err());
+        cli_tools::groups_reset_offsets(
+            addr,
+            connector(),
+            "console",
+            cli_tools::OffsetReset {
+                topic: "lines".into(),
+                partitions: None,
+                to: cli_tools::ResetTo::Datetime(0),
+                execute: true,
+            },
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            offsets().await.values().all(|offset| *offset == 0),
+            "every record is after 1970"
+        );
+
         // --delete-offsets, then --delete, as kafka-consumer-groups does.
         assert_eq!(
             cli_tools::parse_topic_partitions("lines:0,1").unwrap(),

@@ -1241,6 +1241,48 @@ impl Admin {
         Ok(())
     }
 
+    /// OffsetCommit without a member (generation -1), as
+    /// kafka-consumer-groups' `--reset-offsets --execute` does: only a group
+    /// with no active members accepts it (UNKNOWN_MEMBER_ID otherwise).
+    pub async fn commit_group_offsets(
+        &self,
+        group_id: &str,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), ClientError> {
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::OffsetCommitRequest;
+        let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+        for (tp, offset) in offsets {
+            by_topic.entry(tp.topic.as_str()).or_default().push(
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(tp.partition)
+                    .with_committed_offset(*offset),
+            );
+        }
+        let topics = by_topic
+            .into_iter()
+            .map(|(topic, partitions)| {
+                OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(partitions)
+            })
+            .collect();
+        let (_, connection) = self.coordinator(group_id).await?;
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group_id.to_string())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(topics);
+        let response = connection.call(req).await?;
+        for topic in &response.topics {
+            for partition in &topic.partitions {
+                ClientError::check(partition.error_code)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Committed offsets of `group_id` for every partition it has committed.
     pub async fn group_offsets(
         &self,
