@@ -1313,8 +1313,11 @@ pub async fn groups_describe(
     for tp in &partitions {
         let current = committed.get(tp).copied();
         let end = ends.get(tp).map(|(offset, _)| *offset);
+        // As kafka-consumer-groups computes it: a committed offset past the
+        // log end (the log was truncated or deleted under it) shows as a
+        // negative lag rather than hiding behind 0.
         let lag = match (current, end) {
-            (Some(c), Some(e)) => e.saturating_sub(c).max(0).to_string(),
+            (Some(c), Some(e)) => e.saturating_sub(c).to_string(),
             _ => "-".to_string(),
         };
         rows.push(vec![

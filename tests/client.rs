@@ -935,6 +935,22 @@ mod cli {
             offsets().await.values().all(|offset| *offset == 0),
             "every record is after 1970"
         );
+        // A committed offset past the log end shows as a negative lag.
+        let past = BTreeMap::from([(TopicPartition::new("lines", 0), end + 5)]);
+        Admin::new(addr, connector(), ConnectionConfig::default())
+            .commit_group_offsets("console", &past)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        cli_tools::groups_describe(addr, connector(), "console", &mut out)
+            .await
+            .unwrap();
+        let row = text(&out)
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some("0"))
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(row[5], "-5", "{row:?}");
 
         // --delete-offsets, then --delete, as kafka-consumer-groups does.
         assert_eq!(
