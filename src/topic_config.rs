@@ -62,6 +62,12 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         documentation: "delete: old segments are deleted by retention. compact is refused until sluice has a log cleaner.",
     },
     TopicKey {
+        name: "compression.type",
+        config_type: ConfigType::String,
+        broker_synonym: "compression.type",
+        documentation: "producer: batches are stored as producers compressed them. sluice does not recompress, so other codecs are refused.",
+    },
+    TopicKey {
         name: "delete.retention.ms",
         config_type: ConfigType::Long,
         broker_synonym: "log.cleaner.delete.retention.ms",
@@ -248,6 +254,24 @@ fn set(settings: &mut TopicSettings, key: &str, value: &str) -> Result<(), Topic
                 ));
             }
         }
+        "compression.type" => match value.trim() {
+            "producer" => {}
+            "gzip" | "snappy" | "lz4" | "zstd" | "uncompressed" => {
+                return Err(invalid(
+                    key,
+                    value,
+                    "sluice stores batches as producers compressed them and does not \
+                     recompress: only producer is supported",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    key,
+                    value,
+                    "String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer",
+                ))
+            }
+        },
         "delete.retention.ms" | "min.compaction.lag.ms" => {
             number(key, value, 0i64)?;
         }
@@ -455,6 +479,7 @@ pub fn broker_default(broker: &BrokerConfig, key: &str) -> String {
         "segment.bytes" => log.segment_bytes.to_string(),
         "segment.ms" => log.roll_ms.to_string(),
         "cleanup.policy" => "delete".to_string(),
+        "compression.type" => "producer".to_string(),
         "delete.retention.ms" => DELETE_RETENTION_MS_DEFAULT.to_string(),
         "min.compaction.lag.ms" => "0".to_string(),
         "min.cleanable.dirty.ratio" => MIN_CLEANABLE_DIRTY_RATIO_DEFAULT.to_string(),
@@ -600,6 +625,8 @@ mod tests {
             ("cleanup.policy", "archive"),
             ("cleanup.policy", "compact"),
             ("cleanup.policy", "compact,delete"),
+            ("compression.type", "lz4"),
+            ("compression.type", "brotli"),
             ("min.cleanable.dirty.ratio", "1.5"),
             ("min.insync.replicas", "0"),
             ("message.timestamp.type", "BrokerTime"),
@@ -622,6 +649,7 @@ mod tests {
         // Everything Kafka accepts and sluice honours.
         pairs(&[
             ("cleanup.policy", "delete"),
+            ("compression.type", "producer"),
             ("retention.ms", "-1"),
             ("retention.bytes", "-1"),
             ("min.cleanable.dirty.ratio", "0.9"),

@@ -32,7 +32,7 @@ use crate::topic_config::{self, TopicConfigs, TopicSettings};
 pub(super) const TOPIC_CONFIGS_FILE: &str = "topic_configs";
 
 /// The longest `topic_configs` file read: far beyond any real set of
-/// overrides (a topic has at most fourteen), so a damaged length cannot
+/// overrides (a topic has at most one per key of `TOPIC_KEYS`), so a damaged length cannot
 /// make recovery allocate without bound.
 const TOPIC_CONFIGS_FILE_BYTES_MAX: usize = 64 << 20;
 
