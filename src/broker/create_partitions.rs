@@ -19,7 +19,6 @@ use kafka_protocol::error::ResponseError;
 use super::partition::Partition;
 use super::{Broker, Topic, MAX_PARTITIONS_PER_TOPIC};
 use crate::controller::AddPartitionsError;
-use crate::log::PartitionLog;
 use crate::metadata::{MetadataRecord, PartitionImage, OFFSETS_TOPIC};
 
 impl Broker {
@@ -94,36 +93,17 @@ impl Broker {
         first: usize,
         added: usize,
     ) -> Result<(), (i16, String)> {
-        let storage_error = || (ResponseError::KafkaStorageError.code(), String::new());
         let settings = self.topic_settings(&self.topic_configs(name).unwrap_or_default());
-        let now_ms = self.clock.now_ms();
         let mut partitions: BTreeMap<i32, Arc<Partition>> = self
             .topic(name)
             .map(|topic| topic.partitions.clone())
             .unwrap_or_default();
-        for index in first..first + added {
-            let index = index as i32;
-            let dir = self.config.log_dirs.join(format!("{name}-{index}"));
-            let log = PartitionLog::open(self.storage.clone(), &dir, settings.log.clone(), now_ms)
-                .await
-                .map_err(|error| {
-                    tracing::error!(topic = name, partition = index, %error, "creating a partition failed");
-                    storage_error()
-                })?;
-            let partition = Partition::new(
-                name.to_string(),
-                index,
-                log,
-                self.config.node_id,
-                self.observed.clone(),
-            );
-            partition.apply_settings(&settings).await;
-            partitions.insert(index, Arc::new(partition));
-        }
-        if let Err(error) = self.storage.sync_dir(&self.config.log_dirs).await {
-            tracing::error!(topic = name, %error, "syncing the data directory failed");
-            return Err(storage_error());
-        }
+        let indexes = first as i32..(first + added) as i32;
+        let opened = self
+            .open_local_partitions(name, indexes, &settings)
+            .await
+            .map_err(|()| (ResponseError::KafkaStorageError.code(), String::new()))?;
+        partitions.extend(opened);
         self.topics.write().expect("topics lock").insert(
             name.to_string(),
             Arc::new(Topic {

@@ -510,30 +510,10 @@ impl Broker {
             return Err(code(ResponseError::KafkaStorageError));
         }
         let settings = self.topic_settings(&configs);
-        let now_ms = self.clock.now_ms();
-        let mut partitions = BTreeMap::new();
-        for index in 0..partition_count {
-            let dir = self.config.log_dirs.join(format!("{name}-{index}"));
-            let log = PartitionLog::open(self.storage.clone(), &dir, settings.log.clone(), now_ms)
-                .await
-                .map_err(|error| {
-                    tracing::error!(topic = name, %error, "creating a partition failed");
-                    code(ResponseError::KafkaStorageError)
-                })?;
-            let partition = Partition::new(
-                name.to_string(),
-                index,
-                log,
-                self.config.node_id,
-                self.observed.clone(),
-            );
-            partition.apply_settings(&settings).await;
-            partitions.insert(index, Arc::new(partition));
-        }
-        if let Err(error) = self.storage.sync_dir(&self.config.log_dirs).await {
-            tracing::error!(topic = name, %error, "syncing the data directory failed");
-            return Err(code(ResponseError::KafkaStorageError));
-        }
+        let partitions = self
+            .open_local_partitions(name, 0..partition_count, &settings)
+            .await
+            .map_err(|()| code(ResponseError::KafkaStorageError))?;
         tracing::info!(topic = name, partitions = partition_count, "created topic");
         let topic = Arc::new(Topic {
             name: name.to_string(),
@@ -554,6 +534,41 @@ impl Broker {
             )
             .expect("topic admin is serialised, so the name is free, and one replica leads itself");
         Ok(())
+    }
+
+    /// A single node's new partitions `indexes` of `name`, each opened (its
+    /// directory created) with `settings`, then the data directory synced
+    /// so the directories survive a crash. A storage error is logged.
+    async fn open_local_partitions(
+        &self,
+        name: &str,
+        indexes: std::ops::Range<i32>,
+        settings: &crate::topic_config::TopicSettings,
+    ) -> Result<BTreeMap<i32, Arc<Partition>>, ()> {
+        let now_ms = self.clock.now_ms();
+        let mut partitions = BTreeMap::new();
+        for index in indexes {
+            let dir = self.config.log_dirs.join(format!("{name}-{index}"));
+            let log = PartitionLog::open(self.storage.clone(), &dir, settings.log.clone(), now_ms)
+                .await
+                .map_err(|error| {
+                    tracing::error!(topic = name, partition = index, %error, "creating a partition failed");
+                })?;
+            let partition = Partition::new(
+                name.to_string(),
+                index,
+                log,
+                self.config.node_id,
+                self.observed.clone(),
+            );
+            partition.apply_settings(settings).await;
+            partitions.insert(index, Arc::new(partition));
+        }
+        if let Err(error) = self.storage.sync_dir(&self.config.log_dirs).await {
+            tracing::error!(topic = name, %error, "syncing the data directory failed");
+            return Err(());
+        }
+        Ok(partitions)
     }
 
     /// Deletes a topic. Its committed offsets are tombstoned durably first:

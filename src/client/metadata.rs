@@ -621,6 +621,18 @@ impl Cluster {
     }
 }
 
+/// Items keyed by partition, grouped by topic in topic order, as requests
+/// that list partitions per topic need them.
+fn by_topic<'a, T>(
+    items: impl IntoIterator<Item = (&'a TopicPartition, T)>,
+) -> BTreeMap<&'a str, Vec<T>> {
+    let mut grouped: BTreeMap<&str, Vec<T>> = BTreeMap::new();
+    for (tp, item) in items {
+        grouped.entry(tp.topic.as_str()).or_default().push(item);
+    }
+    grouped
+}
+
 /// A broker's error code with the message it gave, if any: the message
 /// says why (an unknown config, a count below the current one), so it is
 /// kept. A code without a message is the plain [`ClientError::check`], so
@@ -914,13 +926,7 @@ impl Admin {
         use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
         use kafka_protocol::messages::ElectLeadersRequest;
         let topic_partitions = partitions.map(|tps| {
-            let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-            for tp in tps {
-                by_topic
-                    .entry(tp.topic.as_str())
-                    .or_default()
-                    .push(tp.partition);
-            }
+            let by_topic = by_topic(tps.iter().map(|tp| (tp, tp.partition)));
             by_topic
                 .into_iter()
                 .map(|(topic, partitions)| {
@@ -1205,13 +1211,7 @@ impl Admin {
             OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
         };
         use kafka_protocol::messages::OffsetDeleteRequest;
-        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for tp in partitions {
-            by_topic
-                .entry(tp.topic.as_str())
-                .or_default()
-                .push(tp.partition);
-        }
+        let by_topic = by_topic(partitions.iter().map(|tp| (tp, tp.partition)));
         let topics = by_topic
             .into_iter()
             .map(|(topic, indexes)| {
@@ -1253,14 +1253,12 @@ impl Admin {
             OffsetCommitRequestPartition, OffsetCommitRequestTopic,
         };
         use kafka_protocol::messages::OffsetCommitRequest;
-        let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (tp, offset) in offsets {
-            by_topic.entry(tp.topic.as_str()).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(tp.partition)
-                    .with_committed_offset(*offset),
-            );
-        }
+        let by_topic = by_topic(offsets.iter().map(|(tp, offset)| {
+            let partition = OffsetCommitRequestPartition::default()
+                .with_partition_index(tp.partition)
+                .with_committed_offset(*offset);
+            (tp, partition)
+        }));
         let topics = by_topic
             .into_iter()
             .map(|(topic, partitions)| {
@@ -1330,13 +1328,7 @@ pub(crate) async fn fetch_committed_offsets(
         }
         None => None,
         Some(tps) => {
-            let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-            for tp in tps {
-                by_topic
-                    .entry(tp.topic.as_str())
-                    .or_default()
-                    .push(tp.partition);
-            }
+            let by_topic = by_topic(tps.iter().map(|tp| (tp, tp.partition)));
             Some(
                 by_topic
                     .into_iter()
