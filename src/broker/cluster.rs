@@ -456,9 +456,9 @@ impl Broker {
     pub(super) async fn log_report(&self) -> LogReport {
         let mut report = LogReport::new();
         for partition in self.all_partitions() {
-            if let Ok((log_end_offset, last_epoch)) = partition.fetch_position().await {
+            if let Ok(position) = partition.fetch_position().await {
                 let key = (partition.topic.clone(), partition.index);
-                report.insert(key, (last_epoch, log_end_offset));
+                report.insert(key, (position.last_fetched_epoch, position.log_end_offset));
             }
         }
         report

@@ -63,6 +63,17 @@ impl PartitionError {
     }
 }
 
+/// Where a follower fetches from next, and what it reports in that fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPosition {
+    pub log_end_offset: i64,
+    /// The epoch of its last record (-1: none, or the planted
+    /// `skip-truncation-same-leader` skipping the check).
+    pub last_fetched_epoch: i32,
+    /// Its log start, which the leader's DeleteRecords waits for.
+    pub log_start_offset: i64,
+}
+
 /// The offsets a Fetch or ListOffsets response reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
@@ -631,18 +642,19 @@ impl Partition {
 
     /// Where a follower fetches from next: its log end and the epoch of its
     /// last batch (-1 for an empty log).
-    pub async fn fetch_position(&self) -> Result<(i64, i32), PartitionError> {
+    pub async fn fetch_position(&self) -> Result<FetchPosition, PartitionError> {
         let skip_epoch_check = self.same_leader_skips_epoch_check.load(Ordering::Acquire);
         self.with_log(async |log| {
             let last_fetched_epoch = log.latest_epoch().unwrap_or(-1);
-            Ok((
-                log.log_end_offset(),
-                if skip_epoch_check {
+            Ok(FetchPosition {
+                log_end_offset: log.log_end_offset(),
+                last_fetched_epoch: if skip_epoch_check {
                     -1
                 } else {
                     last_fetched_epoch
                 },
-            ))
+                log_start_offset: log.log_start_offset(),
+            })
         })
         .await
     }
@@ -652,10 +664,15 @@ impl Partition {
     pub async fn append_from_leader(
         &self,
         payload: Bytes,
-        leader_high_watermark: i64,
+        (leader_high_watermark, leader_log_start): (i64, i64),
         now_ms: i64,
     ) -> Result<(), PartitionError> {
         self.with_hosted(async |hosted: &mut Hosted| {
+            // DeleteRecords on the leader moves this replica's start too, up
+            // to what it holds (never past the leader's high watermark, so
+            // never past the one this replica is about to take).
+            let start = leader_log_start.min(hosted.log.log_end_offset());
+            hosted.log.advance_log_start(start).await?;
             if !payload.is_empty() {
                 hosted.log.append_replicated(payload, now_ms).await?;
                 // Under log.flush.on.ack an acknowledgement means on disk on
@@ -816,20 +833,6 @@ impl Partition {
                 return false;
             }
         }
-    }
-
-    /// A follower adopts the leader's log start (its DeleteRecords), up to
-    /// what it holds itself.
-    pub async fn follow_leader_log_start(
-        &self,
-        leader_log_start: i64,
-    ) -> Result<(), PartitionError> {
-        self.with_log(async |log| {
-            let target = leader_log_start.min(log.log_end_offset());
-            log.advance_log_start(target).await?;
-            Ok(())
-        })
-        .await
     }
 
     pub async fn offsets(&self) -> Result<PartitionOffsets, PartitionError> {

@@ -139,18 +139,17 @@ impl Broker {
         let mut by_topic: BTreeMap<String, Vec<fetch_request::FetchPartition>> = BTreeMap::new();
         let mut asked = Vec::new();
         for partition in partitions {
-            let Ok((fetch_offset, last_fetched_epoch)) = partition.fetch_position().await else {
+            let Ok(position) = partition.fetch_position().await else {
                 continue;
             };
-            let log_start_offset = partition.offsets().await.map_or(-1, |o| o.log_start_offset);
             let leader_epoch = partition.leader_epoch();
             by_topic.entry(partition.topic.clone()).or_default().push(
                 fetch_request::FetchPartition::default()
                     .with_partition(partition.index)
                     .with_current_leader_epoch(leader_epoch)
-                    .with_fetch_offset(fetch_offset)
-                    .with_last_fetched_epoch(last_fetched_epoch)
-                    .with_log_start_offset(log_start_offset)
+                    .with_fetch_offset(position.log_end_offset)
+                    .with_last_fetched_epoch(position.last_fetched_epoch)
+                    .with_log_start_offset(position.log_start_offset)
                     .with_partition_max_bytes(REPLICA_FETCH_PARTITION_BYTES_MAX),
             );
             asked.push((Arc::clone(partition), leader_epoch));
@@ -232,17 +231,14 @@ impl Broker {
         }
         let records = data.records.unwrap_or_default();
         match partition
-            .append_from_leader(records, data.high_watermark, now_ms)
+            .append_from_leader(
+                records,
+                (data.high_watermark, data.log_start_offset),
+                now_ms,
+            )
             .await
         {
             Ok(()) => {
-                // DeleteRecords on the leader moves this replica's start too.
-                if let Err(error) = partition
-                    .follow_leader_log_start(data.log_start_offset)
-                    .await
-                {
-                    tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "follower could not move its log start");
-                }
                 self.notify_data_arrived();
                 true
             }

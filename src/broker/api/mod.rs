@@ -142,6 +142,40 @@ impl Broker {
         }
     }
 
+    /// In a cluster, a broker that is not the active controller forwards an
+    /// admin request only the controller carries out (config alterations,
+    /// topic and partition creation and deletion) to it, and relays its
+    /// answer. None: handle it here. A request another broker forwarded is
+    /// never forwarded again, so two brokers with stale views of the
+    /// quorum cannot pass one back and forth.
+    pub(super) async fn forwarded<R>(
+        &self,
+        request: &R,
+        version: i16,
+        context: &RequestContext,
+    ) -> Option<R::Response>
+    where
+        R: kafka_protocol::protocol::Request + Clone,
+    {
+        if self.cluster.is_none()
+            || self.is_active_controller()
+            || context
+                .client_id
+                .starts_with(crate::broker::BROKER_CLIENT_ID_PREFIX)
+        {
+            return None;
+        }
+        match self.forward_to_controller(request.clone(), version).await {
+            Ok(response) => Some(response),
+            Err(error) => {
+                tracing::debug!(%error, "forwarding to the controller failed");
+                // Answer here: the handler finds it is not the controller
+                // and says NOT_CONTROLLER, which clients retry.
+                None
+            }
+        }
+    }
+
     /// NOT_COORDINATOR when another broker coordinates `group_id`: in a
     /// cluster only the offsets partition's leader serves groups.
     fn group_coordinator_error(&self, group_id: &str) -> Option<i16> {
