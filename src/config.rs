@@ -43,6 +43,14 @@ pub struct BrokerConfig {
     pub log_retention_check_interval_ms: u64,
     /// `log.flush.scheduler.interval.ms`: how often `log.flush.interval.ms` is checked.
     pub log_flush_scheduler_interval_ms: u64,
+    /// `log.cleaner.enable`: run the log cleaner for compacted topics.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: how long the cleaner sleeps when no log
+    /// is due for cleaning.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: the memory one cleaning pass may
+    /// use for its map of keys to their latest offsets.
+    pub log_cleaner_dedupe_buffer_size: usize,
     /// Per-log settings (`log.segment.bytes`, `log.retention.ms`, ...).
     pub log: LogConfig,
     /// `controller.quorum.voters`: every voter as `(node id, host:port)`,
@@ -103,6 +111,9 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             log_retention_check_interval_ms: 300_000,
             log_flush_scheduler_interval_ms: 1000,
+            log_cleaner_enable: true,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_size: 134_217_728,
             log: LogConfig::default(),
             controller_quorum_voters: Vec::new(),
             controller_listener: None,
@@ -448,6 +459,31 @@ impl BrokerConfig {
             "log.flush.scheduler.interval.ms" => {
                 self.log_flush_scheduler_interval_ms = parse(key, value)?
             }
+            "log.cleaner.enable" => self.log_cleaner_enable = parse(key, value)?,
+            "log.cleaner.backoff.ms" => self.log_cleaner_backoff_ms = parse(key, value)?,
+            "log.cleaner.dedupe.buffer.size" => {
+                self.log_cleaner_dedupe_buffer_size = parse(key, value)?;
+                if self.log_cleaner_dedupe_buffer_size
+                    < crate::log::cleaner::DEDUPE_BUFFER_BYTES_MIN
+                {
+                    return Err(out_of_range(key, value, "at least 1 MiB"));
+                }
+            }
+            "log.cleanup.policy" => {
+                self.log.cleanup_policy = crate::log::CleanupPolicy::parse(value)
+                    .map_err(|reason| out_of_range(key, value, &reason))?
+            }
+            "log.cleaner.delete.retention.ms" => self.log.delete_retention_ms = parse(key, value)?,
+            "log.cleaner.min.compaction.lag.ms" => {
+                self.log.min_compaction_lag_ms = parse(key, value)?
+            }
+            "log.cleaner.min.cleanable.ratio" => {
+                let ratio: f64 = parse(key, value)?;
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(out_of_range(key, value, "between 0 and 1"));
+                }
+                self.log.min_cleanable_dirty_ratio = ratio;
+            }
             "log.segment.bytes" => {
                 self.log.segment_bytes = parse(key, value)?;
                 if self.log.segment_bytes < LOG_SEGMENT_BYTES_MIN {
@@ -548,7 +584,28 @@ impl BrokerConfig {
                 self.leader_imbalance_check_interval_seconds.to_string(),
             ),
             ("listeners", self.listener.clone()),
-            ("log.cleanup.policy", "delete".to_string()),
+            (
+                "log.cleaner.backoff.ms",
+                self.log_cleaner_backoff_ms.to_string(),
+            ),
+            (
+                "log.cleaner.dedupe.buffer.size",
+                self.log_cleaner_dedupe_buffer_size.to_string(),
+            ),
+            (
+                "log.cleaner.delete.retention.ms",
+                log.delete_retention_ms.to_string(),
+            ),
+            ("log.cleaner.enable", self.log_cleaner_enable.to_string()),
+            (
+                "log.cleaner.min.cleanable.ratio",
+                log.min_cleanable_dirty_ratio.to_string(),
+            ),
+            (
+                "log.cleaner.min.compaction.lag.ms",
+                log.min_compaction_lag_ms.to_string(),
+            ),
+            ("log.cleanup.policy", log.cleanup_policy.name().to_string()),
             ("log.dirs", self.log_dirs.display().to_string()),
             (
                 "log.flush.interval.messages",

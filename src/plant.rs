@@ -111,10 +111,16 @@ pub enum Bug {
     /// the ISR, so one follower cut off from it stalls every acks=all
     /// produce for as long as the cut lasts (a liveness bug).
     IsrNeverShrinks,
+    /// The log cleaner keeps the first record of each key it mapped instead
+    /// of the latest, so a compacted log serves an old value.
+    CleanerDropsLatest,
+    /// The log cleaner drops every tombstone it cleans, ignoring
+    /// `delete.retention.ms`, so a reader behind it never sees the delete.
+    TombstoneDroppedEarly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 26] = [
+    pub const ALL: [Bug; 28] = [
         Bug::AckBeforeFsync,
         Bug::RecoveryKeepsTornTail,
         Bug::FetchBeyondHighWatermark,
@@ -141,6 +147,8 @@ impl Bug {
         Bug::CommitPriorEpochByCount,
         Bug::RejoinWithStaleBrokerEpoch,
         Bug::IsrNeverShrinks,
+        Bug::CleanerDropsLatest,
+        Bug::TombstoneDroppedEarly,
     ];
 
     /// The kebab-case name `sim --plant` takes.
@@ -172,6 +180,8 @@ impl Bug {
             Bug::CommitPriorEpochByCount => "commit-prior-epoch-by-count",
             Bug::RejoinWithStaleBrokerEpoch => "rejoin-with-stale-broker-epoch",
             Bug::IsrNeverShrinks => "isr-never-shrinks",
+            Bug::CleanerDropsLatest => "cleaner-drops-latest",
+            Bug::TombstoneDroppedEarly => "tombstone-dropped-early",
         }
     }
 
@@ -222,6 +232,12 @@ impl Bug {
                 "a fetch from before a follower's restart readmits it to the ISR (KIP-903)"
             }
             Bug::IsrNeverShrinks => "a leader never drops a lagging follower from the ISR",
+            Bug::CleanerDropsLatest => {
+                "the log cleaner keeps each key's first record, not its latest"
+            }
+            Bug::TombstoneDroppedEarly => {
+                "the log cleaner drops tombstones before delete.retention.ms"
+            }
         }
     }
 

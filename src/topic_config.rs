@@ -9,14 +9,14 @@
 //! settings never fails. Plain data: no I/O, clock or locking.
 //!
 //! Invariant: a key this module does not know, or a value it would refuse,
-//! is never stored; a setting sluice cannot honour (`cleanup.policy=compact`
-//! until the log has a cleaner, `unclean.leader.election.enable=true`) is
-//! refused, never accepted and ignored.
+//! is never stored; a setting sluice cannot honour (broker-side
+//! recompression, `unclean.leader.election.enable=true`) is refused, never
+//! accepted and ignored.
 
 use std::collections::BTreeMap;
 
 use crate::config::{BrokerConfig, LOG_SEGMENT_BYTES_MIN};
-use crate::log::{LogConfig, TimestampType};
+use crate::log::{CleanupPolicy, LogConfig, TimestampType};
 
 /// A topic's overrides: key to value, as the client set them.
 pub type TopicConfigs = BTreeMap<String, String>;
@@ -59,7 +59,7 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         name: "cleanup.policy",
         config_type: ConfigType::List,
         broker_synonym: "log.cleanup.policy",
-        documentation: "delete: old segments are deleted by retention. compact is refused until sluice has a log cleaner.",
+        documentation: "delete: old segments are deleted by retention. compact: the log cleaner keeps the latest record per key. compact,delete: both.",
     },
     TopicKey {
         name: "compression.type",
@@ -147,12 +147,6 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
     },
 ];
 
-/// Kafka's default `delete.retention.ms`: one day.
-const DELETE_RETENTION_MS_DEFAULT: i64 = 86_400_000;
-
-/// Kafka's default `min.cleanable.dirty.ratio`.
-const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: &str = "0.5";
-
 /// The settings a topic's partitions run with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicSettings {
@@ -235,24 +229,8 @@ fn set(settings: &mut TopicSettings, key: &str, value: &str) -> Result<(), Topic
         }
         "segment.ms" => log.roll_ms = number(key, value, 1i64)?,
         "cleanup.policy" => {
-            let policies: Vec<&str> = value.split(',').map(str::trim).collect();
-            if let Some(unknown) = policies
-                .iter()
-                .find(|policy| !["delete", "compact"].contains(policy))
-            {
-                return Err(invalid(
-                    key,
-                    value,
-                    &format!("String must be one of: compact, delete (not {unknown:?})"),
-                ));
-            }
-            if policies.contains(&"compact") {
-                return Err(invalid(
-                    key,
-                    value,
-                    "log compaction is not supported yet: sluice has no log cleaner",
-                ));
-            }
+            log.cleanup_policy =
+                CleanupPolicy::parse(value).map_err(|reason| invalid(key, value, &reason))?;
         }
         "compression.type" => match value.trim() {
             "producer" => {}
@@ -272,14 +250,14 @@ fn set(settings: &mut TopicSettings, key: &str, value: &str) -> Result<(), Topic
                 ))
             }
         },
-        "delete.retention.ms" | "min.compaction.lag.ms" => {
-            number(key, value, 0i64)?;
-        }
+        "delete.retention.ms" => log.delete_retention_ms = number(key, value, 0i64)?,
+        "min.compaction.lag.ms" => log.min_compaction_lag_ms = number(key, value, 0i64)?,
         "min.cleanable.dirty.ratio" => {
             let ratio: f64 = number(key, value, 0.0f64)?;
             if ratio > 1.0 {
                 return Err(invalid(key, value, "Value must be no more than 1"));
             }
+            log.min_cleanable_dirty_ratio = ratio;
         }
         "max.message.bytes" => log.message_max_bytes = number(key, value, 0i32)? as usize,
         "message.timestamp.type" => {
@@ -478,11 +456,11 @@ pub fn broker_default(broker: &BrokerConfig, key: &str) -> String {
         "retention.bytes" => log.retention_bytes.to_string(),
         "segment.bytes" => log.segment_bytes.to_string(),
         "segment.ms" => log.roll_ms.to_string(),
-        "cleanup.policy" => "delete".to_string(),
+        "cleanup.policy" => log.cleanup_policy.name().to_string(),
         "compression.type" => "producer".to_string(),
-        "delete.retention.ms" => DELETE_RETENTION_MS_DEFAULT.to_string(),
-        "min.compaction.lag.ms" => "0".to_string(),
-        "min.cleanable.dirty.ratio" => MIN_CLEANABLE_DIRTY_RATIO_DEFAULT.to_string(),
+        "delete.retention.ms" => log.delete_retention_ms.to_string(),
+        "min.compaction.lag.ms" => log.min_compaction_lag_ms.to_string(),
+        "min.cleanable.dirty.ratio" => log.min_cleanable_dirty_ratio.to_string(),
         "max.message.bytes" => log.message_max_bytes.to_string(),
         "message.timestamp.type" => match log.timestamp_type {
             TimestampType::CreateTime => "CreateTime",
@@ -623,8 +601,7 @@ mod tests {
             ("segment.bytes", "4294967296"),
             ("segment.ms", "0"),
             ("cleanup.policy", "archive"),
-            ("cleanup.policy", "compact"),
-            ("cleanup.policy", "compact,delete"),
+            ("cleanup.policy", "compact,archive"),
             ("compression.type", "lz4"),
             ("compression.type", "brotli"),
             ("min.cleanable.dirty.ratio", "1.5"),
@@ -647,6 +624,8 @@ mod tests {
         let null = from_pairs([("retention.ms", None)]);
         assert_eq!(null.expect_err("null").code(), 42);
         // Everything Kafka accepts and sluice honours.
+        pairs(&[("cleanup.policy", "compact")]).expect("valid");
+        pairs(&[("cleanup.policy", "compact,delete")]).expect("valid");
         pairs(&[
             ("cleanup.policy", "delete"),
             ("compression.type", "producer"),
@@ -687,14 +666,23 @@ mod tests {
         )
         .expect_err("scalar append");
         assert_eq!(error.code(), 42);
-        // The result is validated as a whole: compact cannot be appended.
+        // The result is validated as a whole: an unknown policy cannot be
+        // appended, compact can.
         let error = incremental(
+            &next,
+            [("cleanup.policy", AlterOp::Append, Some("archive"))],
+            defaults,
+        )
+        .expect_err("archive");
+        assert_eq!(error.code(), 40);
+        let both = incremental(
             &next,
             [("cleanup.policy", AlterOp::Append, Some("compact"))],
             defaults,
         )
-        .expect_err("compact");
-        assert_eq!(error.code(), 40);
+        .expect("compact appended");
+        let settings = settings(&BrokerConfig::default(), &both);
+        assert_eq!(settings.log.cleanup_policy.name(), "compact,delete");
         let emptied = incremental(
             &next,
             [("cleanup.policy", AlterOp::Subtract, Some("delete"))],

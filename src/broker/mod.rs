@@ -784,6 +784,16 @@ impl Broker {
                 broker.apply_retention().await;
             }
         }));
+        if self.config.log_cleaner_enable {
+            let broker = Arc::clone(self);
+            handles.push(tokio::spawn(async move {
+                let backoff = Duration::from_millis(broker.config.log_cleaner_backoff_ms.max(1));
+                loop {
+                    tokio::time::sleep(backoff).await;
+                    broker.clean_logs().await;
+                }
+            }));
+        }
         handles
     }
 
@@ -828,6 +838,75 @@ impl Broker {
             if let Err(error) = result {
                 tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "retention failed");
             }
+        }
+    }
+
+    /// Runs one cleaning pass over every compacted log that is due (the
+    /// log cleaner, `src/log/cleaner.rs`). The log's lock is held for one
+    /// step at a time (the map, then each segment), so produce and fetch
+    /// go on between them.
+    pub async fn clean_logs(&self) {
+        let dedupe_bytes_max = self.config.log_cleaner_dedupe_buffer_size;
+        for partition in self.all_partitions() {
+            let now_ms = self.clock.now_ms();
+            let planned = partition
+                .with_log(async |log| {
+                    let Some(due) = log.cleaning_due(now_ms) else {
+                        return Ok(None);
+                    };
+                    let map = log.build_offset_map(&due, dedupe_bytes_max).await?;
+                    let bases = log.segments_to_clean(&map);
+                    Ok(Some((due, map, bases)))
+                })
+                .await;
+            let (due, map, bases) = match planned {
+                Ok(Some(planned)) => planned,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "log cleaner failed");
+                    continue;
+                }
+            };
+            let mut pass = crate::log::cleaner::PassCleaned {
+                keys_mapped: map.len(),
+                ..Default::default()
+            };
+            let mut complete = true;
+            for base in bases {
+                let now_ms = self.clock.now_ms();
+                match partition
+                    .with_log(async |log| log.clean_segment(base, &map, now_ms).await)
+                    .await
+                {
+                    Ok(Some(cleaned)) => pass.add(&cleaned),
+                    Ok(None) => complete = false,
+                    Err(error) => {
+                        tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "log cleaner failed");
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                let _ = partition
+                    .with_log(async |log| {
+                        log.finish_cleaning(&map, &pass);
+                        Ok(())
+                    })
+                    .await;
+            }
+            tracing::info!(
+                topic = %partition.topic,
+                partition = partition.index,
+                dirty_ratio = due.dirty_ratio,
+                keys = pass.keys_mapped,
+                segments = pass.segments,
+                bytes_before = pass.bytes_before,
+                bytes_after = pass.bytes_after,
+                records_removed = pass.records_removed,
+                tombstones_removed = pass.tombstones_removed,
+                "log cleaner pass"
+            );
         }
     }
 

@@ -35,7 +35,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use super::partition::{AckWait, Partition};
 use super::{Broker, OFFSETS_TOPIC};
 use crate::group::{CommittedOffset, Durable, GroupConfig, GroupCoordinator, PersistId};
-use crate::log::{LogConfig, LogError, PartitionLog};
+use crate::log::{CleanupPolicy, LogConfig, LogError, PartitionLog};
 
 /// Replay reads the log in chunks of this size.
 const REPLAY_CHUNK_BYTES: usize = 1 << 20;
@@ -103,12 +103,15 @@ pub(super) struct CoordinatorLoad {
 
 /// The offsets log's settings: the broker's, except that every write is
 /// fsynced before it counts (a committed offset must never move back after
-/// a crash) and nothing is deleted by retention.
+/// a crash), nothing is deleted by retention, and the log is compacted, so
+/// a load replays about one record per group, topic and partition plus
+/// what was written since the last cleaning.
 pub(super) fn log_config(broker_log: &LogConfig) -> LogConfig {
     LogConfig {
         flush_on_ack: true,
         retention_ms: -1,
         retention_bytes: -1,
+        cleanup_policy: CleanupPolicy::COMPACT,
         ..broker_log.clone()
     }
 }
@@ -312,6 +315,13 @@ async fn replay(log: &PartitionLog, coordinator: &mut GroupCoordinator) -> Resul
         let mut bytes = log.read(offset, REPLAY_CHUNK_BYTES, end_offset).await?;
         if bytes.is_empty() {
             break;
+        }
+        // Each batch moves the replay past its whole offset range: a
+        // compacted batch may hold fewer records than offsets, or none.
+        let mut walk = &bytes[..];
+        while let Ok(header) = crate::log::batch::parse_header(walk) {
+            offset = offset.max(header.next_offset());
+            walk = &walk[header.size_bytes..];
         }
         let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|error| {
             LogError::Io(std::io::Error::other(format!(

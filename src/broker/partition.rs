@@ -57,6 +57,7 @@ impl PartitionError {
                 }
                 LogError::Io(_) => ResponseError::KafkaStorageError,
                 LogError::NotContiguous { .. } => ResponseError::OffsetOutOfRange,
+                LogError::KeylessRecordOnCompactedTopic { .. } => ResponseError::InvalidRecord,
             },
         };
         error.code()

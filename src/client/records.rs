@@ -29,11 +29,6 @@ const BATCH_LOG_OVERHEAD: usize = 12;
 /// the smallest (7-byte) records holds about 150 000.
 const COMPRESSED_RECORDS_PER_BATCH_MAX: usize = 1 << 20;
 
-/// What one compressed batch may decompress to. Far above Kafka's default
-/// `max.message.bytes` (1 MiB), and a bound, so a hostile batch cannot take
-/// the client's memory.
-const DECOMPRESSED_BATCH_BYTES_MAX: u64 = 64 << 20;
-
 /// Why fetched bytes could not be turned into records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FetchDecodeError {
@@ -43,40 +38,6 @@ pub(crate) enum FetchDecodeError {
     /// A valid batch this client cannot read (an unknown codec or record
     /// format); the data may be fine.
     Unsupported(String),
-}
-
-/// Decompresses one batch's records. gzip and snappy go through
-/// `kafka-protocol`; lz4 and zstd through pure-Rust decoders, bounded by
-/// [`DECOMPRESSED_BATCH_BYTES_MAX`].
-fn decompress(data: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Snappy};
-    use std::io::Read;
-    let bounded = |mut reader: Box<dyn Read + '_>| -> anyhow::Result<Bytes> {
-        let mut out = Vec::new();
-        (&mut reader)
-            .take(DECOMPRESSED_BATCH_BYTES_MAX + 1)
-            .read_to_end(&mut out)?;
-        anyhow::ensure!(
-            out.len() as u64 <= DECOMPRESSED_BATCH_BYTES_MAX,
-            "decompresses to more than {DECOMPRESSED_BATCH_BYTES_MAX} bytes"
-        );
-        Ok(Bytes::from(out))
-    };
-    match compression {
-        Compression::None => Ok(data.split_off(0)),
-        Compression::Gzip => Gzip::decompress(data, |buf| Ok(buf.split_off(0))),
-        Compression::Snappy => Snappy::decompress(data, |buf| Ok(buf.split_off(0))),
-        Compression::Lz4 => {
-            let input = data.split_off(0);
-            bounded(Box::new(lz4_flex::frame::FrameDecoder::new(input.reader())))
-        }
-        Compression::Zstd => {
-            let input = data.split_off(0);
-            let decoder = ruzstd::decoding::StreamingDecoder::new(input.reader())
-                .map_err(|error| anyhow::anyhow!("zstd: {error}"))?;
-            bounded(Box::new(decoder))
-        }
-    }
 }
 
 /// One record as the producer hands it to the encoder.
@@ -237,8 +198,11 @@ pub(crate) fn decode_fetched(mut bytes: Bytes) -> Result<Vec<FetchedBatch>, Fetc
             )));
         }
         let mut batch = bytes.split_to(total);
-        let set = RecordBatchDecoder::decode_with_custom_compression(&mut batch, Some(decompress))
-            .map_err(|e| Corrupt(format!("record batch at offset {base_offset}: {e:#}")))?;
+        let set = RecordBatchDecoder::decode_with_custom_compression(
+            &mut batch,
+            Some(crate::log::compression::decompress),
+        )
+        .map_err(|e| Corrupt(format!("record batch at offset {base_offset}: {e:#}")))?;
         batches.push(FetchedBatch {
             last_offset: base_offset.saturating_add(i64::from(last_offset_delta)),
             control: attributes & (1 << 5) != 0,

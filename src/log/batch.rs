@@ -174,9 +174,22 @@ pub fn parse_header_prefix(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     })
 }
 
-/// Fully validates the batch at the start of `bytes`: header, CRC32C and, for
+/// Fully validates the batch at the start of `bytes` as a producer must
+/// write it: header, CRC32C, one record per offset of its range and, for
 /// uncompressed batches, the record framing.
 pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_with(bytes, true)
+}
+
+/// Validates a batch as a log may store it: as [`validate`], except that a
+/// cleaned batch may hold fewer records than its offset range (compaction
+/// keeps each batch's base offset and last offset delta, and may keep a
+/// batch with no records at all). Followers and recovery use this.
+pub fn validate_stored(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_with(bytes, false)
+}
+
+fn validate_with(bytes: &[u8], dense: bool) -> Result<BatchHeader, BatchError> {
     let header = parse_header(bytes)?;
     let batch = &bytes[..header.size_bytes];
     let stored = (&batch[CRC..CRC + 4]).get_u32();
@@ -190,9 +203,14 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             last_offset_delta: header.last_offset_delta,
         });
     }
-    // Producers always write dense batches; compaction (not yet implemented)
-    // is the only thing that may leave gaps, and it keeps lastOffsetDelta.
-    if header.record_count != header.last_offset_delta + 1 {
+    // Producers always write dense batches; the log cleaner is the only
+    // thing that leaves gaps, and it keeps lastOffsetDelta.
+    let count_fits = if dense {
+        i64::from(header.record_count) == i64::from(header.last_offset_delta) + 1
+    } else {
+        i64::from(header.record_count) <= i64::from(header.last_offset_delta) + 1
+    };
+    if !count_fits {
         return Err(BatchError::CountMismatch {
             record_count: header.record_count,
             last_offset_delta: header.last_offset_delta,
@@ -202,6 +220,88 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         check_record_framing(&batch[HEADER_LEN..], header.record_count)?;
     }
     Ok(header)
+}
+
+/// One record of a batch's (uncompressed) records section, as the log
+/// cleaner needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// The whole record, its length prefix included, to copy as it is.
+    pub bytes: &'a [u8],
+    pub offset_delta: i64,
+    /// `None` for a record without a key.
+    pub key: Option<&'a [u8]>,
+    /// A record with a null value: a delete marker for its key.
+    pub tombstone: bool,
+}
+
+/// Splits an uncompressed records section into its `record_count` records.
+pub fn records(mut section: &[u8], record_count: i32) -> Result<Vec<RecordView<'_>>, BatchError> {
+    let bad = BatchError::Records;
+    let mut views = Vec::with_capacity(record_count.clamp(0, 4096) as usize);
+    for _ in 0..record_count {
+        let whole = section;
+        let length = read_varint(&mut section).ok_or(bad("bad record length"))?;
+        let prefix = whole.len() - section.len();
+        let length = usize::try_from(length).map_err(|_| bad("negative record length"))?;
+        if length > section.len() {
+            return Err(bad("record overruns the batch"));
+        }
+        let (mut body, rest) = section.split_at(length);
+        section = rest;
+        let (_attributes, after) = body.split_first().ok_or(bad("record without attributes"))?;
+        body = after;
+        read_varint(&mut body).ok_or(bad("bad timestamp delta"))?;
+        let offset_delta = read_varint(&mut body).ok_or(bad("bad offset delta"))?;
+        let key_length = read_varint(&mut body).ok_or(bad("bad key length"))?;
+        let key = if key_length < 0 {
+            None
+        } else {
+            let key_length = key_length as usize;
+            if key_length > body.len() {
+                return Err(bad("key overruns the record"));
+            }
+            let (key, after) = body.split_at(key_length);
+            body = after;
+            Some(key)
+        };
+        let value_length = read_varint(&mut body).ok_or(bad("bad value length"))?;
+        views.push(RecordView {
+            bytes: &whole[..prefix + length],
+            offset_delta,
+            key,
+            tombstone: value_length < 0,
+        });
+    }
+    if section.is_empty() {
+        Ok(views)
+    } else {
+        Err(bad("bytes after the last record"))
+    }
+}
+
+/// Builds a batch from `header_bytes` (a stored batch's 61-byte header)
+/// with `records` (whole, length-prefixed, uncompressed records) in place
+/// of its own: base offset, last offset delta, timestamps and producer
+/// fields stay, the compression codec becomes none, and the length, count
+/// and CRC are recomputed. The log cleaner writes what it keeps this way.
+pub fn with_records(header_bytes: &[u8], records: &[&[u8]]) -> bytes::BytesMut {
+    let records_len: usize = records.iter().map(|record| record.len()).sum();
+    let mut batch = bytes::BytesMut::with_capacity(HEADER_LEN + records_len);
+    batch.extend_from_slice(&header_bytes[..HEADER_LEN]);
+    for record in records {
+        batch.extend_from_slice(record);
+    }
+    let length = i32::try_from(HEADER_LEN - LOG_OVERHEAD + records_len)
+        .expect("a cleaned batch holds at most one stored batch's records");
+    (&mut batch[BATCH_LENGTH..BATCH_LENGTH + 4]).put_i32(length);
+    let attributes = (&batch[ATTRIBUTES..ATTRIBUTES + 2]).get_i16() & !COMPRESSION_MASK;
+    (&mut batch[ATTRIBUTES..ATTRIBUTES + 2]).put_i16(attributes);
+    let count = i32::try_from(records.len()).expect("record count fits");
+    (&mut batch[RECORD_COUNT..RECORD_COUNT + 4]).put_i32(count);
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES..]);
+    (&mut batch[CRC..CRC + 4]).put_u32(crc);
+    batch
 }
 
 /// Walks the length-prefixed records of an uncompressed batch.

@@ -19,6 +19,8 @@
 //! read never returns a batch at or past the bound it was given.
 
 pub mod batch;
+pub mod cleaner;
+pub mod compression;
 pub mod leader_epochs;
 pub mod producer_state;
 pub mod segment;
@@ -69,6 +71,64 @@ pub struct LogConfig {
     pub message_max_bytes: usize,
     /// `log.message.timestamp.type`.
     pub timestamp_type: TimestampType,
+    /// `log.cleanup.policy`: delete old segments, compact by key, or both.
+    pub cleanup_policy: CleanupPolicy,
+    /// `log.cleaner.delete.retention.ms`: how long a cleaned log keeps a
+    /// tombstone, counted from its batch's largest timestamp.
+    pub delete_retention_ms: i64,
+    /// `log.cleaner.min.compaction.lag.ms`: a segment whose newest record is
+    /// younger than this is not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio`: clean once the dirty share of the
+    /// cleanable bytes reaches this.
+    pub min_cleanable_dirty_ratio: f64,
+}
+
+/// `cleanup.policy`: `delete`, `compact`, or both (`compact,delete`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+    pub const COMPACT: CleanupPolicy = CleanupPolicy {
+        delete: false,
+        compact: true,
+    };
+
+    /// Kafka's spelling: `delete`, `compact` or `compact,delete`.
+    pub fn name(&self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
+
+    /// Parses a comma-separated list of `delete` and `compact`.
+    pub fn parse(value: &str) -> Result<CleanupPolicy, String> {
+        let mut policy = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for name in value.split(',').map(str::trim) {
+            match name {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                other => {
+                    return Err(format!(
+                        "String must be one of: compact, delete (not {other:?})"
+                    ))
+                }
+            }
+        }
+        Ok(policy)
+    }
 }
 
 impl Default for LogConfig {
@@ -84,6 +144,10 @@ impl Default for LogConfig {
             flush_on_ack: false,
             message_max_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            cleanup_policy: CleanupPolicy::DELETE,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -145,6 +209,10 @@ pub enum LogError {
     /// starts at `base_offset`, or its batches leave a gap or go back.
     #[error("replicated batch at offset {base_offset} does not continue the log at {expected}")]
     NotContiguous { expected: i64, base_offset: i64 },
+    /// Kafka's INVALID_RECORD: the cleaner keeps records by key, so a
+    /// compacted log refuses a record without one.
+    #[error("Compacted topic cannot accept message without key (batch record {record})")]
+    KeylessRecordOnCompactedTopic { record: usize },
 }
 
 /// What an append did.
@@ -174,6 +242,13 @@ pub struct PartitionLog {
     producers: ProducerStateManager,
     /// Where each leader epoch's writes start, rebuilt from batch headers.
     epochs: leader_epochs::LeaderEpochCache,
+    /// The log cleaner's progress: everything below this was cleaned with
+    /// a map that covered it. Kept in memory only, so a restart cleans the
+    /// whole log once more (which changes nothing already clean).
+    first_dirty_offset: i64,
+    /// When the earliest tombstone the last cleaning pass kept may be
+    /// dropped; that time makes the log due for cleaning again.
+    tombstone_expiry_ms: Option<i64>,
 }
 
 impl PartitionLog {
@@ -211,7 +286,18 @@ impl PartitionLog {
             oldest_unflushed_ms: None,
             producers: ProducerStateManager::default(),
             epochs: leader_epochs::LeaderEpochCache::default(),
+            first_dirty_offset: 0,
+            tombstone_expiry_ms: None,
         };
+        // A segment the cleaner was rewriting when the broker stopped: the
+        // rename never happened, so the old segment is whole.
+        for name in names
+            .iter()
+            .filter(|name| name.ends_with(cleaner::CLEANED_SUFFIX))
+        {
+            tracing::warn!(dir = %dir.display(), file = %name, "recovery removed an unfinished cleaned segment");
+            storage.remove(&dir.join(name)).await?;
+        }
         let mut cut_at: Option<usize> = None;
         for (at, base_offset) in bases.iter().enumerate() {
             let mut segment = Segment::open(storage.as_ref(), dir, *base_offset, now_ms).await?;
@@ -263,6 +349,7 @@ impl PartitionLog {
             .map_or(first_base, |checkpoint| checkpoint.max(first_base))
             .min(log.log_end_offset);
         log.epochs.truncate_from_start(log.log_start_offset);
+        log.first_dirty_offset = log.log_start_offset;
         log.durable_offset = log.log_end_offset;
         log.high_watermark = log.log_end_offset;
         log.check_invariants();
@@ -363,6 +450,11 @@ impl PartitionLog {
         if batches.is_empty() {
             return Err(BatchError::TooShort(0).into());
         }
+        if self.config.cleanup_policy.compact {
+            for (position, header) in &batches {
+                cleaner::check_keys(&payload[*position..*position + header.size_bytes], header)?;
+            }
+        }
         for (_, header) in &batches {
             if header.size_bytes > self.config.message_max_bytes {
                 return Err(LogError::MessageTooLarge {
@@ -433,8 +525,9 @@ impl PartitionLog {
     /// Appends batches fetched from the partition's leader as they are:
     /// offsets, leader epochs and timestamps are the leader's. The payload
     /// must continue this log exactly (the first batch at the log end, each
-    /// next one where the last ended); each batch is validated as on the
-    /// leader, and the idempotent-producer state and the leader-epoch cache
+    /// next one where the last ended; under compaction a batch may start
+    /// past that, where the leader's cleaner removed batches); each batch is
+    /// validated as a stored batch, and the idempotent-producer state and the leader-epoch cache
     /// are rebuilt from the headers, so a follower that becomes leader
     /// dedups retries and answers OffsetForLeaderEpoch as the old leader
     /// would have. Returns the new log end offset.
@@ -448,14 +541,19 @@ impl PartitionLog {
             return Ok(self.log_end_offset);
         }
         let mut next_offset = self.log_end_offset;
+        // A compacted leader's log has gaps where the cleaner removed whole
+        // batches; any other log is dense.
+        let gaps_allowed = self.config.cleanup_policy.compact;
         for (position, header) in &batches {
-            if header.base_offset != next_offset {
+            let continues = header.base_offset == next_offset
+                || (gaps_allowed && header.base_offset > next_offset);
+            if !continues {
                 return Err(LogError::NotContiguous {
                     expected: next_offset,
                     base_offset: header.base_offset,
                 });
             }
-            batch::validate(&payload[*position..*position + header.size_bytes])?;
+            batch::validate_stored(&payload[*position..*position + header.size_bytes])?;
             next_offset = header.next_offset();
         }
         self.maybe_roll(payload.len() as u64, now_ms).await?;
@@ -677,8 +775,12 @@ impl PartitionLog {
     /// Deletes whole segments past `log.retention.ms` or `log.retention.bytes`
     /// and advances the log start offset. Returns how many were deleted. The
     /// active segment is rolled first if it alone has expired. This is the
-    /// "delete" cleanup policy; compaction would be a second policy here.
+    /// "delete" cleanup policy; a log that is only compacted keeps every
+    /// segment (the cleaner, [`cleaner`], bounds it instead).
     pub async fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        if !self.config.cleanup_policy.delete {
+            return Ok(0);
+        }
         let expired = |segment: &Segment, retention_ms: i64| {
             retention_ms >= 0
                 && !segment.is_empty()
@@ -789,6 +891,7 @@ impl PartitionLog {
         self.high_watermark = self.high_watermark.min(self.log_end_offset);
         self.producers.truncate_to(self.log_end_offset);
         self.epochs.truncate_from_end(self.log_end_offset);
+        self.first_dirty_offset = self.first_dirty_offset.min(self.log_end_offset);
         tracing::warn!(dir = %self.dir.display(), log_end_offset = self.log_end_offset, "log truncated");
         self.check_invariants();
         Ok(())
@@ -825,6 +928,7 @@ impl PartitionLog {
         self.high_watermark = offset;
         self.producers = ProducerStateManager::default();
         self.epochs = leader_epochs::LeaderEpochCache::default();
+        self.first_dirty_offset = offset;
         tracing::warn!(dir = %self.dir.display(), log_start_offset = offset, "log emptied to start at the leader's log start");
         self.check_invariants();
         Ok(())

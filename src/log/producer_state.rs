@@ -190,6 +190,18 @@ impl ProducerStateManager {
         self.producers.retain(|_, entry| !entry.batches.is_empty());
     }
 
+    /// Whether the batch of `producer_id` starting at `first_offset` is one
+    /// of the batches kept for its producer: the log cleaner keeps such a
+    /// batch (empty if need be), so recovery rebuilds the same state.
+    pub fn holds_batch(&self, producer_id: i64, first_offset: i64) -> bool {
+        self.producers.get(&producer_id).is_some_and(|entry| {
+            entry
+                .batches
+                .iter()
+                .any(|batch| batch.first_offset == first_offset)
+        })
+    }
+
     /// The largest producer id seen, so new ids never collide after a restart.
     pub fn max_producer_id(&self) -> Option<i64> {
         self.producers.keys().next_back().copied()

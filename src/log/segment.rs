@@ -285,7 +285,7 @@ impl Segment {
             }
             if validate_crc {
                 let whole = self.log.read_at(position, header.size_bytes).await?;
-                if batch::validate(&whole).is_err() {
+                if batch::validate_stored(&whole).is_err() {
                     break;
                 }
             }

@@ -29,6 +29,9 @@ struct Inner {
     durable_entries: BTreeSet<PathBuf>,
     /// When set, appends past this many bytes in total fail with ENOSPC-like errors.
     capacity_bytes: Option<u64>,
+    /// When set, this many more mutating operations succeed and every one
+    /// after fails: the process died there (tests then call `crash`).
+    writes_left: Option<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -57,6 +60,26 @@ impl MemStorage {
     /// Limit the total bytes stored; appends past it fail (a full disk).
     pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
         lock(&self.inner).capacity_bytes = capacity_bytes;
+    }
+
+    /// Lets `writes` more mutating operations (open, append, sync,
+    /// truncate, remove, rename, sync_dir) succeed, then fails every later
+    /// one, so a test can stop a multi-step operation at any point. `None`
+    /// lifts the limit.
+    pub fn fail_after_writes(&self, writes: Option<u64>) {
+        lock(&self.inner).writes_left = writes;
+    }
+
+    fn write_allowed(&self) -> io::Result<()> {
+        let mut inner = lock(&self.inner);
+        match &mut inner.writes_left {
+            Some(0) => Err(io::Error::other("stopped: the test's crash point")),
+            Some(left) => {
+                *left -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     fn used_bytes(inner: &Inner) -> u64 {
@@ -126,6 +149,7 @@ fn not_found(path: &Path) -> io::Error {
 impl Storage for MemStorage {
     fn open<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<SharedFile>> {
         Box::pin(async move {
+            self.write_allowed()?;
             let mut inner = lock(&self.inner);
             let state = inner.files.entry(path.to_path_buf()).or_default().clone();
             Ok(Arc::new(MemFile {
@@ -168,6 +192,7 @@ impl Storage for MemStorage {
 
     fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
+            self.write_allowed()?;
             let mut inner = lock(&self.inner);
             inner.durable_entries.remove(path);
             inner
@@ -194,6 +219,7 @@ impl Storage for MemStorage {
 
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
+            self.write_allowed()?;
             let mut inner = lock(&self.inner);
             let file = inner.files.remove(from).ok_or_else(|| not_found(from))?;
             inner.files.insert(to.to_path_buf(), file);
@@ -206,6 +232,7 @@ impl Storage for MemStorage {
 
     fn sync_dir<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
+            self.write_allowed()?;
             let mut inner = lock(&self.inner);
             let children: Vec<PathBuf> = inner
                 .files
@@ -233,6 +260,7 @@ impl StorageFile for MemFile {
 
     fn append(&self, data: Bytes) -> BoxFuture<'_, io::Result<u64>> {
         Box::pin(async move {
+            self.storage.write_allowed()?;
             {
                 let inner = lock(&self.storage.inner);
                 if let Some(capacity_bytes) = inner.capacity_bytes {
@@ -253,6 +281,7 @@ impl StorageFile for MemFile {
 
     fn sync(&self) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(async move {
+            self.storage.write_allowed()?;
             let mut state = lock(&self.state);
             state.durable = state.current.clone();
             Ok(())
@@ -261,6 +290,7 @@ impl StorageFile for MemFile {
 
     fn truncate(&self, len: u64) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(async move {
+            self.storage.write_allowed()?;
             let mut state = lock(&self.state);
             let len = usize::try_from(len)
                 .unwrap_or(usize::MAX)

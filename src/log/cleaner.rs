@@ -1,0 +1,528 @@
+//! The log cleaner: `cleanup.policy=compact`, which keeps the latest record
+//! of each key.
+//!
+//! A pass over one log goes in three steps, each a method of
+//! [`PartitionLog`], so a caller can release the log's lock between them:
+//! 1. [`PartitionLog::cleaning_due`]: the cleanable range is the segments
+//!    wholly below the high watermark, before the active segment and older
+//!    than `min.compaction.lag.ms`; a pass is due when its dirty share (the
+//!    bytes not cleaned since this log was opened or last cleaned) reaches
+//!    `min.cleanable.dirty.ratio`.
+//! 2. [`PartitionLog::build_offset_map`]: the latest offset of every key in
+//!    the dirty part, in a map bounded by `log.cleaner.dedupe.buffer.size`.
+//!    A map that fills stops at a batch boundary; the next pass goes on
+//!    from there.
+//! 3. [`PartitionLog::clean_segment`], for each segment the map reaches:
+//!    a record stays if no later record of its key is mapped, and a
+//!    tombstone stays until `delete.retention.ms` after its batch's largest
+//!    timestamp. Offsets never change: a batch keeps its base offset and
+//!    last offset delta, so a compacted log has gaps.
+//!
+//! Invariants:
+//! - Cleaning never changes a segment's offset range. The last batch of a
+//!   segment is kept even when none of its records are, as is the first
+//!   batch of each leader epoch (the epoch cache is rebuilt from batch
+//!   headers) and every batch the idempotent-producer state holds (so a
+//!   restart rebuilds the same dedup state).
+//! - A segment is replaced whole and atomically: the kept batches go to
+//!   `<base>.log.cleaned`, which is fsynced, then renamed over `<base>.log`
+//!   and the directory fsynced. A crash leaves the old segment or the new
+//!   one, never a mix; recovery deletes a leftover `.cleaned` file. One
+//!   rename suffices because a segment is cleaned into one of the same base
+//!   (Kafka merges several, which needs its `.swap` step).
+//! - Nothing at or above the high watermark, nor in the active segment, is
+//!   read for the map or rewritten.
+//! - Memory is bounded by the map and one batch (decompressed); I/O per
+//!   pass by the map's reach plus the already-clean segments before it.
+//!
+//! Compressed batches are read through [`super::compression`]; a batch the
+//! cleaner changes is written back uncompressed (it never recompresses),
+//! one it keeps whole stays as the producer wrote it.
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+
+use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::segment::{self, Segment};
+use super::{LogError, PartitionLog};
+
+/// The smallest `log.cleaner.dedupe.buffer.size` accepted: one full-size
+/// batch of keys must fit.
+pub const DEDUPE_BUFFER_BYTES_MIN: usize = 1 << 20;
+
+/// What one entry of the offset map costs beyond its key's bytes: the
+/// offset, the key's handle and the tree's node share, rounded up.
+const MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// Kept batches gathered before they are written to the `.cleaned` file,
+/// so a segment of any size is rewritten in bounded memory.
+const CLEANED_WRITE_BYTES: usize = 1 << 20;
+
+/// The suffix of a segment being rewritten; recovery deletes any left.
+pub const CLEANED_SUFFIX: &str = ".cleaned";
+
+/// The latest offset of each key in the part of the log a pass mapped.
+#[derive(Debug, Clone)]
+pub struct OffsetMap {
+    latest: BTreeMap<Bytes, i64>,
+    bytes: usize,
+    bytes_max: usize,
+    /// One past the last offset mapped: segments that start below it are
+    /// cleaned with this map.
+    pub end_offset: i64,
+}
+
+impl OffsetMap {
+    pub fn new(bytes_max: usize, start_offset: i64) -> Self {
+        Self {
+            latest: BTreeMap::new(),
+            bytes: 0,
+            bytes_max,
+            end_offset: start_offset,
+        }
+    }
+
+    /// Whether the keys of a batch, `key_bytes` in all, still fit.
+    fn fits(&self, key_bytes: usize, key_count: usize) -> bool {
+        self.bytes + key_bytes + key_count * MAP_ENTRY_OVERHEAD_BYTES <= self.bytes_max
+    }
+
+    fn put(&mut self, key: &[u8], offset: i64) {
+        match self.latest.get_mut(key) {
+            Some(latest) => *latest = (*latest).max(offset),
+            None => {
+                self.bytes += key.len() + MAP_ENTRY_OVERHEAD_BYTES;
+                self.latest.insert(Bytes::copy_from_slice(key), offset);
+            }
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<i64> {
+        self.latest.get(key).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+}
+
+/// The range a pass would clean, when one is due.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CleaningDue {
+    /// Where the dirty part starts: the map is built from here.
+    pub first_dirty_offset: i64,
+    /// The base of the first segment the pass may not touch.
+    pub first_uncleanable_offset: i64,
+    pub dirty_ratio: f64,
+}
+
+/// What cleaning one segment did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentCleaned {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub records_removed: u64,
+    pub tombstones_removed: u64,
+    /// When the earliest tombstone kept here may go.
+    pub tombstone_expiry_ms: Option<i64>,
+}
+
+/// What a whole pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassCleaned {
+    pub segments: usize,
+    pub keys_mapped: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub records_removed: u64,
+    pub tombstones_removed: u64,
+    /// When the earliest tombstone the pass kept may go.
+    pub tombstone_expiry_ms: Option<i64>,
+}
+
+impl PassCleaned {
+    pub fn add(&mut self, cleaned: &SegmentCleaned) {
+        self.segments += 1;
+        self.bytes_before += cleaned.bytes_before;
+        self.bytes_after += cleaned.bytes_after;
+        self.records_removed += cleaned.records_removed;
+        self.tombstones_removed += cleaned.tombstones_removed;
+        self.tombstone_expiry_ms = match (self.tombstone_expiry_ms, cleaned.tombstone_expiry_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// One batch read back from a segment, with its records section
+/// decompressed when it was compressed.
+struct ReadBatch {
+    position: u64,
+    bytes: Bytes,
+    header: BatchHeader,
+}
+
+impl ReadBatch {
+    fn records_section(&self) -> Result<Bytes, LogError> {
+        let section = self.bytes.slice(HEADER_LEN..self.header.size_bytes);
+        let codec = self.header.compression();
+        if codec == 0 {
+            return Ok(section);
+        }
+        let compression = match codec {
+            1 => kafka_protocol::records::Compression::Gzip,
+            2 => kafka_protocol::records::Compression::Snappy,
+            3 => kafka_protocol::records::Compression::Lz4,
+            4 => kafka_protocol::records::Compression::Zstd,
+            _ => return Err(batch::BatchError::Records("unknown compression codec").into()),
+        };
+        let mut input = section;
+        super::compression::decompress(&mut input, compression).map_err(|error| {
+            tracing::warn!(%error, offset = self.header.base_offset, "cleaner could not decompress a batch");
+            batch::BatchError::Records("compressed records do not decompress").into()
+        })
+    }
+}
+
+/// Refuses a producer's batch for a compacted log when one of its records
+/// has no key (Kafka's INVALID_RECORD).
+pub fn check_keys(bytes: &[u8], header: &BatchHeader) -> Result<(), LogError> {
+    if header.is_control() {
+        return Ok(());
+    }
+    let read = ReadBatch {
+        position: 0,
+        bytes: Bytes::copy_from_slice(bytes),
+        header: *header,
+    };
+    let section = read.records_section()?;
+    let records = batch::records(&section, header.record_count)?;
+    match records.iter().position(|record| record.key.is_none()) {
+        Some(record) => Err(LogError::KeylessRecordOnCompactedTopic { record }),
+        None => Ok(()),
+    }
+}
+
+async fn read_batch(segment: &Segment, position: u64) -> Result<Option<ReadBatch>, LogError> {
+    if position >= segment.log.len() {
+        return Ok(None);
+    }
+    let head = segment.log.read_at(position, HEADER_LEN).await?;
+    let header = batch::parse_header_prefix(&head)?;
+    let bytes = segment.log.read_at(position, header.size_bytes).await?;
+    let header = batch::validate_stored(&bytes)?;
+    Ok(Some(ReadBatch {
+        position,
+        bytes,
+        header,
+    }))
+}
+
+impl PartitionLog {
+    /// Whether a cleaning pass is due now, and over what range. `None`
+    /// unless the log is compacted and its dirty share of the cleanable
+    /// bytes reaches `min.cleanable.dirty.ratio`.
+    pub fn cleaning_due(&self, now_ms: i64) -> Option<CleaningDue> {
+        if !self.config.cleanup_policy.compact {
+            return None;
+        }
+        let active_base = *self
+            .segments
+            .keys()
+            .next_back()
+            .expect("a log has a segment");
+        let lag_ms = self.config.min_compaction_lag_ms;
+        let mut first_uncleanable_offset = active_base;
+        for (base, segment) in &self.segments {
+            let too_young = lag_ms > 0 && segment.max_timestamp > now_ms.saturating_sub(lag_ms);
+            if *base == active_base || segment.next_offset > self.high_watermark || too_young {
+                first_uncleanable_offset = *base;
+                break;
+            }
+        }
+        let first_dirty_offset = self.first_dirty_offset.max(self.log_start_offset);
+        let (mut clean_bytes, mut dirty_bytes) = (0u64, 0u64);
+        for segment in self
+            .segments
+            .range(..first_uncleanable_offset)
+            .map(|(_, s)| s)
+        {
+            if segment.next_offset <= first_dirty_offset {
+                clean_bytes += segment.size_bytes();
+            } else {
+                dirty_bytes += segment.size_bytes();
+            }
+        }
+        // A kept tombstone whose time has come makes the clean part due too
+        // (KIP-534), or it would stay until new records arrive.
+        let tombstone_due = self
+            .tombstone_expiry_ms
+            .is_some_and(|expiry_ms| expiry_ms < now_ms);
+        if dirty_bytes == 0 && !tombstone_due {
+            return None;
+        }
+        let dirty_ratio = dirty_bytes as f64 / (clean_bytes + dirty_bytes).max(1) as f64;
+        let ratio_due = dirty_bytes > 0 && dirty_ratio >= self.config.min_cleanable_dirty_ratio;
+        (ratio_due || tombstone_due).then_some(CleaningDue {
+            first_dirty_offset,
+            first_uncleanable_offset,
+            dirty_ratio,
+        })
+    }
+
+    /// Maps every key in `[due.first_dirty_offset,
+    /// due.first_uncleanable_offset)` to its latest offset, stopping at the
+    /// batch that would overfill `dedupe_bytes_max` (at least one batch is
+    /// mapped, so a pass always makes progress).
+    pub async fn build_offset_map(
+        &self,
+        due: &CleaningDue,
+        dedupe_bytes_max: usize,
+    ) -> Result<OffsetMap, LogError> {
+        let mut map = OffsetMap::new(dedupe_bytes_max, due.first_dirty_offset);
+        let first = self
+            .segments
+            .range(..=due.first_dirty_offset)
+            .next_back()
+            .map_or(due.first_dirty_offset, |(base, _)| *base);
+        for segment in self
+            .segments
+            .range(first..due.first_uncleanable_offset)
+            .map(|(_, s)| s)
+        {
+            let mut position = segment.lookup_position(due.first_dirty_offset);
+            while let Some(read) = read_batch(segment, position).await? {
+                position += read.header.size_bytes as u64;
+                if read.header.last_offset() < due.first_dirty_offset {
+                    continue;
+                }
+                if !read.header.is_control() {
+                    let section = read.records_section()?;
+                    let records = batch::records(&section, read.header.record_count)?;
+                    let keys: Vec<(&[u8], i64)> = records
+                        .iter()
+                        .filter_map(|record| {
+                            let offset = read.header.base_offset + record.offset_delta;
+                            record.key.map(|key| (key, offset))
+                        })
+                        .filter(|(_, offset)| *offset >= due.first_dirty_offset)
+                        .collect();
+                    let key_bytes = keys.iter().map(|(key, _)| key.len()).sum();
+                    if !map.is_empty() && !map.fits(key_bytes, keys.len()) {
+                        return Ok(map);
+                    }
+                    for (key, offset) in keys {
+                        if crate::planted!(CleanerDropsLatest) && map.get(key).is_some() {
+                            // Planted: the first offset mapped for a key stays.
+                            continue;
+                        }
+                        map.put(key, offset);
+                    }
+                }
+                map.end_offset = read.header.next_offset();
+            }
+            map.end_offset = map.end_offset.max(segment.next_offset);
+        }
+        Ok(map)
+    }
+
+    /// The bases of the segments a pass with `map` cleans: every segment
+    /// from the log start that begins below the map's end and is still
+    /// cleanable (not active, wholly below the high watermark).
+    pub fn segments_to_clean(&self, map: &OffsetMap) -> Vec<i64> {
+        let active_base = *self
+            .segments
+            .keys()
+            .next_back()
+            .expect("a log has a segment");
+        self.segments
+            .range(..map.end_offset)
+            .filter(|(base, segment)| {
+                **base != active_base && segment.next_offset <= self.high_watermark
+            })
+            .map(|(base, _)| *base)
+            .collect()
+    }
+
+    /// Rewrites the segment at `base` without the records `map` supersedes
+    /// and the tombstones past `delete.retention.ms`, and swaps it in
+    /// atomically. Returns `None` when the segment is gone or no longer
+    /// cleanable (retention, DeleteRecords or truncation got there first),
+    /// and leaves a segment with nothing to drop untouched.
+    pub async fn clean_segment(
+        &mut self,
+        base: i64,
+        map: &OffsetMap,
+        now_ms: i64,
+    ) -> Result<Option<SegmentCleaned>, LogError> {
+        let active_base = *self
+            .segments
+            .keys()
+            .next_back()
+            .expect("a log has a segment");
+        let Some(segment) = self.segments.get(&base) else {
+            return Ok(None);
+        };
+        if base == active_base || segment.next_offset > self.high_watermark {
+            return Ok(None);
+        }
+        let next_offset_before = segment.next_offset;
+        let file_len = segment.log.len();
+        let delete_retention_ms = self.config.delete_retention_ms;
+        let mut cleaned = SegmentCleaned {
+            bytes_before: file_len,
+            ..SegmentCleaned::default()
+        };
+        let mut kept: Vec<Bytes> = Vec::new();
+        let mut position = 0;
+        while let Some(read) = read_batch(segment, position).await? {
+            position += read.header.size_bytes as u64;
+            let header = read.header;
+            if header.is_control() || header.last_offset() < self.log_start_offset {
+                kept.push(read.bytes);
+                continue;
+            }
+            let section = read.records_section()?;
+            let records = batch::records(&section, header.record_count)?;
+            let tombstones_expire = crate::planted!(TombstoneDroppedEarly)
+                || header.max_timestamp.saturating_add(delete_retention_ms) < now_ms;
+            let mut retained: Vec<&[u8]> = Vec::with_capacity(records.len());
+            for record in &records {
+                let offset = header.base_offset + record.offset_delta;
+                let superseded = record
+                    .key
+                    .and_then(|key| map.get(key))
+                    .is_some_and(|latest| latest > offset);
+                if superseded {
+                    cleaned.records_removed += 1;
+                } else if record.tombstone && tombstones_expire && offset < map.end_offset {
+                    cleaned.records_removed += 1;
+                    cleaned.tombstones_removed += 1;
+                } else {
+                    if record.tombstone {
+                        let expiry_ms = header.max_timestamp.saturating_add(delete_retention_ms);
+                        cleaned.tombstone_expiry_ms = Some(
+                            cleaned
+                                .tombstone_expiry_ms
+                                .map_or(expiry_ms, |t| t.min(expiry_ms)),
+                        );
+                    }
+                    retained.push(record.bytes);
+                }
+            }
+            if retained.len() == records.len() {
+                kept.push(read.bytes);
+                continue;
+            }
+            let last_of_segment = read.position + header.size_bytes as u64 == file_len;
+            let keeps_header = last_of_segment
+                || self
+                    .epochs
+                    .entries()
+                    .contains(&(header.partition_leader_epoch, header.base_offset))
+                || (header.has_producer_id()
+                    && self
+                        .producers
+                        .holds_batch(header.producer_id, header.base_offset));
+            if retained.is_empty() && !keeps_header {
+                continue;
+            }
+            kept.push(batch::with_records(&read.bytes, &retained).freeze());
+        }
+        if cleaned.records_removed == 0 {
+            cleaned.bytes_after = file_len;
+            return Ok(Some(cleaned));
+        }
+        cleaned.bytes_after = self.swap_in_cleaned(base, kept).await?;
+        let segment = self
+            .segments
+            .get(&base)
+            .expect("the cleaned segment is in place");
+        assert_eq!(
+            segment.next_offset, next_offset_before,
+            "cleaning changed the offset range of segment {base}"
+        );
+        Ok(Some(cleaned))
+    }
+
+    /// Writes `batches` to `<base>.log.cleaned`, fsyncs it, renames it over
+    /// the segment's log file, fsyncs the directory and reopens the
+    /// segment (recovery rebuilds its indexes). Returns the new size.
+    async fn swap_in_cleaned(&mut self, base: i64, batches: Vec<Bytes>) -> Result<u64, LogError> {
+        let stem = segment::file_stem(base);
+        let cleaned_path = self.dir.join(format!("{stem}.log{CLEANED_SUFFIX}"));
+        let log_path = self.dir.join(format!("{stem}.log"));
+        match self.storage.remove(&cleaned_path).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error.into()),
+        }
+        let file = self.storage.open(&cleaned_path).await?;
+        let mut pending = BytesMut::new();
+        for bytes in batches {
+            pending.extend_from_slice(&bytes);
+            if pending.len() >= CLEANED_WRITE_BYTES {
+                file.append(pending.split().freeze()).await?;
+            }
+        }
+        if !pending.is_empty() {
+            file.append(pending.freeze()).await?;
+        }
+        file.sync().await?;
+        let size = file.len();
+        drop(file);
+        self.storage.rename(&cleaned_path, &log_path).await?;
+        self.storage.sync_dir(&self.dir).await?;
+        let old = self.segments.remove(&base).expect("segment being cleaned");
+        let mut reopened =
+            Segment::open(self.storage.as_ref(), &self.dir, base, old.created_ms).await?;
+        drop(old);
+        reopened
+            .recover(true, self.config.index_interval_bytes)
+            .await?;
+        reopened.sync_all().await?;
+        self.segments.insert(base, reopened);
+        Ok(size)
+    }
+
+    /// Records that a pass with `map` cleaned every segment it was to
+    /// clean: its range is clean. A pass that had to skip a segment (no
+    /// longer cleanable) leaves the range dirty, so a tombstone it mapped is
+    /// never dropped while an older record of its key may remain.
+    pub fn finish_cleaning(&mut self, map: &OffsetMap, pass: &PassCleaned) {
+        self.first_dirty_offset = self.first_dirty_offset.max(map.end_offset);
+        self.tombstone_expiry_ms = pass.tombstone_expiry_ms;
+    }
+
+    /// One whole pass, when one is due: the map, then every segment it
+    /// reaches. The broker runs the steps itself, releasing the log
+    /// between them; tests and tools call this.
+    pub async fn clean(
+        &mut self,
+        now_ms: i64,
+        dedupe_bytes_max: usize,
+    ) -> Result<Option<PassCleaned>, LogError> {
+        let Some(due) = self.cleaning_due(now_ms) else {
+            return Ok(None);
+        };
+        let map = self.build_offset_map(&due, dedupe_bytes_max).await?;
+        let mut pass = PassCleaned::default();
+        let mut complete = true;
+        for base in self.segments_to_clean(&map) {
+            match self.clean_segment(base, &map, now_ms).await? {
+                Some(cleaned) => pass.add(&cleaned),
+                None => complete = false,
+            }
+        }
+        if complete {
+            self.finish_cleaning(&map, &pass);
+        }
+        pass.keys_mapped = map.len();
+        Ok(Some(pass))
+    }
+}
