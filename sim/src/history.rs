@@ -24,8 +24,17 @@ pub struct Record {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<String>,
-    /// Unique per send across the run: `<producer process>-<sequence>`.
+    /// Unique per send across the run: `<producer process>-<sequence>`. A
+    /// tombstone's value is null on the wire; its send's value travels in
+    /// the record's `sim-id` header and is recorded here.
     pub value: String,
+    /// The record's value was null: a delete marker for its key.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tombstone: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// An offset for a partition, as committed or sought.
@@ -48,6 +57,9 @@ pub enum Op {
         value: String,
         partition: Option<i32>,
         offset: Option<i64>,
+        /// Sent with a null value (the `sim-id` header carries `value`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        tombstone: bool,
     },
     /// One consumer poll; `records` filled on `ok`, in the order returned.
     Poll {
@@ -288,6 +300,14 @@ pub enum Event {
         /// absent: unknown, and nothing is judged against it).
         #[serde(default)]
         replica_lag_time_max_ms: u64,
+        /// The topic is compacted (`cleanup.policy=compact`): records a
+        /// later record of their key supersedes may vanish.
+        #[serde(default)]
+        compacted: bool,
+        /// Its `delete.retention.ms`: a tombstone may vanish once its
+        /// timestamp is this old.
+        #[serde(default)]
+        delete_retention_ms: u64,
     },
     HighWatermark {
         broker: String,
@@ -685,6 +705,7 @@ mod tests {
             value: "p0-1".into(),
             partition: None,
             offset: None,
+            tombstone: false,
         };
         let id = builder.invoke(1, "producer-0", send);
         builder.ok(
@@ -697,6 +718,7 @@ mod tests {
                 value: "p0-1".into(),
                 partition: Some(0),
                 offset: Some(0),
+                tombstone: false,
             },
         );
         let history = builder.build();

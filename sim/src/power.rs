@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// One target per planted bug, in `Bug::ALL` order.
-pub const TARGETS: [Target; 26] = [
+pub const TARGETS: [Target; 28] = [
     Target {
         bug: Bug::AckBeforeFsync,
         scenario: "balances",
@@ -152,6 +152,16 @@ pub const TARGETS: [Target; 26] = [
         bug: Bug::IsrNeverShrinks,
         scenario: "replica-cut",
         checker: "isr-shrink",
+    },
+    Target {
+        bug: Bug::CleanerDropsLatest,
+        scenario: "compaction",
+        checker: "compacted-view",
+    },
+    Target {
+        bug: Bug::TombstoneDroppedEarly,
+        scenario: "compaction",
+        checker: "compacted-view",
     },
 ];
 

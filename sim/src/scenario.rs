@@ -93,6 +93,13 @@ impl Default for TopologySpec {
 /// that most power losses find little unsynced.
 pub const SIM_FLUSH_MS_DEFAULT: u64 = 1_000;
 
+/// `log.cleaner.delete.retention.ms` when unset: Kafka's, a day.
+pub const DELETE_RETENTION_MS_DEFAULT: u64 = 86_400_000;
+/// `log.roll.ms` when unset: Kafka's, a week.
+pub const ROLL_MS_DEFAULT: u64 = 604_800_000;
+/// `log.cleaner.backoff.ms` when unset: Kafka's.
+pub const CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
+
 /// `replica.fetch.wait.max.ms` when a scenario leaves it unset: Kafka's.
 pub const REPLICA_FETCH_WAIT_MAX_MS_DEFAULT: u64 = 500;
 
@@ -117,6 +124,15 @@ pub struct BrokerKnobs {
     /// `replica.fetch.wait.max.ms`: how long a leader parks a follower's
     /// fetch that finds nothing new (Kafka's default, 500, when unset).
     pub replica_fetch_wait_max_ms: Option<u64>,
+    /// `log.cleanup.policy`: `delete` (the default) or `compact`.
+    pub cleanup_policy: Option<String>,
+    /// `log.cleaner.delete.retention.ms` (Kafka's default, a day, when unset).
+    pub delete_retention_ms: Option<u64>,
+    /// `log.roll.ms`: rolls segments by age, so a slow topic still gets
+    /// segments the cleaner may touch (Kafka's default, a week, when unset).
+    pub roll_ms: Option<u64>,
+    /// `log.cleaner.backoff.ms` (Kafka's default, 15 s, when unset).
+    pub cleaner_backoff_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -142,6 +158,8 @@ pub struct ProducerSpec {
     pub acks: Option<String>,
     pub idempotence: Option<bool>,
     pub linger_ms: Option<u64>,
+    /// Percent of keyed sends that are tombstones (null values); 0 when unset.
+    pub tombstone_percent: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -334,6 +352,11 @@ pub struct Resolved {
     pub replica_fetch_wait_max_ms: u64,
     pub block_size: u64,
     pub group_initial_rebalance_delay_ms: u64,
+    /// `log.cleanup.policy=compact` on every broker.
+    pub compacted: bool,
+    pub delete_retention_ms: u64,
+    pub roll_ms: u64,
+    pub cleaner_backoff_ms: u64,
     pub producers: Vec<ResolvedProducer>,
     pub groups: Vec<ResolvedGroup>,
     pub fault_kinds: Vec<FaultKind>,
@@ -356,6 +379,7 @@ pub struct ResolvedProducer {
     pub acks: String,
     pub idempotence: bool,
     pub linger_ms: u64,
+    pub tombstone_percent: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -416,6 +440,7 @@ impl Scenario {
                     acks: spec.acks.clone().unwrap_or_else(|| "all".to_string()),
                     idempotence: spec.idempotence.unwrap_or(true),
                     linger_ms: spec.linger_ms.unwrap_or_else(|| *draw.pick(&[0, 5, 50])),
+                    tombstone_percent: spec.tombstone_percent.unwrap_or(0).min(100),
                 });
             }
         }
@@ -497,6 +522,16 @@ impl Scenario {
                 .unwrap_or(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT),
             block_size,
             group_initial_rebalance_delay_ms,
+            compacted: self.broker.cleanup_policy.as_deref() == Some("compact"),
+            delete_retention_ms: self
+                .broker
+                .delete_retention_ms
+                .unwrap_or(DELETE_RETENTION_MS_DEFAULT),
+            roll_ms: self.broker.roll_ms.unwrap_or(ROLL_MS_DEFAULT),
+            cleaner_backoff_ms: self
+                .broker
+                .cleaner_backoff_ms
+                .unwrap_or(CLEANER_BACKOFF_MS_DEFAULT),
             producers,
             groups,
             fault_kinds: self.faults.kinds.clone(),

@@ -89,6 +89,10 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
             block_size: Some(resolved.block_size),
             group_initial_rebalance_delay_ms: Some(resolved.group_initial_rebalance_delay_ms),
             min_insync_replicas: Some(resolved.min_insync_replicas),
+            cleanup_policy: resolved.compacted.then(|| "compact".to_string()),
+            delete_retention_ms: Some(resolved.delete_retention_ms),
+            roll_ms: Some(resolved.roll_ms),
+            cleaner_backoff_ms: Some(resolved.cleaner_backoff_ms),
         },
         // One entry per producer keeps each one's name and settings.
         producers: resolved
@@ -102,6 +106,7 @@ pub fn pin(resolved: &Resolved, schedule: Vec<ScheduledFault>) -> Scenario {
                 acks: Some(p.acks.clone()),
                 idempotence: Some(p.idempotence),
                 linger_ms: Some(p.linger_ms),
+                tombstone_percent: Some(p.tombstone_percent),
             })
             .collect(),
         consumers: resolved

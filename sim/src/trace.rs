@@ -105,16 +105,20 @@ fn describe_op(op: &Op) -> String {
             value,
             partition,
             offset,
-        } => match (partition, offset) {
-            (Some(p), Some(o)) => format!(
-                "send {value} key={} -> {topic}-{p}@{o}",
-                key.as_deref().unwrap_or("-")
-            ),
-            _ => format!(
-                "send {value} key={} to {topic}",
-                key.as_deref().unwrap_or("-")
-            ),
-        },
+            tombstone,
+        } => {
+            let delete = if *tombstone { " (tombstone)" } else { "" };
+            match (partition, offset) {
+                (Some(p), Some(o)) => format!(
+                    "send {value}{delete} key={} -> {topic}-{p}@{o}",
+                    key.as_deref().unwrap_or("-")
+                ),
+                _ => format!(
+                    "send {value}{delete} key={} to {topic}",
+                    key.as_deref().unwrap_or("-")
+                ),
+            }
+        }
         Op::Poll { records, .. } if records.is_empty() => "poll".to_string(),
         Op::Poll { records, .. } => {
             let first = &records[0];
@@ -466,6 +470,7 @@ mod tests {
             value: "producer-0-1".into(),
             partition: None,
             offset: None,
+            tombstone: false,
         };
         let id = b.invoke(5, "producer-0", send);
         b.ok(
@@ -478,6 +483,7 @@ mod tests {
                 value: "producer-0-1".into(),
                 partition: Some(2),
                 offset: Some(7),
+                tombstone: false,
             },
         );
         b.event(

@@ -119,6 +119,13 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
     };
     config.log.flush_ms = resolved.flush_ms as i64;
     config.min_insync_replicas = resolved.min_insync_replicas;
+    if resolved.compacted {
+        config.log.cleanup_policy = sluice::log::CleanupPolicy::COMPACT;
+    }
+    config.log.delete_retention_ms =
+        i64::try_from(resolved.delete_retention_ms).unwrap_or(i64::MAX);
+    config.log.roll_ms = i64::try_from(resolved.roll_ms).unwrap_or(i64::MAX);
+    config.log_cleaner_backoff_ms = resolved.cleaner_backoff_ms;
     // The groups' offsets are replicated as the workload's topic is.
     config.offsets_topic_replication_factor = resolved.replication_factor;
     // Faults last half a second to a few seconds and runs a minute: with
@@ -196,6 +203,8 @@ pub fn run(resolved: &Resolved, wire: bool) -> RunResult {
             } else {
                 0
             },
+            compacted: resolved.compacted,
+            delete_retention_ms: resolved.delete_retention_ms,
         },
     );
     let duration_ms =

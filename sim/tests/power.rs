@@ -83,4 +83,6 @@ planted_bug_tests! {
     commit_prior_epoch_by_count_is_caught => Bug::CommitPriorEpochByCount;
     rejoin_with_stale_broker_epoch_is_caught => Bug::RejoinWithStaleBrokerEpoch;
     isr_never_shrinks_is_caught => Bug::IsrNeverShrinks;
+    cleaner_drops_latest_is_caught => Bug::CleanerDropsLatest;
+    tombstone_dropped_early_is_caught => Bug::TombstoneDroppedEarly;
 }

@@ -176,4 +176,5 @@ scenario_tests! {
     steady_cluster_passes, steady_cluster_is_deterministic => "steady-cluster", CI_SEEDS;
     follower_power_cycle_passes, follower_power_cycle_is_deterministic => "follower-power-cycle", CI_SEEDS;
     replica_cut_passes, replica_cut_is_deterministic => "replica-cut", CI_SEEDS;
+    compaction_passes, compaction_is_deterministic => "compaction", CI_SEEDS;
 }

@@ -46,6 +46,11 @@ pub(crate) struct Settings {
     pub acks_all: bool,
     /// The brokers' `min.insync.replicas`.
     pub min_insync_replicas: usize,
+    /// The topic is compacted: superseded records and old tombstones may
+    /// vanish from the log.
+    pub compacted: bool,
+    /// Its `delete.retention.ms`.
+    pub delete_retention_ms: u64,
     /// False when the history has no `Meta` event. The checkers then assume the
     /// strict settings (every ack durable, idempotent producers): a missing
     /// Meta is a recorder bug, and a false alarm is easier to notice than a
@@ -63,6 +68,11 @@ pub(crate) struct AckedSend<'a> {
     pub tp: Tp<'a>,
     pub offset: i64,
     pub value: &'a str,
+    pub key: Option<&'a str>,
+    /// Sent with a null value.
+    pub tombstone: bool,
+    /// When it was invoked: a tombstone's timestamp is no earlier.
+    pub invoke_time_ms: u64,
 }
 
 /// The latest `FinalRead` ok of one partition.
@@ -72,6 +82,8 @@ pub(crate) struct FinalRead<'a> {
     /// Where the final read began: a send acknowledged after this may lie
     /// beyond the end the read fixed when it started.
     pub invoke_index: u64,
+    /// When it completed: nothing it holds was cleaned later than this.
+    pub ok_time_ms: u64,
     pub log_start_offset: i64,
     pub records: &'a [Record],
     /// Offset to value, for lookups.
@@ -122,6 +134,8 @@ impl<'a> Facts<'a> {
             replicated: false,
             acks_all: true,
             min_insync_replicas: 1,
+            compacted: false,
+            delete_retention_ms: 0,
             from_meta: false,
         };
         let mut invokes = BTreeMap::new();
@@ -145,6 +159,8 @@ impl<'a> Facts<'a> {
                         replication_factor,
                         acks_all,
                         min_insync_replicas,
+                        compacted,
+                        delete_retention_ms,
                         ..
                     } if !settings.from_meta => {
                         settings = Settings {
@@ -153,6 +169,8 @@ impl<'a> Facts<'a> {
                             replicated: *replication_factor > 1,
                             acks_all: *acks_all,
                             min_insync_replicas: usize::try_from(*min_insync_replicas).unwrap_or(1),
+                            compacted: *compacted,
+                            delete_retention_ms: *delete_retention_ms,
                             from_meta: true,
                         };
                     }
@@ -225,11 +243,16 @@ impl<'a> Facts<'a> {
                             value,
                             partition,
                             offset,
-                            ..
+                            key,
+                            tombstone,
                         } => match (partition, offset) {
-                            (Some(partition), Some(offset)) if *offset >= 0 => {
-                                acked.push((entry, topic.as_str(), *partition, *offset, value))
-                            }
+                            (Some(partition), Some(offset)) if *offset >= 0 => acked.push((
+                                entry,
+                                (topic.as_str(), *partition, *offset),
+                                value,
+                                key.as_deref(),
+                                *tombstone,
+                            )),
                             _ => acked_sends_without_offset += 1,
                         },
                         Op::FinalRead {
@@ -250,6 +273,7 @@ impl<'a> Facts<'a> {
                                         .get(&(entry.process.as_str(), entry.id))
                                         .copied()
                                         .unwrap_or(entry.index),
+                                    ok_time_ms: entry.time_ms,
                                     log_start_offset: *log_start_offset,
                                     records,
                                     values,
@@ -272,17 +296,28 @@ impl<'a> Facts<'a> {
 
         let acked_sends = acked
             .into_iter()
-            .map(|(entry, topic, partition, offset, value)| AckedSend {
-                process: entry.process.as_str(),
-                invoke_index: invokes
-                    .get(&(entry.process.as_str(), entry.id))
-                    .copied()
-                    .unwrap_or(entry.index),
-                ok_index: entry.index,
-                tp: (topic, partition),
-                offset,
-                value: value.as_str(),
-            })
+            .map(
+                |(entry, (topic, partition, offset), value, key, tombstone)| {
+                    let invoke_index = invokes
+                        .get(&(entry.process.as_str(), entry.id))
+                        .copied()
+                        .unwrap_or(entry.index);
+                    AckedSend {
+                        process: entry.process.as_str(),
+                        invoke_index,
+                        ok_index: entry.index,
+                        tp: (topic, partition),
+                        offset,
+                        value: value.as_str(),
+                        key,
+                        tombstone,
+                        invoke_time_ms: history
+                            .get(invoke_index as usize)
+                            .filter(|invoke| invoke.index == invoke_index)
+                            .map_or(entry.time_ms, |invoke| invoke.time_ms),
+                    }
+                },
+            )
             .collect();
 
         Self {
@@ -392,6 +427,44 @@ impl<'a> Facts<'a> {
     /// Whether data written after `after` may legitimately have been lost.
     pub fn loss_permitted_after(&self, after: u64) -> bool {
         self.loss_permitted_between(after, u64::MAX)
+    }
+
+    /// Whether the log cleaner may have removed `send` from its compacted
+    /// partition: a record of the same key at a higher offset was
+    /// acknowledged or is in the final read, or it is a tombstone whose
+    /// `delete.retention.ms` had passed when the final read finished.
+    pub fn compacted_away(&self, send: &AckedSend<'_>) -> bool {
+        if !self.settings.compacted || send.key.is_none() {
+            return false;
+        }
+        let superseded_by_ack = self.acked_sends.iter().any(|later| {
+            later.tp == send.tp && later.key == send.key && later.offset > send.offset
+        });
+        let read = self.final_reads.get(&send.tp);
+        let superseded_in_read = read.is_some_and(|read| {
+            read.records
+                .iter()
+                .any(|record| record.offset > send.offset && record.key.as_deref() == send.key)
+        });
+        let expired = send.tombstone
+            && read.is_some_and(|read| {
+                read.ok_time_ms > send.invoke_time_ms + self.settings.delete_retention_ms
+            });
+        superseded_by_ack || superseded_in_read || expired
+    }
+
+    /// Whether offsets `from..to` of `tp` may all have been removed by the
+    /// log cleaner: the topic is compacted and the final read holds none of
+    /// them. Cleaning only ever removes records, so a record the final read
+    /// holds was there for every earlier read too; one it lacks may have
+    /// been cleaned before a consumer reached it (and `compacted-view`
+    /// judges whether it could be).
+    pub fn compacted_gap(&self, tp: Tp<'_>, from: i64, to: i64) -> bool {
+        self.settings.compacted
+            && self
+                .final_reads
+                .get(&tp)
+                .is_some_and(|read| read.values.range(from..to.max(from)).next().is_none())
     }
 
     /// The final `log_start_offset` of a partition; 0 without a final read.
@@ -513,6 +586,7 @@ pub(crate) mod build {
             offset,
             key: key.map(str::to_string),
             value: value.into(),
+            tombstone: false,
         }
     }
 
@@ -549,6 +623,8 @@ pub(crate) mod build {
         builder: Builder,
         /// Entries logged so far: the builder numbers them densely from 0.
         len: u64,
+        /// The simulated time invokes and completions are logged at.
+        now_ms: u64,
     }
 
     impl H {
@@ -566,6 +642,8 @@ pub(crate) mod build {
                 acks_all: true,
                 min_insync_replicas: 1,
                 replica_lag_time_max_ms: 0,
+                compacted: false,
+                delete_retention_ms: 0,
             });
             h
         }
@@ -585,6 +663,8 @@ pub(crate) mod build {
                 acks_all: true,
                 min_insync_replicas: 2,
                 replica_lag_time_max_ms: 3_000,
+                compacted: false,
+                delete_retention_ms: 0,
             });
             h
         }
@@ -594,18 +674,23 @@ pub(crate) mod build {
         }
 
         /// Logs an invoke; returns `(index, id)`.
+        /// Moves the clock the next entries are logged at.
+        pub fn advance(&mut self, ms: u64) {
+            self.now_ms += ms;
+        }
+
         pub fn invoke(&mut self, process: &str, op: Op) -> (u64, u64) {
-            let id = self.builder.invoke(0, process, op);
+            let id = self.builder.invoke(self.now_ms, process, op);
             (self.bump(), id)
         }
 
         pub fn ok(&mut self, process: &str, id: u64, op: Op) -> u64 {
-            self.builder.ok(0, process, id, op);
+            self.builder.ok(self.now_ms, process, id, op);
             self.bump()
         }
 
         pub fn fail(&mut self, process: &str, id: u64, op: Op) -> u64 {
-            self.builder.fail(0, process, id, op, "error");
+            self.builder.fail(self.now_ms, process, id, op, "error");
             self.bump()
         }
 
@@ -644,6 +729,7 @@ pub(crate) mod build {
                 value: value.into(),
                 partition,
                 offset,
+                tombstone: false,
             }
         }
 
@@ -669,6 +755,7 @@ pub(crate) mod build {
                 value: value.into(),
                 partition,
                 offset,
+                tombstone: false,
             };
             let (invoke, id) = self.invoke(process, op(None, None));
             let ok = self.ok(process, id, op(Some(partition), Some(offset)));

@@ -124,6 +124,8 @@ mod tests {
                 acks_all: true,
                 min_insync_replicas: 1,
                 replica_lag_time_max_ms: 0,
+                compacted: false,
+                delete_retention_ms: 0,
             },
         );
         let send = |value: &str, offset: Option<i64>| Op::Send {
@@ -132,6 +134,7 @@ mod tests {
             value: value.into(),
             partition: offset.map(|_| 0),
             offset,
+            tombstone: false,
         };
         let first = b.invoke(1, "producer-0", send("a", None));
         b.event(

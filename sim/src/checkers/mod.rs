@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::history::Entry;
 
 mod at_least_once;
+mod compacted_view;
 mod duplicate;
 mod facts;
 mod group_liveness;
@@ -25,6 +26,7 @@ mod unclean_exclusion;
 mod unseen;
 
 pub use at_least_once::AtLeastOnce;
+pub use compacted_view::CompactedView;
 pub use duplicate::Duplicate;
 pub use group_liveness::GroupLiveness;
 pub use inconsistent_offsets::InconsistentOffsets;
@@ -99,6 +101,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(MinIsr),
         Box::new(UncleanExclusion),
         Box::new(IsrShrink),
+        Box::new(CompactedView),
     ]
 }
 
@@ -142,6 +145,7 @@ mod tests {
             value: value.into(),
             partition: at.map(|(partition, _)| partition),
             offset: at.map(|(_, offset)| offset),
+            tombstone: false,
         }
     }
 
@@ -291,6 +295,7 @@ mod robustness {
                 offset,
                 key,
                 value,
+                tombstone: false,
             },
         )
     }
@@ -309,6 +314,7 @@ mod robustness {
                     value,
                     partition,
                     offset,
+                    tombstone: false,
                 }),
             (
                 prop::option::of(group()),

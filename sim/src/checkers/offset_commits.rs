@@ -42,7 +42,8 @@
 //!   management) are not checked.
 //! - `new-owner-start`: a member newly given a partition must resume at the
 //!   group's last ok commit for it before the Assign, unless it sought first,
-//!   there was no commit, or retention removed that offset.
+//!   there was no commit, or retention removed that offset (or, on a
+//!   compacted topic, the cleaner removed every offset in between).
 //! - `double-ownership`: one generation of a group assigns each partition to
 //!   at most one member, except that a static member rejoining under a new
 //!   member id takes over its old id's partitions (after a `member_removed`
@@ -787,6 +788,11 @@ impl<'f, 'a> State<'f, 'a> {
             self.counts.new_owner_polls += 1;
             let expected = owner.committed.offset;
             if first == expected || expected < self.facts.log_start_offset(tp) {
+                continue;
+            }
+            // On a compacted topic the committed offset's record may be gone:
+            // the consumer resumes at the next record still there.
+            if first > expected && self.facts.compacted_gap(tp, expected, first) {
                 continue;
             }
             // A commit newer than the one the Assign saw, ok or unfinished,

@@ -62,6 +62,7 @@ mod tests {
             value: value.into(),
             partition: None,
             offset: None,
+            tombstone: false,
         }
     }
 

@@ -9,6 +9,9 @@
 //! The same exceptions as `lost-write` apply: a power loss after the send's
 //! invoke with `flush_on_ack` false may lose it, and an offset below the final
 //! `log_start_offset` may have been removed by retention before anyone read it.
+//! On a compacted topic, a send a later record of its key supersedes, or a
+//! tombstone past `delete.retention.ms`, may be cleaned before anyone reads
+//! it (`compacted-view` judges the end state).
 
 use std::collections::BTreeSet;
 
@@ -43,11 +46,14 @@ impl Checker for Unseen {
         let mut read = 0usize;
         let mut permitted = 0usize;
         let mut retained = 0usize;
+        let mut compacted = 0usize;
         for send in &facts.acked_sends {
             if seen.contains(send.value) {
                 read += 1;
             } else if send.offset < facts.log_start_offset(send.tp) {
                 retained += 1;
+            } else if facts.compacted_away(send) {
+                compacted += 1;
             } else if facts.loss_permitted_after(send.invoke_index) {
                 permitted += 1;
             } else {
@@ -65,7 +71,7 @@ impl Checker for Unseen {
 
         let summary = format!(
             "{} acked sends{}, {read} read by a poll or final read; {permitted} permitted losses \
-             (power loss, flush_on_ack={}); {retained} below log start",
+             (power loss, flush_on_ack={}); {retained} below log start; {compacted} compacted away",
             facts.acked_sends.len(),
             facts.settings_note(),
             facts.settings.flush_on_ack,
