@@ -35,6 +35,8 @@ fn start_broker(data_dir: &Path, port: u16) -> BrokerProcess {
         .args(["broker", "--listen", &address, "--data-dir"])
         .arg(data_dir)
         .args(["--override", "group.initial.rebalance.delay.ms=0"])
+        // Compaction's check waits for the cleaner: a pass every 500 ms.
+        .args(["--override", "log.cleaner.backoff.ms=500"])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

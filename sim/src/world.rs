@@ -126,6 +126,10 @@ fn broker_config(resolved: &Resolved, index: u32) -> BrokerConfig {
         i64::try_from(resolved.delete_retention_ms).unwrap_or(i64::MAX);
     config.log.roll_ms = i64::try_from(resolved.roll_ms).unwrap_or(i64::MAX);
     config.log_cleaner_backoff_ms = resolved.cleaner_backoff_ms;
+    // The cleaner runs where a scenario compacts its topic (and then
+    // compacts `__consumer_offsets` too). Elsewhere its task would only
+    // reshuffle the schedule of every seed recorded before it existed.
+    config.log_cleaner_enable = resolved.compacted;
     // The groups' offsets are replicated as the workload's topic is.
     config.offsets_topic_replication_factor = resolved.replication_factor;
     // Faults last half a second to a few seconds and runs a minute: with

@@ -848,6 +848,9 @@ impl Broker {
     pub async fn clean_logs(&self) {
         let dedupe_bytes_max = self.config.log_cleaner_dedupe_buffer_size;
         for partition in self.all_partitions() {
+            if !partition.is_compacted() {
+                continue;
+            }
             let now_ms = self.clock.now_ms();
             let planned = partition
                 .with_log(async |log| {

@@ -143,6 +143,9 @@ pub struct Partition {
     /// None once deleted.
     hosted: tokio::sync::Mutex<Option<Hosted>>,
     leader_epoch: AtomicI32,
+    /// The log's `cleanup.policy` includes compact, mirrored out of its
+    /// config so the cleaner passes other logs by without their lock.
+    compacted: AtomicBool,
     /// The leader this broker knows of (itself when leading), mirrored out
     /// of the replica state so request handlers can route without the lock.
     leader_id: AtomicI32,
@@ -239,6 +242,7 @@ impl Partition {
         let in_sync_replicas = std::sync::atomic::AtomicUsize::new(replica.in_sync_count());
         let min_insync_replicas =
             std::sync::atomic::AtomicUsize::new(replica.config().min_insync_replicas);
+        let compacted = AtomicBool::new(log.config().cleanup_policy.compact);
         Self {
             topic,
             index,
@@ -249,6 +253,7 @@ impl Partition {
                 effects: Vec::new(),
             })),
             leader_epoch,
+            compacted,
             leader_id,
             node_id,
             high_watermark_moved,
@@ -562,6 +567,13 @@ impl Partition {
             .await;
         self.min_insync_replicas
             .store(min_insync_replicas, Ordering::Release);
+        self.compacted
+            .store(settings.log.cleanup_policy.compact, Ordering::Release);
+    }
+
+    /// Whether the log is compacted (the log cleaner's work).
+    pub fn is_compacted(&self) -> bool {
+        self.compacted.load(Ordering::Acquire)
     }
 
     /// An acks=all produce's wait: until the high watermark reaches

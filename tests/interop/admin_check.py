@@ -13,6 +13,10 @@ broker.
 - DeleteGroups and OffsetDelete: an empty group and its offsets go; a
   group with a live member is NON_EMPTY_GROUP; an offset of a topic a
   member subscribes to is GROUP_SUBSCRIBED_TO_TOPIC.
+- Compaction: a topic created with cleanup.policy=compact refuses a keyless
+  record (INVALID_RECORD); once the cleaner has run (the broker is started
+  with a short log.cleaner.backoff.ms), librdkafka and kafka-python read
+  each key's latest record, tombstones as null values, over the gaps.
 
 Usage: admin_check.py BOOTSTRAP
 """
@@ -256,6 +260,74 @@ def kafka_python_delete_records(bootstrap):
     print("kafka-python delete_records: ok", flush=True)
 
 
+def read_partition(bootstrap, topic):
+    """Every record of partition 0, read with librdkafka, as (offset, key, value)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader",
+                         "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    records = []
+    deadline = time.time() + TIMEOUT_S
+    while time.time() < deadline:
+        message = consumer.poll(1.0)
+        if message is None:
+            continue
+        if message.error():
+            if message.error().name() == "_PARTITION_EOF":
+                break
+            fail(f"librdkafka read of {topic}: {message.error()}")
+        records.append((message.offset(), message.key(), message.value()))
+    consumer.close()
+    return records
+
+
+def compaction(admin, bootstrap):
+    from kafka import KafkaConsumer
+    topic = "compacted-ck"
+    admin.create_topics([NewTopic(topic, 1, 1, config={"cleanup.policy": "compact",
+                                                        "segment.ms": "100"})])[topic].result(
+        TIMEOUT_S
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    latest = {}
+    for i in range(12):
+        key = f"k{i % 3}".encode()
+        value = None if i == 9 else f"v{i}".encode()
+        producer.produce(topic, key=key, value=value, partition=0)
+        producer.flush(TIMEOUT_S)
+        latest[key] = value
+        time.sleep(0.15)  # past segment.ms: the next append rolls a segment
+    refused = []
+    producer.produce(topic, value=b"keyless", partition=0,
+                     on_delivery=lambda error, _message: refused.append(error))
+    producer.flush(TIMEOUT_S)
+    if not refused or refused[0] is None or refused[0].name() != "INVALID_RECORD":
+        fail(f"librdkafka: a keyless record on a compacted topic gave {refused!r}")
+    # The broker cleans every 500 ms in this test; give it a few passes.
+    deadline = time.time() + TIMEOUT_S
+    while True:
+        records = read_partition(bootstrap, topic)
+        if len(records) < 12 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    if len(records) >= 12:
+        fail(f"librdkafka: the compacted topic was never cleaned: {records!r}")
+    last = {}
+    for _offset, key, value in records:
+        last[key] = value
+    expect("librdkafka: each key's latest record after cleaning", last, latest)
+    kp = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                       consumer_timeout_ms=3000)
+    partition = KpTopicPartition(topic, 0)
+    kp.assign([partition])
+    kp.seek_to_beginning(partition)
+    kp_records = [(m.offset, m.key, m.value) for m in kp]
+    end = kp.end_offsets([partition])[partition]
+    expect("kafka-python reads the compacted partition as librdkafka does", kp_records, records)
+    expect("kafka-python's position passes the gaps to the end", kp.position(partition), end)
+    kp.close()
+    print("compaction: ok", flush=True)
+
+
 def main():
     bootstrap = sys.argv[1]
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -267,6 +339,7 @@ def main():
     kafka_python_delete_groups(bootstrap)
     confluent_delete_records(admin, bootstrap)
     kafka_python_delete_records(bootstrap)
+    compaction(admin, bootstrap)
     print("OK: admin calls", flush=True)
 
 

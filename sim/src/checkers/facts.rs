@@ -669,6 +669,26 @@ pub(crate) mod build {
             h
         }
 
+        /// A replicated run (as [`H::replicated`]) of a compacted topic.
+        pub fn replicated_compacted() -> Self {
+            let mut h = Self::default();
+            h.event(Event::Meta {
+                scenario: "test".into(),
+                seed: 1,
+                flush_on_ack: false,
+                idempotence: true,
+                checkers: Vec::new(),
+                group_initial_rebalance_delay_ms: 0,
+                replication_factor: 3,
+                acks_all: true,
+                min_insync_replicas: 2,
+                replica_lag_time_max_ms: 3_000,
+                compacted: true,
+                delete_retention_ms: 60_000,
+            });
+            h
+        }
+
         pub fn build(self) -> History {
             self.builder.build()
         }

@@ -238,7 +238,8 @@ mod tests {
                 "truncation",
                 "min-isr",
                 "unclean-exclusion",
-                "isr-shrink"
+                "isr-shrink",
+                "compacted-view"
             ]
         );
         for verdict in &verdicts {

@@ -7,6 +7,8 @@
 //!   without gaps, and each reaches the end of what the final read found
 //!   committed. A follower that kept a diverging suffix, or an ISR member
 //!   missing committed records, shows here even when no client read it.
+//!   On a compacted topic (`meta`'s `compacted`) each replica cleans its own
+//!   log: gaps are allowed and batches are compared by offsets and epoch.
 //! - `leader-completeness` (safety): a broker that becomes a partition's
 //!   leader holds every offset below the highest high watermark any leader
 //!   advertised before (`partition_leader`'s `log_end_offset` against
@@ -69,6 +71,8 @@ impl Checker for ReplicaAgreement {
         let mut anomalies = Vec::new();
         // From the first meta event, as `Facts` reads it.
         let mut replicated: Option<bool> = None;
+        // A compacted topic's replicas clean their logs independently.
+        let mut compacted = false;
         let mut final_reads = 0usize;
         // (topic, partition) -> the in-sync replicas' logs.
         let mut in_sync: BTreeMap<(&str, i32), Vec<ReplicaView<'_>>> = BTreeMap::new();
@@ -102,9 +106,14 @@ impl Checker for ReplicaAgreement {
                 Kind::Event {
                     event:
                         Event::Meta {
-                            replication_factor, ..
+                            replication_factor,
+                            compacted: is_compacted,
+                            ..
                         },
                 } => {
+                    if replicated.is_none() {
+                        compacted = *is_compacted;
+                    }
                     replicated.get_or_insert(*replication_factor > 1);
                 }
                 Kind::Ok {
@@ -143,7 +152,9 @@ impl Checker for ReplicaAgreement {
         let mut compared = 0usize;
         for (&(topic, partition), replicas) in &in_sync {
             for replica in replicas {
-                anomalies.extend(gaps(topic, partition, replica));
+                if !compacted {
+                    anomalies.extend(gaps(topic, partition, replica));
+                }
                 if let (Some(&(end, read_at)), Some(held)) = (
                     committed_ends.get(&(topic, partition)),
                     replica.log_end_offset(),
@@ -164,7 +175,7 @@ impl Checker for ReplicaAgreement {
             for (i, a) in replicas.iter().enumerate() {
                 for b in &replicas[i + 1..] {
                     compared += 1;
-                    if let Some(anomaly) = first_divergence(topic, partition, a, b) {
+                    if let Some(anomaly) = first_divergence(topic, partition, a, b, compacted) {
                         anomalies.push(anomaly);
                     }
                 }
@@ -190,16 +201,26 @@ fn gaps(topic: &str, partition: i32, replica: &ReplicaView<'_>) -> Option<Anomal
     })
 }
 
-/// The first offset both replicas hold in different batches.
+/// The first offset both replicas hold in different batches. On a compacted
+/// topic each replica's cleaner rewrites batches on its own schedule: a batch
+/// keeps its offsets and leader epoch but not its records (nor its CRC), and
+/// may be gone from one replica, so only offsets and epochs are compared.
 fn first_divergence(
     topic: &str,
     partition: i32,
     a: &ReplicaView<'_>,
     b: &ReplicaView<'_>,
+    compacted: bool,
 ) -> Option<Anomaly> {
     a.batches.iter().find_map(|held| {
         let other = b.batch_at(held.base_offset)?;
-        (other != held).then(|| Anomaly {
+        let differs = if compacted {
+            (other.base_offset, other.last_offset, other.leader_epoch)
+                != (held.base_offset, held.last_offset, held.leader_epoch)
+        } else {
+            other != held
+        };
+        differs.then(|| Anomaly {
             description: format!(
                 "replica-diverged: at offset {} of {topic}-{partition}, {} holds \
                  {}..={} from leader epoch {} (crc {:08x}) but {} holds {}..={} from epoch {} \
@@ -716,6 +737,30 @@ mod tests {
             .anomalies
             .iter()
             .any(|a| a.description.starts_with("replica-gap:")));
+    }
+
+    #[test]
+    fn compacted_replicas_may_differ_in_records_but_not_in_offsets_or_epochs() {
+        let compacted = |batches: [Vec<ReplicaBatch>; 3]| {
+            let mut h = H::replicated_compacted();
+            h.final_read(0, 0, vec![record(0, 1, None, "v"), record(0, 3, None, "v")]);
+            for (i, batches) in batches.into_iter().enumerate() {
+                replica_log(&mut h, &format!("broker-{i}"), true, batches);
+            }
+            ReplicaAgreement.check(&h.build())
+        };
+        // One replica cleaned a batch (new CRC), another dropped one whole.
+        let cleaned = vec![batch(0, 1, 1, 0xa0), batch(2, 3, 2, 0xbb)];
+        let dropped = vec![batch(2, 3, 2, 0xbb)];
+        let verdict = compacted([log(), cleaned, dropped]);
+        assert!(verdict.valid, "{verdict:?}");
+        // A batch of another leader epoch at the same offsets still diverges.
+        let diverged = vec![batch(0, 1, 1, 0xaa), batch(2, 3, 1, 0xbb)];
+        let verdict = compacted([log(), diverged, log()]);
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0]
+            .description
+            .starts_with("replica-diverged: at offset 2"));
     }
 
     #[test]
