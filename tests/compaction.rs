@@ -63,7 +63,10 @@ async fn read_all(address: &str, topic: &str) -> Vec<(i64, Option<Bytes>, Option
     .expect("consumer");
     let tp = TopicPartition::new(topic, 0);
     consumer.assign(vec![tp.clone()]).expect("assign");
-    let end = consumer.end_offsets(&[tp.clone()]).await.expect("end")[&tp];
+    let end = consumer
+        .end_offsets(std::slice::from_ref(&tp))
+        .await
+        .expect("end")[&tp];
     let mut records = Vec::new();
     tokio::time::timeout(WAIT, async {
         while consumer.position(&tp).await.expect("position") < end {
