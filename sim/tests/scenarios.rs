@@ -177,4 +177,5 @@ scenario_tests! {
     follower_power_cycle_passes, follower_power_cycle_is_deterministic => "follower-power-cycle", CI_SEEDS;
     replica_cut_passes, replica_cut_is_deterministic => "replica-cut", CI_SEEDS;
     compaction_passes, compaction_is_deterministic => "compaction", CI_SEEDS;
+    compaction_cluster_passes, compaction_cluster_is_deterministic => "compaction-cluster", CI_SEEDS;
 }

@@ -60,6 +60,10 @@ impl QuorumStore {
             flush_messages: u64::MAX,
             retention_ms: -1,
             retention_bytes: -1,
+            // Whatever `log.cleanup.policy` says for topics: the metadata
+            // log keeps every entry (its records carry no keys) and is
+            // never cleaned.
+            cleanup_policy: crate::log::CleanupPolicy::DELETE,
             ..log_config.clone()
         };
         let log_dir = log_dirs.join(METADATA_LOG_DIR);

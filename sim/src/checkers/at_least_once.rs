@@ -85,10 +85,10 @@ impl Checker for AtLeastOnce {
             let seen = delivered.get(&(group, tp)).unwrap_or(&empty);
             let mut missing = gaps(seen, log_start_offset, committed);
             if facts.settings.compacted {
-                // Only records still in the log at the end were surely there
-                // when the group read past them; the cleaner may have taken
-                // the others first.
-                missing = still_present(&facts, tp, &missing);
+                // Only a record no later record of its key supersedes was
+                // surely there when the group read past it; a cleaner (on
+                // whichever replica led) may have taken the others first.
+                missing = not_compactable(&facts, tp, &missing);
             }
             if missing.is_empty() {
                 continue;
@@ -131,15 +131,20 @@ impl Checker for AtLeastOnce {
     }
 }
 
-/// The parts of `missing` that hold a record of the final read, as
-/// half-open ranges.
-fn still_present(facts: &Facts<'_>, tp: Tp<'_>, missing: &[(i64, i64)]) -> Vec<(i64, i64)> {
+/// The offsets in `missing` that no cleaner could have removed (see
+/// `Facts::compacted_gap`), as half-open ranges.
+fn not_compactable(facts: &Facts<'_>, tp: Tp<'_>, missing: &[(i64, i64)]) -> Vec<(i64, i64)> {
     let Some(read) = facts.final_reads.get(&tp) else {
         return missing.to_vec();
     };
     let mut present: Vec<(i64, i64)> = Vec::new();
     for &(from, to) in missing {
-        for &offset in read.values.range(from..to).map(|(offset, _)| offset) {
+        for &offset in read
+            .values
+            .range(from..to)
+            .map(|(offset, _)| offset)
+            .filter(|offset| !facts.compacted_gap(tp, **offset, **offset + 1))
+        {
             match present.last_mut() {
                 Some(last) if last.1 == offset => last.1 = offset + 1,
                 _ => present.push((offset, offset + 1)),

@@ -124,6 +124,10 @@ pub(crate) struct Facts<'a> {
     /// idempotent session (a new producer id): a send that failed or whose
     /// outcome is unknown, or a crash or restart of the process. Ascending.
     pub session_breaks: BTreeMap<&'a str, Vec<u64>>,
+    /// On a compacted topic, per partition and key, the highest offset at
+    /// which the history shows a record of that key (acknowledged, or in
+    /// the final read): a record of the key below it may be cleaned.
+    pub latest_by_key: BTreeMap<(Tp<'a>, &'a str), i64>,
 }
 
 impl<'a> Facts<'a> {
@@ -294,7 +298,7 @@ impl<'a> Facts<'a> {
             }
         }
 
-        let acked_sends = acked
+        let acked_sends: Vec<AckedSend<'a>> = acked
             .into_iter()
             .map(
                 |(entry, (topic, partition, offset), value, key, tombstone)| {
@@ -320,7 +324,26 @@ impl<'a> Facts<'a> {
             )
             .collect();
 
+        let mut latest_by_key: BTreeMap<(Tp<'a>, &'a str), i64> = BTreeMap::new();
+        if settings.compacted {
+            let mut note = |tp: Tp<'a>, key: Option<&'a str>, offset: i64| {
+                if let Some(key) = key {
+                    let latest = latest_by_key.entry((tp, key)).or_insert(offset);
+                    *latest = (*latest).max(offset);
+                }
+            };
+            for send in &acked_sends {
+                note(send.tp, send.key, send.offset);
+            }
+            for (tp, read) in &final_reads {
+                for record in read.records {
+                    note(*tp, record.key.as_deref(), record.offset);
+                }
+            }
+        }
+
         Self {
+            latest_by_key,
             settings,
             invokes,
             acked_sends,
@@ -434,37 +457,46 @@ impl<'a> Facts<'a> {
     /// acknowledged or is in the final read, or it is a tombstone whose
     /// `delete.retention.ms` had passed when the final read finished.
     pub fn compacted_away(&self, send: &AckedSend<'_>) -> bool {
-        if !self.settings.compacted || send.key.is_none() {
+        let Some(key) = send.key.filter(|_| self.settings.compacted) else {
             return false;
-        }
-        let superseded_by_ack = self.acked_sends.iter().any(|later| {
-            later.tp == send.tp && later.key == send.key && later.offset > send.offset
-        });
-        let read = self.final_reads.get(&send.tp);
-        let superseded_in_read = read.is_some_and(|read| {
-            read.records
-                .iter()
-                .any(|record| record.offset > send.offset && record.key.as_deref() == send.key)
-        });
+        };
+        let superseded = self
+            .latest_by_key
+            .get(&(send.tp, key))
+            .is_some_and(|latest| *latest > send.offset);
         let expired = send.tombstone
-            && read.is_some_and(|read| {
+            && self.final_reads.get(&send.tp).is_some_and(|read| {
                 read.ok_time_ms > send.invoke_time_ms + self.settings.delete_retention_ms
             });
-        superseded_by_ack || superseded_in_read || expired
+        superseded || expired
     }
 
-    /// Whether offsets `from..to` of `tp` may all have been removed by the
-    /// log cleaner: the topic is compacted and the final read holds none of
-    /// them. Cleaning only ever removes records, so a record the final read
-    /// holds was there for every earlier read too; one it lacks may have
-    /// been cleaned before a consumer reached it (and `compacted-view`
-    /// judges whether it could be).
+    /// Whether offsets `from..to` of `tp` may all have been removed by a
+    /// log cleaner before a consumer read past them: the topic is compacted
+    /// and every one of them the final read holds is superseded by a later
+    /// record of its key. One the final read lacks may have been cleaned
+    /// (`compacted-view` judges whether it could be). One it holds may still
+    /// have been cleaned on another replica, which led when the consumer
+    /// read: replicas clean on their own, and a superseded record is what
+    /// any of them may drop.
     pub fn compacted_gap(&self, tp: Tp<'_>, from: i64, to: i64) -> bool {
-        self.settings.compacted
-            && self
-                .final_reads
-                .get(&tp)
-                .is_some_and(|read| read.values.range(from..to.max(from)).next().is_none())
+        if !self.settings.compacted {
+            return false;
+        }
+        let Some(read) = self.final_reads.get(&tp) else {
+            return false;
+        };
+        read.records
+            .iter()
+            .skip_while(|record| record.offset < from)
+            .take_while(|record| record.offset < to)
+            .all(|record| {
+                record.key.as_deref().is_some_and(|key| {
+                    self.latest_by_key
+                        .get(&(tp, key))
+                        .is_some_and(|latest| *latest > record.offset)
+                })
+            })
     }
 
     /// The final `log_start_offset` of a partition; 0 without a final read.

@@ -804,7 +804,9 @@ impl<'f, 'a> State<'f, 'a> {
                         candidates.iter().any(|candidate| {
                             candidate.invoke > owner.committed.invoke
                                 && candidate.invoke < entry.index
-                                && candidate.offset == first
+                                && (candidate.offset == first
+                                    || (candidate.offset < first
+                                        && self.facts.compacted_gap(tp, candidate.offset, first)))
                                 && !self.failed_calls.contains(&candidate.call)
                         })
                     });
