@@ -180,6 +180,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn on_a_compacted_topic_only_records_no_cleaner_may_drop_are_demanded() {
+        use crate::checkers::facts::build::{record, H};
+        let history = |key_at_1: &str| {
+            let mut h = H::compacted();
+            h.send("producer-0", Some("a"), "v0", 0, 0);
+            h.send("producer-0", Some(key_at_1), "v1", 0, 1);
+            h.send("producer-0", Some("a"), "v2", 0, 2);
+            let polled = vec![record(0, 0, Some("a"), "v0"), record(0, 2, Some("a"), "v2")];
+            h.poll("consumer-0", "g", polled.clone());
+            for r in polled {
+                h.process("consumer-0", "g", r);
+            }
+            h.commit("consumer-0", "g", 1, &[(0, 3)]);
+            // The final read still holds @1 (another replica kept it).
+            h.final_read(
+                0,
+                0,
+                vec![
+                    record(0, 1, Some(key_at_1), "v1"),
+                    record(0, 2, Some("a"), "v2"),
+                ],
+            );
+            AtLeastOnce.check(&h.build())
+        };
+        // a@1 is superseded by a@2: any replica's cleaner may have dropped it.
+        assert!(history("a").valid);
+        // b@1 is b's latest: the group skipped a record it had to process.
+        let verdict = history("b");
+        assert!(!verdict.valid);
+        assert!(
+            verdict.anomalies[0].description.contains("@1"),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
     fn retention_past_a_lagging_groups_commit_is_no_gap_and_no_panic() {
         use crate::checkers::facts::build::{record, H};
         let mut h = H::new(true, true);

@@ -701,6 +701,27 @@ pub(crate) mod build {
             h
         }
 
+        /// A single-broker run of a compacted topic (`flush_on_ack`,
+        /// idempotence, `delete.retention.ms` 60 s).
+        pub fn compacted() -> Self {
+            let mut h = Self::default();
+            h.event(Event::Meta {
+                scenario: "test".into(),
+                seed: 1,
+                flush_on_ack: true,
+                idempotence: true,
+                checkers: Vec::new(),
+                group_initial_rebalance_delay_ms: 0,
+                replication_factor: 1,
+                acks_all: true,
+                min_insync_replicas: 1,
+                replica_lag_time_max_ms: 0,
+                compacted: true,
+                delete_retention_ms: 60_000,
+            });
+            h
+        }
+
         /// A replicated run (as [`H::replicated`]) of a compacted topic.
         pub fn replicated_compacted() -> Self {
             let mut h = Self::default();

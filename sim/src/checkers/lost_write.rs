@@ -189,6 +189,32 @@ mod tests {
     use crate::history::FaultKind;
 
     #[test]
+    fn on_a_compacted_topic_only_a_superseded_send_may_be_missing() {
+        let history = |read: Vec<i64>| {
+            let mut h = H::compacted();
+            h.send("producer-0", Some("a"), "producer-0-1", 0, 0);
+            h.send("producer-0", Some("b"), "producer-0-2", 0, 1);
+            h.send("producer-0", Some("a"), "producer-0-3", 0, 2);
+            let values = ["producer-0-1", "producer-0-2", "producer-0-3"];
+            let keys = ["a", "b", "a"];
+            let records = read
+                .iter()
+                .map(|&o| record(0, o, Some(keys[o as usize]), values[o as usize]))
+                .collect();
+            h.final_read(0, 0, records);
+            LostWrite.check(&h.build())
+        };
+        // a@0 was superseded by a@2: the cleaner may drop it.
+        let verdict = history(vec![1, 2]);
+        assert!(verdict.valid, "{verdict:?}");
+        assert!(verdict.summary.contains("1 compacted away"), "{verdict:?}");
+        // b@1 is b's latest: it may not go.
+        let verdict = history(vec![0, 2]);
+        assert!(!verdict.valid);
+        assert!(verdict.anomalies[0].description.contains("producer-0-2"));
+    }
+
+    #[test]
     fn a_skipped_acked_offset_is_lost() {
         let mut h = H::new(true, true);
         h.send("producer-0", None, "producer-0-1", 0, 0);
