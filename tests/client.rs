@@ -585,13 +585,13 @@ mod cli {
         );
         assert!(all.contains("  segment.bytes=1073741824 "), "{all}");
 
-        let compact = [("cleanup.policy".to_string(), "compact".to_string())];
+        let archive = [("cleanup.policy".to_string(), "archive".to_string())];
         let refused =
-            cli_tools::configs_alter(addr, connector(), topic(), &compact, &[], &mut Vec::new())
+            cli_tools::configs_alter(addr, connector(), topic(), &archive, &[], &mut Vec::new())
                 .await
                 .unwrap_err();
         assert!(
-            format!("{refused:#}").contains("no log cleaner"),
+            format!("{refused:#}").contains("must be one of: compact, delete"),
             "{refused:#}"
         );
 

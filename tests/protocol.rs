@@ -787,7 +787,7 @@ async fn topic_configs_are_validated_described_altered_live_and_survive_a_restar
     for (bad, code) in [
         (("retention.mss", "1"), ResponseError::InvalidConfig),
         (("retention.ms", "-7"), ResponseError::InvalidConfig),
-        (("cleanup.policy", "compact"), ResponseError::InvalidConfig),
+        (("cleanup.policy", "archive"), ResponseError::InvalidConfig),
         (("segment.bytes", "1024"), ResponseError::InvalidConfig),
     ] {
         let response: CreateTopicsResponse = call(
@@ -852,7 +852,7 @@ async fn topic_configs_are_validated_described_altered_live_and_survive_a_restar
             ResponseError::InvalidConfig,
         ),
         (
-            vec![("cleanup.policy", 2, Some("compact"))],
+            vec![("cleanup.policy", 2, Some("archive"))],
             ResponseError::InvalidConfig,
         ),
         (

@@ -223,6 +223,96 @@ async fn read_batch(segment: &Segment, position: u64) -> Result<Option<ReadBatch
     }))
 }
 
+/// What cleaning does with one batch.
+enum Kept {
+    /// Every record stays: the bytes as they are (compressed or not).
+    Whole,
+    /// Some records go: the batch rebuilt with the rest (possibly none).
+    Rewritten(Bytes),
+    Dropped,
+}
+
+/// The cleaner's decision for each batch of one segment, made the same
+/// way in the read-only pass and in the rewrite.
+struct BatchFilter<'a> {
+    map: &'a OffsetMap,
+    now_ms: i64,
+    delete_retention_ms: i64,
+    log_start_offset: i64,
+    epochs: &'a super::leader_epochs::LeaderEpochCache,
+    producers: &'a super::producer_state::ProducerStateManager,
+    file_len: u64,
+}
+
+impl BatchFilter<'_> {
+    fn apply(&self, read: &ReadBatch, cleaned: &mut SegmentCleaned) -> Result<Kept, LogError> {
+        let header = read.header;
+        if header.is_control() || header.last_offset() < self.log_start_offset {
+            return Ok(Kept::Whole);
+        }
+        let section = read.records_section()?;
+        let records = batch::records(&section, header.record_count)?;
+        let tombstones_expire = crate::planted!(TombstoneDroppedEarly)
+            || header
+                .max_timestamp
+                .saturating_add(self.delete_retention_ms)
+                < self.now_ms;
+        let mut retained: Vec<&[u8]> = Vec::with_capacity(records.len());
+        for record in &records {
+            let offset = header.base_offset + record.offset_delta;
+            let superseded = record
+                .key
+                .and_then(|key| self.map.get(key))
+                .is_some_and(|latest| {
+                    // Planted: with the first offset mapped, every later
+                    // record of the key goes, the latest among them.
+                    if crate::planted!(CleanerDropsLatest) {
+                        latest != offset
+                    } else {
+                        latest > offset
+                    }
+                });
+            if superseded {
+                cleaned.records_removed += 1;
+            } else if record.tombstone && tombstones_expire && offset < self.map.end_offset {
+                cleaned.records_removed += 1;
+                cleaned.tombstones_removed += 1;
+            } else {
+                if record.tombstone {
+                    let expiry_ms = header
+                        .max_timestamp
+                        .saturating_add(self.delete_retention_ms);
+                    cleaned.tombstone_expiry_ms = Some(
+                        cleaned
+                            .tombstone_expiry_ms
+                            .map_or(expiry_ms, |t| t.min(expiry_ms)),
+                    );
+                }
+                retained.push(record.bytes);
+            }
+        }
+        if retained.len() == records.len() {
+            return Ok(Kept::Whole);
+        }
+        let last_of_segment = read.position + header.size_bytes as u64 == self.file_len;
+        let keeps_header = last_of_segment
+            || self
+                .epochs
+                .entries()
+                .contains(&(header.partition_leader_epoch, header.base_offset))
+            || (header.has_producer_id()
+                && self
+                    .producers
+                    .holds_batch(header.producer_id, header.base_offset));
+        if retained.is_empty() && !keeps_header {
+            return Ok(Kept::Dropped);
+        }
+        Ok(Kept::Rewritten(
+            batch::with_records(&read.bytes, &retained).freeze(),
+        ))
+    }
+}
+
 impl PartitionLog {
     /// Whether a cleaning pass is due now, and over what range. `None`
     /// unless the log is compacted and its dirty share of the cleanable
@@ -352,8 +442,11 @@ impl PartitionLog {
     /// Rewrites the segment at `base` without the records `map` supersedes
     /// and the tombstones past `delete.retention.ms`, and swaps it in
     /// atomically. Returns `None` when the segment is gone or no longer
-    /// cleanable (retention, DeleteRecords or truncation got there first),
-    /// and leaves a segment with nothing to drop untouched.
+    /// cleanable (retention, DeleteRecords or truncation got there first).
+    /// A read-only pass comes first, so a segment with nothing to drop is
+    /// left as it is; the rewrite then streams into `.cleaned` in chunks of
+    /// [`CLEANED_WRITE_BYTES`], so memory stays bounded by one batch and
+    /// one chunk whatever the segment's size.
     pub async fn clean_segment(
         &mut self,
         base: i64,
@@ -372,81 +465,52 @@ impl PartitionLog {
             return Ok(None);
         }
         let next_offset_before = segment.next_offset;
-        let file_len = segment.log.len();
-        let delete_retention_ms = self.config.delete_retention_ms;
+        let filter = BatchFilter {
+            map,
+            now_ms,
+            delete_retention_ms: self.config.delete_retention_ms,
+            log_start_offset: self.log_start_offset,
+            epochs: &self.epochs,
+            producers: &self.producers,
+            file_len: segment.log.len(),
+        };
         let mut cleaned = SegmentCleaned {
-            bytes_before: file_len,
+            bytes_before: filter.file_len,
+            bytes_after: filter.file_len,
             ..SegmentCleaned::default()
         };
-        let mut kept: Vec<Bytes> = Vec::new();
         let mut position = 0;
         while let Some(read) = read_batch(segment, position).await? {
             position += read.header.size_bytes as u64;
-            let header = read.header;
-            if header.is_control() || header.last_offset() < self.log_start_offset {
-                kept.push(read.bytes);
-                continue;
-            }
-            let section = read.records_section()?;
-            let records = batch::records(&section, header.record_count)?;
-            let tombstones_expire = crate::planted!(TombstoneDroppedEarly)
-                || header.max_timestamp.saturating_add(delete_retention_ms) < now_ms;
-            let mut retained: Vec<&[u8]> = Vec::with_capacity(records.len());
-            for record in &records {
-                let offset = header.base_offset + record.offset_delta;
-                let superseded = record
-                    .key
-                    .and_then(|key| map.get(key))
-                    .is_some_and(|latest| {
-                        // Planted: with the first offset mapped, every later
-                        // record of the key goes, the latest among them.
-                        if crate::planted!(CleanerDropsLatest) {
-                            latest != offset
-                        } else {
-                            latest > offset
-                        }
-                    });
-                if superseded {
-                    cleaned.records_removed += 1;
-                } else if record.tombstone && tombstones_expire && offset < map.end_offset {
-                    cleaned.records_removed += 1;
-                    cleaned.tombstones_removed += 1;
-                } else {
-                    if record.tombstone {
-                        let expiry_ms = header.max_timestamp.saturating_add(delete_retention_ms);
-                        cleaned.tombstone_expiry_ms = Some(
-                            cleaned
-                                .tombstone_expiry_ms
-                                .map_or(expiry_ms, |t| t.min(expiry_ms)),
-                        );
-                    }
-                    retained.push(record.bytes);
-                }
-            }
-            if retained.len() == records.len() {
-                kept.push(read.bytes);
-                continue;
-            }
-            let last_of_segment = read.position + header.size_bytes as u64 == file_len;
-            let keeps_header = last_of_segment
-                || self
-                    .epochs
-                    .entries()
-                    .contains(&(header.partition_leader_epoch, header.base_offset))
-                || (header.has_producer_id()
-                    && self
-                        .producers
-                        .holds_batch(header.producer_id, header.base_offset));
-            if retained.is_empty() && !keeps_header {
-                continue;
-            }
-            kept.push(batch::with_records(&read.bytes, &retained).freeze());
+            filter.apply(&read, &mut cleaned)?;
         }
         if cleaned.records_removed == 0 {
-            cleaned.bytes_after = file_len;
             return Ok(Some(cleaned));
         }
-        cleaned.bytes_after = self.swap_in_cleaned(base, kept).await?;
+        let (file, cleaned_path) = self.start_cleaned(base).await?;
+        let mut pending = BytesMut::new();
+        let mut position = 0;
+        let mut recount = SegmentCleaned::default();
+        while let Some(read) = read_batch(segment, position).await? {
+            position += read.header.size_bytes as u64;
+            match filter.apply(&read, &mut recount)? {
+                Kept::Whole => pending.extend_from_slice(&read.bytes),
+                Kept::Rewritten(bytes) => pending.extend_from_slice(&bytes),
+                Kept::Dropped => {}
+            }
+            if pending.len() >= CLEANED_WRITE_BYTES {
+                file.append(pending.split().freeze()).await?;
+            }
+        }
+        assert_eq!(
+            (recount.records_removed, recount.tombstones_removed),
+            (cleaned.records_removed, cleaned.tombstones_removed),
+            "the rewrite of segment {base} drops what the first pass decided"
+        );
+        if !pending.is_empty() {
+            file.append(pending.freeze()).await?;
+        }
+        cleaned.bytes_after = self.swap_in_cleaned(base, file, &cleaned_path).await?;
         let segment = self
             .segments
             .get(&base)
@@ -458,33 +522,37 @@ impl PartitionLog {
         Ok(Some(cleaned))
     }
 
-    /// Writes `batches` to `<base>.log.cleaned`, fsyncs it, renames it over
-    /// the segment's log file, fsyncs the directory and reopens the
-    /// segment (recovery rebuilds its indexes). Returns the new size.
-    async fn swap_in_cleaned(&mut self, base: i64, batches: Vec<Bytes>) -> Result<u64, LogError> {
+    /// Starts `<base>.log.cleaned` afresh (a leftover of a pass that stopped
+    /// is discarded).
+    async fn start_cleaned(
+        &self,
+        base: i64,
+    ) -> Result<(crate::storage::SharedFile, std::path::PathBuf), LogError> {
         let stem = segment::file_stem(base);
         let cleaned_path = self.dir.join(format!("{stem}.log{CLEANED_SUFFIX}"));
-        let log_path = self.dir.join(format!("{stem}.log"));
         match self.storage.remove(&cleaned_path).await {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(error.into()),
         }
         let file = self.storage.open(&cleaned_path).await?;
-        let mut pending = BytesMut::new();
-        for bytes in batches {
-            pending.extend_from_slice(&bytes);
-            if pending.len() >= CLEANED_WRITE_BYTES {
-                file.append(pending.split().freeze()).await?;
-            }
-        }
-        if !pending.is_empty() {
-            file.append(pending.freeze()).await?;
-        }
+        Ok((file, cleaned_path))
+    }
+
+    /// Fsyncs the written `.cleaned` file, renames it over the segment's log
+    /// file, fsyncs the directory and reopens the segment (recovery
+    /// rebuilds its indexes). Returns the new size.
+    async fn swap_in_cleaned(
+        &mut self,
+        base: i64,
+        file: crate::storage::SharedFile,
+        cleaned_path: &std::path::Path,
+    ) -> Result<u64, LogError> {
+        let log_path = self.dir.join(format!("{}.log", segment::file_stem(base)));
         file.sync().await?;
         let size = file.len();
         drop(file);
-        self.storage.rename(&cleaned_path, &log_path).await?;
+        self.storage.rename(cleaned_path, &log_path).await?;
         self.storage.sync_dir(&self.dir).await?;
         let old = self.segments.remove(&base).expect("segment being cleaned");
         let mut reopened =
