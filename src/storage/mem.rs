@@ -119,6 +119,29 @@ impl MemStorage {
         inner.files = fresh;
     }
 
+    /// Replaces everything stored here with a copy of what `other` holds
+    /// (files, synced bytes, directories), for benchmarks and tests that
+    /// start many runs from one state.
+    pub fn copy_from(&self, other: &MemStorage) {
+        let source = lock(&other.inner);
+        let files = source
+            .files
+            .iter()
+            .map(|(path, file)| {
+                let state = lock(file);
+                let copy = FileState {
+                    current: state.current.clone(),
+                    durable: state.durable.clone(),
+                };
+                (path.clone(), Arc::new(Mutex::new(copy)))
+            })
+            .collect();
+        let mut inner = lock(&self.inner);
+        inner.files = files;
+        inner.dirs = source.dirs.clone();
+        inner.durable_entries = source.durable_entries.clone();
+    }
+
     /// The current bytes of a file, for tests that corrupt files on purpose.
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
         let inner = lock(&self.inner);
