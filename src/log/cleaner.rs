@@ -39,7 +39,7 @@
 //! cleaner changes is written back uncompressed (it never recompresses),
 //! one it keeps whole stays as the producer wrote it.
 
-use std::collections::BTreeMap;
+use indexmap::IndexMap;
 
 use bytes::{Bytes, BytesMut};
 
@@ -65,7 +65,10 @@ pub const CLEANED_SUFFIX: &str = ".cleaned";
 /// The latest offset of each key in the part of the log a pass mapped.
 #[derive(Debug, Clone)]
 pub struct OffsetMap {
-    latest: BTreeMap<Bytes, i64>,
+    /// Looked up once per record per pass, so a hash map; an `IndexMap`
+    /// iterates (it never is here) in insertion order, so nothing about it
+    /// depends on its random hash seed but speed.
+    latest: IndexMap<Bytes, i64>,
     bytes: usize,
     bytes_max: usize,
     /// One past the last offset mapped: segments that start below it are
@@ -76,7 +79,7 @@ pub struct OffsetMap {
 impl OffsetMap {
     pub fn new(bytes_max: usize, start_offset: i64) -> Self {
         Self {
-            latest: BTreeMap::new(),
+            latest: IndexMap::new(),
             bytes: 0,
             bytes_max,
             end_offset: start_offset,
@@ -208,14 +211,30 @@ pub fn check_keys(bytes: &[u8], header: &BatchHeader) -> Result<(), LogError> {
     }
 }
 
-async fn read_batch(segment: &Segment, position: u64) -> Result<Option<ReadBatch>, LogError> {
+/// Whether a read checks the batch's CRC32C. The map pass and the rewrite
+/// check it, so a corrupt batch is never trusted for a key nor given a new
+/// CRC over bad bytes; the read-only decision pass in between only walks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Crc {
+    Check,
+    Skip,
+}
+
+async fn read_batch(
+    segment: &Segment,
+    position: u64,
+    crc: Crc,
+) -> Result<Option<ReadBatch>, LogError> {
     if position >= segment.log.len() {
         return Ok(None);
     }
     let head = segment.log.read_at(position, HEADER_LEN).await?;
     let header = batch::parse_header_prefix(&head)?;
     let bytes = segment.log.read_at(position, header.size_bytes).await?;
-    let header = batch::validate_stored(&bytes)?;
+    let header = match crc {
+        Crc::Check => batch::validate_stored(&bytes)?,
+        Crc::Skip => batch::parse_header(&bytes)?,
+    };
     Ok(Some(ReadBatch {
         position,
         bytes,
@@ -386,7 +405,7 @@ impl PartitionLog {
             .map(|(_, s)| s)
         {
             let mut position = segment.lookup_position(due.first_dirty_offset);
-            while let Some(read) = read_batch(segment, position).await? {
+            while let Some(read) = read_batch(segment, position, Crc::Check).await? {
                 position += read.header.size_bytes as u64;
                 if read.header.last_offset() < due.first_dirty_offset {
                     continue;
@@ -480,7 +499,7 @@ impl PartitionLog {
             ..SegmentCleaned::default()
         };
         let mut position = 0;
-        while let Some(read) = read_batch(segment, position).await? {
+        while let Some(read) = read_batch(segment, position, Crc::Skip).await? {
             position += read.header.size_bytes as u64;
             filter.apply(&read, &mut cleaned)?;
         }
@@ -491,7 +510,7 @@ impl PartitionLog {
         let mut pending = BytesMut::new();
         let mut position = 0;
         let mut recount = SegmentCleaned::default();
-        while let Some(read) = read_batch(segment, position).await? {
+        while let Some(read) = read_batch(segment, position, Crc::Check).await? {
             position += read.header.size_bytes as u64;
             match filter.apply(&read, &mut recount)? {
                 Kept::Whole => pending.extend_from_slice(&read.bytes),
@@ -559,7 +578,8 @@ impl PartitionLog {
             Segment::open(self.storage.as_ref(), &self.dir, base, old.created_ms).await?;
         drop(old);
         reopened
-            .recover(true, self.config.index_interval_bytes)
+            // Every batch was just checked or built with a fresh CRC.
+            .recover(false, self.config.index_interval_bytes)
             .await?;
         reopened.sync_all().await?;
         self.segments.insert(base, reopened);

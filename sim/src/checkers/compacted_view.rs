@@ -122,29 +122,10 @@ impl Checker for CompactedView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkers::facts::build::H;
-    use crate::history::{Event, Op, Record, TopicPartition};
+    use crate::checkers::facts::build::{DELETE_RETENTION_MS, H};
+    use crate::history::{Op, Record, TopicPartition};
 
-    const RETENTION_MS: u64 = 10_000;
-
-    fn compacted() -> H {
-        let mut h = H::default();
-        h.event(Event::Meta {
-            scenario: "compaction".into(),
-            seed: 0,
-            flush_on_ack: true,
-            idempotence: true,
-            checkers: Vec::new(),
-            group_initial_rebalance_delay_ms: 0,
-            replication_factor: 1,
-            acks_all: true,
-            min_insync_replicas: 1,
-            replica_lag_time_max_ms: 0,
-            compacted: true,
-            delete_retention_ms: RETENTION_MS,
-        });
-        h
-    }
+    const RETENTION_MS: u64 = DELETE_RETENTION_MS;
 
     fn send(h: &mut H, key: &str, value: &str, offset: i64, tombstone: bool) {
         let op = |at: Option<i64>| Op::Send {
@@ -186,7 +167,7 @@ mod tests {
 
     #[test]
     fn latest_values_and_live_tombstones_kept_pass() {
-        let mut h = compacted();
+        let mut h = H::compacted();
         send(&mut h, "a", "p-0", 0, false);
         send(&mut h, "b", "p-1", 1, false);
         send(&mut h, "a", "p-2", 2, false);
@@ -201,7 +182,7 @@ mod tests {
 
     #[test]
     fn an_older_value_in_place_of_the_latest_fails() {
-        let mut h = compacted();
+        let mut h = H::compacted();
         send(&mut h, "a", "p-0", 0, false);
         send(&mut h, "a", "p-1", 1, false);
         final_read(&mut h, vec![record(0, "a", "p-0", false)]);
@@ -212,7 +193,7 @@ mod tests {
 
     #[test]
     fn a_tombstone_gone_within_its_retention_fails_and_after_it_passes() {
-        let mut h = compacted();
+        let mut h = H::compacted();
         send(&mut h, "a", "p-0", 0, false);
         send(&mut h, "a", "p-1", 1, true);
         final_read(&mut h, Vec::new());
@@ -223,7 +204,7 @@ mod tests {
         );
         assert!(verdict.anomalies[0].description.contains("the key is gone"));
 
-        let mut h = compacted();
+        let mut h = H::compacted();
         send(&mut h, "a", "p-0", 0, false);
         send(&mut h, "a", "p-1", 1, true);
         h.advance(RETENTION_MS + 1);
@@ -234,7 +215,7 @@ mod tests {
 
     #[test]
     fn an_older_value_resurrected_after_a_tombstone_fails_even_once_it_expired() {
-        let mut h = compacted();
+        let mut h = H::compacted();
         send(&mut h, "a", "p-0", 0, false);
         send(&mut h, "a", "p-1", 1, true);
         h.advance(RETENTION_MS + 1);

@@ -610,6 +610,8 @@ pub(crate) mod build {
     };
 
     pub const TOPIC: &str = "t";
+    /// `delete.retention.ms` in the histories of compacted topics.
+    pub const DELETE_RETENTION_MS: u64 = 60_000;
 
     pub fn record(partition: i32, offset: i64, key: Option<&str>, value: &str) -> Record {
         Record {
@@ -660,8 +662,16 @@ pub(crate) mod build {
     }
 
     impl H {
-        /// A history opening with a Meta event.
-        pub fn new(flush_on_ack: bool, idempotence: bool) -> Self {
+        /// A history opening with a Meta event: `replicated` is three
+        /// replicas, acks=all, `min.insync.replicas` 2 and a 3 s lag limit
+        /// (one replica otherwise); `compacted` a compacted topic with
+        /// [`DELETE_RETENTION_MS`].
+        fn opening(
+            flush_on_ack: bool,
+            idempotence: bool,
+            replicated: bool,
+            compacted: bool,
+        ) -> Self {
             let mut h = Self::default();
             h.event(Event::Meta {
                 scenario: "test".into(),
@@ -670,76 +680,34 @@ pub(crate) mod build {
                 idempotence,
                 checkers: Vec::new(),
                 group_initial_rebalance_delay_ms: 0,
-                replication_factor: 1,
+                replication_factor: if replicated { 3 } else { 1 },
                 acks_all: true,
-                min_insync_replicas: 1,
-                replica_lag_time_max_ms: 0,
-                compacted: false,
-                delete_retention_ms: 0,
+                min_insync_replicas: if replicated { 2 } else { 1 },
+                replica_lag_time_max_ms: if replicated { 3_000 } else { 0 },
+                compacted,
+                delete_retention_ms: if compacted { DELETE_RETENTION_MS } else { 0 },
             });
             h
         }
 
-        /// A history opening with the Meta event of a replicated run:
-        /// three replicas, acks=all, `min.insync.replicas` 2.
+        /// A single-replica run.
+        pub fn new(flush_on_ack: bool, idempotence: bool) -> Self {
+            Self::opening(flush_on_ack, idempotence, false, false)
+        }
+
+        /// A replicated run, with idempotent producers.
         pub fn replicated(flush_on_ack: bool) -> Self {
-            let mut h = Self::default();
-            h.event(Event::Meta {
-                scenario: "test".into(),
-                seed: 1,
-                flush_on_ack,
-                idempotence: true,
-                checkers: Vec::new(),
-                group_initial_rebalance_delay_ms: 0,
-                replication_factor: 3,
-                acks_all: true,
-                min_insync_replicas: 2,
-                replica_lag_time_max_ms: 3_000,
-                compacted: false,
-                delete_retention_ms: 0,
-            });
-            h
+            Self::opening(flush_on_ack, true, true, false)
         }
 
-        /// A single-broker run of a compacted topic (`flush_on_ack`,
-        /// idempotence, `delete.retention.ms` 60 s).
+        /// A single-replica run of a compacted topic, under `flush_on_ack`.
         pub fn compacted() -> Self {
-            let mut h = Self::default();
-            h.event(Event::Meta {
-                scenario: "test".into(),
-                seed: 1,
-                flush_on_ack: true,
-                idempotence: true,
-                checkers: Vec::new(),
-                group_initial_rebalance_delay_ms: 0,
-                replication_factor: 1,
-                acks_all: true,
-                min_insync_replicas: 1,
-                replica_lag_time_max_ms: 0,
-                compacted: true,
-                delete_retention_ms: 60_000,
-            });
-            h
+            Self::opening(true, true, false, true)
         }
 
-        /// A replicated run (as [`H::replicated`]) of a compacted topic.
+        /// A replicated run of a compacted topic, acks from the page cache.
         pub fn replicated_compacted() -> Self {
-            let mut h = Self::default();
-            h.event(Event::Meta {
-                scenario: "test".into(),
-                seed: 1,
-                flush_on_ack: false,
-                idempotence: true,
-                checkers: Vec::new(),
-                group_initial_rebalance_delay_ms: 0,
-                replication_factor: 3,
-                acks_all: true,
-                min_insync_replicas: 2,
-                replica_lag_time_max_ms: 3_000,
-                compacted: true,
-                delete_retention_ms: 60_000,
-            });
-            h
+            Self::opening(false, true, true, true)
         }
 
         pub fn build(self) -> History {
