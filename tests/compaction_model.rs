@@ -405,3 +405,45 @@ fn cleaning_keeps_offsets_and_the_latest_value_of_each_key() {
         assert_eq!(read_all(&log).await, served);
     });
 }
+
+#[test]
+fn a_rewrite_is_discarded_when_its_segment_went_meanwhile() {
+    runtime().block_on(async {
+        let storage = MemStorage::new();
+        let mut log = open(&storage, 0).await;
+        let mut replica = replica_of(&log);
+        for (key, value) in [(1, 10), (1, 11), (2, 20)] {
+            let bytes = batch_of(&[(key, Some(value))], 0, None);
+            log.append(BytesMut::from(&bytes[..]), 0, 0)
+                .await
+                .expect("append");
+        }
+        log.flush().await.expect("flush");
+        log.roll(0).await.expect("roll");
+        settle(&mut log, &mut replica);
+        let due = log.cleaning_due(0).expect("due");
+        let map = log.build_offset_map(&due, 1 << 20).await.expect("map");
+        let job = log.plan_clean(0).expect("the first segment is cleanable");
+        // The rewrite runs without the log; meanwhile DeleteRecords takes
+        // the whole segment away.
+        let rewritten = job.rewrite(&map, 0).await.expect("rewrite");
+        log.advance_log_start(3).await.expect("delete records");
+        assert!(
+            log.install_cleaned(&job, rewritten)
+                .await
+                .expect("install")
+                .is_none(),
+            "a rewrite of a segment that is gone is not installed"
+        );
+        let leftovers: Vec<String> =
+            sluice::storage::Storage::list(&storage, Path::new("/data/c-0"))
+                .await
+                .expect("list")
+                .into_iter()
+                .filter(|name| name.ends_with(".cleaned"))
+                .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_eq!(log.log_start_offset(), 3);
+        assert_eq!(log.log_end_offset(), 3);
+    });
+}

@@ -842,9 +842,9 @@ impl Broker {
     }
 
     /// Runs one cleaning pass over every compacted log that is due (the
-    /// log cleaner, `src/log/cleaner.rs`). The log's lock is held for one
-    /// step at a time (the map, then each segment), so produce and fetch
-    /// go on between them.
+    /// log cleaner, `src/log/cleaner.rs`). The log's lock is held only to
+    /// build the map and to plan and install each segment; each segment is
+    /// rewritten without it.
     pub async fn clean_logs(&self) {
         let dedupe_bytes_max = self.config.log_cleaner_dedupe_buffer_size;
         for partition in self.all_partitions() {
@@ -877,10 +877,7 @@ impl Broker {
             let mut complete = true;
             for base in bases {
                 let now_ms = self.clock.now_ms();
-                match partition
-                    .with_log(async |log| log.clean_segment(base, &map, now_ms).await)
-                    .await
-                {
+                match self.clean_segment(&partition, base, &map, now_ms).await {
                     Ok(Some(cleaned)) => pass.add(&cleaned),
                     Ok(None) => complete = false,
                     Err(error) => {
@@ -911,6 +908,31 @@ impl Broker {
                 "log cleaner pass"
             );
         }
+    }
+
+    /// Cleans one segment of `partition`: planned and installed under the
+    /// log's lock, rewritten without it, so produce and fetch go on while
+    /// the segment is read and written.
+    async fn clean_segment(
+        &self,
+        partition: &Partition,
+        base: i64,
+        map: &crate::log::cleaner::OffsetMap,
+        now_ms: i64,
+    ) -> Result<Option<crate::log::cleaner::SegmentCleaned>, partition::PartitionError> {
+        let Some(job) = partition
+            .with_log(async |log| Ok(log.plan_clean(base)))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let rewritten = job
+            .rewrite(map, now_ms)
+            .await
+            .map_err(partition::PartitionError::Log)?;
+        partition
+            .with_log(async |log| log.install_cleaned(&job, rewritten).await)
+            .await
     }
 
     /// Flushes every log, for a clean shutdown.

@@ -12,11 +12,15 @@
 //!    the dirty part, in a map bounded by `log.cleaner.dedupe.buffer.size`.
 //!    A map that fills stops at a batch boundary; the next pass goes on
 //!    from there.
-//! 3. [`PartitionLog::clean_segment`], for each segment the map reaches:
-//!    a record stays if no later record of its key is mapped, and a
-//!    tombstone stays until `delete.retention.ms` after its batch's largest
-//!    timestamp. Offsets never change: a batch keeps its base offset and
-//!    last offset delta, so a compacted log has gaps.
+//! 3. For each segment the map reaches, [`PartitionLog::plan_clean`] (under
+//!    the lock), [`SegmentJob::rewrite`] (without it: the segment is below
+//!    the high watermark and not active, so nothing appends to it) and
+//!    [`PartitionLog::install_cleaned`] (under the lock, only if the segment
+//!    is still the one that was read); [`PartitionLog::clean_segment`] does
+//!    all three. A record stays if no later record of its key is mapped,
+//!    and a tombstone stays until `delete.retention.ms` after its batch's
+//!    largest timestamp. Offsets never change: a batch keeps its base offset
+//!    and last offset delta, so a compacted log has gaps.
 //!
 //! Invariants:
 //! - Cleaning never changes a segment's offset range. The last batch of a
@@ -32,20 +36,24 @@
 //!   (Kafka merges several, which needs its `.swap` step).
 //! - Nothing at or above the high watermark, nor in the active segment, is
 //!   read for the map or rewritten.
-//! - Memory is bounded by the map and one batch (decompressed); I/O per
-//!   pass by the map's reach plus the already-clean segments before it.
+//! - Memory is bounded by the map, one batch (decompressed) and one 1 MiB
+//!   write chunk; I/O per pass by the map's reach plus the already-clean
+//!   segments before it.
 //!
 //! Compressed batches are read through [`super::compression`]; a batch the
 //! cleaner changes is written back uncompressed (it never recompresses),
 //! one it keeps whole stays as the producer wrote it.
 
+use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
 
-use bytes::{Bytes, BytesMut};
+use std::path::PathBuf;
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::producer_state::ProducerStateManager;
 use super::segment::{self, Segment};
 use super::{LogError, PartitionLog};
+use crate::storage::{SharedFile, SharedStorage};
 
 /// The smallest `log.cleaner.dedupe.buffer.size` accepted: one full-size
 /// batch of keys must fit.
@@ -221,16 +229,17 @@ enum Crc {
 }
 
 async fn read_batch(
-    segment: &Segment,
+    file: &SharedFile,
+    file_len: u64,
     position: u64,
     crc: Crc,
 ) -> Result<Option<ReadBatch>, LogError> {
-    if position >= segment.log.len() {
+    if position >= file_len {
         return Ok(None);
     }
-    let head = segment.log.read_at(position, HEADER_LEN).await?;
+    let head = file.read_at(position, HEADER_LEN).await?;
     let header = batch::parse_header_prefix(&head)?;
-    let bytes = segment.log.read_at(position, header.size_bytes).await?;
+    let bytes = file.read_at(position, header.size_bytes).await?;
     let header = match crc {
         Crc::Check => batch::validate_stored(&bytes)?,
         Crc::Skip => batch::parse_header(&bytes)?,
@@ -258,8 +267,8 @@ struct BatchFilter<'a> {
     now_ms: i64,
     delete_retention_ms: i64,
     log_start_offset: i64,
-    epochs: &'a super::leader_epochs::LeaderEpochCache,
-    producers: &'a super::producer_state::ProducerStateManager,
+    epochs: &'a [(i32, i64)],
+    producers: &'a ProducerStateManager,
     file_len: u64,
 }
 
@@ -317,7 +326,6 @@ impl BatchFilter<'_> {
         let keeps_header = last_of_segment
             || self
                 .epochs
-                .entries()
                 .contains(&(header.partition_leader_epoch, header.base_offset))
             || (header.has_producer_id()
                 && self
@@ -329,6 +337,103 @@ impl BatchFilter<'_> {
         Ok(Kept::Rewritten(
             batch::with_records(&read.bytes, &retained).freeze(),
         ))
+    }
+}
+
+/// One segment's cleaning, planned under the log's lock
+/// ([`PartitionLog::plan_clean`]) and carried out without it: the segment
+/// is below the high watermark and not active, so nothing appends to it
+/// meanwhile, and whatever removes or replaces it (retention, DeleteRecords,
+/// a follower starting over) is noticed when the result is installed.
+pub struct SegmentJob {
+    base: i64,
+    file: SharedFile,
+    file_len: u64,
+    next_offset: i64,
+    log_start_offset: i64,
+    delete_retention_ms: i64,
+    /// The leader-epoch cache's entries: an epoch's first batch stays.
+    epochs: Vec<(i32, i64)>,
+    /// The batches kept for idempotent producers stay.
+    producers: ProducerStateManager,
+    storage: SharedStorage,
+    dir: PathBuf,
+}
+
+/// What [`SegmentJob::rewrite`] did.
+pub enum Rewritten {
+    /// Nothing to drop: the segment stays as it is.
+    Unchanged(SegmentCleaned),
+    /// The kept batches are in `path` (`<base>.log.cleaned`), fsynced.
+    Written {
+        cleaned: SegmentCleaned,
+        path: PathBuf,
+    },
+}
+
+impl SegmentJob {
+    /// Decides in a read-only pass, then, if anything goes, streams the kept
+    /// batches into `<base>.log.cleaned` in chunks of
+    /// [`CLEANED_WRITE_BYTES`] and fsyncs it, so memory stays bounded by one
+    /// batch and one chunk whatever the segment's size.
+    pub async fn rewrite(&self, map: &OffsetMap, now_ms: i64) -> Result<Rewritten, LogError> {
+        let filter = BatchFilter {
+            map,
+            now_ms,
+            delete_retention_ms: self.delete_retention_ms,
+            log_start_offset: self.log_start_offset,
+            epochs: &self.epochs,
+            producers: &self.producers,
+            file_len: self.file_len,
+        };
+        let mut cleaned = SegmentCleaned {
+            bytes_before: self.file_len,
+            bytes_after: self.file_len,
+            ..SegmentCleaned::default()
+        };
+        let mut position = 0;
+        while let Some(read) = read_batch(&self.file, self.file_len, position, Crc::Skip).await? {
+            position += read.header.size_bytes as u64;
+            filter.apply(&read, &mut cleaned)?;
+        }
+        if cleaned.records_removed == 0 {
+            return Ok(Rewritten::Unchanged(cleaned));
+        }
+        let path = self.dir.join(format!(
+            "{}.log{CLEANED_SUFFIX}",
+            segment::file_stem(self.base)
+        ));
+        match self.storage.remove(&path).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error.into()),
+        }
+        let file = self.storage.open(&path).await?;
+        let mut pending = BytesMut::new();
+        let mut position = 0;
+        let mut recount = SegmentCleaned::default();
+        while let Some(read) = read_batch(&self.file, self.file_len, position, Crc::Check).await? {
+            position += read.header.size_bytes as u64;
+            match filter.apply(&read, &mut recount)? {
+                Kept::Whole => pending.extend_from_slice(&read.bytes),
+                Kept::Rewritten(bytes) => pending.extend_from_slice(&bytes),
+                Kept::Dropped => {}
+            }
+            if pending.len() >= CLEANED_WRITE_BYTES {
+                file.append(pending.split().freeze()).await?;
+            }
+        }
+        assert_eq!(
+            (recount.records_removed, recount.tombstones_removed),
+            (cleaned.records_removed, cleaned.tombstones_removed),
+            "the rewrite of segment {} drops what the first pass decided",
+            self.base
+        );
+        if !pending.is_empty() {
+            file.append(pending.freeze()).await?;
+        }
+        file.sync().await?;
+        Ok(Rewritten::Written { cleaned, path })
     }
 }
 
@@ -405,7 +510,9 @@ impl PartitionLog {
             .map(|(_, s)| s)
         {
             let mut position = segment.lookup_position(due.first_dirty_offset);
-            while let Some(read) = read_batch(segment, position, Crc::Check).await? {
+            while let Some(read) =
+                read_batch(&segment.log, segment.log.len(), position, Crc::Check).await?
+            {
                 position += read.header.size_bytes as u64;
                 if read.header.last_offset() < due.first_dirty_offset {
                     continue;
@@ -460,130 +567,103 @@ impl PartitionLog {
 
     /// Rewrites the segment at `base` without the records `map` supersedes
     /// and the tombstones past `delete.retention.ms`, and swaps it in
-    /// atomically. Returns `None` when the segment is gone or no longer
-    /// cleanable (retention, DeleteRecords or truncation got there first).
-    /// A read-only pass comes first, so a segment with nothing to drop is
-    /// left as it is; the rewrite then streams into `.cleaned` in chunks of
-    /// [`CLEANED_WRITE_BYTES`], so memory stays bounded by one batch and
-    /// one chunk whatever the segment's size.
+    /// atomically: [`PartitionLog::plan_clean`], [`SegmentJob::rewrite`],
+    /// [`PartitionLog::install_cleaned`] in one go. Returns `None` when the
+    /// segment is gone or no longer cleanable. The broker runs the three
+    /// steps itself, so the log's lock is free while the segment is
+    /// rewritten.
     pub async fn clean_segment(
         &mut self,
         base: i64,
         map: &OffsetMap,
         now_ms: i64,
     ) -> Result<Option<SegmentCleaned>, LogError> {
+        let Some(job) = self.plan_clean(base) else {
+            return Ok(None);
+        };
+        let rewritten = job.rewrite(map, now_ms).await?;
+        self.install_cleaned(&job, rewritten).await
+    }
+
+    /// What cleaning the segment at `base` needs, taken while the log is
+    /// held: its file and length, the log start, and copies of the epoch
+    /// starts and producer state that decide which emptied batches stay.
+    /// `None` when the segment is gone, active, or not wholly below the
+    /// high watermark.
+    pub fn plan_clean(&self, base: i64) -> Option<SegmentJob> {
         let active_base = *self
             .segments
             .keys()
             .next_back()
             .expect("a log has a segment");
-        let Some(segment) = self.segments.get(&base) else {
-            return Ok(None);
-        };
+        let segment = self.segments.get(&base)?;
         if base == active_base || segment.next_offset > self.high_watermark {
+            return None;
+        }
+        Some(SegmentJob {
+            base,
+            file: segment.log.clone(),
+            file_len: segment.log.len(),
+            next_offset: segment.next_offset,
+            log_start_offset: self.log_start_offset,
+            delete_retention_ms: self.config.delete_retention_ms,
+            epochs: self.epochs.entries().to_vec(),
+            producers: self.producers.clone(),
+            storage: self.storage.clone(),
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// Swaps in what [`SegmentJob::rewrite`] wrote, if the segment is still
+    /// the one it read (same base, same length, still cleanable): the
+    /// fsynced `.cleaned` file is renamed over the segment, the directory
+    /// fsynced and the segment reopened. Otherwise the written file is
+    /// discarded and the answer is `None`.
+    pub async fn install_cleaned(
+        &mut self,
+        job: &SegmentJob,
+        rewritten: Rewritten,
+    ) -> Result<Option<SegmentCleaned>, LogError> {
+        let (mut cleaned, cleaned_path) = match rewritten {
+            Rewritten::Unchanged(cleaned) => return Ok(Some(cleaned)),
+            Rewritten::Written { cleaned, path } => (cleaned, path),
+        };
+        let still_there = self
+            .plan_clean(job.base)
+            .is_some_and(|now| now.file_len == job.file_len && now.next_offset == job.next_offset);
+        if !still_there {
+            match self.storage.remove(&cleaned_path).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error.into()),
+            }
             return Ok(None);
         }
-        let next_offset_before = segment.next_offset;
-        let filter = BatchFilter {
-            map,
-            now_ms,
-            delete_retention_ms: self.config.delete_retention_ms,
-            log_start_offset: self.log_start_offset,
-            epochs: &self.epochs,
-            producers: &self.producers,
-            file_len: segment.log.len(),
-        };
-        let mut cleaned = SegmentCleaned {
-            bytes_before: filter.file_len,
-            bytes_after: filter.file_len,
-            ..SegmentCleaned::default()
-        };
-        let mut position = 0;
-        while let Some(read) = read_batch(segment, position, Crc::Skip).await? {
-            position += read.header.size_bytes as u64;
-            filter.apply(&read, &mut cleaned)?;
-        }
-        if cleaned.records_removed == 0 {
-            return Ok(Some(cleaned));
-        }
-        let (file, cleaned_path) = self.start_cleaned(base).await?;
-        let mut pending = BytesMut::new();
-        let mut position = 0;
-        let mut recount = SegmentCleaned::default();
-        while let Some(read) = read_batch(segment, position, Crc::Check).await? {
-            position += read.header.size_bytes as u64;
-            match filter.apply(&read, &mut recount)? {
-                Kept::Whole => pending.extend_from_slice(&read.bytes),
-                Kept::Rewritten(bytes) => pending.extend_from_slice(&bytes),
-                Kept::Dropped => {}
-            }
-            if pending.len() >= CLEANED_WRITE_BYTES {
-                file.append(pending.split().freeze()).await?;
-            }
-        }
-        assert_eq!(
-            (recount.records_removed, recount.tombstones_removed),
-            (cleaned.records_removed, cleaned.tombstones_removed),
-            "the rewrite of segment {base} drops what the first pass decided"
-        );
-        if !pending.is_empty() {
-            file.append(pending.freeze()).await?;
-        }
-        cleaned.bytes_after = self.swap_in_cleaned(base, file, &cleaned_path).await?;
-        let segment = self
-            .segments
-            .get(&base)
-            .expect("the cleaned segment is in place");
-        assert_eq!(
-            segment.next_offset, next_offset_before,
-            "cleaning changed the offset range of segment {base}"
-        );
-        Ok(Some(cleaned))
-    }
-
-    /// Starts `<base>.log.cleaned` afresh (a leftover of a pass that stopped
-    /// is discarded).
-    async fn start_cleaned(
-        &self,
-        base: i64,
-    ) -> Result<(crate::storage::SharedFile, std::path::PathBuf), LogError> {
-        let stem = segment::file_stem(base);
-        let cleaned_path = self.dir.join(format!("{stem}.log{CLEANED_SUFFIX}"));
-        match self.storage.remove(&cleaned_path).await {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(error.into()),
-        }
-        let file = self.storage.open(&cleaned_path).await?;
-        Ok((file, cleaned_path))
-    }
-
-    /// Fsyncs the written `.cleaned` file, renames it over the segment's log
-    /// file, fsyncs the directory and reopens the segment (recovery
-    /// rebuilds its indexes). Returns the new size.
-    async fn swap_in_cleaned(
-        &mut self,
-        base: i64,
-        file: crate::storage::SharedFile,
-        cleaned_path: &std::path::Path,
-    ) -> Result<u64, LogError> {
-        let log_path = self.dir.join(format!("{}.log", segment::file_stem(base)));
-        file.sync().await?;
-        let size = file.len();
-        drop(file);
-        self.storage.rename(cleaned_path, &log_path).await?;
+        let log_path = self
+            .dir
+            .join(format!("{}.log", segment::file_stem(job.base)));
+        self.storage.rename(&cleaned_path, &log_path).await?;
         self.storage.sync_dir(&self.dir).await?;
-        let old = self.segments.remove(&base).expect("segment being cleaned");
+        let old = self
+            .segments
+            .remove(&job.base)
+            .expect("segment being cleaned");
         let mut reopened =
-            Segment::open(self.storage.as_ref(), &self.dir, base, old.created_ms).await?;
+            Segment::open(self.storage.as_ref(), &self.dir, job.base, old.created_ms).await?;
         drop(old);
+        // Every batch was just checked or built with a fresh CRC.
         reopened
-            // Every batch was just checked or built with a fresh CRC.
             .recover(false, self.config.index_interval_bytes)
             .await?;
         reopened.sync_all().await?;
-        self.segments.insert(base, reopened);
-        Ok(size)
+        cleaned.bytes_after = reopened.size_bytes();
+        assert_eq!(
+            reopened.next_offset, job.next_offset,
+            "cleaning changed the offset range of segment {}",
+            job.base
+        );
+        self.segments.insert(job.base, reopened);
+        Ok(Some(cleaned))
     }
 
     /// Records that a pass with `map` cleaned every segment it was to
