@@ -843,8 +843,8 @@ impl Broker {
 
     /// Runs one cleaning pass over every compacted log that is due (the
     /// log cleaner, `src/log/cleaner.rs`). The log's lock is held only to
-    /// build the map and to plan and install each segment; each segment is
-    /// rewritten without it.
+    /// plan the map and each segment's rewrite and to install it; the dirty
+    /// part is read and each segment rewritten without it.
     pub async fn clean_logs(&self) {
         let dedupe_bytes_max = self.config.log_cleaner_dedupe_buffer_size;
         for partition in self.all_partitions() {
@@ -852,23 +852,35 @@ impl Broker {
                 continue;
             }
             let now_ms = self.clock.now_ms();
+            // The map is planned under the log's lock and built without it;
+            // which segments it covers is read under the lock again.
             let planned = partition
                 .with_log(async |log| {
-                    let Some(due) = log.cleaning_due(now_ms) else {
-                        return Ok(None);
-                    };
-                    let map = log.build_offset_map(&due, dedupe_bytes_max).await?;
-                    let bases = log.segments_to_clean(&map);
-                    Ok(Some((due, map, bases)))
+                    Ok(log
+                        .cleaning_due(now_ms)
+                        .map(|due| (due, log.plan_map(&due))))
                 })
                 .await;
-            let (due, map, bases) = match planned {
+            let (due, map_job) = match planned {
                 Ok(Some(planned)) => planned,
                 Ok(None) => continue,
                 Err(error) => {
                     tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "log cleaner failed");
                     continue;
                 }
+            };
+            let map = match map_job.build(dedupe_bytes_max).await {
+                Ok(map) => map,
+                Err(error) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "log cleaner failed");
+                    continue;
+                }
+            };
+            let Ok(bases) = partition
+                .with_log(async |log| Ok(log.segments_to_clean(&map)))
+                .await
+            else {
+                continue;
             };
             let mut pass = crate::log::cleaner::PassCleaned {
                 keys_mapped: map.len(),

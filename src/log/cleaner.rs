@@ -1,15 +1,17 @@
 //! The log cleaner: `cleanup.policy=compact`, which keeps the latest record
 //! of each key.
 //!
-//! A pass over one log goes in three steps, each a method of
-//! [`PartitionLog`], so a caller can release the log's lock between them:
+//! A pass over one log goes in three steps. Each reads or rewrites segments
+//! below the high watermark without the log's lock, which it needs only to
+//! plan and to install:
 //! 1. [`PartitionLog::cleaning_due`]: the cleanable range is the segments
 //!    wholly below the high watermark, before the active segment and older
 //!    than `min.compaction.lag.ms`; a pass is due when its dirty share (the
 //!    bytes not cleaned since this log was opened or last cleaned) reaches
 //!    `min.cleanable.dirty.ratio`.
-//! 2. [`PartitionLog::build_offset_map`]: the latest offset of every key in
-//!    the dirty part, in a map bounded by `log.cleaner.dedupe.buffer.size`.
+//! 2. [`PartitionLog::plan_map`] (under the lock) and [`MapJob::build`]
+//!    (without it): the latest offset of every key in the dirty part, in a
+//!    map bounded by `log.cleaner.dedupe.buffer.size`.
 //!    A map that fills stops at a batch boundary; the next pass goes on
 //!    from there.
 //! 3. For each segment the map reaches, [`PartitionLog::plan_clean`] (under
@@ -340,6 +342,68 @@ impl BatchFilter<'_> {
     }
 }
 
+/// The dirty part of a log, planned under its lock
+/// ([`PartitionLog::plan_map`]) and mapped without it.
+pub struct MapJob {
+    first_dirty_offset: i64,
+    segments: Vec<MapSegment>,
+}
+
+struct MapSegment {
+    file: SharedFile,
+    file_len: u64,
+    next_offset: i64,
+    /// Where the first batch at or after the first dirty offset may start.
+    start_position: u64,
+}
+
+impl MapJob {
+    /// Maps every key of the dirty part to its latest offset, stopping at
+    /// the batch that would overfill `dedupe_bytes_max` (at least one batch
+    /// is mapped, so a pass always makes progress).
+    pub async fn build(&self, dedupe_bytes_max: usize) -> Result<OffsetMap, LogError> {
+        let first_dirty_offset = self.first_dirty_offset;
+        let mut map = OffsetMap::new(dedupe_bytes_max, first_dirty_offset);
+        for segment in &self.segments {
+            let mut position = segment.start_position;
+            while let Some(read) =
+                read_batch(&segment.file, segment.file_len, position, Crc::Check).await?
+            {
+                position += read.header.size_bytes as u64;
+                if read.header.last_offset() < first_dirty_offset {
+                    continue;
+                }
+                if !read.header.is_control() {
+                    let section = read.records_section()?;
+                    let records = batch::records(&section, read.header.record_count)?;
+                    let keys: Vec<(&[u8], i64)> = records
+                        .iter()
+                        .filter_map(|record| {
+                            let offset = read.header.base_offset + record.offset_delta;
+                            record.key.map(|key| (key, offset))
+                        })
+                        .filter(|(_, offset)| *offset >= first_dirty_offset)
+                        .collect();
+                    let key_bytes = keys.iter().map(|(key, _)| key.len()).sum();
+                    if !map.is_empty() && !map.fits(key_bytes, keys.len()) {
+                        return Ok(map);
+                    }
+                    for (key, offset) in keys {
+                        if crate::planted!(CleanerDropsLatest) && map.get(key).is_some() {
+                            // Planted: the first offset mapped for a key stays.
+                            continue;
+                        }
+                        map.put(key, offset);
+                    }
+                }
+                map.end_offset = read.header.next_offset();
+            }
+            map.end_offset = map.end_offset.max(segment.next_offset);
+        }
+        Ok(map)
+    }
+}
+
 /// One segment's cleaning, planned under the log's lock
 /// ([`PartitionLog::plan_clean`]) and carried out without it: the segment
 /// is below the high watermark and not active, so nothing appends to it
@@ -490,61 +554,41 @@ impl PartitionLog {
     }
 
     /// Maps every key in `[due.first_dirty_offset,
-    /// due.first_uncleanable_offset)` to its latest offset, stopping at the
-    /// batch that would overfill `dedupe_bytes_max` (at least one batch is
-    /// mapped, so a pass always makes progress).
+    /// due.first_uncleanable_offset)` to its latest offset: [`Self::plan_map`]
+    /// and [`MapJob::build`] in one go.
     pub async fn build_offset_map(
         &self,
         due: &CleaningDue,
         dedupe_bytes_max: usize,
     ) -> Result<OffsetMap, LogError> {
-        let mut map = OffsetMap::new(dedupe_bytes_max, due.first_dirty_offset);
+        self.plan_map(due).build(dedupe_bytes_max).await
+    }
+
+    /// What building the map for `due` reads, taken while the log is held:
+    /// the file, length and start position of each segment of the dirty
+    /// part. Those segments are below the high watermark and not active, so
+    /// nothing appends to them while [`MapJob::build`] reads them without
+    /// the lock.
+    pub fn plan_map(&self, due: &CleaningDue) -> MapJob {
         let first = self
             .segments
             .range(..=due.first_dirty_offset)
             .next_back()
             .map_or(due.first_dirty_offset, |(base, _)| *base);
-        for segment in self
+        let segments = self
             .segments
             .range(first..due.first_uncleanable_offset)
-            .map(|(_, s)| s)
-        {
-            let mut position = segment.lookup_position(due.first_dirty_offset);
-            while let Some(read) =
-                read_batch(&segment.log, segment.log.len(), position, Crc::Check).await?
-            {
-                position += read.header.size_bytes as u64;
-                if read.header.last_offset() < due.first_dirty_offset {
-                    continue;
-                }
-                if !read.header.is_control() {
-                    let section = read.records_section()?;
-                    let records = batch::records(&section, read.header.record_count)?;
-                    let keys: Vec<(&[u8], i64)> = records
-                        .iter()
-                        .filter_map(|record| {
-                            let offset = read.header.base_offset + record.offset_delta;
-                            record.key.map(|key| (key, offset))
-                        })
-                        .filter(|(_, offset)| *offset >= due.first_dirty_offset)
-                        .collect();
-                    let key_bytes = keys.iter().map(|(key, _)| key.len()).sum();
-                    if !map.is_empty() && !map.fits(key_bytes, keys.len()) {
-                        return Ok(map);
-                    }
-                    for (key, offset) in keys {
-                        if crate::planted!(CleanerDropsLatest) && map.get(key).is_some() {
-                            // Planted: the first offset mapped for a key stays.
-                            continue;
-                        }
-                        map.put(key, offset);
-                    }
-                }
-                map.end_offset = read.header.next_offset();
-            }
-            map.end_offset = map.end_offset.max(segment.next_offset);
+            .map(|(_, segment)| MapSegment {
+                file: segment.log.clone(),
+                file_len: segment.log.len(),
+                next_offset: segment.next_offset,
+                start_position: segment.lookup_position(due.first_dirty_offset),
+            })
+            .collect();
+        MapJob {
+            first_dirty_offset: due.first_dirty_offset,
+            segments,
         }
-        Ok(map)
     }
 
     /// The bases of the segments a pass with `map` cleans: every segment
