@@ -373,21 +373,32 @@ fn a_keyless_record_is_refused_on_a_compacted_log() {
     });
 }
 
+/// A log holding one batch per `(key, value)`, synced and rolled, so all
+/// of it is cleanable.
+async fn rolled_log(storage: &MemStorage, records: &[(u8, u8)]) -> PartitionLog {
+    let mut log = open(storage, 0).await;
+    let mut replica = replica_of(&log);
+    for (key, value) in records {
+        let bytes = batch_of(&[(*key, Some(*value))], 0, None);
+        log.append(BytesMut::from(&bytes[..]), 0, 0)
+            .await
+            .expect("append");
+    }
+    log.flush().await.expect("flush");
+    log.roll(0).await.expect("roll");
+    settle(&mut log, &mut replica);
+    log
+}
+
 #[test]
 fn cleaning_keeps_offsets_and_the_latest_value_of_each_key() {
     runtime().block_on(async {
         let storage = MemStorage::new();
-        let mut log = open(&storage, 0).await;
-        let mut replica = replica_of(&log);
-        for (key, value) in [(1, 10), (2, 20), (1, 11), (3, 30), (2, 21), (1, 12)] {
-            let bytes = batch_of(&[(key, Some(value))], 0, None);
-            log.append(BytesMut::from(&bytes[..]), 0, 0)
-                .await
-                .expect("append");
-        }
-        log.flush().await.expect("flush");
-        log.roll(0).await.expect("roll");
-        settle(&mut log, &mut replica);
+        let mut log = rolled_log(
+            &storage,
+            &[(1, 10), (2, 20), (1, 11), (3, 30), (2, 21), (1, 12)],
+        )
+        .await;
         let pass = log.clean(0, 1 << 20).await.expect("clean").expect("due");
         assert_eq!(pass.records_removed, 3);
         let served = read_all(&log).await;
@@ -410,17 +421,7 @@ fn cleaning_keeps_offsets_and_the_latest_value_of_each_key() {
 fn a_rewrite_is_discarded_when_its_segment_went_meanwhile() {
     runtime().block_on(async {
         let storage = MemStorage::new();
-        let mut log = open(&storage, 0).await;
-        let mut replica = replica_of(&log);
-        for (key, value) in [(1, 10), (1, 11), (2, 20)] {
-            let bytes = batch_of(&[(key, Some(value))], 0, None);
-            log.append(BytesMut::from(&bytes[..]), 0, 0)
-                .await
-                .expect("append");
-        }
-        log.flush().await.expect("flush");
-        log.roll(0).await.expect("roll");
-        settle(&mut log, &mut replica);
+        let mut log = rolled_log(&storage, &[(1, 10), (1, 11), (2, 20)]).await;
         let due = log.cleaning_due(0).expect("due");
         let map = log.build_offset_map(&due, 1 << 20).await.expect("map");
         let job = log.plan_clean(0).expect("the first segment is cleanable");

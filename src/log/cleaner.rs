@@ -208,13 +208,22 @@ pub fn check_keys(bytes: &[u8], header: &BatchHeader) -> Result<(), LogError> {
     if header.is_control() {
         return Ok(());
     }
-    let read = ReadBatch {
-        position: 0,
-        bytes: Bytes::copy_from_slice(bytes),
-        header: *header,
+    // Every append to a compacted log (the offsets log's included) comes
+    // here: an uncompressed batch's records are walked in place, and only a
+    // compressed one is copied, to be decompressed.
+    let decompressed;
+    let records_bytes: &[u8] = if header.compression() == 0 {
+        &bytes[HEADER_LEN..header.size_bytes]
+    } else {
+        let read = ReadBatch {
+            position: 0,
+            bytes: Bytes::copy_from_slice(bytes),
+            header: *header,
+        };
+        decompressed = read.records_section()?;
+        &decompressed
     };
-    let section = read.records_section()?;
-    let records = batch::records(&section, header.record_count)?;
+    let records = batch::records(records_bytes, header.record_count)?;
     match records.iter().position(|record| record.key.is_none()) {
         Some(record) => Err(LogError::KeylessRecordOnCompactedTopic { record }),
         None => Ok(()),
